@@ -1,0 +1,65 @@
+# bracketflow — the two commands are `make run` and `make test`; everything else is for contributors.
+# Every target installs what it needs itself, once: the virtualenvs are rebuilt only when a requirements file changes.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+SAM_VENV := .venv-sam
+PY := $(VENV)/bin/python
+SAM := $(SAM_VENV)/bin/sam
+export PYTHONPATH := layers/common:streamer:.
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export SAM_CLI_TELEMETRY := 0
+export AWS_DEFAULT_REGION ?= ap-south-1
+
+.PHONY: run test lint fmt bench build deploy validate account record replay demo clean venv sam-venv
+
+venv: $(VENV)/.installed
+sam-venv: $(SAM_VENV)/.installed
+
+$(VENV)/.installed: requirements/dev.txt layers/common/requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing the app's dependencies into $(VENV) ..."
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -r requirements/dev.txt
+	@touch $@
+
+$(SAM_VENV)/.installed: requirements/sam.txt
+	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	@echo "installing SAM CLI into $(SAM_VENV) ..."
+	@$(SAM_VENV)/bin/python -m pip install -q --upgrade pip
+	@$(SAM_VENV)/bin/python -m pip install -q -r requirements/sam.txt
+	@touch $@
+
+## make run: the whole system on this machine, paper mode, no AWS account, no Docker.
+run: venv
+	@$(PY) -m local
+
+## make test: lint, every test, and the template checks.
+test: venv sam-venv lint validate
+	@$(PY) -m pytest -q -n 2 --dist loadgroup
+
+lint: venv
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+
+fmt: venv
+	@$(VENV)/bin/ruff format .
+	@$(VENV)/bin/ruff check --fix .
+
+typecheck: venv
+	@$(VENV)/bin/mypy
+
+validate: sam-venv
+	@$(SAM) validate --lint --template template.yaml --region $(AWS_DEFAULT_REGION)
+
+bench: venv
+	@$(PY) -m benchmarks
+
+build: sam-venv
+	@$(SAM) build --template template.yaml
+
+deploy: build
+	@$(SAM) deploy --guided
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,1 @@
+"""bracketflow: bracket orders with trailing stop-losses, as one shared package for every Lambda and the streamer."""

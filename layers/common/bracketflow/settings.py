@@ -1,0 +1,52 @@
+"""Settings, read from the environment in this one place, built once and lazily.
+
+Small mixins compose the settings each component needs; nothing else in the code reads os.environ.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class AwsSettings(_Base):
+    region: str = Field("ap-south-1", alias="AWS_DEFAULT_REGION")
+    # Set only on the local stack: every AWS client goes to the moto server there.
+    aws_endpoint_url: str | None = Field(None, alias="AWS_ENDPOINT_URL")
+
+
+class StoreSettings(_Base):
+    table_name: str = Field("bracketflow-brackets", alias="TABLE_NAME")
+    idempotency_table_name: str = Field("bracketflow-idempotency", alias="IDEMPOTENCY_TABLE_NAME")
+
+
+class BrokerSettings(_Base):
+    broker: str = Field("paper", alias="BROKER")
+    broker_base_url: str = Field("http://127.0.0.1:8700", alias="BROKER_BASE_URL")
+    broker_ticker_url: str = Field("ws://127.0.0.1:8700/ws", alias="BROKER_TICKER_URL")
+    broker_secret_name: str = Field("bracketflow/broker", alias="BROKER_SECRET_NAME")
+    broker_timeout_s: float = Field(5.0, alias="BROKER_TIMEOUT_S")
+    order_rate_per_second: int = Field(8, alias="ORDER_RATE_LIMIT_PER_SECOND")
+    order_rate_per_minute: int = Field(350, alias="ORDER_RATE_LIMIT_PER_MINUTE")
+
+
+class BracketSettings(_Base):
+    bracket_order_delay_s: float = Field(0.5, alias="BRACKET_ORDER_DELAY")
+    placement_rate_per_second: float = Field(2.0, alias="PLACEMENT_RATE_LIMIT_PER_SECOND")
+    default_tick_size: Decimal = Field(Decimal("0.05"), alias="DEFAULT_TICK_SIZE")
+
+
+class Settings(AwsSettings, StoreSettings, BrokerSettings, BracketSettings):
+    stage: str = Field("local", alias="STAGE")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.model_validate(dict(os.environ))

@@ -34,8 +34,8 @@ $(SAM_VENV)/.installed: requirements/sam.txt
 run: venv
 	@$(PY) -m local
 
-## make test: lint, every test, and the template checks.
-test: venv sam-venv lint validate
+## make test: lint, every test, and the template checks (sam validate --lint, sam build).
+test: venv sam-venv lint validate build
 	@$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: venv
@@ -50,13 +50,15 @@ typecheck: venv
 	@$(VENV)/bin/mypy
 
 validate: sam-venv
+	@$(SAM) validate --template template.yaml --region $(AWS_DEFAULT_REGION)
 	@$(SAM) validate --lint --template template.yaml --region $(AWS_DEFAULT_REGION)
 
 bench: venv
 	@$(PY) -m benchmarks
 
 build: sam-venv
-	@$(SAM) build --template template.yaml
+	@$(SAM) build --template template.yaml > .aws-sam-build.log 2>&1 || (cat .aws-sam-build.log; exit 1)
+	@echo "sam build: ok (.aws-sam/build)"
 
 deploy: build
 	@$(SAM) deploy --guided

@@ -55,3 +55,17 @@ class ConcurrentModification(BracketflowError):
     """A conditional write lost: another actor changed the record first."""
 
     status_code = 409
+
+
+class BracketBlocked(BracketflowError):
+    """The bracket was registered, then refused by a risk, guard or duplicate check; it is FAILED with the tag.
+
+    Risk blocks answer 403, guard and duplicate blocks 409; the body carries the bracket id and the tag so the
+    trader can find the refused bracket in the order book.
+    """
+
+    def __init__(self, message: str, *, bracket_id: str, tag: str, status_code: int) -> None:
+        super().__init__(message)
+        self.bracket_id = bracket_id
+        self.tag = tag
+        self.status_code = status_code

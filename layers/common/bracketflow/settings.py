@@ -43,7 +43,23 @@ class BracketSettings(_Base):
     default_tick_size: Decimal = Field(Decimal("0.05"), alias="DEFAULT_TICK_SIZE")
 
 
-class Settings(AwsSettings, StoreSettings, BrokerSettings, BracketSettings):
+class IntakeSettings(_Base):
+    """REST/TradingView intake: workflow start, API-key pepper, duplicate windows, source-IP allow-list."""
+
+    # Empty until the bracket workflow is wired; registration then records the start as pending (recoverable).
+    bracket_state_machine_arn: str = Field("", alias="BRACKET_STATE_MACHINE_ARN")
+    api_key_pepper_secret_name: str = Field("bracketflow/api-key-pepper", alias="API_KEY_PEPPER_SECRET_NAME")
+    alert_dedupe_window_s: int = Field(300, alias="ALERT_DEDUPE_WINDOW_SECONDS")
+    client_order_id_window_s: int = Field(86400, alias="CLIENT_ORDER_ID_WINDOW_SECONDS")
+    order_log_retention_days: int = Field(30, alias="ORDER_LOG_RETENTION_DAYS")
+    # Comma-separated; empty = accept alerts from any source address.
+    tradingview_allowed_ips: str = Field("", alias="TRADINGVIEW_ALLOWED_IPS")
+    default_max_open_brackets: int = Field(10, alias="DEFAULT_MAX_OPEN_BRACKETS")
+    default_daily_loss_limit: Decimal = Field(Decimal("5000"), alias="DEFAULT_DAILY_LOSS_LIMIT")
+    default_max_order_value: Decimal = Field(Decimal("500000"), alias="DEFAULT_MAX_ORDER_VALUE")
+
+
+class Settings(AwsSettings, StoreSettings, BrokerSettings, BracketSettings, IntakeSettings):
     stage: str = Field("local", alias="STAGE")
 
 

@@ -69,3 +69,59 @@ class BracketBlocked(BracketflowError):
         self.bracket_id = bracket_id
         self.tag = tag
         self.status_code = status_code
+
+
+class BrokerError(BracketflowError):
+    """The broker did not do what we asked. Carries the HTTP status and Kite's error_type when there was one."""
+
+    status_code = 502
+
+    def __init__(self, message: str, *, http_status: int | None = None, error_type: str | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.error_type = error_type
+
+
+class BrokerRejected(BrokerError):
+    """The broker refused the request (InputException, OrderException, margins...): the message says why."""
+
+    status_code = 422
+
+
+class BrokerRateLimited(BrokerError):
+    """The broker answered 429: it refused the call before acting on it, so retrying later is safe."""
+
+    status_code = 429
+
+
+class BrokerUnavailable(BrokerError):
+    """A 5xx, a network failure or a broker-side NetworkException/GeneralException."""
+
+    status_code = 503
+
+
+class BrokerTimeout(BrokerError):
+    """No answer in time: the outcome at the broker is unknown until we look it up."""
+
+    status_code = 504
+
+
+class SessionExpired(BrokerError):
+    """Kite's TokenException / 403: the daily access token is gone; the trader must log in again."""
+
+    status_code = 503
+
+    def __init__(
+        self,
+        message: str = "the Kite session has expired or is invalid — log in again",
+        *,
+        http_status: int | None = 403,
+        error_type: str | None = "TokenException",
+    ) -> None:
+        super().__init__(message, http_status=http_status, error_type=error_type)
+
+
+class BrokerOrderNotFound(BrokerError):
+    """The broker has no order (or GTT) with that id."""
+
+    status_code = 404

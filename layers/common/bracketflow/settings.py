@@ -35,6 +35,17 @@ class BrokerSettings(_Base):
     broker_timeout_s: float = Field(5.0, alias="BROKER_TIMEOUT_S")
     order_rate_per_second: int = Field(8, alias="ORDER_RATE_LIMIT_PER_SECOND")
     order_rate_per_minute: int = Field(350, alias="ORDER_RATE_LIMIT_PER_MINUTE")
+    # broker_timeout_s is the read timeout; connecting should be quick or not at all.
+    broker_connect_timeout_s: float = Field(3.05, alias="BROKER_CONNECT_TIMEOUT_S")
+    broker_max_attempts: int = Field(4, alias="BROKER_MAX_ATTEMPTS")
+    # Percent band Kite applies to MARKET / SL-M orders (required from April 2026); -1 lets Kite choose.
+    broker_market_protection: Decimal = Field(Decimal("5"), alias="BROKER_MARKET_PROTECTION")
+    # Pause before re-checking the order book for a placement whose answer was lost.
+    broker_lookup_pause_s: float = Field(0.5, alias="BROKER_LOOKUP_PAUSE_S")
+    # Name of the account-wide order rate bucket every order-placing Lambda shares.
+    broker_account: str = Field("primary", alias="BROKER_ACCOUNT")
+    order_rate_wait_s: float = Field(5.0, alias="ORDER_RATE_LIMIT_WAIT_S")
+    broker_credentials_cache_s: int = Field(300, alias="BROKER_CREDENTIALS_CACHE_S")
 
 
 class BracketSettings(_Base):

@@ -1,0 +1,130 @@
+"""The instrument master: what can be traded, its tick size and lot size, and its ticker token.
+
+Loaded from Kite's /instruments CSV format (bracketflow/data/instruments.csv, a package data file generated
+by paper/make_instruments.py). Pure: no network, no environment; the paper exchange uses it too.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from functools import lru_cache
+from importlib import resources
+
+# Kite's segment codes, carried in the low byte of every instrument token.
+SEGMENT_CODES = {"NSE": 1, "NFO": 2, "CDS": 3, "BSE": 4, "BFO": 5, "BCD": 6, "MCX": 7, "MCXSX": 8, "INDICES": 9}
+INDEX_SEGMENT = 9
+
+
+def is_index_token(instrument_token: int) -> bool:
+    """Index packets carry no depth and cannot be traded; Kite marks them with segment 9."""
+    return instrument_token & 0xFF == INDEX_SEGMENT
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    instrument_token: int
+    exchange_token: int
+    tradingsymbol: str
+    name: str
+    last_price: Decimal
+    expiry: date | None
+    strike: Decimal
+    tick_size: Decimal
+    lot_size: int
+    instrument_type: str
+    segment: str
+    exchange: str
+
+    @property
+    def key(self) -> str:
+        """The `EXCHANGE:TRADINGSYMBOL` form Kite's quote API uses."""
+        return f"{self.exchange}:{self.tradingsymbol}"
+
+    @property
+    def is_index(self) -> bool:
+        return is_index_token(self.instrument_token)
+
+    @property
+    def tradable(self) -> bool:
+        return not self.is_index
+
+    def is_on_tick(self, price: Decimal) -> bool:
+        if self.tick_size <= 0:
+            return True
+        return price % self.tick_size == 0
+
+    def is_lot_multiple(self, quantity: int) -> bool:
+        if self.lot_size <= 0:
+            return True
+        return quantity % self.lot_size == 0
+
+
+def _parse_row(row: dict[str, str]) -> Instrument:
+    expiry = row.get("expiry") or ""
+    return Instrument(
+        instrument_token=int(row["instrument_token"]),
+        exchange_token=int(row["exchange_token"]),
+        tradingsymbol=row["tradingsymbol"],
+        name=row.get("name", ""),
+        last_price=Decimal(row.get("last_price") or "0"),
+        expiry=date.fromisoformat(expiry) if expiry else None,
+        strike=Decimal(row.get("strike") or "0"),
+        tick_size=Decimal(row.get("tick_size") or "0"),
+        lot_size=int(row.get("lot_size") or "0"),
+        instrument_type=row.get("instrument_type", ""),
+        segment=row.get("segment", ""),
+        exchange=row["exchange"],
+    )
+
+
+class InstrumentMaster:
+    """Lookups by (exchange, tradingsymbol) and by instrument token."""
+
+    def __init__(self, instruments: Iterable[Instrument]) -> None:
+        self._all = tuple(instruments)
+        self._by_symbol = {(i.exchange, i.tradingsymbol): i for i in self._all}
+        self._by_token = {i.instrument_token: i for i in self._all}
+
+    @classmethod
+    def from_csv(cls, text: str) -> InstrumentMaster:
+        return cls(_parse_row(row) for row in csv.DictReader(io.StringIO(text)))
+
+    @classmethod
+    def load(cls) -> InstrumentMaster:
+        """The master shipped with the package (bracketflow/data/instruments.csv)."""
+        return default_master()
+
+    def get(self, exchange: str, tradingsymbol: str) -> Instrument | None:
+        return self._by_symbol.get((exchange.upper(), tradingsymbol.upper()))
+
+    def by_key(self, key: str) -> Instrument | None:
+        """Look up `NSE:INFY`; a bare `INFY` means NSE."""
+        exchange, _, symbol = key.rpartition(":")
+        return self.get(exchange or "NSE", symbol)
+
+    def by_token(self, instrument_token: int) -> Instrument | None:
+        return self._by_token.get(instrument_token)
+
+    def __iter__(self) -> Iterator[Instrument]:
+        return iter(self._all)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._by_token.values() if isinstance(item, Instrument) else False
+
+
+def instruments_csv_text() -> str:
+    """The raw CSV, exactly as Kite's /instruments endpoint would serve it."""
+    return resources.files("bracketflow.data").joinpath("instruments.csv").read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def default_master() -> InstrumentMaster:
+    return InstrumentMaster.from_csv(instruments_csv_text())

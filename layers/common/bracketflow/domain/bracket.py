@@ -31,6 +31,7 @@ from bracketflow.domain.enums import (
 )
 from bracketflow.domain.ids import AccountId, BracketId, BrokerOrderId, ClientOrderId, new_bracket_id
 from bracketflow.domain.states import ensure_bracket_transition, ensure_order_transition
+from bracketflow.errors import InvalidStateTransition
 
 
 def utc_now() -> datetime:
@@ -247,6 +248,9 @@ class Bracket:
     def block(self, kind: BlockKind, reason: str, *, now: datetime | None = None) -> Bracket:
         """CREATED -> FAILED with the block tag "<KIND>:<reason>"; the entry leg is marked FAILED too."""
         tag = block_tag(kind, reason)
+        if self.status is not BracketStatus.CREATED:
+            # ENTRY_PENDING -> FAILED is a broker reject, not a block: blocks happen before the broker sees it.
+            raise InvalidStateTransition("bracket", self.status.value, f"{BracketStatus.FAILED.value} (blocked)")
         return self.transition(
             BracketStatus.FAILED,
             now=now,

@@ -1,0 +1,289 @@
+"""Moto in server mode on 127.0.0.1, the template's resources created in it, and Lambda invokes routed to our handlers.
+
+The server runs in this process (ThreadedMotoServer), so the streamer and the paper exchange processes can reach it
+over HTTP while moto's Step Functions interpreter and Lambda backend stay patchable from here:
+- `execute_state_machine` makes moto run the ASL for real (Wait waits, task tokens wait for SendTaskSuccess);
+- the interpreter invokes Lambda tasks through a boto3 client aimed at localhost:$MOTO_PORT, so MOTO_PORT is set to
+  our server's port;
+- the no-Docker Lambda backend's `invoke` is replaced by one that calls the handler template.yaml names, in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import secrets
+import threading
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from local.runtime import FunctionError, LambdaRuntime
+from local.template import Template
+
+log = logging.getLogger("local.aws")
+
+LAMBDA_ROLE_NAME = "bracketflow-local-execution"
+_MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+
+
+def _lambda_json(value: Any) -> Any:
+    # The Python Lambda runtime serialises Decimal as a number; do the same.
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class MotoServer:
+    """ThreadedMotoServer on 127.0.0.1 with the Step Functions interpreter on and Lambda dispatched in-process."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 5000):
+        self.host = host
+        self.requested_port = port
+        self.port = port
+        self._server: Any = None
+        self._saved_config: dict[str, Any] = {}
+        self._saved_invoke: Any = None
+        self._saved_moto_port: str | None = None
+        self.runtime: LambdaRuntime | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        from moto.awslambda_simple.models import LambdaSimpleBackend
+        from moto.core.config import default_user_config
+        from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+        # werkzeug logs every request at INFO; the console wants our lines, not moto's access log.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        for key, value in _MOTO_CONFIG.items():
+            self._saved_config[key] = default_user_config.get(key)  # type: ignore[misc]
+            default_user_config[key] = dict(value)  # type: ignore[literal-required]
+
+        _reset_moto_backends()  # start from empty backends whatever ran in this process before
+        self._saved_invoke = LambdaSimpleBackend.__dict__.get("invoke")
+        LambdaSimpleBackend.invoke = _make_invoke(self, self._saved_invoke)  # type: ignore[method-assign]
+
+        self._server = ThreadedMotoServer(ip_address=self.host, port=self.requested_port, verbose=False)
+        try:
+            self._server.start()
+        except OSError as exc:
+            self._restore()
+            raise RuntimeError(f"moto server could not listen on {self.host}:{self.requested_port}: {exc}") from exc
+        self.port = self._server.get_host_and_port()[1]
+        self._saved_moto_port = os.environ.get("MOTO_PORT")
+        os.environ["MOTO_PORT"] = str(self.port)  # where moto's ASL interpreter sends its Lambda invokes
+
+    def stop(self) -> None:
+        if self._server is not None:
+            try:
+                self._server.stop()
+            finally:
+                self._server = None
+                self._restore()
+
+    def _restore(self) -> None:
+        from moto.awslambda_simple.models import LambdaSimpleBackend
+        from moto.core.config import default_user_config
+
+        for key, value in self._saved_config.items():
+            if value is None:
+                default_user_config.pop(key, None)  # type: ignore[misc]
+            else:
+                default_user_config[key] = value  # type: ignore[literal-required]
+        self._saved_config = {}
+        if self._saved_invoke is not None:
+            LambdaSimpleBackend.invoke = self._saved_invoke  # type: ignore[method-assign]
+        if self._saved_moto_port is None:
+            os.environ.pop("MOTO_PORT", None)
+        else:
+            os.environ["MOTO_PORT"] = self._saved_moto_port
+        # The backends are process-global: leave nothing behind for whatever runs in this process next.
+        _reset_moto_backends()
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=os.environ.get("AWS_DEFAULT_REGION", "ap-south-1"),
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+            config=Config(retries={"max_attempts": 2}, read_timeout=30),
+        )
+
+
+def _reset_moto_backends() -> None:
+    from moto.moto_api._internal import moto_api_backend
+
+    moto_api_backend.reset()
+
+
+def _make_invoke(server: MotoServer, original: Any):
+    def invoke(
+        backend: Any, function_name: str, qualifier: str | None, body: Any, headers: Any, response_headers: Any
+    ) -> bytes | str | None:
+        runtime = server.runtime
+        if runtime is None or not runtime.knows(function_name):
+            return original(backend, function_name, qualifier, body, headers, response_headers)
+        event = json.loads(body) if body else {}
+        invocation_type = (headers or {}).get("X-Amz-Invocation-Type") or (headers or {}).get(
+            "x-amz-invocation-type", "RequestResponse"
+        )
+        if invocation_type == "Event":
+            threading.Thread(
+                target=_invoke_quietly, args=(runtime, function_name, event), name=f"invoke-{function_name}"
+            ).start()
+            return b""
+        try:
+            result = runtime.invoke(function_name, event)
+        except FunctionError as err:
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(err.payload()).encode()
+        return json.dumps(result, default=_lambda_json).encode()
+
+    return invoke
+
+
+def _invoke_quietly(runtime: LambdaRuntime, function_name: str, event: Any) -> None:
+    # already logged by the runtime; async invokes have no caller to report to
+    with contextlib.suppress(FunctionError):
+        runtime.invoke(function_name, event)
+
+
+def _dummy_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("app.py", "# the local stack runs the handler from the source tree\n")
+    return buf.getvalue()
+
+
+@contextmanager
+def _step(what: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        raise RuntimeError(f"creating {what} in moto failed: {exc}") from exc
+
+
+def provision(server: MotoServer, template: Template) -> None:
+    """Create the template's tables, queues, secrets, parameters, functions and state machines in moto."""
+    iam = server.client("iam")
+    role_arn = iam.create_role(
+        RoleName=LAMBDA_ROLE_NAME,
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+    )["Role"]["Arn"]
+
+    ddb = server.client("dynamodb")
+    for table in template.tables.values():
+        with _step(f"table {table.logical_id}"):
+            ddb.create_table(**_table_args(table.name, table.properties))
+
+    sqs = server.client("sqs")
+    pending = list(template.queues.values())
+    while pending:  # dead-letter queues first: moto checks the redrive target exists
+        created = {q.arn for q in template.queues.values()} - {q.arn for q in pending}
+        ready = [q for q in pending if not q.dead_letter_arn or q.dead_letter_arn in created]
+        if not ready:
+            raise RuntimeError(f"queues with a missing dead-letter queue: {[q.logical_id for q in pending]}")
+        for queue in ready:
+            with _step(f"queue {queue.logical_id}"):
+                sqs.create_queue(QueueName=queue.name, Attributes=_queue_attributes(queue.properties))
+            pending.remove(queue)
+
+    secretsmanager = server.client("secretsmanager")
+    for name, props in template.secrets.items():
+        value = props.get("SecretString")
+        if value is None:
+            generate = props.get("GenerateSecretString") or {}
+            secret = secrets.token_urlsafe(int(generate.get("PasswordLength", 32)))
+            key = generate.get("GenerateStringKey")
+            template_json = json.loads(generate.get("SecretStringTemplate") or "{}")
+            value = json.dumps({**template_json, key: secret}) if key else secret
+        with _step(f"secret {name}"):
+            secretsmanager.create_secret(Name=name, SecretString=str(value))
+
+    ssm = server.client("ssm")
+    for name, props in template.ssm_parameters.items():
+        with _step(f"parameter {name}"):
+            ssm.put_parameter(Name=name, Type=str(props.get("Type", "String")), Value=str(props.get("Value", "")))
+
+    lam = server.client("lambda")
+    code = _dummy_zip()
+    for fn in template.functions.values():
+        with _step(f"function {fn.logical_id}"):
+            lam.create_function(
+                FunctionName=fn.name,
+                Runtime="python3.11",
+                Role=role_arn,
+                Handler=fn.handler,
+                Code={"ZipFile": code},
+                Timeout=fn.timeout,
+                MemorySize=fn.memory_size,
+                Environment={"Variables": fn.environment},
+            )
+
+    sfn = server.client("stepfunctions")
+    for sm in template.state_machines.values():
+        with _step(f"state machine {sm.logical_id}"):
+            sfn.create_state_machine(name=sm.name, definition=json.dumps(sm.definition), roleArn=role_arn, type=sm.type)
+
+
+def _table_args(name: str, props: dict[str, Any]) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "TableName": name,
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
+        "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+    }
+    throughput = props.get("ProvisionedThroughput")
+    if args["BillingMode"] == "PROVISIONED" or throughput:
+        args["ProvisionedThroughput"] = throughput or {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
+    for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
+        if props.get(key):
+            args[key] = [
+                {
+                    k: v
+                    for k, v in index.items()
+                    if k in ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")
+                }
+                for index in props[key]
+            ]
+    stream = props.get("StreamSpecification")
+    if stream:
+        args["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream["StreamViewType"]}
+    return args
+
+
+_QUEUE_ATTRIBUTES = (
+    "VisibilityTimeout",
+    "MessageRetentionPeriod",
+    "DelaySeconds",
+    "ReceiveMessageWaitTimeSeconds",
+    "MaximumMessageSize",
+    "FifoQueue",
+    "ContentBasedDeduplication",
+    "DeduplicationScope",
+    "FifoThroughputLimit",
+)
+
+
+def _queue_attributes(props: dict[str, Any]) -> dict[str, str]:
+    attrs = {}
+    for key in _QUEUE_ATTRIBUTES:
+        if key in props:
+            value = props[key]
+            attrs[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    redrive = props.get("RedrivePolicy")
+    if redrive:
+        attrs["RedrivePolicy"] = redrive if isinstance(redrive, str) else json.dumps(redrive)
+    return attrs

@@ -1,0 +1,132 @@
+"""The in-process Lambda runtime: every function of the template runs as a plain Python call in this process.
+
+Each function's handler module is imported by file path under a unique module name (every function directory has an
+app.py), with the layer directories importable as Lambda's /opt/python would make them. A handler that raises becomes a
+`FunctionError` carrying the exception's class name, which is what Lambda reports and what ASL Retry/Catch match on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from local.template import FunctionSpec
+
+log = logging.getLogger("local.lambda")
+
+
+class FunctionError(Exception):
+    """A handler raised: the Lambda error payload (errorType = the exception's class name)."""
+
+    def __init__(self, function: str, error_type: str, message: str, stack: list[str]):
+        super().__init__(f"{function}: {error_type}: {message}")
+        self.function = function
+        self.error_type = error_type
+        self.message = message
+        self.stack = stack
+
+    def payload(self) -> dict[str, Any]:
+        return {"errorType": self.error_type, "errorMessage": self.message, "stackTrace": self.stack}
+
+
+class LambdaContext:
+    """The attributes of the Lambda context object that handlers and Powertools read."""
+
+    def __init__(self, spec: FunctionSpec):
+        self.function_name = spec.name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = spec.arn
+        self.memory_limit_in_mb = spec.memory_size
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{spec.name}"
+        self.log_stream_name = f"local/{self.aws_request_id}"
+        self.identity = None
+        self.client_context = None
+        self._deadline = time.monotonic() + spec.timeout
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def _function_name_from(name_or_arn: str) -> str:
+    """`fn`, `fn:qualifier` or `arn:aws:lambda:region:acct:function:fn[:qualifier]` -> `fn`."""
+    if name_or_arn.startswith("arn:"):
+        return name_or_arn.split(":")[6]
+    return name_or_arn.split(":", 1)[0]
+
+
+class LambdaRuntime:
+    """Resolves a function (by logical id, name or ARN) to its handler and calls it."""
+
+    def __init__(self, functions: dict[str, FunctionSpec]):
+        self._specs = dict(functions)
+        self._by_name = {spec.name: spec for spec in functions.values()}
+        self._handlers: dict[str, Callable[[Any, Any], Any]] = {}
+        self._import_lock = threading.Lock()
+
+    def knows(self, name_or_arn: str) -> bool:
+        return name_or_arn in self._specs or _function_name_from(name_or_arn) in self._by_name
+
+    def spec(self, name_or_arn: str) -> FunctionSpec:
+        if name_or_arn in self._specs:
+            return self._specs[name_or_arn]
+        return self._by_name[_function_name_from(name_or_arn)]
+
+    def handler(self, name_or_arn: str) -> Callable[[Any, Any], Any]:
+        spec = self.spec(name_or_arn)
+        found = self._handlers.get(spec.logical_id)
+        if found is None:
+            with self._import_lock:
+                if spec.logical_id not in self._handlers:
+                    self._handlers[spec.logical_id] = self._import(spec)
+                found = self._handlers[spec.logical_id]
+        return found
+
+    def preload(self) -> None:
+        """Import every handler now, so a broken import shows at start-up rather than on the first request."""
+        for logical_id in self._specs:
+            self.handler(logical_id)
+
+    @staticmethod
+    def _import(spec: FunctionSpec) -> Callable[[Any, Any], Any]:
+        for layer in spec.layer_dirs:
+            # What Lambda does with /opt/python; pytest and the Makefile usually have it on the path already.
+            if str(layer) not in sys.path:
+                sys.path.append(str(layer))
+        module_path, _, attr = spec.handler.rpartition(".")
+        file = spec.code_dir.joinpath(*module_path.split(".")).with_suffix(".py")
+        if not file.is_file():
+            raise FileNotFoundError(f"{spec.logical_id}: handler module {file} does not exist")
+        module_name = "local_fn_" + re.sub(r"\W", "_", f"{spec.logical_id}_{module_path}")
+        loader_spec = importlib.util.spec_from_file_location(module_name, file)
+        assert loader_spec is not None and loader_spec.loader is not None
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[module_name] = module
+        try:
+            loader_spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(module_name, None)
+            raise
+        handler = getattr(module, attr, None)
+        if not callable(handler):
+            raise AttributeError(f"{spec.logical_id}: {file} has no handler function {attr!r}")
+        return handler
+
+    def invoke(self, name_or_arn: str, event: Any) -> Any:
+        """Call the function's handler with `event`; a raised exception comes back as FunctionError."""
+        spec = self.spec(name_or_arn)
+        try:
+            handler = self.handler(spec.logical_id)
+            return handler(event, LambdaContext(spec))
+        except Exception as exc:  # the handler's failure is the function's result, as in Lambda
+            stack = traceback.format_exception(exc)
+            log.error("%s raised %s: %s\n%s", spec.logical_id, type(exc).__name__, exc, "".join(stack).rstrip())
+            raise FunctionError(spec.logical_id, type(exc).__name__, str(exc), stack) from exc

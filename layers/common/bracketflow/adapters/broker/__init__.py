@@ -1,0 +1,75 @@
+"""Broker adapters: the port services use (port.py), Kite v3 on requests (kite.py), the login session (session.py).
+
+`get_broker()` builds the configured broker once per settings object: BROKER=kite talks to Kite with the trader's
+stored session; BROKER=paper talks to the local paper exchange, which speaks the same Kite v3 API. Order-placing
+calls take a token from the account-wide DynamoDB rate limiter first.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bracketflow.adapters.broker.kite import KiteBroker
+
+_lock = threading.Lock()
+_built: tuple[Any, KiteBroker] | None = None
+
+# The paper exchange accepts any token; these stand in when no broker secret exists on the local stack.
+PAPER_API_KEY = "paper"
+PAPER_ACCESS_TOKEN = "paper-session"
+
+
+def get_broker() -> KiteBroker:
+    """The configured broker, built on first use and kept for the life of the process (and its settings)."""
+    global _built
+    from bracketflow.settings import get_settings
+
+    settings = get_settings()
+    with _lock:
+        if _built is None or _built[0] is not settings:
+            _built = (settings, _build(settings))
+        return _built[1]
+
+
+def _build(settings: Any) -> KiteBroker:
+    from bracketflow.adapters.broker.kite import CredentialsProvider, KiteBroker, KiteCredentials
+    from bracketflow.adapters.broker.session import read_credentials
+    from bracketflow.adapters.dynamo.ratelimit import OrderRateLimiter
+
+    if settings.broker not in ("kite", "paper"):
+        raise ValueError(f"BROKER must be 'kite' or 'paper', got {settings.broker!r}")
+    credentials: CredentialsProvider = read_credentials
+    if settings.broker == "paper":
+        credentials = _paper_credentials(read_credentials, KiteCredentials(PAPER_API_KEY, PAPER_ACCESS_TOKEN))
+    limiter = OrderRateLimiter.from_settings()
+
+    def take_order_token() -> None:
+        limiter.acquire(settings.broker_account, timeout_s=settings.order_rate_wait_s)
+
+    return KiteBroker(
+        settings.broker_base_url,
+        credentials,
+        connect_timeout_s=settings.broker_connect_timeout_s,
+        read_timeout_s=settings.broker_timeout_s,
+        max_attempts=settings.broker_max_attempts,
+        market_protection=settings.broker_market_protection,
+        lookup_pause_s=settings.broker_lookup_pause_s,
+        order_throttle=take_order_token,
+    )
+
+
+def _paper_credentials(read: Any, fallback: Any) -> Any:
+    """Paper mode uses the stored secret when there is one (to rehearse the login flow), else fixed paper ones."""
+    from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+    def provide(refresh: bool = False) -> Any:
+        try:
+            return read(refresh)
+        except GetParameterError as exc:
+            if "ResourceNotFoundException" not in str(exc):
+                raise
+            return fallback
+
+    return provide

@@ -1,0 +1,631 @@
+"""Kite Connect v3 over `requests`: the BrokerPort for Zerodha (and for the paper exchange, which speaks the same).
+
+Rules this adapter keeps, because real money rides on them:
+- every HTTP call has a (connect, read) timeout;
+- only calls that are safe to repeat are retried (GETs; modify, which sets absolute values; cancel and GTT delete,
+  where "already cancelled/deleted" counts as done), with capped exponential backoff and jitter;
+- placing an order or creating a GTT is never repeated blindly: a 429 (refused before acting) or a connection that
+  never opened may be retried; after a timeout or a 5xx the order book is searched for the request first (by our tag
+  for orders, by instrument + triggers + legs for GTTs, ignoring what existed before the call) and the call is only
+  repeated when the request is certainly absent — two looks, a short pause apart;
+- MARKET and SL-M orders always carry `market_protection`;
+- broker errors become the named exceptions in bracketflow.errors; an expired session says "log in again".
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import requests
+from urllib3.exceptions import NewConnectionError
+
+from bracketflow.adapters.broker.port import (
+    MARKET_LIKE_ORDER_TYPES,
+    GttLeg,
+    GttReport,
+    GttRequest,
+    OrderChange,
+    OrderReport,
+    OrderRequest,
+    PositionReport,
+    Quote,
+    TradeReport,
+)
+from bracketflow.domain.ids import BrokerOrderId
+from bracketflow.errors import (
+    BrokerError,
+    BrokerOrderNotFound,
+    BrokerRateLimited,
+    BrokerRejected,
+    BrokerTimeout,
+    BrokerUnavailable,
+    SessionExpired,
+)
+from bracketflow.observability import logger
+
+IST = timezone(timedelta(hours=5, minutes=30), "IST")
+KITE_VERSION = "3"
+
+_REJECTED_TYPES = {"InputException", "OrderException", "MarginException", "HoldingException", "PermissionException"}
+_UNAVAILABLE_TYPES = {"NetworkException", "GeneralException", "DataException"}
+
+
+@dataclass(frozen=True)
+class KiteCredentials:
+    api_key: str
+    access_token: str
+
+    def __repr__(self) -> str:  # never print the token
+        return f"KiteCredentials(api_key={self.api_key!r}, access_token=***)"
+
+
+# Called with refresh=False for the cached credentials, refresh=True after a TokenException (the trader may have
+# logged in again since this warm Lambda cached them).
+CredentialsProvider = Callable[[bool], KiteCredentials]
+
+
+def static_credentials(api_key: str, access_token: str) -> CredentialsProvider:
+    creds = KiteCredentials(api_key, access_token)
+    return lambda refresh=False: creds
+
+
+class _NeverSent(BrokerUnavailable):
+    """The connection never opened: the broker cannot have acted, so even a placement may be repeated."""
+
+
+def error_from_response(http_status: int, body: Any) -> BrokerError:
+    """Map a failed Kite answer (HTTP status + decoded JSON body, or raw text) to our named exception."""
+    error_type = body.get("error_type") if isinstance(body, dict) else None
+    message = body.get("message") if isinstance(body, dict) else None
+    message = str(message or f"broker answered HTTP {http_status}")
+    kw = {"http_status": http_status, "error_type": error_type}
+    if http_status == 429:
+        return BrokerRateLimited(f"the broker is rate limiting us: {message}", **kw)
+    if error_type == "TokenException" or (http_status == 403 and error_type != "PermissionException"):
+        return SessionExpired(http_status=http_status, error_type=error_type or "TokenException")
+    if http_status == 404:
+        return BrokerOrderNotFound(message, **kw)
+    if error_type in _REJECTED_TYPES:
+        return BrokerRejected(message, **kw)
+    if error_type in _UNAVAILABLE_TYPES or http_status >= 500:
+        return BrokerUnavailable(f"the broker is unavailable: {message}", **kw)
+    if 400 <= http_status < 500:
+        return BrokerRejected(message, **kw)
+    return BrokerUnavailable(f"unexpected broker answer: {message}", **kw)
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError):
+        reason: Any = exc.args[0] if exc.args else None
+        reason = getattr(reason, "reason", reason)
+        return isinstance(reason, NewConnectionError)
+    return False
+
+
+def _num(value: Decimal) -> str:
+    # Form fields carry the exact decimal text; never a float's binary approximation.
+    return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
+
+
+def _dec(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def _ts(value: Any) -> datetime | None:
+    """Kite sends 'YYYY-MM-DD HH:MM:SS' in IST without an offset; ISO strings with one are kept as they are."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=IST)
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return default if value is None or value == "" else int(value)
+
+
+def order_from_kite(row: dict[str, Any]) -> OrderReport:
+    tags = row.get("tags") or []
+    tag = row.get("tag") or (tags[0] if tags else None)
+    return OrderReport(
+        order_id=BrokerOrderId(str(row["order_id"])),
+        status=str(row.get("status") or ""),
+        exchange=str(row.get("exchange") or ""),
+        tradingsymbol=str(row.get("tradingsymbol") or ""),
+        transaction_type=str(row.get("transaction_type") or ""),
+        order_type=str(row.get("order_type") or ""),
+        product=str(row.get("product") or ""),
+        variety=str(row.get("variety") or "regular"),
+        quantity=_int(row.get("quantity")),
+        filled_quantity=_int(row.get("filled_quantity")),
+        pending_quantity=_int(row.get("pending_quantity")),
+        cancelled_quantity=_int(row.get("cancelled_quantity")),
+        price=_dec(row.get("price")),
+        trigger_price=_dec(row.get("trigger_price")),
+        average_price=_dec(row.get("average_price")),
+        tag=tag,
+        status_message=row.get("status_message"),
+        exchange_order_id=row.get("exchange_order_id"),
+        parent_order_id=row.get("parent_order_id"),
+        validity=row.get("validity"),
+        order_timestamp=_ts(row.get("order_timestamp")),
+    )
+
+
+def trade_from_kite(row: dict[str, Any]) -> TradeReport:
+    return TradeReport(
+        trade_id=str(row["trade_id"]),
+        order_id=BrokerOrderId(str(row["order_id"])),
+        exchange=str(row.get("exchange") or ""),
+        tradingsymbol=str(row.get("tradingsymbol") or ""),
+        transaction_type=str(row.get("transaction_type") or ""),
+        product=str(row.get("product") or ""),
+        quantity=_int(row.get("quantity")),
+        average_price=_dec(row.get("average_price")) or Decimal(0),
+        exchange_order_id=row.get("exchange_order_id"),
+        fill_timestamp=_ts(row.get("fill_timestamp") or row.get("exchange_timestamp")),
+    )
+
+
+def position_from_kite(row: dict[str, Any]) -> PositionReport:
+    return PositionReport(
+        exchange=str(row.get("exchange") or ""),
+        tradingsymbol=str(row.get("tradingsymbol") or ""),
+        product=str(row.get("product") or ""),
+        quantity=_int(row.get("quantity")),
+        average_price=_dec(row.get("average_price")) or Decimal(0),
+        last_price=_dec(row.get("last_price")),
+        pnl=_dec(row.get("pnl")),
+        buy_quantity=_int(row.get("buy_quantity")),
+        sell_quantity=_int(row.get("sell_quantity")),
+        instrument_token=row.get("instrument_token"),
+    )
+
+
+def gtt_from_kite(row: dict[str, Any]) -> GttReport:
+    condition = row.get("condition") or {}
+    legs = []
+    placed: list[str] = []
+    for leg in row.get("orders") or []:
+        legs.append(
+            GttLeg(
+                transaction_type=str(leg.get("transaction_type") or ""),
+                quantity=_int(leg.get("quantity")),
+                price=_dec(leg.get("price")) or Decimal(0),
+                product=str(leg.get("product") or ""),
+                order_type=str(leg.get("order_type") or "LIMIT"),
+            )
+        )
+        result = leg.get("result") or {}
+        order_result = result.get("order_result") or {}
+        if order_result.get("order_id"):
+            placed.append(str(order_result["order_id"]))
+    return GttReport(
+        gtt_id=int(row["id"]),
+        status=str(row.get("status") or ""),
+        type=str(row.get("type") or ""),
+        exchange=str(condition.get("exchange") or ""),
+        tradingsymbol=str(condition.get("tradingsymbol") or ""),
+        trigger_values=tuple(_dec(v) or Decimal(0) for v in condition.get("trigger_values") or []),
+        last_price=_dec(condition.get("last_price")),
+        orders=tuple(legs),
+        triggered_order_ids=tuple(placed),
+        created_at=_ts(row.get("created_at")),
+        updated_at=_ts(row.get("updated_at")),
+    )
+
+
+def quote_from_kite(instrument: str, row: dict[str, Any]) -> Quote:
+    depth = row.get("depth") or {}
+    bids = depth.get("buy") or []
+    asks = depth.get("sell") or []
+    return Quote(
+        instrument=instrument,
+        last_price=_dec(row.get("last_price")) or Decimal(0),
+        instrument_token=row.get("instrument_token"),
+        best_bid=_dec(bids[0].get("price")) if bids else None,
+        best_ask=_dec(asks[0].get("price")) if asks else None,
+        volume=row.get("volume"),
+        timestamp=_ts(row.get("timestamp")),
+        extra={k: v for k, v in row.items() if k in ("ohlc", "net_change", "oi")},
+    )
+
+
+class KiteBroker:
+    """BrokerPort on Kite Connect v3. Thread-safe enough for one Lambda: one pooled requests.Session."""
+
+    def __init__(
+        self,
+        base_url: str,
+        credentials: CredentialsProvider,
+        *,
+        connect_timeout_s: float = 3.05,
+        read_timeout_s: float = 5.0,
+        max_attempts: int = 4,
+        backoff_base_s: float = 0.25,
+        backoff_cap_s: float = 4.0,
+        market_protection: Decimal = Decimal("5"),
+        lookup_pause_s: float = 0.5,
+        order_throttle: Callable[[], object] | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._credentials = credentials
+        self._timeout = (connect_timeout_s, read_timeout_s)
+        self._max_attempts = max(1, max_attempts)
+        self._backoff_base_s = backoff_base_s
+        self._backoff_cap_s = backoff_cap_s
+        self._market_protection = market_protection
+        self._lookup_pause_s = lookup_pause_s
+        self._order_throttle = order_throttle
+        self._session = session or requests.Session()
+        self._sleep = sleep
+        self._jitter = jitter
+
+    # ---- orders -------------------------------------------------------------------------------------------------
+
+    def place_order(self, req: OrderRequest) -> BrokerOrderId:
+        """Place one order; never places it twice (see the module docstring)."""
+        form = self.order_form(req)
+        path = f"/orders/{req.variety}"
+        # What already carries this tag (an earlier, failed exit of the same bracket, say) is not our answer.
+        before = {o.order_id for o in self.find_orders_by_tag(req.tag)} if req.tag else None
+        attempt = 0
+        while True:
+            attempt += 1
+            self._throttle()
+            try:
+                data = self._send("POST", path, form=form)
+                return BrokerOrderId(str(data["order_id"]))
+            except (BrokerRateLimited, _NeverSent) as exc:
+                # Refused before acting: repeating is safe.
+                if attempt >= self._max_attempts:
+                    raise
+                self._backoff(attempt, exc, "place_order")
+            except (BrokerTimeout, BrokerUnavailable) as exc:
+                if before is None or req.tag is None:
+                    raise BrokerTimeout(
+                        f"order placement for {req.tradingsymbol} failed ambiguously ({exc.message}) and it has no "
+                        "tag to look it up by: check the broker's order book before placing it again",
+                        http_status=exc.http_status,
+                        error_type=exc.error_type,
+                    ) from exc
+                found = self._find_placed_order(req, req.tag, before, exc)
+                if found is not None:
+                    logger.warning(
+                        "order placement answer was lost but the order exists",
+                        extra={"order_id": found, "tag": req.tag, "error": exc.message},
+                    )
+                    return found
+                if attempt >= self._max_attempts:
+                    raise
+                self._backoff(attempt, exc, "place_order")
+
+    def order_form(self, req: OrderRequest) -> dict[str, str]:
+        """The form Kite expects for this order; MARKET and SL-M always carry market_protection."""
+        form: dict[str, str] = {
+            "exchange": req.exchange,
+            "tradingsymbol": req.tradingsymbol,
+            "transaction_type": req.transaction_type,
+            "quantity": str(req.quantity),
+            "product": req.product,
+            "order_type": req.order_type,
+            "validity": req.validity,
+        }
+        if req.price is not None and req.order_type not in MARKET_LIKE_ORDER_TYPES:
+            form["price"] = _num(req.price)
+        if req.trigger_price is not None:
+            form["trigger_price"] = _num(req.trigger_price)
+        if req.disclosed_quantity:
+            form["disclosed_quantity"] = str(req.disclosed_quantity)
+        if req.tag:
+            form["tag"] = req.tag
+        if req.order_type in MARKET_LIKE_ORDER_TYPES:
+            protection = req.market_protection if req.market_protection is not None else self._market_protection
+            form["market_protection"] = _num(protection)
+        return form
+
+    def modify_order(self, order_id: str, change: OrderChange) -> BrokerOrderId:
+        """Modify an open order. Safe to repeat: it sets absolute values (each attempt is rate limited)."""
+        form: dict[str, str] = {}
+        for name in ("quantity", "order_type", "validity", "disclosed_quantity"):
+            value = getattr(change, name)
+            if value is not None:
+                form[name] = str(value)
+        if change.price is not None:
+            form["price"] = _num(change.price)
+        if change.trigger_price is not None:
+            form["trigger_price"] = _num(change.trigger_price)
+        if change.order_type in MARKET_LIKE_ORDER_TYPES:
+            protection = change.market_protection if change.market_protection is not None else self._market_protection
+            form["market_protection"] = _num(protection)
+        data = self._retrying("PUT", f"/orders/{change.variety}/{order_id}", form=form, throttled=True)
+        return BrokerOrderId(str(data["order_id"]))
+
+    def cancel_order(self, order_id: str, variety: str = "regular") -> BrokerOrderId:
+        """Cancel an open order. An order that is already CANCELLED counts as done; a filled one raises."""
+        try:
+            data = self._retrying("DELETE", f"/orders/{variety}/{order_id}", throttled=True)
+            return BrokerOrderId(str(data["order_id"]))
+        except BrokerRejected as exc:
+            history = self.order_history(order_id)
+            if history and history[-1].status == "CANCELLED":
+                return BrokerOrderId(order_id)
+            raise exc
+
+    def order_history(self, order_id: str) -> list[OrderReport]:
+        return [order_from_kite(row) for row in self._retrying("GET", f"/orders/{order_id}") or []]
+
+    def orders(self) -> list[OrderReport]:
+        return [order_from_kite(row) for row in self._retrying("GET", "/orders") or []]
+
+    def find_orders_by_tag(self, tag: str) -> list[OrderReport]:
+        found = []
+        for row in self._retrying("GET", "/orders") or []:
+            if row.get("tag") == tag or tag in (row.get("tags") or []):
+                found.append(order_from_kite(row))
+        return found
+
+    def trades(self) -> list[TradeReport]:
+        return [trade_from_kite(row) for row in self._retrying("GET", "/trades") or []]
+
+    def order_trades(self, order_id: str) -> list[TradeReport]:
+        return [trade_from_kite(row) for row in self._retrying("GET", f"/orders/{order_id}/trades") or []]
+
+    def positions(self) -> list[PositionReport]:
+        data = self._retrying("GET", "/portfolio/positions") or {}
+        return [position_from_kite(row) for row in data.get("net") or []]
+
+    # ---- GTT ----------------------------------------------------------------------------------------------------
+
+    def create_gtt(self, req: GttRequest) -> int:
+        """Create a GTT; never twice. GTTs take no tag, so a lost answer is resolved by instrument, triggers, legs."""
+        form = self.gtt_form(req)
+        before = {g.gtt_id for g in self.gtts()}
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                data = self._send("POST", "/gtt/triggers", form=form)
+                return int(data["trigger_id"])
+            except (BrokerRateLimited, _NeverSent) as exc:
+                if attempt >= self._max_attempts:
+                    raise
+                self._backoff(attempt, exc, "create_gtt")
+            except (BrokerTimeout, BrokerUnavailable) as exc:
+                found = self._find_created_gtt(req, before, exc)
+                if found is not None:
+                    logger.warning("GTT create answer was lost but the GTT exists", extra={"gtt_id": found})
+                    return found
+                if attempt >= self._max_attempts:
+                    raise
+                self._backoff(attempt, exc, "create_gtt")
+
+    def gtt_form(self, req: GttRequest) -> dict[str, str]:
+        # Kite takes condition and orders as JSON text; JSON numbers are where our Decimals meet the wire.
+        condition = {
+            "exchange": req.exchange,
+            "tradingsymbol": req.tradingsymbol,
+            "trigger_values": [float(v) for v in req.trigger_values],
+            "last_price": float(req.last_price),
+        }
+        orders = [
+            {
+                "exchange": req.exchange,
+                "tradingsymbol": req.tradingsymbol,
+                "transaction_type": leg.transaction_type,
+                "quantity": leg.quantity,
+                "order_type": leg.order_type,
+                "product": leg.product,
+                "price": float(leg.price),
+            }
+            for leg in req.orders
+        ]
+        return {"type": req.type, "condition": json.dumps(condition), "orders": json.dumps(orders)}
+
+    def modify_gtt(self, gtt_id: int, req: GttRequest) -> int:
+        """Replace a GTT's triggers and legs (a full replace, so repeating it is safe)."""
+        data = self._retrying("PUT", f"/gtt/triggers/{gtt_id}", form=self.gtt_form(req))
+        return int(data["trigger_id"])
+
+    def delete_gtt(self, gtt_id: int) -> int:
+        """Delete a GTT. Already deleted/cancelled counts as done; a triggered GTT raises BrokerRejected."""
+        try:
+            data = self._retrying("DELETE", f"/gtt/triggers/{gtt_id}")
+            return int(data["trigger_id"])
+        except BrokerRejected as exc:
+            if self.gtt(gtt_id).status in ("deleted", "cancelled"):
+                return gtt_id
+            raise exc
+
+    def gtts(self) -> list[GttReport]:
+        return [gtt_from_kite(row) for row in self._retrying("GET", "/gtt/triggers") or []]
+
+    def gtt(self, gtt_id: int) -> GttReport:
+        return gtt_from_kite(self._retrying("GET", f"/gtt/triggers/{gtt_id}"))
+
+    # ---- market data --------------------------------------------------------------------------------------------
+
+    def quote(self, instruments: Sequence[str]) -> dict[str, Quote]:
+        data = self._retrying("GET", "/quote", query={"i": list(instruments)}) or {}
+        return {name: quote_from_kite(name, row) for name, row in data.items()}
+
+    def ltp(self, instruments: Sequence[str]) -> dict[str, Decimal]:
+        data = self._retrying("GET", "/quote/ltp", query={"i": list(instruments)}) or {}
+        return {name: _dec(row.get("last_price")) or Decimal(0) for name, row in data.items()}
+
+    # ---- plumbing -----------------------------------------------------------------------------------------------
+
+    def _find_placed_order(
+        self, req: OrderRequest, tag: str, before: set[BrokerOrderId], cause: BrokerError
+    ) -> BrokerOrderId | None:
+        def look() -> list[OrderReport]:
+            return [
+                o
+                for o in self.find_orders_by_tag(tag)
+                if o.order_id not in before
+                and o.tradingsymbol == req.tradingsymbol
+                and o.transaction_type == req.transaction_type
+                and o.quantity == req.quantity
+            ]
+
+        matches = self._look_twice(look, cause, f"order {tag}")
+        if not matches:
+            return None
+        if len(matches) > 1:
+            logger.error(
+                "more than one order carries our tag", extra={"tag": tag, "ids": [o.order_id for o in matches]}
+            )
+        return min(matches, key=lambda o: (o.order_timestamp or datetime.max.replace(tzinfo=IST), o.order_id)).order_id
+
+    def _find_created_gtt(self, req: GttRequest, before: set[int], cause: BrokerError) -> int | None:
+        def look() -> list[GttReport]:
+            return [g for g in self.gtts() if g.gtt_id not in before and g.same_trigger_as(req)]
+
+        matches = self._look_twice(look, cause, f"GTT on {req.tradingsymbol}")
+        return min(g.gtt_id for g in matches) if matches else None
+
+    def _look_twice(self, look: Callable[[], list[Any]], cause: BrokerError, what: str) -> list[Any]:
+        """Search now and once more after a pause (the broker may show a new order late); empty = certainly absent."""
+        try:
+            for check in range(2):
+                if check:
+                    self._sleep(self._lookup_pause_s)
+                found = look()
+                if found:
+                    return found
+        except BrokerError as lookup_failed:
+            raise BrokerTimeout(
+                f"{what}: the broker's answer was lost ({cause.message}) and the order book could not be read "
+                f"({lookup_failed.message}); outcome unknown, not retried",
+                http_status=cause.http_status,
+                error_type=cause.error_type,
+            ) from lookup_failed
+        return []
+
+    def _throttle(self) -> None:
+        if self._order_throttle is not None:
+            self._order_throttle()
+
+    def _retrying(
+        self,
+        method: str,
+        path: str,
+        *,
+        form: dict[str, str] | None = None,
+        query: dict[str, Any] | None = None,
+        throttled: bool = False,
+    ) -> Any:
+        """A call that is safe to repeat: retried on 429, 5xx, timeouts and connection errors."""
+        attempt = 0
+        while True:
+            attempt += 1
+            if throttled:
+                self._throttle()
+            try:
+                return self._send(method, path, form=form, query=query)
+            except (BrokerRateLimited, BrokerUnavailable, BrokerTimeout) as exc:
+                if attempt >= self._max_attempts:
+                    raise
+                self._backoff(attempt, exc, f"{method} {path}")
+
+    def _backoff(self, attempt: int, exc: BrokerError, what: str) -> None:
+        delay = min(self._backoff_cap_s, self._backoff_base_s * (2 ** (attempt - 1)))
+        delay = delay / 2 + delay / 2 * self._jitter()  # "equal jitter": spread callers, keep a floor
+        retry_after = getattr(exc, "retry_after_s", None)
+        if retry_after:
+            delay = max(delay, min(float(retry_after), self._backoff_cap_s))
+        logger.warning(
+            "broker call failed, retrying",
+            extra={"call": what, "attempt": attempt, "delay_s": round(delay, 3), "error": exc.message},
+        )
+        self._sleep(delay)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        form: dict[str, str] | None = None,
+        query: dict[str, Any] | None = None,
+    ) -> Any:
+        """One call, plus one repeat after a TokenException if the stored session has changed since we cached it."""
+        creds = self._credentials(False)
+        try:
+            return self._send_once(method, path, creds, form=form, query=query)
+        except SessionExpired:
+            fresh = self._credentials(True)
+            if fresh == creds:
+                raise
+            # The broker refused the stale token before acting, so this repeat is safe even for a placement.
+            return self._send_once(method, path, fresh, form=form, query=query)
+
+    def _send_once(
+        self,
+        method: str,
+        path: str,
+        creds: KiteCredentials,
+        *,
+        form: dict[str, str] | None = None,
+        query: dict[str, Any] | None = None,
+    ) -> Any:
+        headers = {"X-Kite-Version": KITE_VERSION, "Authorization": f"token {creds.api_key}:{creds.access_token}"}
+        return send_kite_request(self._session, method, self._base_url + path, headers, self._timeout, form, query)
+
+
+def send_kite_request(
+    session: requests.Session,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    timeout: tuple[float, float],
+    form: dict[str, str] | None = None,
+    query: dict[str, Any] | None = None,
+) -> Any:
+    """One Kite HTTP call: the envelope's `data`, or a named BrokerError. Shared with the login exchange."""
+    try:
+        response = session.request(method, url, data=form, params=query, headers=headers, timeout=timeout)
+    except requests.RequestException as exc:
+        if _never_sent(exc):
+            raise _NeverSent(f"could not connect to the broker: {type(exc).__name__}") from exc
+        if isinstance(exc, requests.Timeout):
+            raise BrokerTimeout(f"the broker did not answer {method} {_path_of(url)} in time") from exc
+        raise BrokerUnavailable(
+            f"broker connection failed during {method} {_path_of(url)}: {type(exc).__name__}"
+        ) from exc
+    try:
+        body: Any = json.loads(response.text, parse_float=Decimal)
+    except ValueError:
+        body = response.text[:200]
+    if response.status_code >= 400 or not isinstance(body, dict) or body.get("status") != "success":
+        error = error_from_response(response.status_code if response.status_code >= 400 else 500, body)
+        if isinstance(error, BrokerRateLimited):
+            setattr(error, "retry_after_s", _retry_after(response.headers.get("Retry-After")))  # noqa: B010
+        raise error
+    return body.get("data")
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _path_of(url: str) -> str:
+    return "/" + url.split("://", 1)[-1].split("/", 1)[-1].split("?", 1)[0]

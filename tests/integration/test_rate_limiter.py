@@ -1,0 +1,233 @@
+"""The account-wide order rate limiter: its token arithmetic (pure, injected clock) and its DynamoDB bucket (moto)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+
+import boto3
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from moto import mock_aws
+
+from bracketflow.adapters.dynamo.ratelimit import OrderRateLimiter, RateLimit, bucket_pk, decide
+from bracketflow.errors import RateLimited
+
+TABLE = "bracketflow-test-brackets"
+PER_SECOND = RateLimit(8, 1.0)
+PER_MINUTE = RateLimit(350, 60.0)
+KITE_DEFAULTS = (PER_SECOND, PER_MINUTE)
+
+
+class FakeClock:
+    """A clock that only moves when someone sleeps (or the test moves it)."""
+
+    def __init__(self, start: float = 1_775_000_000.0) -> None:
+        self.now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.now += max(0.0, seconds)
+
+
+def max_in_window(times: Sequence[float], window_s: float) -> int:
+    """The most grants any half-open window [t, t + window_s) holds."""
+    ordered = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(ordered):
+        while ordered[start] <= t - window_s:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+# ---- token arithmetic ---------------------------------------------------------------------------------------------
+
+
+def test_a_full_second_refuses_the_ninth_order_until_the_first_token_returns():
+    # Given 8 orders granted at t
+    t = 1_000_000
+    grants = [t] * 8
+    # When a ninth asks at t, just before t + 1 s, and at t + 1 s
+    at_once = decide(grants, t, KITE_DEFAULTS)
+    just_before = decide(grants, t + 999, KITE_DEFAULTS)
+    on_time = decide(grants, t + 1000, KITE_DEFAULTS)
+    # Then it waits exactly until the oldest token comes back
+    assert not at_once.granted and at_once.wait_s == 1.0
+    assert not just_before.granted and just_before.wait_s == pytest.approx(0.001)
+    assert on_time.granted and on_time.grants[-1] == t + 1000
+
+
+def test_a_burst_of_eight_goes_at_once():
+    grants: list[int] = []
+    for _ in range(8):
+        decision = decide(grants, 5_000, KITE_DEFAULTS)
+        assert decision.granted
+        grants = list(decision.grants)
+    assert len(grants) == 8
+
+
+def test_the_minute_limit_holds_even_when_every_second_is_within_its_own_limit():
+    # Given 350 orders spread over the last 50 seconds (7 a second: under 8/s)
+    start = 10_000_000
+    grants = [start + i * (50_000 // 350) for i in range(350)]
+    now = start + 50_000
+    # When another asks
+    decision = decide(grants, now, KITE_DEFAULTS)
+    # Then it waits for the first of the minute to age out
+    assert not decision.granted
+    assert decision.wait_s == pytest.approx((start + 60_000 - now) / 1000)
+
+
+def test_grants_older_than_the_longest_window_are_dropped_from_the_bucket():
+    now = 100_000_000
+    decision = decide([now - 61_000, now - 60_000, now - 59_999], now, KITE_DEFAULTS)
+    assert decision.granted
+    assert decision.grants == (now - 59_999, now)
+
+
+def test_grants_stamped_ahead_by_a_fast_clock_still_hold_their_tokens():
+    # Given another Lambda whose clock runs 300 ms ahead took 8 tokens
+    now = 2_000_000
+    decision = decide([now + 300] * 8, now, KITE_DEFAULTS)
+    # Then we wait for them to return by its clock, rather than sending a ninth order in that second
+    assert not decision.granted
+    assert decision.wait_s == pytest.approx(1.3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=5_000), min_size=1, max_size=120))
+def test_no_window_ever_holds_more_than_its_limit(gaps_ms):
+    # Given requests arriving at arbitrary times against small limits (3/s, 7 per 4 s)
+    limits = (RateLimit(3, 1.0), RateLimit(7, 4.0))
+    grants: list[int] = []
+    now = 0
+    for gap in gaps_ms:
+        now += gap
+        decision = decide(grants, now, limits)
+        if decision.granted:
+            grants.append(now)
+        else:
+            # and a refused caller is told a wait after which it is served
+            assert decision.wait_s > 0
+            assert decide(list(decision.grants), now + round(decision.wait_s * 1000), limits).granted
+    # Then no 1 s window holds more than 3 grants and no 4 s window more than 7
+    assert max_in_window([g / 1000 for g in grants], 1.0) <= 3
+    assert max_in_window([g / 1000 for g in grants], 4.0) <= 7
+
+
+# ---- the DynamoDB bucket --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def table(monkeypatch) -> Iterator[object]:
+    """The main table with the template's key schema (pk/sk strings), in moto."""
+    monkeypatch.setenv("TABLE_NAME", TABLE)
+    with mock_aws():
+        ddb = boto3.resource("dynamodb", region_name="ap-south-1")
+        created = ddb.create_table(
+            TableName=TABLE,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        )
+        yield created
+
+
+def test_n_orders_at_one_instant_never_exceed_the_bucket(table):
+    # Given the limiter at its defaults, the clock stopped at t
+    clock = FakeClock()
+    limiter = OrderRateLimiter(8, 350, clock=clock, sleep=clock.sleep, jitter=lambda: 0.0)
+    # When 20 orders ask at t without waiting
+    granted, refused = 0, 0
+    for _ in range(20):
+        try:
+            limiter.acquire("acct1", timeout_s=0)
+            granted += 1
+        except RateLimited as exc:
+            refused += 1
+            message = exc.message
+    # Then exactly 8 go, and the rest are told why
+    assert (granted, refused) == (8, 12)
+    assert "order rate limit for broker account 'acct1'" in message
+    item = table.get_item(Key={"pk": bucket_pk("acct1"), "sk": "BUCKET"})["Item"]
+    assert len(item["grants"]) == 8
+
+
+def test_waiting_callers_are_served_as_tokens_return(table):
+    # Given a clock that moves only when the limiter sleeps
+    clock = FakeClock()
+    limiter = OrderRateLimiter(8, 350, clock=clock, sleep=clock.sleep, jitter=lambda: 0.0)
+    # When 20 orders ask one after another, each willing to wait 5 s
+    grants = [limiter.acquire("acct1", timeout_s=5.0) for _ in range(20)]
+    # Then all are served, 8 per second and no faster, and the waits are reported
+    times = [g.granted_at for g in grants]
+    assert max_in_window(times, 1.0) == 8
+    assert grants[8].waited_s == pytest.approx(1.0)
+    assert times[-1] - times[0] == pytest.approx(2.0)
+
+
+def test_the_minute_limit_is_shared_across_seconds(table):
+    clock = FakeClock()
+    limiter = OrderRateLimiter(8, 20, clock=clock, sleep=clock.sleep, jitter=lambda: 0.0)
+    times = [limiter.acquire("acct1", timeout_s=120).granted_at for _ in range(30)]
+    assert max_in_window(times, 60.0) == 20
+    assert times[20] - times[0] == pytest.approx(60.0)
+
+
+def test_accounts_have_their_own_buckets(table):
+    clock = FakeClock()
+    limiter = OrderRateLimiter(2, 350, clock=clock, sleep=clock.sleep)
+    limiter.acquire("acct1", 0)
+    limiter.acquire("acct1", 0)
+    with pytest.raises(RateLimited):
+        limiter.acquire("acct1", 0)
+    assert limiter.acquire("acct2", 0).waited_s == 0
+
+
+def test_concurrent_callers_at_one_instant_share_one_bucket(table):
+    # Given 4 Lambdas (threads) racing for tokens at the same instant, each trying 10 times without waiting
+    clock = FakeClock()
+    limiter = OrderRateLimiter(8, 350, clock=clock, sleep=lambda s: None)
+    granted: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(4)
+
+    def caller() -> None:
+        start.wait()
+        for _ in range(10):
+            try:
+                limiter.acquire("acct1", timeout_s=0)
+            except RateLimited:
+                continue
+            with lock:
+                granted.append(1)
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Then the conditional writes let exactly 8 through between them
+    assert len(granted) == 8
+
+
+def test_limits_come_from_settings(table, monkeypatch):
+    monkeypatch.setenv("ORDER_RATE_LIMIT_PER_SECOND", "3")
+    monkeypatch.setenv("ORDER_RATE_LIMIT_PER_MINUTE", "100")
+    from bracketflow.settings import get_settings
+
+    get_settings.cache_clear()
+    limiter = OrderRateLimiter.from_settings()
+    assert [lim.limit for lim in limiter.limits] == [3, 100]
+    for _ in range(3):
+        limiter.acquire("acct9", timeout_s=0)
+    assert table.get_item(Key={"pk": "RATELIMIT#acct9", "sk": "BUCKET"})["Item"]["version"] == 3

@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= ap-south-1
 
-.PHONY: run test lint fmt bench build deploy validate account record replay demo clean venv sam-venv
+.PHONY: run test lint fmt bench build deploy validate account record replay demo clean venv sam-venv paper
 
 venv: $(VENV)/.installed
 sam-venv: $(SAM_VENV)/.installed
@@ -52,6 +52,10 @@ typecheck: venv
 validate: sam-venv
 	@$(SAM) validate --template template.yaml --region $(AWS_DEFAULT_REGION)
 	@$(SAM) validate --lint --template template.yaml --region $(AWS_DEFAULT_REGION)
+
+## make paper: the paper exchange alone (PAPER_PORT, PAPER_MARKET=manual|walk, PAPER_SEED, PAPER_API_KEY, PAPER_ACCESS_TOKEN).
+paper: venv
+	@$(PY) -m paper
 
 bench: venv
 	@$(PY) -m benchmarks

@@ -25,3 +25,19 @@ def _fresh_aws_clients():
     reset_clients()
     yield
     reset_clients()
+
+
+@pytest.fixture(scope="session")
+def paper_exchange_session():
+    """One paper exchange (manual market) per test session (per xdist worker), on a free 127.0.0.1 port."""
+    from paper.testing import start_paper_exchange
+
+    with start_paper_exchange(market="manual") as paper:
+        yield paper
+
+
+@pytest.fixture
+def paper_exchange(paper_exchange_session):
+    """The session's paper exchange, reset (no orders, GTTs, positions, quotes or faults) for this test."""
+    paper_exchange_session.reset()
+    return paper_exchange_session

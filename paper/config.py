@@ -1,0 +1,41 @@
+"""The paper exchange's own settings (it is a separate process, not part of the Lambda layer)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+MARKETS = ("manual", "walk")
+
+
+@dataclass(frozen=True)
+class PaperConfig:
+    host: str = "127.0.0.1"
+    port: int = 8700
+    # manual: quotes only from POST /_paper/quotes; walk: a seeded random walk on every instrument.
+    market: str = "walk"
+    seed: int = 7
+    api_key: str = "paper"
+    access_token: str = "paper-token"
+    api_secret: str = "paper-secret"
+    partial_fills: bool = False
+    walk_interval_s: float = 0.2
+    heartbeat_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.market not in MARKETS:
+            raise ValueError(f"PAPER_MARKET must be one of {', '.join(MARKETS)}; got {self.market!r}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PaperConfig:
+        env = os.environ if environ is None else environ
+        return cls(
+            port=int(env.get("PAPER_PORT", "8700")),
+            market=env.get("PAPER_MARKET", "walk").strip().lower(),
+            seed=int(env.get("PAPER_SEED", "7")),
+            api_key=env.get("PAPER_API_KEY", "paper"),
+            access_token=env.get("PAPER_ACCESS_TOKEN", "paper-token"),
+            api_secret=env.get("PAPER_API_SECRET", "paper-secret"),
+            partial_fills=env.get("PAPER_PARTIAL_FILLS", "0").strip().lower() in {"1", "true", "yes"},
+        )

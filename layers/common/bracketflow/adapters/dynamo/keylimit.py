@@ -1,0 +1,55 @@
+"""The per-key placement limit: a token bucket kept as one number (GCRA), updated with conditional writes.
+
+GCRA stores the "theoretical arrival time" (tat_ms) of the next request. A request at `now` is allowed when
+tat <= now + tolerance, and moves tat to max(tat, now) + interval. It is exactly a token bucket of `burst`
+tokens refilled at `rate`/s, but needs no read: each branch of max() is one conditional UpdateItem, so
+concurrent Lambdas cannot both spend the last token.
+"""
+
+from __future__ import annotations
+
+import math
+
+from botocore.exceptions import ClientError
+
+from bracketflow.adapters.dynamo import records as r
+from bracketflow.adapters.dynamo.table import table
+
+_TTL_S = 86400
+
+
+def try_acquire(key_hash: str, rate_per_second: float, now_ms: int) -> bool:
+    """Spend one placement token for this key; False when the key is over its rate."""
+    interval = max(1, round(1000 / rate_per_second))
+    burst = max(1, math.ceil(rate_per_second))
+    tolerance = interval * (burst - 1)
+    key = r.key_limit_key(key_hash)
+    expires = now_ms // 1000 + _TTL_S
+    try:  # idle bucket: tat is in the past (or the key is new)
+        table().update_item(
+            Key=key,
+            UpdateExpression="SET tat_ms = :next, expires_at = :exp",
+            ConditionExpression="attribute_not_exists(tat_ms) OR tat_ms <= :now",
+            ExpressionAttributeValues={":next": now_ms + interval, ":now": now_ms, ":exp": expires},
+        )
+        return True
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+    try:  # busy bucket with a token left: tat within the burst tolerance
+        table().update_item(
+            Key=key,
+            UpdateExpression="SET tat_ms = tat_ms + :interval, expires_at = :exp",
+            ConditionExpression="tat_ms > :now AND tat_ms <= :limit",
+            ExpressionAttributeValues={
+                ":interval": interval,
+                ":now": now_ms,
+                ":limit": now_ms + tolerance,
+                ":exp": expires,
+            },
+        )
+        return True
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+    return False  # tat only grows, so failing both means tat > now + tolerance: over the limit

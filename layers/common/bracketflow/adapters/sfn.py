@@ -1,0 +1,34 @@
+"""Starting a bracket's workflow (Step Functions). The execution is named by the bracket id, so a repeated
+start of the same bracket is refused by Step Functions instead of running the bracket twice."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from bracketflow.adapters.aws import client
+from bracketflow.settings import get_settings
+
+
+class WorkflowStartFailed(Exception):
+    """The execution could not be started (not configured, throttled, AWS unavailable)."""
+
+
+def start_bracket_workflow(bracket_id: str, payload: dict[str, Any]) -> str | None:
+    """Start the bracket state machine; returns the execution ARN, or None when it was already started."""
+    arn = get_settings().bracket_state_machine_arn
+    if not arn:
+        raise WorkflowStartFailed("BRACKET_STATE_MACHINE_ARN is not set")
+    try:
+        out = client("stepfunctions").start_execution(stateMachineArn=arn, name=bracket_id, input=json.dumps(payload))
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ExecutionAlreadyExists":
+            return None
+        raise WorkflowStartFailed(
+            f"{exc.response['Error']['Code']}: {exc.response['Error'].get('Message', '')}"
+        ) from exc
+    except Exception as exc:  # endpoint/connection errors: still ours to record and retry, never the caller's 5xx
+        raise WorkflowStartFailed(type(exc).__name__) from exc
+    return str(out["executionArn"])

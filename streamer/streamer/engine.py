@@ -1,0 +1,284 @@
+"""The trailing engine: brackets in memory keyed by instrument token, DESIGN §8 applied to every packet.
+
+This is the streamer's hot path, so it is written for CPython speed while producing exactly what the plain
+calculator (bracketflow.domain.trailing.evaluate) produces, packet for packet:
+
+- unwatched tokens cost one dict lookup; index tokens are never in the dict, so index packets are skipped;
+- a message whose packets are all full-mode (the normal case for a full subscription) is decoded in C by
+  one struct.iter_unpack over a fixed 186-byte stride, after checking every length field in one slice;
+- per bracket the state is a small list of ints; a tick costs two comparisons unless it exits or moves
+  the stop. The second comparison is against a precomputed threshold: the least favourable reference
+  price at which the trail would tighten the stop (or reach the activation price). Because the candidate
+  stop is monotone in the reference price, a reference short of the threshold cannot change anything,
+  so skipping the arithmetic there is exact. When it is crossed the calculator's own functions compute the
+  new stop and the threshold is recomputed.
+
+Positions in each message are reported as message_index (0-based count of every message fed, heartbeats
+and text included) and packet_index (0-based position of the packet in its message, index packets included).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from itertools import count as _count
+from typing import NamedTuple
+
+from bracketflow.domain.enums import TrailType
+from bracketflow.domain.trailing import (
+    BPS_PER_UNIT,
+    TrailingBracket,
+    candidate_stop,
+    is_activation_reached,
+    ratchet,
+    round_away,
+)
+from streamer.parser import (
+    BEST_ASK_PRICE_AT,
+    BEST_BID_PRICE_AT,
+    FULL_PACKET_LEN,
+    INT32,
+    LTP_PACKET_LEN,
+    TEXT_FIRST_BYTES,
+    TOKEN_LTP,
+    is_index_token,
+)
+from streamer.watchlist import WatchedBracket
+
+# One full packet with its length prefix: skip the length, token (uint32), ltp, best bid price, best ask price.
+_FULL_STRIDE = 2 + FULL_PACKET_LEN
+_BID_GAP = 2 + BEST_BID_PRICE_AT - 10  # from after the ltp to the best bid price
+_ASK_GAP = BEST_ASK_PRICE_AT - BEST_BID_PRICE_AT - 4
+_TAIL = FULL_PACKET_LEN - BEST_ASK_PRICE_AT - 4
+_FULL_RECORD = struct.Struct(f">2xIi{_BID_GAP}xi{_ASK_GAP}xi{_TAIL}x")
+assert _FULL_RECORD.size == _FULL_STRIDE
+_FULL_LEN_HI = bytes([FULL_PACKET_LEN >> 8])
+_FULL_LEN_LO = bytes([FULL_PACKET_LEN & 0xFF])
+
+_NEVER = 1 << 62  # a threshold no price reaches: LONG uses +_NEVER, SHORT -_NEVER
+
+# Slots of the per-bracket state list (a list, not an object: index access is the cheapest in CPython).
+_LONG, _STOP, _THRESHOLD, _USES_DEPTH, _ID, _SPEC, _ACTIVATED, _SEQ = range(8)
+
+
+class ExitIntent(NamedTuple):
+    bracket_id: str
+    message_index: int
+    packet_index: int
+    ltp: int  # paise
+    stop_price: int  # paise: the stop that was hit
+
+
+def trail_threshold(spec: TrailingBracket, stop: int, activated: bool) -> int:
+    """The least favourable reference price at which evaluating the trail can change anything.
+
+    LONG: any reference >= the threshold; SHORT: any reference <= it. Not yet activated: the activation
+    price (so the activation is recorded when reached). Activated: the first reference whose rounded
+    candidate beats the stop. Exact integer algebra of steps 4-5 (floor of floor is one floor):
+      LONG  c(ref) = floor((ref*m - o) / (10000*t)) * t  > stop  <=>  ref >= ceil(((stop//t + 1)*10000*t + o) / m)
+      SHORT c(ref) = ceil((ref*m + o) / (10000*t)) * t   < stop  <=>  ref <= floor(((ceil(stop/t) - 1)*10000*t - o) / m)
+    with m = 10000 -/+ bps and o = 0 for percent, m = 10000 and o = 10000*points for points.
+    """
+    long = spec.is_long
+    if spec.trail_type is None:
+        return _NEVER if long else -_NEVER
+    if not activated:
+        assert spec.activation is not None
+        return spec.activation
+    t = spec.tick
+    if spec.trail_type is TrailType.PERCENT:
+        m = BPS_PER_UNIT - spec.trail_bps if long else BPS_PER_UNIT + spec.trail_bps
+        o = 0
+    else:
+        m = BPS_PER_UNIT
+        o = BPS_PER_UNIT * spec.trail_points
+    if long:
+        k = stop // t + 1
+        return -(-(k * BPS_PER_UNIT * t + o) // m)
+    j = -(-stop // t) - 1
+    return (j * BPS_PER_UNIT * t - o) // m
+
+
+class TrailingEngine:
+    """Feed it raw ticker messages; it returns the exits they cause and keeps every open bracket's stop.
+
+    Live use: feed(message) per websocket message, watch()/unwatch() from the control queue,
+    take_stop_changes() on a timer for coalesced persistence. Replay uses the very same object.
+    """
+
+    def __init__(self, brackets: Iterable[WatchedBracket] = ()) -> None:
+        self._by_token: dict[int, tuple[list, ...]] = {}
+        self._by_id: dict[str, tuple[list, int]] = {}  # bracket_id -> (state, token)
+        self._seq = _count()
+        self._changed: dict[str, int] = {}
+        self.message_index = 0  # index the next message will get
+        self.packets_seen = 0
+        self.malformed_messages = 0
+        for b in brackets:
+            self.watch(b)
+
+    # --- control ---------------------------------------------------------------------------------
+
+    def watch(self, bracket: WatchedBracket, *, activated: bool = False) -> None:
+        """Start trailing a bracket (after those already watched on its token). Raises ValueError if it
+        is already watched or cannot be trailed."""
+        if bracket.bracket_id in self._by_id:
+            raise ValueError(f"bracket {bracket.bracket_id} is already watched")
+        spec = bracket.compile()
+        activated = activated or spec.activated
+        state = [
+            spec.is_long,
+            spec.stop,
+            trail_threshold(spec, spec.stop, activated),
+            spec.is_mis and spec.trail_type is not None,
+            bracket.bracket_id,
+            spec,
+            activated,
+            next(self._seq),
+        ]
+        token = bracket.instrument_token
+        self._by_id[bracket.bracket_id] = (state, token)
+        if is_index_token(token):
+            return  # index packets are never evaluated, so neither is a bracket on one
+        self._by_token[token] = (*self._by_token.get(token, ()), state)
+
+    def unwatch(self, bracket_id: str) -> bool:
+        """Stop trailing a bracket (closed elsewhere, cancelled...). False if it was not watched."""
+        entry = self._by_id.pop(bracket_id, None)
+        if entry is None:
+            return False
+        self._drop(entry[0], entry[1])
+        self._changed.pop(bracket_id, None)
+        return True
+
+    def _drop(self, state: list, token: int) -> None:
+        rest = tuple(s for s in self._by_token.get(token, ()) if s is not state)
+        if rest:
+            self._by_token[token] = rest
+        else:
+            self._by_token.pop(token, None)
+
+    # --- state for persistence ----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, bracket_id: object) -> bool:
+        return bracket_id in self._by_id
+
+    def stop_of(self, bracket_id: str) -> int:
+        return self._by_id[bracket_id][0][_STOP]
+
+    def is_activated(self, bracket_id: str) -> bool:
+        return self._by_id[bracket_id][0][_ACTIVATED]
+
+    def stops(self) -> dict[str, int]:
+        """Every watched bracket's current stop in paise, in watch order."""
+        return {bid: entry[0][_STOP] for bid, entry in self._by_id.items()}
+
+    def take_stop_changes(self) -> dict[str, int]:
+        """Stops that moved since the last call (latest value only), for coalesced persistence."""
+        changed, self._changed = self._changed, {}
+        return changed
+
+    # --- the hot path ------------------------------------------------------------------------------
+
+    def feed(self, message: bytes) -> list[ExitIntent]:
+        """Apply one raw ticker message; returns the exits it caused, in the order they happened."""
+        mi = self.message_index
+        self.message_index = mi + 1
+        n = len(message)
+        if n < 2 or message[0] in TEXT_FIRST_BYTES:
+            return []  # heartbeat, empty, or a text message (order updates go elsewhere)
+        count = (message[0] << 8) | message[1]
+        if (
+            n == 2 + count * _FULL_STRIDE
+            and message[2::_FULL_STRIDE] == _FULL_LEN_HI * count
+            and message[3::_FULL_STRIDE] == _FULL_LEN_LO * count
+        ):
+            rows = enumerate(_FULL_RECORD.iter_unpack(memoryview(message)[2:]))
+            self.packets_seen += count
+        else:
+            rows = self._mixed_rows(message, count)
+        return self._run(rows, mi)
+
+    def _mixed_rows(self, message: bytes, count: int) -> list[tuple[int, tuple[int, int, int, int]]]:
+        """Watched packets of a message with mixed modes: (packet_index, (token, ltp, bid, ask)); a packet
+        without depth gets bid = ask = 0, which makes every reference price fall back to LTP."""
+        by_token = self._by_token
+        rows = []
+        n = len(message)
+        offset = 2
+        seen = 0
+        for pi in range(count):
+            start = offset + 2
+            if start > n:
+                self.malformed_messages += 1
+                break
+            length = (message[offset] << 8) | message[offset + 1]
+            offset = start + length
+            if offset > n:
+                self.malformed_messages += 1
+                break
+            seen += 1
+            if length < LTP_PACKET_LEN:
+                continue
+            token, ltp = TOKEN_LTP.unpack_from(message, start)
+            if token not in by_token:
+                continue
+            if length == FULL_PACKET_LEN:
+                bid = INT32.unpack_from(message, start + BEST_BID_PRICE_AT)[0]
+                ask = INT32.unpack_from(message, start + BEST_ASK_PRICE_AT)[0]
+                rows.append((pi, (token, ltp, bid, ask)))
+            else:
+                rows.append((pi, (token, ltp, 0, 0)))
+        self.packets_seen += seen
+        return rows
+
+    def _run(self, rows, mi: int) -> list[ExitIntent]:
+        exits: list[ExitIntent] = []
+        get = self._by_token.get
+        for pi, (token, ltp, bid, ask) in rows:
+            states = get(token)
+            if states is None:
+                continue
+            for s in states:
+                if s[0]:  # LONG
+                    if ltp <= s[1]:
+                        exits.append(ExitIntent(s[4], mi, pi, ltp, s[1]))
+                        self._retire(s, token)
+                        continue
+                    ref = bid if s[3] and bid > 0 else ltp
+                    if ref >= s[2]:
+                        self._trail(s, ref)
+                else:  # SHORT
+                    if ltp >= s[1]:
+                        exits.append(ExitIntent(s[4], mi, pi, ltp, s[1]))
+                        self._retire(s, token)
+                        continue
+                    ref = ask if s[3] and ask > 0 else ltp
+                    if ref <= s[2]:
+                        self._trail(s, ref)
+        return exits
+
+    def _retire(self, state: list, token: int) -> None:
+        # The loop in _run holds the old tuple, so the bracket's later siblings on this packet still run.
+        self._by_id.pop(state[_ID], None)
+        self._changed.pop(state[_ID], None)
+        self._drop(state, token)
+
+    def _trail(self, state: list, ref: int) -> None:
+        """Steps 3-6 with the calculator's own functions, then the next threshold."""
+        spec: TrailingBracket = state[_SPEC]
+        side = spec.side
+        if not state[_ACTIVATED]:
+            if not is_activation_reached(side, ref, spec.activation):
+                return
+            state[_ACTIVATED] = True
+        assert spec.trail_type is not None
+        c = round_away(side, candidate_stop(side, ref, spec.trail_type, spec.trail_amount), spec.tick)
+        stop = ratchet(side, state[_STOP], c)
+        if stop != state[_STOP]:
+            state[_STOP] = stop
+            self._changed[state[_ID]] = stop
+        state[_THRESHOLD] = trail_threshold(spec, stop, True)

@@ -16,9 +16,9 @@ if TYPE_CHECKING:
 _lock = threading.Lock()
 _built: tuple[Any, KiteBroker] | None = None
 
-# The paper exchange accepts any token; these stand in when no broker secret exists on the local stack.
+# The paper exchange's default credentials; they stand in when no broker secret exists on the local stack.
 PAPER_API_KEY = "paper"
-PAPER_ACCESS_TOKEN = "paper-session"
+PAPER_ACCESS_TOKEN = "paper-token"
 
 
 def get_broker() -> KiteBroker:

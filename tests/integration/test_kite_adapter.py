@@ -1,0 +1,410 @@
+"""The Kite adapter against the paper exchange (a Kite v3 look-alike), with the broker's failures injected.
+
+What must hold: a 429 is retried with backoff; a placement whose answer is lost is found by its tag and never
+becomes two orders; a 5xx on a call that is not safe to repeat is only repeated after the order book shows the
+request is absent; an expired session says "log in again". The official kiteconnect client reads the paper
+exchange's books as an independent witness.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import boto3
+import pytest
+import requests
+from kiteconnect import KiteConnect
+from moto import mock_aws
+
+from bracketflow.adapters.broker.kite import KiteBroker, static_credentials
+from bracketflow.adapters.broker.port import GttLeg, GttRequest, OrderChange, OrderRequest
+from bracketflow.errors import (
+    BrokerOrderNotFound,
+    BrokerRateLimited,
+    BrokerRejected,
+    BrokerTimeout,
+    SessionExpired,
+)
+
+TAG = "BF0123456789ABCDEFE"
+
+
+class RecordingSession(requests.Session):
+    """A real requests.Session that notes each call (method, path) so tests can see the order of calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str]] = []
+
+    def request(self, method, url, *args, **kwargs):  # type: ignore[override]
+        self.calls.append((method, "/" + url.split("/", 3)[3].split("?")[0]))
+        return super().request(method, url, *args, **kwargs)
+
+
+@pytest.fixture
+def paper(paper_exchange):
+    paper_exchange.set_quotes(
+        [
+            {"exchange": "NSE", "tradingsymbol": "INFY", "ltp": 1500, "bid": 1499.95, "ask": 1500.05},
+            {"exchange": "NSE", "tradingsymbol": "TCS", "ltp": 4000, "bid": 3999.9, "ask": 4000.1},
+        ]
+    )
+    return paper_exchange
+
+
+@pytest.fixture
+def witness(paper) -> KiteConnect:
+    return KiteConnect(api_key=paper.api_key, access_token=paper.access_token, root=paper.base_url)
+
+
+class Sleeps(list):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def make_broker(paper, **kw) -> tuple[KiteBroker, RecordingSession, Sleeps]:
+    http = RecordingSession()
+    sleeps = Sleeps()
+    options = {"read_timeout_s": 0.5, "lookup_pause_s": 0.05, "jitter": lambda: 1.0}
+    options.update(kw)
+    broker = KiteBroker(
+        paper.base_url,
+        static_credentials(paper.api_key, paper.access_token),
+        session=http,
+        sleep=sleeps,
+        **options,
+    )
+    return broker, http, sleeps
+
+
+def resting_buy(tag: str | None = TAG, symbol: str = "INFY") -> OrderRequest:
+    # Below the market, so it rests OPEN and stays in the book
+    return OrderRequest("NSE", symbol, "BUY", 1, "MIS", "LIMIT", price=Decimal("1490"), tag=tag)
+
+
+def our_orders(witness: KiteConnect, tag: str = TAG) -> list[dict]:
+    return [o for o in witness.orders() if o.get("tag") == tag]
+
+
+def protection(last_price: str = "1500") -> GttRequest:
+    return GttRequest(
+        "NSE",
+        "INFY",
+        (Decimal("1480"), Decimal("1550")),
+        Decimal(last_price),
+        (GttLeg("SELL", 1, Decimal("1479"), "MIS"), GttLeg("SELL", 1, Decimal("1550"), "MIS")),
+    )
+
+
+# ---- placement -------------------------------------------------------------------------------------------------
+
+
+def test_a_429_on_placement_is_retried_with_growing_backoff(paper, witness):
+    # Given the broker answers 429 twice to order placement
+    paper.set_faults([{"kind": "http_429", "match": {"path": "/orders/regular", "method": "POST"}, "count": 2}])
+    broker, http, sleeps = make_broker(paper, backoff_base_s=0.2)
+    # When we place an order
+    order_id = broker.place_order(resting_buy())
+    # Then it went through on the third try, after two growing pauses, and exactly one order exists
+    assert [c for c in http.calls if c[0] == "POST"] == [("POST", "/orders/regular")] * 3
+    assert sleeps == [pytest.approx(0.2), pytest.approx(0.4)]
+    assert [o["order_id"] for o in our_orders(witness)] == [order_id]
+
+
+def test_429s_that_never_stop_surface_as_rate_limited(paper, witness):
+    paper.set_faults([{"kind": "http_429", "match": {"path": "/orders/regular"}, "count": 10}])
+    broker, _, sleeps = make_broker(paper, max_attempts=3)
+    with pytest.raises(BrokerRateLimited):
+        broker.place_order(resting_buy())
+    assert len(sleeps) == 2
+    assert our_orders(witness) == []
+
+
+def test_a_timed_out_placement_is_found_by_its_tag_and_not_placed_again(paper, witness):
+    # Given the broker places the order but its answer never reaches us
+    paper.set_faults([{"kind": "timeout", "match": {"path": "/orders/regular", "method": "POST"}, "seconds": 5}])
+    broker, http, _ = make_broker(paper)
+    # When we place it
+    order_id = broker.place_order(resting_buy())
+    # Then the adapter found the order by our tag and returned its id, with one POST only
+    assert [c for c in http.calls if c[0] == "POST"] == [("POST", "/orders/regular")]
+    assert [o["order_id"] for o in our_orders(witness)] == [order_id]
+
+
+def test_an_earlier_order_with_the_same_tag_is_not_mistaken_for_the_lost_one(paper, witness):
+    # Given an earlier exit of this bracket with the same tag, already cancelled
+    broker, _, _ = make_broker(paper)
+    earlier = broker.place_order(resting_buy())
+    broker.cancel_order(earlier)
+    # And the broker now places our new order but loses the answer
+    paper.set_faults([{"kind": "timeout", "match": {"path": "/orders/regular", "method": "POST"}, "seconds": 5}])
+    # When we place it
+    order_id = broker.place_order(resting_buy())
+    # Then the answer is the new order, and there are exactly the two
+    assert order_id != earlier
+    statuses = {o["order_id"]: o["status"] for o in our_orders(witness)}
+    assert statuses == {earlier: "CANCELLED", order_id: "OPEN"}
+
+
+def test_a_5xx_on_placement_is_repeated_only_after_the_book_shows_it_absent(paper, witness):
+    # Given the broker answers 500 to the first placement (and did not place it)
+    paper.set_faults([{"kind": "http_500", "match": {"path": "/orders/regular", "method": "POST"}, "count": 1}])
+    broker, http, _ = make_broker(paper)
+    # When we place an order
+    order_id = broker.place_order(resting_buy())
+    # Then between the two POSTs the order book was read twice (now, and after a pause) and exactly one order exists
+    posts = [i for i, c in enumerate(http.calls) if c == ("POST", "/orders/regular")]
+    assert len(posts) == 2
+    between = http.calls[posts[0] + 1 : posts[1]]
+    assert between == [("GET", "/orders"), ("GET", "/orders")]
+    assert [o["order_id"] for o in our_orders(witness)] == [order_id]
+
+
+def test_an_unreadable_book_after_a_lost_answer_means_outcome_unknown(paper, witness):
+    # Given the broker places the order, the answer is lost, and then every read of the order book fails
+    class FailingLookups(RecordingSession):
+        posted = False
+
+        def request(self, method, url, *args, **kwargs):  # type: ignore[override]
+            if method == "POST":
+                self.posted = True
+            if self.posted and method == "GET":
+                paper.set_faults([{"kind": "http_500", "match": {"path": "/orders", "method": "GET"}, "count": 100}])
+            return super().request(method, url, *args, **kwargs)
+
+    failing = FailingLookups()
+    broker, _, _ = make_broker(paper, max_attempts=2)
+    broker._session = failing
+    paper.set_faults([{"kind": "timeout", "match": {"path": "/orders/regular", "method": "POST"}, "seconds": 5}])
+    # When we place it / Then we are told the outcome is unknown, and nothing was sent twice
+    with pytest.raises(BrokerTimeout, match="outcome unknown"):
+        broker.place_order(resting_buy())
+    paper.set_faults([])
+    assert [c for c in failing.calls if c[0] == "POST"] == [("POST", "/orders/regular")]
+    assert len(our_orders(witness)) == 1
+
+
+def test_a_timed_out_placement_without_a_tag_is_never_repeated(paper, witness):
+    paper.set_faults([{"kind": "timeout", "match": {"path": "/orders/regular", "method": "POST"}, "seconds": 5}])
+    broker, http, _ = make_broker(paper)
+    with pytest.raises(BrokerTimeout, match="no tag"):
+        broker.place_order(resting_buy(tag=None))
+    assert [c for c in http.calls if c[0] == "POST"] == [("POST", "/orders/regular")]
+    assert len([o for o in witness.orders() if o["tradingsymbol"] == "INFY"]) == 1
+
+
+def test_a_market_exit_carries_market_protection_and_fills(paper, witness):
+    # Given an open long position
+    broker, _, _ = make_broker(paper)
+    broker.place_order(OrderRequest("NSE", "INFY", "BUY", 2, "MIS", "MARKET", tag="BFENTRY"))
+    # When we exit it at market
+    exit_id = broker.place_order(OrderRequest("NSE", "INFY", "SELL", 2, "MIS", "MARKET", tag="BFEXIT"))
+    # Then the broker accepted it (it refuses MARKET orders without market_protection) and it filled
+    (history_last,) = broker.order_history(exit_id)[-1:]
+    assert history_last.status == "COMPLETE"
+    assert Decimal(str(witness.order_history(exit_id)[-1]["market_protection"])) == Decimal("5")
+    assert [p.quantity for p in broker.positions() if p.tradingsymbol == "INFY"] == [0]
+    assert {t.order_id for t in broker.order_trades(exit_id)} == {exit_id}
+    assert exit_id in {t.order_id for t in broker.trades()}
+
+
+def test_a_rejected_order_raises_with_the_brokers_reason(paper):
+    broker, _, _ = make_broker(paper)
+    with pytest.raises(BrokerRejected) as caught:
+        broker.place_order(OrderRequest("NSE", "NOSUCHSYMBOL", "BUY", 1, "MIS", "LIMIT", price=Decimal("10")))
+    assert caught.value.message
+    assert caught.value.http_status == 400
+
+
+# ---- safe calls ----------------------------------------------------------------------------------------------
+
+
+def test_reads_are_retried_through_5xx_and_timeouts(paper):
+    broker, http, sleeps = make_broker(paper)
+    broker.place_order(resting_buy())
+    paper.set_faults(
+        [
+            {"kind": "http_500", "match": {"path": "/orders", "method": "GET"}, "count": 1},
+            {"kind": "timeout", "match": {"path": "/orders", "method": "GET"}, "count": 1, "seconds": 5},
+        ]
+    )
+    http.calls.clear()
+    orders = broker.orders()
+    assert [o.tag for o in orders] == [TAG]
+    assert http.calls == [("GET", "/orders")] * 3
+    assert len(sleeps) == 2
+
+
+def test_modify_and_cancel_go_through_a_429(paper, witness):
+    broker, _, _ = make_broker(paper)
+    order_id = broker.place_order(resting_buy())
+    paper.set_faults([{"kind": "http_429", "match": {"path": f"/orders/regular/{order_id}"}, "count": 1}])
+    broker.modify_order(order_id, OrderChange(price=Decimal("1491.5")))
+    paper.set_faults([{"kind": "http_429", "match": {"path": f"/orders/regular/{order_id}"}, "count": 1}])
+    broker.cancel_order(order_id)
+    last = witness.order_history(order_id)[-1]
+    assert last["status"] == "CANCELLED"
+    assert Decimal(str(last["price"])) == Decimal("1491.5")
+
+
+def test_a_cancel_whose_answer_was_lost_is_done_when_repeated(paper, witness):
+    # Given the broker cancels the order but the answer is lost
+    broker, http, _ = make_broker(paper)
+    order_id = broker.place_order(resting_buy())
+    paper.set_faults([{"kind": "timeout", "match": {"path": f"/orders/regular/{order_id}"}, "seconds": 5}])
+    # When we cancel (the adapter repeats the cancel, which the broker refuses as already cancelled)
+    assert broker.cancel_order(order_id) == order_id
+    # Then it is cancelled, and the repeat was seen as success
+    assert [c for c in http.calls if c[0] == "DELETE"] == [("DELETE", f"/orders/regular/{order_id}")] * 2
+    assert witness.order_history(order_id)[-1]["status"] == "CANCELLED"
+
+
+def test_an_unknown_order_is_not_found(paper):
+    broker, _, _ = make_broker(paper)
+    with pytest.raises(BrokerOrderNotFound):
+        broker.order_history("999999")
+
+
+# ---- GTT -----------------------------------------------------------------------------------------------------
+
+
+def test_a_gtt_create_whose_answer_was_lost_is_found_and_not_created_twice(paper, witness):
+    paper.set_faults([{"kind": "timeout", "match": {"path": "/gtt/triggers", "method": "POST"}, "seconds": 5}])
+    broker, http, _ = make_broker(paper)
+    gtt_id = broker.create_gtt(protection())
+    assert [c for c in http.calls if c[0] == "POST"] == [("POST", "/gtt/triggers")]
+    assert [g["id"] for g in witness.get_gtts()] == [gtt_id]
+
+
+def test_a_gtt_create_that_failed_with_5xx_is_made_once_after_checking(paper, witness):
+    paper.set_faults([{"kind": "http_500", "match": {"path": "/gtt/triggers", "method": "POST"}, "count": 1}])
+    broker, http, _ = make_broker(paper)
+    gtt_id = broker.create_gtt(protection())
+    posts = [i for i, c in enumerate(http.calls) if c == ("POST", "/gtt/triggers")]
+    assert len(posts) == 2
+    assert http.calls[posts[0] + 1 : posts[1]] == [("GET", "/gtt/triggers")] * 2
+    assert [g["id"] for g in witness.get_gtts()] == [gtt_id]
+
+
+def test_an_existing_identical_gtt_is_not_taken_for_the_new_one(paper, witness):
+    # Given an identical GTT already exists (another bracket on the same levels)
+    broker, _, _ = make_broker(paper)
+    first = broker.create_gtt(protection())
+    paper.set_faults([{"kind": "http_500", "match": {"path": "/gtt/triggers", "method": "POST"}, "count": 1}])
+    # When a create fails with 5xx / Then it is made again rather than mistaken for the existing one
+    second = broker.create_gtt(protection())
+    assert second != first
+    assert sorted(g["id"] for g in witness.get_gtts()) == sorted([first, second])
+
+
+def test_gtt_modify_delete_and_read_back(paper, witness):
+    broker, _, _ = make_broker(paper)
+    gtt_id = broker.create_gtt(protection())
+    tighter = GttRequest(
+        "NSE",
+        "INFY",
+        (Decimal("1490"), Decimal("1550")),
+        Decimal("1500"),
+        (GttLeg("SELL", 1, Decimal("1489"), "MIS"), GttLeg("SELL", 1, Decimal("1550"), "MIS")),
+    )
+    broker.modify_gtt(gtt_id, tighter)
+    assert broker.gtt(gtt_id).same_trigger_as(tighter)
+    assert broker.delete_gtt(gtt_id) == gtt_id
+    # Deleting again counts as done (the answer to the first delete might have been lost)
+    assert broker.delete_gtt(gtt_id) == gtt_id
+    assert broker.gtt(gtt_id).status in ("deleted", "cancelled")
+
+
+def test_a_triggered_gtt_reports_the_order_it_placed(paper):
+    broker, _, _ = make_broker(paper)
+    broker.place_order(OrderRequest("NSE", "INFY", "BUY", 1, "MIS", "MARKET", tag="BFENTRY"))
+    gtt_id = broker.create_gtt(protection())
+    paper.set_quotes([{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": 1478, "bid": 1477.95, "ask": 1478.05}])
+    report = broker.gtt(gtt_id)
+    assert report.status == "triggered"
+    assert len(report.triggered_order_ids) == 1
+    with pytest.raises(BrokerRejected):
+        broker.delete_gtt(gtt_id)  # the exit path must learn the broker already acted
+
+
+# ---- market data and session -------------------------------------------------------------------------------------
+
+
+def test_quotes_and_ltp(paper):
+    broker, _, _ = make_broker(paper)
+    quote = broker.quote(["NSE:INFY"])["NSE:INFY"]
+    assert quote.last_price == Decimal("1500")
+    assert (quote.best_bid, quote.best_ask) == (Decimal("1499.95"), Decimal("1500.05"))
+    assert broker.ltp(["NSE:INFY", "NSE:TCS"]) == {"NSE:INFY": Decimal("1500"), "NSE:TCS": Decimal("4000")}
+
+
+def test_an_invalid_session_tells_the_trader_to_log_in_again(paper):
+    broker = KiteBroker(paper.base_url, static_credentials(paper.api_key, "yesterdays-token"))
+    with pytest.raises(SessionExpired, match="the Kite session has expired or is invalid — log in again"):
+        broker.orders()
+
+
+@pytest.fixture
+def aws(monkeypatch, paper):
+    """Moto for Secrets Manager and DynamoDB, with settings pointing at the paper exchange."""
+    monkeypatch.setenv("BROKER_BASE_URL", paper.base_url)
+    monkeypatch.setenv("BROKER_SECRET_NAME", "bracketflow/test-broker")
+    monkeypatch.setenv("TABLE_NAME", "bracketflow-test-brackets")
+    with mock_aws():
+        boto3.client("dynamodb", region_name="ap-south-1").create_table(
+            TableName="bracketflow-test-brackets",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        )
+        yield boto3.client("secretsmanager", region_name="ap-south-1")
+
+
+def test_login_exchanges_the_request_token_and_stores_the_session(aws, paper):
+    from bracketflow.adapters.broker.session import exchange_request_token, read_credentials, verify_session
+
+    # Given the trader stored the app's key and secret
+    aws.create_secret(
+        Name="bracketflow/test-broker",
+        SecretString=json.dumps({"api_key": paper.api_key, "api_secret": "paper-secret"}),
+    )
+    # When the login callback hands us a request_token
+    session = exchange_request_token("request-token-from-redirect")
+    # Then the access token is in the secret (not in the answer), and the stored session works
+    stored = json.loads(aws.get_secret_value(SecretId="bracketflow/test-broker")["SecretString"])
+    assert stored["access_token"] == paper.access_token
+    assert stored["api_secret"] == "paper-secret"
+    assert "access_token" not in session and session["user_id"] == "PAPER1"
+    assert read_credentials().access_token == paper.access_token
+    assert verify_session() == "PAPER1"
+
+
+def test_a_wrong_api_secret_makes_login_fail_clearly(aws):
+    from bracketflow.adapters.broker.session import exchange_request_token, read_credentials
+
+    aws.create_secret(Name="bracketflow/test-broker", SecretString=json.dumps({"api_key": "paper", "api_secret": "x"}))
+    with pytest.raises(SessionExpired, match="log in again"):
+        exchange_request_token("request-token-from-redirect")
+    with pytest.raises(SessionExpired, match="no Kite session yet"):
+        read_credentials()
+
+
+def test_the_configured_broker_takes_an_order_token_before_placing(aws, paper, witness, monkeypatch):
+    from bracketflow.adapters.broker import get_broker
+
+    # Given paper mode with no broker secret (the local stack's default)
+    monkeypatch.setenv("BROKER", "paper")
+    monkeypatch.setenv("BROKER_ACCOUNT", "acct-test")
+    broker = get_broker()
+    # When it places an order
+    order_id = broker.place_order(resting_buy())
+    # Then it went to the paper exchange, through the account's shared rate bucket
+    assert [o["order_id"] for o in our_orders(witness)] == [order_id]
+    bucket = boto3.resource("dynamodb", region_name="ap-south-1").Table("bracketflow-test-brackets")
+    item = bucket.get_item(Key={"pk": "RATELIMIT#acct-test", "sk": "BUCKET"})["Item"]
+    assert len(item["grants"]) == 1
+    assert get_broker() is broker

@@ -73,7 +73,11 @@ CredentialsProvider = Callable[[bool], KiteCredentials]
 
 def static_credentials(api_key: str, access_token: str) -> CredentialsProvider:
     creds = KiteCredentials(api_key, access_token)
-    return lambda refresh=False: creds
+
+    def provide(refresh: bool = False) -> KiteCredentials:
+        return creds
+
+    return provide
 
 
 class _NeverSent(BrokerUnavailable):
@@ -85,20 +89,22 @@ def error_from_response(http_status: int, body: Any) -> BrokerError:
     error_type = body.get("error_type") if isinstance(body, dict) else None
     message = body.get("message") if isinstance(body, dict) else None
     message = str(message or f"broker answered HTTP {http_status}")
-    kw = {"http_status": http_status, "error_type": error_type}
+    kind: type[BrokerError]
     if http_status == 429:
-        return BrokerRateLimited(f"the broker is rate limiting us: {message}", **kw)
+        return BrokerRateLimited(f"the broker is rate limiting us: {message}", http_status=429, error_type=error_type)
     if error_type == "TokenException" or (http_status == 403 and error_type != "PermissionException"):
         return SessionExpired(http_status=http_status, error_type=error_type or "TokenException")
     if http_status == 404:
-        return BrokerOrderNotFound(message, **kw)
-    if error_type in _REJECTED_TYPES:
-        return BrokerRejected(message, **kw)
-    if error_type in _UNAVAILABLE_TYPES or http_status >= 500:
-        return BrokerUnavailable(f"the broker is unavailable: {message}", **kw)
-    if 400 <= http_status < 500:
-        return BrokerRejected(message, **kw)
-    return BrokerUnavailable(f"unexpected broker answer: {message}", **kw)
+        kind = BrokerOrderNotFound
+    elif error_type in _REJECTED_TYPES:
+        kind = BrokerRejected
+    elif error_type in _UNAVAILABLE_TYPES or http_status >= 500:
+        kind, message = BrokerUnavailable, f"the broker is unavailable: {message}"
+    elif 400 <= http_status < 500:
+        kind = BrokerRejected
+    else:
+        kind, message = BrokerUnavailable, f"unexpected broker answer: {message}"
+    return kind(message, http_status=http_status, error_type=error_type)
 
 
 def _never_sent(exc: requests.RequestException) -> bool:

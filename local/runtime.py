@@ -95,12 +95,15 @@ class LambdaRuntime:
         for logical_id in self._specs:
             self.handler(logical_id)
 
-    @staticmethod
-    def _import(spec: FunctionSpec) -> Callable[[Any, Any], Any]:
-        for layer in spec.layer_dirs:
-            # What Lambda does with /opt/python; pytest and the Makefile usually have it on the path already.
-            if str(layer) not in sys.path:
-                sys.path.append(str(layer))
+    def add_layers(self) -> None:
+        """Make the functions' layers importable, as Lambda does with /opt/python (pytest and make already do)."""
+        for spec in self._specs.values():
+            for layer in spec.layer_dirs:
+                if str(layer) not in sys.path:
+                    sys.path.append(str(layer))
+
+    def _import(self, spec: FunctionSpec) -> Callable[[Any, Any], Any]:
+        self.add_layers()
         module_path, _, attr = spec.handler.rpartition(".")
         file = spec.code_dir.joinpath(*module_path.split(".")).with_suffix(".py")
         if not file.is_file():

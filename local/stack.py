@@ -1,0 +1,414 @@
+"""LocalStack: the whole system on this machine from template.yaml (used by `python -m local` and the e2e tests).
+
+start() brings the components up in order, each reporting starting/up/failed to `components`:
+  api (the local API Gateway: listening first, so /health answers 503 while the rest comes up)
+  aws (moto server + the template's resources) -> functions (handlers imported) -> events (pollers, timers)
+  -> paper (the paper exchange, when paper/ has a __main__) -> streamer (when streamer/ has a __main__)
+then seeds the dev account and opens the API routes. stop() undoes all of it, children included, and restores the
+process environment it changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from local.aws import MotoServer, provision
+from local.components import FAILED, STARTING, STOPPED, UP, Components
+from local.gateway import Gateway
+from local.pollers import ScheduleTimer, SqsPoller, StreamPoller, Worker, schedule_interval_s
+from local.processes import Child, ChildSpec
+from local.runtime import FunctionError, LambdaRuntime
+from local.template import FunctionSpec, StateMachineSpec, Template, load_template
+
+log = logging.getLogger("local.stack")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEV_ACCOUNT_ID = "local"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _env_flag(value: str | None) -> bool | None:
+    if value is None or value == "":
+        return None
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class StackConfig:
+    template_path: Path = REPO_ROOT / "template.yaml"
+    host: str = "127.0.0.1"
+    api_port: int = 3000  # 0: any free port
+    moto_port: int = 5000
+    paper_port: int = 8700
+    region: str = "ap-south-1"
+    stack_name: str = "bracketflow-local"
+    parameter_overrides: dict[str, str] = field(default_factory=dict)
+    local_api_key: str = "local-dev-key"
+    cron_every_s: float = 60.0  # cron(...) schedules (market-hours reconcile) run this often locally
+    schedule_every_s: float | None = None  # if set, every schedule runs this often (tests, demos)
+    schedules: bool = True
+    paper: bool | None = None  # None: start it when paper/__main__.py exists
+    streamer: bool | None = None  # None: start it when streamer/streamer/__main__.py exists
+    extra_env: dict[str, str] = field(default_factory=dict)  # set for the handlers and the children
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> StackConfig:
+        env = dict(os.environ if environ is None else environ)
+        cron = env.get("LOCAL_CRON_EVERY_S") or env.get("RECONCILE_EVERY_S")
+        every = env.get("LOCAL_SCHEDULE_EVERY_S")
+        return cls(
+            template_path=Path(env.get("LOCAL_TEMPLATE") or REPO_ROOT / "template.yaml"),
+            api_port=int(env.get("API_PORT") or 3000),
+            moto_port=int(env.get("MOTO_PORT") or 5000),
+            paper_port=int(env.get("PAPER_PORT") or 8700),
+            region=env.get("AWS_DEFAULT_REGION") or "ap-south-1",
+            local_api_key=env.get("LOCAL_API_KEY") or "local-dev-key",
+            cron_every_s=float(cron) if cron else 60.0,
+            schedule_every_s=float(every) if every else None,
+            paper=_env_flag(env.get("LOCAL_PAPER")),
+            streamer=_env_flag(env.get("LOCAL_STREAMER")),
+        )
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig | None = None):
+        self.config = config or StackConfig()
+        self.components = Components()
+        self.template: Template | None = None
+        self.runtime: LambdaRuntime | None = None
+        self.moto: MotoServer | None = None
+        self.gateway: Gateway | None = None
+        self.workers: list[Worker] = []
+        self.children: list[Child] = []
+        self.paper_port: int | None = None
+        self.dev_account_seeded = False
+        self._saved_env: dict[str, str | None] = {}
+        self._started = False
+
+    # -- what callers need --
+
+    @property
+    def api_url(self) -> str:
+        assert self.gateway is not None, "start() first"
+        return self.gateway.url
+
+    @property
+    def aws_endpoint(self) -> str:
+        assert self.moto is not None, "start() first"
+        return self.moto.endpoint
+
+    @property
+    def paper_url(self) -> str | None:
+        return None if self.paper_port is None else f"http://{self.config.host}:{self.paper_port}"
+
+    def client(self, service: str) -> Any:
+        """A boto3 client on the stack's moto server."""
+        assert self.moto is not None, "start() first"
+        return self.moto.client(service)
+
+    def state_machine_arn(self, logical_id: str) -> str:
+        assert self.template is not None
+        return self.template.state_machines[logical_id].arn
+
+    def queue_url(self, logical_id: str) -> str:
+        assert self.template is not None
+        return self.template.queues[logical_id].url
+
+    def table_name(self, logical_id: str) -> str:
+        assert self.template is not None
+        return self.template.tables[logical_id].name
+
+    def health(self) -> tuple[bool, dict[str, str]]:
+        return self.components.all_up() and self._started, self.components.states()
+
+    # -- lifecycle --
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        cfg = self.config
+        moto_port = free_port(cfg.host) if cfg.moto_port == 0 else cfg.moto_port
+        self.paper_port = free_port(cfg.host) if cfg.paper_port == 0 else cfg.paper_port
+        paper_url = f"http://{cfg.host}:{self.paper_port}"
+        overrides = {"Broker": "paper", "BrokerBaseUrl": paper_url, **cfg.parameter_overrides}
+        self.template = template = load_template(
+            cfg.template_path,
+            parameter_overrides=overrides,
+            region=cfg.region,
+            stack_name=cfg.stack_name,
+            aws_endpoint=f"http://{cfg.host}:{moto_port}",
+        )
+        if template.skipped:
+            log.debug("not realised locally: %s", ", ".join(f"{k} ({v})" for k, v in template.skipped.items()))
+        self.runtime = runtime = LambdaRuntime(template.functions)
+        runtime.add_layers()
+        want_paper = cfg.paper if cfg.paper is not None else (REPO_ROOT / "paper" / "__main__.py").is_file()
+        want_streamer = (
+            cfg.streamer
+            if cfg.streamer is not None
+            else (REPO_ROOT / "streamer" / "streamer" / "__main__.py").is_file()
+        )
+
+        # Announce everything first, so /health names every component (and says 503) until all are up.
+        for name in ("api", "aws", "functions", "events"):
+            self.components.set(name, STARTING)
+        if want_paper:
+            self.components.set("paper", STARTING)
+        if want_streamer:
+            self.components.set("streamer", STARTING)
+
+        with self._component("api"):
+            stage = str(next(iter(template.rest_apis.values()), {}).get("StageName", "local"))
+            self.gateway = Gateway(template, runtime, self.health, cfg.host, cfg.api_port, stage)
+            self.gateway.start()
+            self.components.set("api", UP, self.gateway.url)
+
+        with self._component("aws"):
+            self.moto = MotoServer(cfg.host, moto_port)
+            self.moto.start()
+            self._set_environment(template, paper_url)
+            self.moto.runtime = runtime
+            provision(self.moto, template)
+            self.components.set("aws", UP, f"{self.moto.endpoint} (moto)")
+
+        with self._component("functions"):
+            runtime.preload()
+            self.components.set("functions", UP, f"{len(template.functions)} handler(s) in-process")
+
+        with self._component("events"):
+            self._start_event_sources(template, runtime)
+            kinds: dict[str, int] = {}
+            for worker in self.workers:
+                kind = worker.name.split(":", 1)[0]
+                kinds[kind] = kinds.get(kind, 0) + 1
+            summary = ", ".join(f"{n} {k}" for k, n in kinds.items()) or "none"
+            self.components.set("events", UP, summary)
+
+        self._seed_dev_account()
+
+        if want_paper:
+            with self._component("paper"):
+                self._start_child(
+                    ChildSpec(
+                        "paper",
+                        [sys.executable, "-m", "paper"],
+                        env={"PAPER_PORT": str(self.paper_port), "PAPER_HOST": cfg.host},
+                        cwd=REPO_ROOT,
+                        ready_port=self.paper_port,
+                    )
+                )
+                self.components.set("paper", UP, paper_url)
+
+        if want_streamer:
+            with self._component("streamer"):
+                container_env: dict[str, str] = {}
+                for env in template.container_environment.values():
+                    container_env.update(env)
+                self._start_child(
+                    ChildSpec("streamer", [sys.executable, "-m", "streamer"], env=container_env, cwd=REPO_ROOT)
+                )
+                self.components.set("streamer", UP, "feed from the paper exchange")
+
+        self._started = True
+        assert self.gateway is not None
+        self.gateway.accepting.set()
+
+    class _ComponentScope:
+        def __init__(self, stack: LocalStack, name: str):
+            self.stack, self.name = stack, name
+
+        def __enter__(self) -> None:
+            self.stack.components.set(self.name, STARTING)
+
+        def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+            if exc is not None:
+                self.stack.components.set(self.name, FAILED, str(exc))
+
+    def _component(self, name: str) -> LocalStack._ComponentScope:
+        return LocalStack._ComponentScope(self, name)
+
+    def _set_environment(self, template: Template, paper_url: str) -> None:
+        """One environment for every in-process function (they share names and values), set before any import."""
+        assert self.moto is not None
+        cfg = self.config
+        env = {
+            **template.function_environment(),
+            "STAGE": "local",  # the app's signal that it runs on the local stack (not the template's dev/prod)
+            "AWS_ENDPOINT_URL": self.moto.endpoint,
+            "AWS_DEFAULT_REGION": cfg.region,
+            "AWS_REGION": cfg.region,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_SESSION_TOKEN": "local",
+            "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon on a laptop
+            "BROKER_BASE_URL": template.function_environment().get("BROKER_BASE_URL", paper_url),
+            "BROKER_TICKER_URL": f"ws://{cfg.host}:{self.paper_port}/ws",
+            "PAPER_PORT": str(self.paper_port),
+            "LOCAL_API_URL": f"http://{cfg.host}:{self.gateway.port if self.gateway else cfg.api_port}",
+            **cfg.extra_env,
+        }
+        for key, value in env.items():
+            if key not in self._saved_env:
+                self._saved_env[key] = os.environ.get(key)
+            os.environ[key] = value
+        from bracketflow.adapters.aws import reset_clients
+
+        reset_clients()
+
+    def _restore_environment(self) -> None:
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = {}
+        try:
+            from bracketflow.adapters.aws import reset_clients
+
+            reset_clients()
+        except ImportError:  # pragma: no cover
+            pass
+
+    def _start_event_sources(self, template: Template, runtime: LambdaRuntime) -> None:
+        assert self.moto is not None
+        sqs = self.moto.client("sqs")
+        streams = self.moto.client("dynamodbstreams")
+        ddb = self.moto.client("dynamodb")
+        for fn in template.functions.values():
+            for event in fn.events:
+                if event.properties.get("Enabled", True) is False:
+                    continue
+                if event.type == "SQS":
+                    self.workers.append(SqsPoller(runtime, fn, event, template, sqs))
+                elif event.type == "DynamoDB":
+                    table = template.table_by_stream_arn(str(event.properties["Stream"]))
+                    if table is None:
+                        raise ValueError(f"{fn.logical_id}.{event.name}: stream of a table not in the template")
+                    stream_arn = ddb.describe_table(TableName=table.name)["Table"]["LatestStreamArn"]
+                    forget = _iterator_forgetter(self.config.region)
+                    self.workers.append(StreamPoller(runtime, fn, event, stream_arn, streams, forget))
+                elif event.type in ("Schedule", "ScheduleV2") and self.config.schedules:
+                    self._add_timer(fn, event)
+                elif event.type not in ("Api", "Schedule", "ScheduleV2"):
+                    log.debug("%s.%s: %s events are not played locally", fn.logical_id, event.name, event.type)
+        if self.config.schedules:
+            for sm in template.state_machines.values():
+                for event in sm.events:
+                    if event.type in ("Schedule", "ScheduleV2"):
+                        self._add_timer(sm, event)
+        for worker in self.workers:
+            worker.start()
+
+    def _add_timer(self, target: FunctionSpec | StateMachineSpec, event: Any) -> None:
+        expression = str(event.properties.get("Schedule") or event.properties.get("ScheduleExpression"))
+        interval = self.config.schedule_every_s or schedule_interval_s(expression, self.config.cron_every_s)
+        timer = ScheduleTimer(target, event, interval, self._fire_schedule)
+        if timer.enabled:
+            self.workers.append(timer)
+
+    def _fire_schedule(self, target: FunctionSpec | StateMachineSpec, payload: Any) -> None:
+        if isinstance(target, StateMachineSpec):
+            assert self.moto is not None
+            self.moto.client("stepfunctions").start_execution(
+                stateMachineArn=target.arn, name=f"schedule-{uuid.uuid4().hex[:12]}", input=json.dumps(payload)
+            )
+        else:
+            assert self.runtime is not None
+            # a failure is logged by the runtime; EventBridge would retry, a local timer just fires again
+            with contextlib.suppress(FunctionError):
+                self.runtime.invoke(target.logical_id, payload)
+
+    def _seed_dev_account(self) -> None:
+        try:
+            from bracketflow.services.accounts import ensure_account
+        except ImportError as exc:
+            log.warning("dev account not seeded: bracketflow.services.accounts.ensure_account is unavailable (%s)", exc)
+            return
+        try:
+            ensure_account(DEV_ACCOUNT_ID, "Local developer", self.config.local_api_key)
+        except Exception as exc:
+            log.warning("dev account not seeded: %s: %s", type(exc).__name__, exc)
+            return
+        self.dev_account_seeded = True
+        log.info("dev account %r seeded with the local API key", DEV_ACCOUNT_ID)
+
+    def _start_child(self, spec: ChildSpec) -> None:
+        path = os.pathsep.join(
+            [str(REPO_ROOT / "layers" / "common"), str(REPO_ROOT / "streamer"), str(REPO_ROOT)]
+            + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+        )
+        spec.env = {**spec.env, "PYTHONPATH": path}
+        child = Child(spec, _child_output)
+        self.children.append(child)
+        child.start()
+        child.wait_ready()
+
+    def stop(self) -> None:
+        """Stop everything this stack started, newest first; safe to call twice or after a failed start."""
+        if self.gateway is not None:
+            self.gateway.accepting.clear()
+        self._started = False
+        for child in reversed(self.children):
+            try:
+                child.stop()
+            except Exception:
+                log.exception("stopping %s", child.spec.name)
+            self.components.set(child.spec.name, STOPPED)
+        self.children = []
+        for worker in self.workers:
+            worker.stop()
+        for worker in self.workers:
+            worker.join()
+        self.workers = []
+        if self.moto is not None:
+            self.moto.runtime = None
+            self.moto.stop()
+            self.moto = None
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
+        self._restore_environment()
+        for name in self.components.states():
+            self.components.set(name, STOPPED)
+
+
+def _child_output(name: str, line: str) -> None:
+    logging.getLogger(f"local.{name}").info("%s", line)
+
+
+def _iterator_forgetter(region: str) -> Any:
+    """Drops used shard iterators from moto's in-process backend (it keeps every one it hands out, forever)."""
+    from moto.dynamodbstreams.models import dynamodbstreams_backends
+
+    from local.template import ACCOUNT_ID
+
+    def forget(iterator: str) -> None:
+        dynamodbstreams_backends[ACCOUNT_ID][region].shard_iterators.pop(iterator, None)
+
+    return forget

@@ -597,9 +597,14 @@ async def ticker_socket(request: web.Request) -> web.StreamResponse:
     ):
         return error("Incorrect `api_key` or `access_token`.", "TokenException", 403)
     ws = web.WebSocketResponse(autoping=True)
-    await ws.prepare(request)
     client = TickerClient(ws)
+    # Registered before the handshake completes, so no order update can slip past a client that just connected.
     exchange.clients.add(client)
+    try:
+        await ws.prepare(request)
+    except Exception:
+        exchange.clients.discard(client)
+        raise
     pump = asyncio.get_running_loop().create_task(client.pump())
     try:
         async for message in ws:
@@ -679,6 +684,9 @@ async def control_state(request: web.Request) -> web.Response:
     state = exchange.engine.state()
     state["market"] = exchange.market
     state["ticker_connections"] = len(exchange.clients)
+    state["ticker_subscriptions"] = [
+        {str(token): mode for token, mode in client.modes.items()} for client in exchange.clients
+    ]
     state["faults"] = [r.as_dict() for r in exchange.faults.rules]
     return web.Response(text=dumps({"status": "success", "data": state}), content_type="application/json")
 

@@ -1,0 +1,173 @@
+"""Injected faults behave as a broker adapter has to survive them: 5xx, 429, timeouts, rejects, drops, slow fills."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import requests
+import websocket
+from kiteconnect import KiteConnect
+from kiteconnect import exceptions as kite_errors
+
+INFY_BOOK = {"exchange": "NSE", "tradingsymbol": "INFY", "ltp": 1500, "bid": 1499.95, "ask": 1500.05}
+
+
+@pytest.fixture
+def kite(paper_exchange) -> KiteConnect:
+    client = KiteConnect(api_key="paper", root=paper_exchange.base_url, timeout=5)
+    client.set_access_token("paper-token")
+    return client
+
+
+def place(kite: KiteConnect, symbol: str = "INFY", **overrides) -> str:
+    params = {
+        "variety": "regular",
+        "exchange": "NSE",
+        "tradingsymbol": symbol,
+        "transaction_type": "BUY",
+        "quantity": 1,
+        "product": "CNC",
+        "order_type": "LIMIT",
+        "price": 700 if symbol == "SBIN" else 1490,
+    }
+    params.update(overrides)
+    return kite.place_order(**params)
+
+
+def test_http_500_fails_the_matching_calls_count_times_then_recovers(paper_exchange, kite) -> None:
+    paper_exchange.set_faults([{"kind": "http_500", "match": {"path": "/orders"}, "count": 2}])
+
+    for _ in range(2):
+        with pytest.raises(kite_errors.GeneralException) as failed:
+            kite.orders()
+        assert failed.value.code == 500
+
+    assert kite.orders() == []
+    assert kite.positions() == {"net": [], "day": []}
+
+
+def test_http_429_refuses_the_order_without_placing_it(paper_exchange, kite) -> None:
+    paper_exchange.set_faults([{"kind": "http_429", "match": {"path": "/orders/regular", "method": "POST"}}])
+
+    with pytest.raises(kite_errors.NetworkException) as throttled:
+        place(kite)
+
+    assert throttled.value.code == 429
+    assert kite.orders() == []
+    assert place(kite)  # the next one goes through
+
+
+def test_a_timeout_places_the_order_but_never_answers_so_the_tag_finds_it(paper_exchange) -> None:
+    # Given a client that gives up after half a second, and a timeout fault on placement
+    impatient = KiteConnect(api_key="paper", root=paper_exchange.base_url, timeout=0.5)
+    impatient.set_access_token("paper-token")
+    paper_exchange.set_faults([{"kind": "timeout", "match": {"path": "/orders", "method": "POST"}, "seconds": 10}])
+
+    # When an order is placed, the client sees a timeout
+    with pytest.raises(requests.exceptions.Timeout):
+        place(impatient, tag="bf-amb-1")
+
+    # Then the order is at the exchange anyway, findable by its tag
+    (order,) = [o for o in impatient.orders() if o["tag"] == "bf-amb-1"]
+    assert order["status"] == "OPEN" and order["tradingsymbol"] == "INFY"
+
+
+def test_reject_places_the_order_as_rejected_for_the_matching_symbol_only(paper_exchange, kite) -> None:
+    paper_exchange.set_faults(
+        [{"kind": "reject", "match": {"tradingsymbol": "SBIN"}, "message": "RMS: Margin exceeds", "count": 5}]
+    )
+
+    rejected_id = place(kite, "SBIN")
+    accepted_id = place(kite, "INFY")
+
+    rejected = kite.order_history(rejected_id)[-1]
+    assert rejected["status"] == "REJECTED" and rejected["status_message"] == "RMS: Margin exceeds"
+    assert kite.order_history(accepted_id)[-1]["status"] == "OPEN"
+
+
+def test_reject_on_the_gtt_path_rejects_the_triggered_child(paper_exchange, kite) -> None:
+    paper_exchange.set_quotes([INFY_BOOK])
+    paper_exchange.set_faults([{"kind": "reject", "match": {"path": "/gtt/triggers"}}])
+    legs = [
+        {"transaction_type": "SELL", "quantity": 1, "order_type": "LIMIT", "product": "CNC", "price": 1478},
+        {"transaction_type": "SELL", "quantity": 1, "order_type": "LIMIT", "product": "CNC", "price": 1550},
+    ]
+    trigger_id = kite.place_gtt("two-leg", "INFY", "NSE", [1480, 1550], 1500, legs)["trigger_id"]
+
+    paper_exchange.set_quotes([{**INFY_BOOK, "ltp": 1479, "bid": 1478.95, "ask": 1479.05}])
+
+    result = kite.get_gtt(trigger_id)["orders"][0]["result"]["order_result"]
+    assert result["status"] == "failed" and result["rejection_reason"]
+    assert kite.order_history(result["order_id"])[-1]["status"] == "REJECTED"
+
+
+def test_delay_fill_holds_a_crossing_order_open_then_fills_it(paper_exchange, kite) -> None:
+    paper_exchange.set_quotes([INFY_BOOK])
+    paper_exchange.set_faults([{"kind": "delay_fill", "match": {"tradingsymbol": "INFY"}, "seconds": 0.3}])
+
+    order_id = place(kite, price=1501)
+
+    assert kite.order_history(order_id)[-1]["status"] == "OPEN"
+    for _ in range(250):  # waits for the hold to run out; nothing here asserts how long it took
+        status = kite.order_history(order_id)[-1]["status"]
+        if status == "COMPLETE":
+            break
+        time.sleep(0.02)
+    assert status == "COMPLETE"
+    assert kite.order_history(order_id)[-1]["average_price"] == 1500.05
+
+
+def test_drop_ws_closes_ticker_connections(paper_exchange) -> None:
+    ws = websocket.create_connection(paper_exchange.ticker_url, timeout=5)
+    try:
+        paper_exchange.set_faults([{"kind": "drop_ws"}])
+        with pytest.raises(websocket.WebSocketConnectionClosedException):
+            for _ in range(20):
+                ws.recv_data()
+        assert paper_exchange.state()["faults"][0]["fired"] == 1
+    finally:
+        ws.close()
+    # The feed comes back for a client that reconnects.
+    again = websocket.create_connection(paper_exchange.ticker_url, timeout=5)
+    try:
+        assert again.recv_data()[1] == b"\x00"
+    finally:
+        again.close()
+
+
+def test_rate_fires_a_seeded_share_of_the_time(paper_exchange, kite) -> None:
+    paper_exchange.set_faults([{"kind": "http_500", "match": {"path": "/trades"}, "count": 1000, "rate": 0.5}])
+
+    failures = 0
+    for _ in range(40):
+        try:
+            kite.trades()
+        except kite_errors.GeneralException:
+            failures += 1
+
+    assert 5 < failures < 35
+    assert paper_exchange.state()["faults"][0]["fired"] == failures
+
+
+def test_bad_fault_rules_are_a_clear_400_and_change_nothing(paper_exchange) -> None:
+    paper_exchange.set_faults([{"kind": "http_500", "match": {"path": "/orders"}}])
+
+    answer = requests.post(
+        f"{paper_exchange.base_url}/_paper/faults",
+        data=json.dumps({"rules": [{"kind": "meteor"}]}),
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+    )
+
+    assert answer.status_code == 400 and "kind must be one of" in answer.json()["message"]
+    assert [r["kind"] for r in paper_exchange.state()["faults"]] == ["http_500"]
+
+
+def test_reset_clears_faults(paper_exchange, kite) -> None:
+    paper_exchange.set_faults([{"kind": "http_500", "match": {"path": "/orders"}}])
+
+    paper_exchange.reset()
+
+    assert kite.orders() == []

@@ -7,6 +7,7 @@ never changes without a record of why (DESIGN §12.5). A lost race raises Concur
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,8 +49,15 @@ def event_payload(event: Any, at: datetime | None = None) -> dict[str, Any]:
         payload = dict(event.to_dict())
     else:
         raise TypeError(f"not an event: {event!r}")
+    # Domain events nest their fields under "data"; the audit item keeps them flat beside type and at.
+    nested = payload.pop("data", None)
+    if isinstance(nested, Mapping):
+        payload = {**{k: v for k, v in payload.items() if k not in ("bracket_id", "bracket_version")}, **nested}
     payload["type"] = payload.get("type") or payload.get("event_type") or type(event).__name__
     when = payload.get("at") or payload.get("occurred_at") or at or datetime.now(UTC)
+    if isinstance(when, str):
+        with contextlib.suppress(ValueError):
+            when = datetime.fromisoformat(when)
     payload["at"] = r.iso(when) if isinstance(when, datetime) else str(when)
     return payload
 

@@ -1,0 +1,90 @@
+"""REST API: place a bracket, read it, cancel it, the order book and the order log (DESIGN §6).
+
+Thin: each route authenticates, calls one service function and shapes the answer; errors are mapped in
+bracketflow.schemas.http. The OpenAPI document is at /swagger?format=json, Swagger UI at /swagger.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+
+from bracketflow.observability import logger, metrics, tracer
+from bracketflow.schemas.bracket import PlaceBracketOrderRequest
+from bracketflow.schemas.http import error_responses, make_resolver, success
+from bracketflow.services import intake, orderbook
+from bracketflow.services.accounts import authenticate_api_key
+
+app = make_resolver("bracketflow REST API", "Bracket orders with trailing stop-losses (paper or Kite).")
+ApiKeyHeader = Annotated[str | None, Header(alias="X-API-KEY", description="The account's API key")]
+
+
+@app.post(
+    "/api/v1/placebracketorder",
+    summary="Place a bracket order",
+    responses={200: {"description": "Registered (or a resend of an earlier request)"}, **error_responses()},
+)
+def place_bracket_order(
+    body: Annotated[PlaceBracketOrderRequest, Body()], x_api_key: ApiKeyHeader = None
+) -> Response[dict]:
+    event = app.current_event
+    return success(intake.place_from_rest(body, x_api_key, event.json_body, event.request_context.request_id))
+
+
+@app.get(
+    "/api/v1/brackets/<bracket_id>",
+    summary="A bracket, its current stop and its audit trail",
+    responses=error_responses(401, 404),
+)
+def get_bracket(bracket_id: Annotated[str, Path(max_length=64)], x_api_key: ApiKeyHeader = None) -> Response[dict]:
+    caller = authenticate_api_key(x_api_key)
+    return success({"data": orderbook.get_bracket(caller, bracket_id)})
+
+
+@app.delete(
+    "/api/v1/brackets/<bracket_id>",
+    summary="Cancel the entry, or exit the position",
+    responses=error_responses(401, 404, 409),
+)
+def cancel_bracket(bracket_id: Annotated[str, Path(max_length=64)], x_api_key: ApiKeyHeader = None) -> Response[dict]:
+    caller = authenticate_api_key(x_api_key)
+    return success({"data": orderbook.cancel_bracket(caller, bracket_id)}, status_code=202)
+
+
+@app.get(
+    "/api/v1/orderbook",
+    summary="The order book with filters and counts per status",
+    responses=error_responses(400, 401),
+)
+def get_order_book(
+    x_api_key: ApiKeyHeader = None,
+    status: Annotated[str | None, Query(max_length=32)] = None,
+    symbol: Annotated[str | None, Query(max_length=64)] = None,
+    strategy: Annotated[str | None, Query(max_length=64)] = None,
+    date: Annotated[str | None, Query(max_length=10, description="YYYY-MM-DD (UTC)")] = None,
+) -> Response[dict]:
+    caller = authenticate_api_key(x_api_key)
+    data = orderbook.order_book(caller, status=status, symbol=symbol, strategy=strategy, day=date)
+    return success({"data": data})
+
+
+@app.get(
+    "/api/v1/orderlogs",
+    summary="Placement requests and answers (API keys redacted)",
+    responses=error_responses(400, 401),
+)
+def get_order_logs(
+    x_api_key: ApiKeyHeader = None, date: Annotated[str | None, Query(max_length=10)] = None
+) -> Response[dict]:
+    caller = authenticate_api_key(x_api_key)
+    return success({"data": orderbook.order_logs(caller, date)})
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return app.resolve(event, context)

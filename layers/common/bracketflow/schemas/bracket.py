@@ -1,0 +1,247 @@
+"""Wire models of bracket intake (REST and TradingView) and their explicit mapping to the domain's BracketSpec.
+
+REST (`POST /api/v1/placebracketorder`) is typed by PlaceBracketOrderRequest: Powertools validates it and
+publishes it in the OpenAPI document. TradingView alerts are looser (text/plain bodies, "NSE:INFY", numbers as
+strings, lowercase actions, levels as percent/points), so alert_to_spec() reads the parsed JSON by hand.
+Either way the domain's validate_bracket() applies the bracket note's rules afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bracketflow.domain.bracket import BracketSpec, TrailSpec
+from bracketflow.domain.enums import Action, TrailType
+from bracketflow.domain.ids import AccountId, ClientOrderId
+from bracketflow.domain.validation import parse_action, parse_exchange, parse_price, parse_trail_type, split_symbol
+from bracketflow.errors import ValidationFailed
+
+# Bounds keep every number storable (DynamoDB numbers have 38 digits) and sane for Indian markets.
+MAX_PRICE = Decimal("100000000")
+MAX_QUANTITY = 10_000_000
+MAX_BODY_CHARS = 16_384
+
+Price = Annotated[Decimal, Field(gt=0, le=MAX_PRICE, max_digits=14, decimal_places=4)]
+Text = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class TrailIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["percent", "points", "PERCENT", "POINTS"] = Field(description="percent of the price, or points")
+    value: Annotated[Decimal, Field(gt=0, le=MAX_PRICE, max_digits=14, decimal_places=4)]
+
+
+class PlaceBracketOrderRequest(BaseModel):
+    """The bracket API note's request, plus bracketflow's optional fields (DESIGN §6)."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "example": {
+                "apikey": "bfk_...",
+                "symbol": "INFY",
+                "exchange": "NSE",
+                "product": "MIS",
+                "action": "BUY",
+                "quantity": 10,
+                "entry_price": 1500,
+                "sl_price": 1480,
+                "target_price": 1550,
+                "trail": {"type": "percent", "value": 1},
+                "strategy": "breakout",
+                "client_order_id": "breakout-2026-01-05-1",
+            }
+        },
+    )
+
+    apikey: str | None = Field(None, max_length=1024, description="The account's API key (or the X-API-KEY header)")
+    symbol: Text = Field(description="Tradingsymbol, e.g. INFY (or NSE:INFY)")
+    exchange: Text = Field(description="NSE, BSE, NFO, MCX, NCDEX or CDS")
+    product: Text = Field(description="MIS, CNC or NRML")
+    action: Text = Field(description="BUY or SELL (any case)")
+    quantity: Annotated[int, Field(gt=0, le=MAX_QUANTITY)]
+    entry_price: Price
+    sl_price: Price
+    target_price: Price
+    ordertype: str = Field("REGULAR", max_length=16, description="Accepted for the note's compatibility: REGULAR")
+    pricetype: str = Field("LIMIT", max_length=8, description="LIMIT (default), MARKET, SL or SL-M")
+    trigger_price: Price | None = Field(None, description="For SL and SL-M entries")
+    disclosed_quantity: Annotated[int, Field(ge=0, le=MAX_QUANTITY)] = 0
+    validity: str = Field("DAY", max_length=8, description="DAY (default), IOC or TTL")
+    tag: str | None = Field(None, max_length=20, description="Your label (Kite allows 20 characters)")
+    trail: TrailIn | None = Field(None, description='{"type": "percent"|"points", "value": x}')
+    trail_activation_price: Price | None = None
+    strategy: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    client_order_id: str | None = Field(None, max_length=128, description="Idempotency key: a resend is a no-op")
+
+
+def request_to_spec(req: PlaceBracketOrderRequest, account_id: str) -> BracketSpec:
+    """REST request -> BracketSpec (raw enum values; validate_bracket parses and checks them)."""
+    if req.ordertype.strip().upper() != "REGULAR":
+        raise ValidationFailed(f"Invalid ordertype {req.ordertype!r}: only REGULAR orders make brackets")
+    trail = None if req.trail is None else TrailSpec(type=TrailType.parse(req.trail.type), value=req.trail.value)
+    return BracketSpec(
+        account_id=AccountId(account_id),
+        symbol=req.symbol,
+        exchange=req.exchange,  # type: ignore[arg-type]  # parsed by validate_bracket
+        product=req.product,  # type: ignore[arg-type]
+        action=req.action,  # type: ignore[arg-type]
+        quantity=req.quantity,
+        entry_price=req.entry_price,
+        sl_price=req.sl_price,
+        target_price=req.target_price,
+        price_type=req.pricetype,  # type: ignore[arg-type]
+        trigger_price=req.trigger_price,
+        trail=trail,
+        trail_activation_price=req.trail_activation_price,
+        validity=req.validity,  # type: ignore[arg-type]
+        disclosed_quantity=req.disclosed_quantity,
+        tag=req.tag,
+        strategy=req.strategy,
+        client_order_id=None if req.client_order_id is None else ClientOrderId(req.client_order_id),
+    )
+
+
+# ---------- TradingView ----------
+def parse_alert_body(body: str | None) -> dict[str, Any]:
+    """The alert's JSON object, whether TradingView sent it as application/json or text/plain."""
+    if body is None or not body.strip():
+        raise ValidationFailed("body is empty: the alert message must be a JSON object")
+    if len(body) > MAX_BODY_CHARS:
+        raise ValidationFailed(f"body is too long: at most {MAX_BODY_CHARS} characters")
+    try:
+        data = json.loads(body, parse_float=Decimal)
+    except (ValueError, RecursionError):
+        raise ValidationFailed("body is not valid JSON: the alert message must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise ValidationFailed("body must be a JSON object, not a list or a single value")
+    return data
+
+
+def _field(data: dict[str, Any], *names: str) -> Any:
+    for name in names:
+        if data.get(name) not in (None, ""):
+            return data[name]
+    return None
+
+
+def _text(data: dict[str, Any], name: str, max_length: int) -> str | None:
+    raw = data.get(name)
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise ValidationFailed(f"{name} must be text, got {type(raw).__name__}")
+    text = str(raw).strip()
+    if len(text) > max_length:
+        raise ValidationFailed(f"{name} must be at most {max_length} characters, got {len(text)}")
+    return text or None
+
+
+def _bounded(value: Decimal | None, field: str) -> Decimal | None:
+    if value is not None and (abs(value) > MAX_PRICE or value.as_tuple().exponent < -8):  # type: ignore[operator]
+        raise ValidationFailed(f"{field} is out of range: at most {MAX_PRICE} with up to 8 decimals")
+    return value
+
+
+def _level(data: dict[str, Any], name: str, action: Action, entry: Decimal | None, *, is_stop: bool) -> Decimal:
+    """sl/target from `<name>_price`, `<name>_percent` or `<name>_points` (exactly one), relative to the entry."""
+    absolute = _bounded(parse_price(_field(data, f"{name}_price"), f"{name}_price", required=False), f"{name}_price")
+    percent = _bounded(
+        parse_price(_field(data, f"{name}_percent"), f"{name}_percent", required=False), f"{name}_percent"
+    )
+    points = _bounded(parse_price(_field(data, f"{name}_points"), f"{name}_points", required=False), f"{name}_points")
+    given = [v for v in (absolute, percent, points) if v is not None]
+    if len(given) != 1:
+        raise ValidationFailed(f"give exactly one of {name}_price, {name}_percent or {name}_points")
+    if absolute is not None:
+        return absolute
+    if entry is None:
+        raise ValidationFailed(f"{name}_percent/{name}_points need entry_price (send {{{{close}}}} for a MARKET entry)")
+    # A stop sits on the losing side of the entry, a target on the winning side.
+    below = (action is Action.BUY) == is_stop
+    if percent is not None:
+        if not Decimal(0) < percent < Decimal(100):
+            raise ValidationFailed(f"{name}_percent must be between 0 and 100, got {percent}")
+        offset = entry * percent / Decimal(100)
+    else:
+        assert points is not None
+        if points <= 0:
+            raise ValidationFailed(f"{name}_points must be greater than 0, got {points}")
+        offset = points
+    return entry - offset if below else entry + offset
+
+
+def _trail(data: dict[str, Any]) -> TrailSpec | None:
+    raw = data.get("trail")
+    if isinstance(raw, dict):
+        kind = parse_trail_type(raw.get("type"))
+        value = parse_price(raw.get("value"), "trail value")
+    elif isinstance(raw, str) and raw.strip():
+        text = raw.strip().lower()  # "1%", "1 %", "5", "5pts", "5 points"
+        if text.endswith("%"):
+            kind, number = TrailType.PERCENT, text[:-1]
+        else:
+            kind, number = TrailType.POINTS, text.removesuffix("points").removesuffix("pts").removesuffix("pt")
+        value = parse_price(number.strip(), "trail")
+    elif raw not in (None, ""):
+        raise ValidationFailed('trail must be {"type": "percent"|"points", "value": x} or text like "1%" or "5 points"')
+    elif _field(data, "trail_percent") is not None:
+        kind, value = TrailType.PERCENT, parse_price(_field(data, "trail_percent"), "trail_percent")
+    elif _field(data, "trail_points") is not None:
+        kind, value = TrailType.POINTS, parse_price(_field(data, "trail_points"), "trail_points")
+    else:
+        return None
+    assert value is not None
+    return TrailSpec(type=kind, value=_bounded(value, "trail") or value)
+
+
+def alert_to_spec(data: dict[str, Any], account_id: str) -> BracketSpec:
+    """A TradingView alert -> BracketSpec. Levels given as percent/points are turned into prices here;
+    rounding them onto the tick is validate_bracket's job (round_to_tick=True for alerts)."""
+    exchange_in_symbol, symbol = split_symbol(_field(data, "symbol", "ticker"))
+    raw_exchange = _field(data, "exchange")
+    exchange = parse_exchange(raw_exchange) if raw_exchange is not None else exchange_in_symbol
+    if exchange is None:
+        raise ValidationFailed("exchange is required: send exchange, or a symbol like NSE:INFY")
+    if exchange_in_symbol is not None and exchange_in_symbol is not exchange:
+        raise ValidationFailed(f"symbol names exchange {exchange_in_symbol} but exchange is {exchange}")
+    action = parse_action(_field(data, "action"))
+    entry = _bounded(parse_price(_field(data, "entry_price", "price"), "entry_price", required=False), "entry_price")
+    quantity_raw = _field(data, "quantity", "qty")
+    try:
+        quantity_check = Decimal(str(quantity_raw)) if quantity_raw is not None else None
+    except InvalidOperation:
+        quantity_check = None
+    if quantity_check is not None and quantity_check.is_finite() and abs(quantity_check) > MAX_QUANTITY:
+        raise ValidationFailed(f"quantity must be at most {MAX_QUANTITY}")
+    cid = _text(data, "client_order_id", 128)
+    disclosed = data.get("disclosed_quantity")
+    return BracketSpec(
+        account_id=AccountId(account_id),
+        symbol=symbol,
+        exchange=exchange,
+        product=_field(data, "product"),
+        action=action,
+        quantity=quantity_raw,
+        entry_price=entry,
+        sl_price=_level(data, "sl", action, entry, is_stop=True),
+        target_price=_level(data, "target", action, entry, is_stop=False),
+        price_type=_field(data, "pricetype", "price_type"),
+        trigger_price=_bounded(
+            parse_price(_field(data, "trigger_price"), "trigger_price", required=False), "trigger_price"
+        ),
+        trail=_trail(data),
+        trail_activation_price=_bounded(
+            parse_price(_field(data, "trail_activation_price"), "trail_activation_price", required=False),
+            "trail_activation_price",
+        ),
+        validity=_field(data, "validity"),
+        disclosed_quantity=0 if disclosed in (None, "") else disclosed,
+        tag=_text(data, "tag", 20),
+        strategy=_text(data, "strategy", 64),
+        client_order_id=None if cid is None else ClientOrderId(cid),
+    )

@@ -1,0 +1,112 @@
+"""The HTTP edge shared by the REST and webhook functions: the resolver, the error envelope, the status codes.
+
+Every error leaves as {"status": "error", "message": "<what and why>"} with 400/401/403/404/409/429, mapped
+here and only here; the OpenAPI responses (ERROR_RESPONSES) list the same codes. Powertools' 422 for a body
+that does not fit the model becomes a 400 naming the field. Nothing a caller sends can produce a 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from bracketflow.errors import BracketBlocked, BracketflowError
+from bracketflow.observability import logger
+
+ERROR_CODES = {
+    400: "Invalid request: a field is missing or wrong (the message names it)",
+    401: "Invalid API key or webhook token",
+    403: "Not allowed: risk-blocked bracket, token for another strategy, or source address not allowed",
+    404: "No such bracket for this account",
+    409: "Conflict: guard or duplicate block, or the bracket's state does not allow it",
+    429: "Rate limit exceeded for this API key",
+}
+
+
+def error_responses(*codes: int) -> dict[int, dict[str, Any]]:
+    """OpenAPI `responses` for the given error codes (all of them when none are named)."""
+    schema = {
+        "type": "object",
+        "properties": {"status": {"type": "string", "enum": ["error"]}, "message": {"type": "string"}},
+        "required": ["status", "message"],
+    }
+    return {
+        code: {"description": text, "content": {"application/json": {"schema": schema}}}
+        for code, text in ERROR_CODES.items()
+        if not codes or code in codes
+    }
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        # Prices carry at most a few decimals and stay under 1e8, so float's shortest repr prints the exact
+        # decimal (1480.05 stays 1480.05); the arithmetic never happens in float, only this last printing.
+        return int(value) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 else float(value)
+    if hasattr(value, "value"):
+        return value.value
+    return str(value)
+
+
+def to_json(payload: Any) -> str:
+    return json.dumps(payload, default=_default, separators=(",", ":"))
+
+
+def error(status_code: int, message: str, **extra: Any) -> Response:
+    return Response(
+        status_code=status_code,
+        content_type=content_types.APPLICATION_JSON,
+        body={"status": "error", "message": message, **extra},
+    )
+
+
+def success(payload: dict[str, Any], status_code: int = 200) -> Response:
+    return Response(
+        status_code=status_code, content_type=content_types.APPLICATION_JSON, body={"status": "success", **payload}
+    )
+
+
+def describe_validation_errors(errors: Any) -> str:
+    """Powertools/pydantic errors -> "quantity: Input should be greater than 0; sl_price: Field required"."""
+    parts = []
+    for err in list(errors or [])[:5]:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        field = ".".join(loc) or "body"
+        msg = str(err.get("msg", "is invalid"))
+        if err.get("type") == "json_invalid":
+            field, msg = "body", "is not valid JSON"
+        parts.append(f"{field}: {msg}")
+    return "; ".join(parts) or "the request is invalid"
+
+
+def make_resolver(title: str, description: str) -> APIGatewayRestResolver:
+    app = APIGatewayRestResolver(enable_validation=True, serializer=to_json)
+    app.enable_swagger(path="/swagger", title=title, description=description, version="1.0.0")
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(exc: RequestValidationError) -> Response:
+        return error(400, describe_validation_errors(exc.errors()))
+
+    @app.exception_handler(BracketBlocked)
+    def _blocked(exc: BracketBlocked) -> Response:
+        return error(exc.status_code, exc.message, bracket_id=exc.bracket_id, tag=exc.tag)
+
+    @app.exception_handler(BracketflowError)
+    def _known(exc: BracketflowError) -> Response:
+        code = exc.status_code if 400 <= exc.status_code < 500 else 409
+        return error(code, exc.message)
+
+    @app.exception_handler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # A bug of ours, never the caller's input: log the stack, say nothing about internals.
+        logger.exception("unexpected error")
+        return error(500, "internal error")
+
+    @app.not_found
+    def _no_route(exc: Exception) -> Response:
+        return error(404, f"no route for {app.current_event.http_method} {app.current_event.path}")
+
+    return app

@@ -1,0 +1,279 @@
+"""Register a bracket (REST or TradingView), check it, and start its workflow. Nothing here calls the broker.
+
+1. The caller is authenticated (before this) and spends one placement token (per key, default 2/s) -> 429.
+2. The request becomes a validated BracketSpec (instrument tick/lot) -> 400; nothing is written for bad input.
+3. The bracket, its three legs (ENTRY, STOP, TARGET) and its BracketRegistered event are written as CREATED in
+   ONE transaction, together with its dedupe keys (client_order_id for 24 h, a webhook alert's hash for 5 min).
+   A dedupe key already taken by the same request means a resend: 200 "duplicate": true with the original id,
+   and nothing new is written, so concurrent resends still make exactly one bracket (DESIGN §12.1).
+4. Risk, guard and duplicate checks (services/risk.py) -> FAILED with the block tag + BracketBlocked event,
+   answered 403 (risk) or 409 (guard, duplicate) with the bracket id and tag. Blocked brackets stay in the book.
+5. StartExecution(name=bracket_id). If it fails for our reasons the bracket stays CREATED with a
+   WorkflowStartFailed event and resume_unstarted_brackets() (reconciliation, or by hand) starts it later;
+   the execution name makes that start safe to repeat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from bracketflow.adapters.dynamo import accounts as account_store
+from bracketflow.adapters.dynamo import intake as intake_store
+from bracketflow.adapters.dynamo import keylimit
+from bracketflow.adapters.dynamo import records as r
+from bracketflow.adapters.dynamo.brackets import BracketRepository, ConditionalPut, ExtraConditionFailed
+from bracketflow.adapters.sfn import WorkflowStartFailed, start_bracket_workflow
+from bracketflow.domain.bracket import Bracket, BracketSpec
+from bracketflow.domain.enums import BlockKind, BracketStatus, Exchange, LegRole, OrderStatus
+from bracketflow.domain.events import BracketBlocked as BracketBlockedEvent
+from bracketflow.domain.events import BracketRegistered
+from bracketflow.domain.instruments import default_master
+from bracketflow.domain.validation import parse_exchange, split_symbol, validate_bracket
+from bracketflow.errors import BracketBlocked, Forbidden, NotFound, RateLimited, ValidationFailed
+from bracketflow.observability import logger, metrics
+from bracketflow.services import risk
+from bracketflow.services.accounts import default_limits
+from bracketflow.services.models import Caller
+from bracketflow.settings import get_settings
+
+DEFAULT_STRATEGY = "default"
+_BLOCK_STATUS = {BlockKind.RISK_BLOCKED: 403, BlockKind.GUARD_BLOCKED: 409, BlockKind.DUPLICATE_BLOCKED: 409}
+
+
+def now_ms() -> int:
+    """The clock the placement limiter reads (tests replace it to stay independent of machine speed)."""
+    return int(time.time() * 1000)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Placement:
+    bracket: Bracket
+    duplicate: bool = False
+    workflow_started: bool = True
+
+
+def check_placement_rate(caller: Caller) -> None:
+    account = account_store.get_account(caller.account_id)
+    rate = (account.placement_rate_per_second if account else None) or get_settings().placement_rate_per_second
+    if not keylimit.try_acquire(caller.key_hash, rate, now_ms()):
+        shown = int(rate) if float(rate).is_integer() else rate
+        raise RateLimited(f"rate limit exceeded: at most {shown} bracket orders per second for this API key")
+
+
+def normalise(spec: BracketSpec, caller: Caller, *, round_to_tick: bool) -> BracketSpec:
+    """Apply the caller's strategy rules, then validate against the instrument (tick size and lot size)."""
+    if caller.strategy is not None:
+        if spec.strategy not in (None, "", caller.strategy):
+            raise Forbidden(f"this webhook token places brackets only for strategy {caller.strategy!r}")
+        spec = replace(spec, strategy=caller.strategy)
+    settings = get_settings()
+    tick, lot = settings.default_tick_size, 1
+    # The exchange and symbol first (with the validator's own messages), so the instrument can be looked up.
+    in_symbol, symbol = split_symbol(spec.symbol)
+    exchange = parse_exchange(spec.exchange) if spec.exchange else in_symbol
+    if exchange is None:
+        raise ValidationFailed("exchange is required: one of " + ", ".join(Exchange.values()))
+    instrument = default_master().get(exchange.value, symbol)
+    if instrument is not None:
+        if not instrument.tradable:
+            raise ValidationFailed(f"{instrument.key} is an index and cannot be traded")
+        tick = instrument.tick_size if instrument.tick_size > 0 else tick
+        lot = instrument.lot_size if instrument.lot_size > 0 else lot
+    elif settings.broker == "paper":
+        # The paper exchange trades only what its instrument master lists; Kite knows more than we ship.
+        raise ValidationFailed(f"unknown instrument {exchange}:{symbol}: not in the instrument master")
+    checked = validate_bracket(spec, tick_size=tick, lot_size=lot, round_to_tick=round_to_tick)
+    return replace(checked, strategy=checked.strategy or DEFAULT_STRATEGY)
+
+
+def request_hash(spec: BracketSpec) -> str:
+    """What makes two requests "the same": the normalised spec (so NSE:INFY == INFY on NSE, "10" == 10)."""
+    return hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def place(caller: Caller, spec: BracketSpec, *, round_to_tick: bool, dedupe_alert: bool) -> Placement:
+    """Register, check and start one bracket (steps 2-5 of the module doc); raises the 4xx errors."""
+    spec = normalise(spec, caller, round_to_tick=round_to_tick)
+    repo = BracketRepository()
+    settings = get_settings()
+    now = utc_now()
+    now_s = int(now.timestamp())
+    digest = request_hash(spec)
+    bracket = Bracket.register(spec, now=now)
+
+    keys: list[tuple[dict[str, str], int]] = []
+    if spec.client_order_id:
+        keys.append((r.dedupe_client_key(caller.account_id, spec.client_order_id), settings.client_order_id_window_s))
+    if dedupe_alert:
+        keys.append((r.dedupe_alert_key(caller.account_id, digest), settings.alert_dedupe_window_s))
+
+    reused_client_id = False
+    for _attempt in range(3):
+        extra = [intake_store.dedupe_put(k, bracket.id, digest, now_s, w) for k, w in keys]
+        try:
+            _create(repo, bracket, extra)
+            break
+        except ExtraConditionFailed as lost:
+            key = keys[lost.index][0]
+            existing = intake_store.get_dedupe(key, now_s)
+            if existing is None:
+                continue  # it expired in between: try again
+            if existing["request_hash"] == digest:
+                original = repo.get(existing["bracket_id"])
+                if original is not None:
+                    metrics.add_metric(name="DuplicateAlerts", unit="Count", value=1)
+                    logger.info("resent request answered with the original bracket", extra={"bracket_id": original.id})
+                    return Placement(bracket=original, duplicate=True)
+                continue
+            # Same client_order_id, different request: record it, then refuse it (below), keeping the key's owner.
+            reused_client_id = True
+            keys = [k for k in keys if k[0] != key]
+    else:
+        raise ValidationFailed("the request collided with a concurrent one; send it again")
+
+    if reused_client_id:
+        block: risk.Block | None = risk.Block(BlockKind.DUPLICATE_BLOCKED, "CLIENT_ORDER_ID_REUSED")
+    else:
+        block = _run_checks(repo, bracket, caller.account_id, now)
+    if block is not None:
+        blocked = _block(repo, bracket, block)
+        raise BracketBlocked(
+            f"bracket {blocked.id} blocked: {block.tag}",
+            bracket_id=blocked.id,
+            tag=block.tag,
+            status_code=_BLOCK_STATUS[block.kind],
+        )
+    started = start_workflow(repo, bracket)
+    metrics.add_metric(name="BracketsRegistered", unit="Count", value=1)
+    return Placement(bracket=bracket, workflow_started=started)
+
+
+def _create(repo: BracketRepository, bracket: Bracket, extra: list[ConditionalPut]) -> None:
+    at = r.iso(bracket.created_at)
+    legs = [
+        r.leg_item(
+            bracket.id,
+            bracket.account_id,
+            LegRole.ENTRY.value,
+            OrderStatus.CREATED.value,
+            at,
+            quantity=bracket.spec.quantity,
+        ),
+        r.leg_item(
+            bracket.id,
+            bracket.account_id,
+            LegRole.STOP.value,
+            OrderStatus.CREATED.value,
+            at,
+            quantity=bracket.spec.quantity,
+        ),
+        r.leg_item(
+            bracket.id,
+            bracket.account_id,
+            LegRole.TARGET.value,
+            OrderStatus.CREATED.value,
+            at,
+            quantity=bracket.spec.quantity,
+        ),
+    ]
+    event = BracketRegistered(
+        bracket_id=bracket.id, data=bracket.spec.to_dict(), at=bracket.created_at, bracket_version=1
+    )
+    repo.create(bracket, [event], legs=legs, extra=extra)
+
+
+def _run_checks(repo: BracketRepository, bracket: Bracket, account_id: str, now: datetime) -> risk.Block | None:
+    account = account_store.get_account(account_id)
+    limits = account.limits if account else default_limits()
+    open_brackets = [b for b in repo.list_open(account_id) if b.id != bracket.id]
+    start, end = risk.trading_day_bounds(now)
+    pnl = repo.realised_pnl_between(account_id, r.iso(start), r.iso(end))
+    return (
+        risk.check_risk(
+            bracket.spec,
+            limits=limits,
+            open_count=len(open_brackets),
+            realised_pnl_today=pnl,
+            now=now,
+            market_always_open=get_settings().broker == "paper",
+        )
+        or risk.check_guard(bracket.spec, open_brackets)
+        or risk.check_duplicate(bracket.spec, open_brackets)
+    )
+
+
+def _block(repo: BracketRepository, bracket: Bracket, block: risk.Block) -> Bracket:
+    blocked = bracket.block(block.kind, block.reason)
+    at = r.iso(blocked.updated_at)
+    legs = [
+        r.leg_item(
+            bracket.id,
+            bracket.account_id,
+            role.value,
+            OrderStatus.FAILED.value,
+            at,
+            quantity=bracket.spec.quantity,
+            tag=block.tag,
+        )
+        for role in (LegRole.ENTRY, LegRole.STOP, LegRole.TARGET)
+    ]
+    event = BracketBlockedEvent(
+        bracket_id=bracket.id,
+        data={"kind": block.kind.value, "reason": block.reason, "tag": block.tag},
+        at=blocked.updated_at,
+        bracket_version=blocked.version,
+    )
+    repo.save(bracket, blocked, [event], legs=legs)
+    metrics.add_metric(name="BracketsBlocked", unit="Count", value=1)
+    logger.info("bracket blocked", extra={"bracket_id": bracket.id, "tag": block.tag})
+    return blocked
+
+
+def start_workflow(repo: BracketRepository, bracket: Bracket) -> bool:
+    """Start the bracket's execution; on failure record WorkflowStartFailed and leave it for resume."""
+    try:
+        start_bracket_workflow(bracket.id, {"bracket_id": bracket.id, "account_id": bracket.account_id})
+        return True
+    except WorkflowStartFailed as exc:
+        logger.warning(
+            "bracket workflow not started; it stays CREATED for resume",
+            extra={"bracket_id": bracket.id, "reason": str(exc)},
+        )
+        metrics.add_metric(name="WorkflowStartFailures", unit="Count", value=1)
+        try:
+            current = repo.get(bracket.id) or bracket
+            repo.append_event(current, {"type": "WorkflowStartFailed", "reason": str(exc)})
+        except Exception:  # the bracket is CREATED and in the OPEN index either way: resume finds it
+            logger.exception("could not record WorkflowStartFailed", extra={"bracket_id": bracket.id})
+        return False
+
+
+def resume_unstarted_brackets(older_than_s: int = 60) -> list[str]:
+    """Start the workflow of every bracket still CREATED after `older_than_s` (a start that failed or was lost).
+
+    Safe to run any time: an execution already running under the bracket id makes the start a no-op.
+    Returns the ids started.
+    """
+    repo = BracketRepository()
+    cutoff = utc_now() - timedelta(seconds=older_than_s)
+    started = []
+    for bracket in repo.list_open():
+        if bracket.status is BracketStatus.CREATED and bracket.created_at <= cutoff and start_workflow(repo, bracket):
+            started.append(bracket.id)
+    return started
+
+
+def get_caller_bracket(caller: Caller, bracket_id: str) -> Bracket:
+    """Another account's bracket answers 404 exactly like a missing one, so ids never leak between accounts."""
+    found = BracketRepository().get_for_account(caller.account_id, bracket_id)
+    if found is None:
+        raise NotFound(f"bracket {bracket_id} not found")
+    return found

@@ -1,0 +1,101 @@
+"""The checks a registered bracket must pass before it may reach the broker, in this order:
+
+1. risk      (RISK_BLOCKED)       daily loss limit, max open brackets, max order value, trading window
+2. guard     (GUARD_BLOCKED)      an open bracket in the opposite direction on the same symbol
+3. duplicate (DUPLICATE_BLOCKED)  an open bracket for the same symbol and strategy
+                                  (a reused client_order_id with a different request is tagged by intake)
+
+Risk comes first because it protects the account whatever else is true; the guard next because taking both
+sides of one symbol is a conflict between strategies, not a repeat; duplicates last. The first failing check
+decides the tag. These functions are pure: the caller reads the account's open brackets and P&L once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta, timezone
+from decimal import Decimal
+
+from bracketflow.domain.bracket import Bracket, BracketSpec
+from bracketflow.domain.enums import BlockKind, Exchange
+from bracketflow.services.models import RiskLimits
+
+# India has no daylight saving: a fixed offset needs no tz database in the Lambda image.
+IST = timezone(timedelta(hours=5, minutes=30), "IST")
+
+# Regular sessions (IST), Monday to Friday; no holiday calendar yet (the broker rejects orders on holidays).
+TRADING_WINDOWS: dict[Exchange, tuple[time, time]] = {
+    Exchange.NSE: (time(9, 15), time(15, 30)),
+    Exchange.BSE: (time(9, 15), time(15, 30)),
+    Exchange.NFO: (time(9, 15), time(15, 30)),
+    Exchange.CDS: (time(9, 0), time(17, 0)),
+    Exchange.MCX: (time(9, 0), time(23, 30)),
+    Exchange.NCDEX: (time(9, 0), time(17, 0)),
+}
+
+
+@dataclass(frozen=True)
+class Block:
+    kind: BlockKind
+    reason: str
+
+    @property
+    def tag(self) -> str:
+        return self.kind.tag(self.reason)
+
+
+def trading_day_bounds(now: datetime) -> tuple[datetime, datetime]:
+    """The current IST calendar day as a UTC interval [start, end)."""
+    local = now.astimezone(IST)
+    start = datetime.combine(local.date(), time(0, 0), tzinfo=IST)
+    return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
+
+
+def in_trading_window(exchange: Exchange, now: datetime) -> bool:
+    local = now.astimezone(IST)
+    if local.weekday() >= 5:
+        return False
+    opens, closes = TRADING_WINDOWS[exchange]
+    return opens <= local.time() <= closes
+
+
+def check_risk(
+    spec: BracketSpec,
+    *,
+    limits: RiskLimits,
+    open_count: int,
+    realised_pnl_today: Decimal,
+    now: datetime,
+    market_always_open: bool,
+) -> Block | None:
+    if realised_pnl_today <= -limits.daily_loss_limit:
+        return Block(BlockKind.RISK_BLOCKED, "DAILY_LOSS_LIMIT")
+    if open_count >= limits.max_open_brackets:
+        return Block(BlockKind.RISK_BLOCKED, "MAX_OPEN_BRACKETS")
+    if spec.entry_price is not None and spec.entry_price * spec.quantity > limits.max_order_value:
+        return Block(BlockKind.RISK_BLOCKED, "MAX_ORDER_VALUE")
+    if not market_always_open and not in_trading_window(spec.exchange, now):
+        return Block(BlockKind.RISK_BLOCKED, "OUTSIDE_TRADING_WINDOW")
+    return None
+
+
+def check_guard(spec: BracketSpec, open_brackets: list[Bracket]) -> Block | None:
+    for other in open_brackets:
+        if (
+            other.spec.symbol == spec.symbol
+            and other.spec.exchange is spec.exchange
+            and other.spec.action is not spec.action
+        ):
+            return Block(BlockKind.GUARD_BLOCKED, "OPPOSITE_OPEN_BRACKET")
+    return None
+
+
+def check_duplicate(spec: BracketSpec, open_brackets: list[Bracket]) -> Block | None:
+    for other in open_brackets:
+        if (
+            other.spec.symbol == spec.symbol
+            and other.spec.exchange is spec.exchange
+            and (other.spec.strategy or "") == (spec.strategy or "")
+        ):
+            return Block(BlockKind.DUPLICATE_BLOCKED, "OPEN_BRACKET_SAME_SYMBOL_STRATEGY")
+    return None

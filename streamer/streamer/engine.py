@@ -21,17 +21,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from itertools import count as _count
 from typing import NamedTuple
 
 from bracketflow.domain.enums import TrailType
 from bracketflow.domain.trailing import (
     BPS_PER_UNIT,
     TrailingBracket,
-    candidate_stop,
-    is_activation_reached,
-    ratchet,
-    round_away,
 )
 from streamer.parser import (
     BEST_ASK_PRICE_AT,
@@ -58,7 +53,8 @@ _FULL_LEN_LO = bytes([FULL_PACKET_LEN & 0xFF])
 _NEVER = 1 << 62  # a threshold no price reaches: LONG uses +_NEVER, SHORT -_NEVER
 
 # Slots of the per-bracket state list (a list, not an object: index access is the cheapest in CPython).
-_LONG, _STOP, _THRESHOLD, _USES_DEPTH, _ID, _SPEC, _ACTIVATED, _SEQ = range(8)
+# _M, _O, _D, _T are the trail's integer constants (see trail_constants); _ACTIVATION is None or paise.
+_LONG, _STOP, _THRESHOLD, _USES_DEPTH, _ID, _ACTIVATED, _M, _O, _D, _T, _ACTIVATION, _SPEC = range(12)
 
 
 class ExitIntent(NamedTuple):
@@ -69,34 +65,39 @@ class ExitIntent(NamedTuple):
     stop_price: int  # paise: the stop that was hit
 
 
+def trail_constants(spec: TrailingBracket) -> tuple[int, int, int, int]:
+    """(m, o, D, t) such that steps 4-5 are one integer expression (a floor of a floor is one floor):
+    LONG c = floor((ref*m - o) / D) * t, SHORT c = ceil((ref*m + o) / D) * t, with D = 10000*t and
+    percent: m = 10000 -/+ bps, o = 0;  points: m = 10000, o = 10000*points."""
+    t = spec.tick
+    if spec.trail_type is TrailType.PERCENT:
+        m = BPS_PER_UNIT - spec.trail_bps if spec.is_long else BPS_PER_UNIT + spec.trail_bps
+        return m, 0, BPS_PER_UNIT * t, t
+    return BPS_PER_UNIT, BPS_PER_UNIT * spec.trail_points, BPS_PER_UNIT * t, t
+
+
 def trail_threshold(spec: TrailingBracket, stop: int, activated: bool) -> int:
     """The least favourable reference price at which evaluating the trail can change anything.
 
     LONG: any reference >= the threshold; SHORT: any reference <= it. Not yet activated: the activation
     price (so the activation is recorded when reached). Activated: the first reference whose rounded
-    candidate beats the stop. Exact integer algebra of steps 4-5 (floor of floor is one floor):
-      LONG  c(ref) = floor((ref*m - o) / (10000*t)) * t  > stop  <=>  ref >= ceil(((stop//t + 1)*10000*t + o) / m)
-      SHORT c(ref) = ceil((ref*m + o) / (10000*t)) * t   < stop  <=>  ref <= floor(((ceil(stop/t) - 1)*10000*t - o) / m)
-    with m = 10000 -/+ bps and o = 0 for percent, m = 10000 and o = 10000*points for points.
+    candidate beats the stop. With trail_constants (m, o, D, t):
+      LONG  c(ref) > stop <=> floor((ref*m - o)/D) >= stop//t + 1     <=> ref >= ceil(((stop//t + 1)*D + o) / m)
+      SHORT c(ref) < stop <=> ceil((ref*m + o)/D) <= ceil(stop/t) - 1 <=> ref <= floor(((ceil(stop/t) - 1)*D - o) / m)
     """
-    long = spec.is_long
     if spec.trail_type is None:
-        return _NEVER if long else -_NEVER
+        return _NEVER if spec.is_long else -_NEVER
     if not activated:
         assert spec.activation is not None
         return spec.activation
-    t = spec.tick
-    if spec.trail_type is TrailType.PERCENT:
-        m = BPS_PER_UNIT - spec.trail_bps if long else BPS_PER_UNIT + spec.trail_bps
-        o = 0
-    else:
-        m = BPS_PER_UNIT
-        o = BPS_PER_UNIT * spec.trail_points
+    m, o, d, t = trail_constants(spec)
+    return _threshold(spec.is_long, stop, m, o, d, t)
+
+
+def _threshold(long: bool, stop: int, m: int, o: int, d: int, t: int) -> int:
     if long:
-        k = stop // t + 1
-        return -(-(k * BPS_PER_UNIT * t + o) // m)
-    j = -(-stop // t) - 1
-    return (j * BPS_PER_UNIT * t - o) // m
+        return -(-((stop // t + 1) * d + o) // m)
+    return ((-(-stop // t) - 1) * d - o) // m
 
 
 class TrailingEngine:
@@ -109,7 +110,6 @@ class TrailingEngine:
     def __init__(self, brackets: Iterable[WatchedBracket] = ()) -> None:
         self._by_token: dict[int, tuple[list, ...]] = {}
         self._by_id: dict[str, tuple[list, int]] = {}  # bracket_id -> (state, token)
-        self._seq = _count()
         self._changed: dict[str, int] = {}
         self.message_index = 0  # index the next message will get
         self.packets_seen = 0
@@ -126,15 +126,20 @@ class TrailingEngine:
             raise ValueError(f"bracket {bracket.bracket_id} is already watched")
         spec = bracket.compile()
         activated = activated or spec.activated
+        m, o, d, t = trail_constants(spec)
         state = [
             spec.is_long,
             spec.stop,
             trail_threshold(spec, spec.stop, activated),
             spec.is_mis and spec.trail_type is not None,
             bracket.bracket_id,
-            spec,
             activated,
-            next(self._seq),
+            m,
+            o,
+            d,
+            t,
+            spec.activation,
+            spec,
         ]
         token = bracket.instrument_token
         self._by_id[bracket.bracket_id] = (state, token)
@@ -267,18 +272,28 @@ class TrailingEngine:
         self._changed.pop(state[_ID], None)
         self._drop(state, token)
 
-    def _trail(self, state: list, ref: int) -> None:
-        """Steps 3-6 with the calculator's own functions, then the next threshold."""
-        spec: TrailingBracket = state[_SPEC]
-        side = spec.side
-        if not state[_ACTIVATED]:
-            if not is_activation_reached(side, ref, spec.activation):
+    def _trail(self, s: list, ref: int) -> None:
+        """Steps 3-6 once the reference has reached the threshold, then the next threshold.
+
+        The same integer arithmetic as the calculator, folded into one expression per side (trail_constants);
+        the tests hold the two to exact agreement."""
+        long = s[_LONG]
+        if not s[_ACTIVATED]:
+            activation = s[_ACTIVATION]
+            if activation is not None and (ref < activation if long else ref > activation):
                 return
-            state[_ACTIVATED] = True
-        assert spec.trail_type is not None
-        c = round_away(side, candidate_stop(side, ref, spec.trail_type, spec.trail_amount), spec.tick)
-        stop = ratchet(side, state[_STOP], c)
-        if stop != state[_STOP]:
-            state[_STOP] = stop
-            self._changed[state[_ID]] = stop
-        state[_THRESHOLD] = trail_threshold(spec, stop, True)
+            s[_ACTIVATED] = True
+        m, o, d, t = s[_M], s[_O], s[_D], s[_T]
+        stop = s[_STOP]
+        if long:
+            c = (ref * m - o) // d * t
+            if c > stop:
+                stop = c
+        else:
+            c = -(-(ref * m + o) // d) * t
+            if c < stop:
+                stop = c
+        if stop != s[_STOP]:
+            s[_STOP] = stop
+            self._changed[s[_ID]] = stop
+        s[_THRESHOLD] = _threshold(long, stop, m, o, d, t)

@@ -41,6 +41,7 @@ class SessionSpec:
     heartbeat_every: int = 50  # messages; 0 = none
     text_every: int = 97  # an order-update text message every N messages; 0 = none
     twins: int = 50  # up to this many tokens get a second, opposite-side bracket
+    drift: float = 0.0  # per-tick trend (each instrument up or down at random): 0.001 makes stops trail constantly
 
 
 def _quote(token: int, ltp: int, volume: int) -> bytes:
@@ -84,6 +85,7 @@ def generate(spec: SessionSpec) -> tuple[list[bytes], list[dict]]:
     mode = {t: (rng.choice(MODES) if spec.modes == "mixed" else spec.modes) for t in equities}
     mode.update({t: rng.choice(MODES) for t in indices})
     volume = dict.fromkeys(equities, 0)
+    trend = {t: rng.choice((-1.0, 1.0)) * spec.drift for t in equities + indices} if spec.drift else None
 
     watchlist = _watchlist(rng, spec, equities, price)
 
@@ -100,7 +102,7 @@ def generate(spec: SessionSpec) -> tuple[list[bytes], list[dict]]:
             batch.append(batch[rng.randrange(len(batch))])  # the same token twice in one message
         packets = []
         for t in batch:
-            move = rng.gauss(0.0, sigma[t])
+            move = rng.gauss(0.0, sigma[t]) + (trend[t] if trend else 0.0)
             if rng.random() < spec.gap_rate:
                 move += rng.choice((-1.0, 1.0)) * rng.uniform(0.01, 0.04)
             # Integer paise random walk on the tick; the float only shapes the step, prices stay integers.
@@ -190,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--watched", type=int, default=d.watched)
     ap.add_argument("--gap-rate", type=float, default=d.gap_rate, help="chance per packet of a 1-4%% price jump")
     ap.add_argument("--modes", choices=("mixed", *MODES), default=d.modes)
+    ap.add_argument("--drift", type=float, default=d.drift, help="per-tick trend, e.g. 0.001 (stops trail a lot)")
     ap.add_argument("--frames", type=Path, required=True)
     ap.add_argument("--watchlist", type=Path, required=True)
     a = ap.parse_args(argv)
@@ -201,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         watched=a.watched,
         gap_rate=a.gap_rate,
         modes=a.modes,
+        drift=a.drift,
     )
     messages, packets, brackets = write_session(spec, a.frames, a.watchlist)
     print(f"{messages} messages, {packets} packets, {brackets} brackets -> {a.frames}, {a.watchlist}")

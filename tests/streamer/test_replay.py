@@ -22,10 +22,11 @@ SESSIONS = [
     SessionSpec(seed=5, instruments=90, messages=150, packets_per_message=90, watched=90, modes="full", gap_rate=0.01),
     SessionSpec(seed=6, instruments=50, messages=200, packets_per_message=30, watched=50, modes="ltp", gap_rate=0.02),
     SessionSpec(seed=8, instruments=30, messages=300, packets_per_message=30, watched=30, twins=30, gap_rate=0.01),
+    SessionSpec(seed=9, instruments=60, messages=150, packets_per_message=40, watched=60, drift=0.001),
 ]
 
 
-@pytest.fixture(params=SESSIONS, ids=lambda s: f"seed{s.seed}-{s.modes}-gap{s.gap_rate}")
+@pytest.fixture(params=SESSIONS, ids=lambda s: f"seed{s.seed}-{s.modes}-gap{s.gap_rate}-drift{s.drift}")
 def session(request, tmp_path):
     frames, watchlist = tmp_path / "session.bin", tmp_path / "watchlist.json"
     write_session(request.param, frames, watchlist)

@@ -218,6 +218,14 @@ class PaperExchange:
         self.flush_updates()
         return [p[0].key for p in parsed]
 
+    def _open_walk(self) -> None:
+        """A walking market opens at the instrument master's prices, so quotes exist from the first request."""
+        for instrument in self.instruments:
+            price = self.walk.prices.get(instrument.instrument_token)
+            if price is not None:
+                tick = instrument.tick_size if instrument.tick_size > 0 else DEFAULT_TICK
+                self.engine.set_quote(instrument, price, max(price - tick, tick), price + tick)
+
     async def _walk_loop(self) -> None:
         while not self.stopping.is_set():
             await asyncio.sleep(self.config.walk_interval_s)
@@ -282,6 +290,8 @@ class PaperExchange:
         return len(messages)
 
     async def start_background(self, app: web.Application) -> None:
+        if self.market == "walk":
+            self._open_walk()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._walk_loop()),
@@ -310,6 +320,8 @@ class PaperExchange:
         self.faults.clear()
         self.walk = RandomWalk(self.instruments, self.config.seed)
         self._pending_updates = []
+        if self.market == "walk":
+            self._open_walk()
 
 
 # ---- HTTP plumbing ---------------------------------------------------------------------------------------------

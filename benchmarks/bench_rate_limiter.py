@@ -111,6 +111,11 @@ def run(duration_s: float = 5.0, callers: int = 4, per_second: int = 8, per_minu
             "a 5 s run cannot reach the per-minute limit, so max_in_any_60s_window is the run's total"
         ),
     }
+    results["headline"] = (
+        f"{results['max_in_any_1s_window']} max in any 1 s window (limit {per_second}/s), "
+        f"{callers} callers x {duration_s:g} s, {results['grants']} grants, "
+        f"wait p50 {results['wait_p50_ms']} ms / p99 {results['wait_p99_ms']} ms"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     return results

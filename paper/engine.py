@@ -406,6 +406,10 @@ class Engine:
         self.trades: list[Trade] = []
         self.gtts: dict[int, Gtt] = {}
         self.positions: dict[tuple[int, str], Position] = {}
+        # Live orders and active GTTs per instrument token, so a tick only looks at its own instrument.
+        self._resting: dict[int, list[Order]] = {}
+        self._watching: dict[int, list[Gtt]] = {}
+        self._held: list[Order] = []
         self._order_seq = 0
         self._trade_seq = 0
         self._gtt_seq = 100000
@@ -563,6 +567,7 @@ class Engine:
             guid=f"paper-{self._order_seq}",
         )
         self.orders[order.order_id] = order
+        self._resting.setdefault(instrument.instrument_token, []).append(order)
         gate_reason = self.reject_gate("/orders", instrument) if self.reject_gate and not reject_reason else None
         reason = reject_reason or gate_reason
         if reason:
@@ -717,6 +722,7 @@ class Engine:
             if hold:
                 order.held_once = True
                 order.hold_until = self._monotonic() + hold
+                self._held.append(order)
                 return
         fill_price = touch if aggressive else order.working_price
         pending = order.quantity - order.filled_quantity - order.cancelled_quantity
@@ -746,9 +752,10 @@ class Engine:
     def release_held(self) -> None:
         """Fill orders whose delay has run out (the server calls this periodically)."""
         now = self._monotonic()
-        for order in list(self.orders.values()):
-            if order.hold_until is not None and order.hold_until <= now:
-                self._try_fill(order, aggressive=True)
+        due = [o for o in self._held if o.hold_until is not None and o.hold_until <= now]
+        self._held = [o for o in self._held if o.hold_until is not None and o.hold_until > now]
+        for order in due:
+            self._try_fill(order, aggressive=True)
 
     # ---- market ------------------------------------------------------------------------------------------
 
@@ -790,14 +797,19 @@ class Engine:
     def _match(self, instrument: Instrument) -> None:
         ltp = self.quotes[instrument.instrument_token].ltp
         token = instrument.instrument_token
-        for order in [o for o in self.orders.values() if o.instrument.instrument_token == token]:
+        if token in self._resting:
+            self._resting[token] = [o for o in self._resting[token] if o.status in LIVE_STATUSES]
+        if token in self._watching:
+            self._watching[token] = [g for g in self._watching[token] if g.status == "active"]
+        for order in list(self._resting.get(token, ())):
             if order.status == TRIGGER_PENDING and (
                 ltp >= order.trigger_price if order.is_buy else ltp <= order.trigger_price
             ):
                 self._trigger(order, ltp)
-        for gtt in [g for g in self.gtts.values() if g.instrument.instrument_token == token and g.status == "active"]:
-            self._check_gtt(gtt, ltp)
-        for order in [o for o in self.orders.values() if o.instrument.instrument_token == token]:
+        for gtt in list(self._watching.get(token, ())):
+            if gtt.status == "active":
+                self._check_gtt(gtt, ltp)
+        for order in list(self._resting.get(token, ())):
             if order.status == OPEN:
                 if order.working_price is None and order.order_type in {"MARKET", "SL-M"}:
                     # A protected market order that arrived before any quote takes its band from this one.
@@ -877,6 +889,7 @@ class Engine:
             expires_at=kite_timestamp(now + timedelta(days=365)),
         )
         self.gtts[gtt.id] = gtt
+        self._watching.setdefault(instrument.instrument_token, []).append(gtt)
         ltp = self.ltp(instrument)
         if ltp is not None:
             self._check_gtt(gtt, ltp)

@@ -29,7 +29,6 @@ from paper.faults import FaultRule, FaultRuleError, Faults
 log = logging.getLogger("paper")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-EXCHANGE_KEY = web.AppKey("exchange", object)
 LOCAL_ADDRESSES = {"127.0.0.1", "::1", "localhost"}
 
 
@@ -62,7 +61,8 @@ class TickerClient:
         self.modes: dict[int, str] = {}
         self.outbox: asyncio.Queue[bytes | str | None] = asyncio.Queue()
 
-    def send(self, message: bytes | str) -> None:
+    def send(self, message: bytes | str | None) -> None:
+        """Queue a message; None ends the connection's writer."""
         self.outbox.put_nowait(message)
 
     async def pump(self) -> None:
@@ -163,10 +163,10 @@ class PaperExchange:
         for client in list(self.clients):
             packets = []
             for token, mode in client.modes.items():
-                instrument = changed.get(token)
+                moved = changed.get(token)
                 quote = self.engine.quotes.get(token)
-                if instrument is not None and quote is not None:
-                    packets.append(ticker.encode_packet(ticker.snapshot_from_quote(instrument, quote), mode))
+                if moved is not None and quote is not None:
+                    packets.append(ticker.encode_packet(ticker.snapshot_from_quote(moved, quote), mode))
             if packets:
                 client.send(ticker.encode_message(packets))
 
@@ -183,7 +183,7 @@ class PaperExchange:
     def drop_sockets(self) -> None:
         log.info("fault: dropping %d ticker connection(s)", len(self.clients))
         for client in list(self.clients):
-            client.send(None)  # type: ignore[arg-type]
+            client.send(None)
             asyncio.get_running_loop().create_task(client.ws.close(code=1011, message=b"paper fault: drop_ws"))
         self.clients.clear()
 
@@ -307,7 +307,7 @@ class PaperExchange:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for client in list(self.clients):
-            client.send(None)  # type: ignore[arg-type]
+            client.send(None)
             with contextlib.suppress(Exception):
                 await client.ws.close(code=1001, message=b"paper exchange stopping")
         self.clients.clear()
@@ -324,11 +324,14 @@ class PaperExchange:
             self._open_walk()
 
 
+EXCHANGE_KEY = web.AppKey("exchange", PaperExchange)
+
+
 # ---- HTTP plumbing ---------------------------------------------------------------------------------------------
 
 
 def _exchange(request: web.Request) -> PaperExchange:
-    return request.app[EXCHANGE_KEY]  # type: ignore[return-value]
+    return request.app[EXCHANGE_KEY]
 
 
 async def _params(request: web.Request) -> dict[str, Any]:
@@ -626,7 +629,7 @@ async def ticker_socket(request: web.Request) -> web.StreamResponse:
                 break
     finally:
         exchange.clients.discard(client)
-        client.send(None)  # type: ignore[arg-type]
+        client.send(None)
         with contextlib.suppress(asyncio.CancelledError):
             await pump
     return ws
@@ -783,4 +786,4 @@ def build_app(config: PaperConfig, instruments: InstrumentMaster | None = None) 
 
 
 def exchange_of(app: web.Application) -> PaperExchange:
-    return app[EXCHANGE_KEY]  # type: ignore[return-value]
+    return app[EXCHANGE_KEY]

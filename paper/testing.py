@@ -55,9 +55,7 @@ class PaperExchangeHandle:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]
 
     async def _cleanup(self) -> None:
         if self._runner is not None:

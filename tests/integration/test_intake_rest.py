@@ -1,6 +1,7 @@
 """POST /api/v1/placebracketorder: the bracket note's contract, every validation rule and error code, the block
 tags, idempotency by client_order_id, the per-key limit and a workflow start that fails."""
 
+# ruff: noqa: F811  (pytest fixtures imported from test_intake_support are redefined as test parameters)
 from __future__ import annotations
 
 import json

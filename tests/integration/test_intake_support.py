@@ -29,7 +29,7 @@ _CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
 def brackets_table_schema() -> dict[str, Any]:
-    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=_CfnLoader)
     props = template["Resources"]["BracketsTable"]["Properties"]
     return {
         "AttributeDefinitions": props["AttributeDefinitions"],

@@ -61,6 +61,7 @@ class StackConfig:
     cron_every_s: float = 60.0  # cron(...) schedules (market-hours reconcile) run this often locally
     schedule_every_s: float | None = None  # if set, every schedule runs this often (tests, demos)
     schedules: bool = True
+    seed_dev_account: bool = True  # the app's dev account (needs the app's template, not a test fixture's)
     paper: bool | None = None  # None: start it when paper/__main__.py exists
     streamer: bool | None = None  # None: start it when streamer/streamer/__main__.py exists
     extra_env: dict[str, str] = field(default_factory=dict)  # set for the handlers and the children
@@ -210,7 +211,8 @@ class LocalStack:
             summary = ", ".join(f"{n} {k}" for k, n in kinds.items()) or "none"
             self.components.set("events", UP, summary)
 
-        self._seed_dev_account()
+        if cfg.seed_dev_account:
+            self._seed_dev_account()
 
         if want_paper:
             with self._component("paper"):
@@ -387,6 +389,7 @@ class LocalStack:
             worker.join()
         self.workers = []
         if self.moto is not None:
+            self._stop_running_executions()
             self.moto.runtime = None
             self.moto.stop()
             self.moto = None
@@ -396,6 +399,19 @@ class LocalStack:
         self._restore_environment()
         for name in self.components.states():
             self.components.set(name, STOPPED)
+
+    def _stop_running_executions(self) -> None:
+        """Executions parked on a Wait or a task token would otherwise wake up later against a stopped server."""
+        if self.moto is None or self.template is None:
+            return
+        try:
+            sfn = self.moto.client("stepfunctions")
+            for sm in self.template.state_machines.values():
+                running = sfn.list_executions(stateMachineArn=sm.arn, statusFilter="RUNNING")["executions"]
+                for execution in running:
+                    sfn.stop_execution(executionArn=execution["executionArn"], cause="the local stack stopped")
+        except Exception:
+            log.debug("could not stop running executions", exc_info=True)
 
 
 def _child_output(name: str, line: str) -> None:

@@ -60,6 +60,7 @@ def stack(health_during_start) -> Iterator[LocalStack]:
         paper=False,
         streamer=False,
         schedule_every_s=0.5,
+        seed_dev_account=False,  # the fixture template has no accounts table
     )
     local = LocalStack(config)
 

@@ -60,6 +60,11 @@ paper: venv
 bench: venv
 	@$(PY) -m benchmarks
 
+## make account NAME="Asha": a new account on the stack TABLE_NAME/AWS_ENDPOINT_URL point at; prints its API key once.
+account: venv
+	@test -n "$(NAME)" || (echo 'usage: make account NAME="Your Name"' && exit 2)
+	@$(PY) -m bracketflow.admin create-account "$(NAME)"
+
 build: sam-venv
 	@$(SAM) build --template template.yaml > .aws-sam-build.log 2>&1 || (cat .aws-sam-build.log; exit 1)
 	@echo "sam build: ok (.aws-sam/build)"

@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from paper.engine import parse_market_hours
+
 MARKETS = ("manual", "walk")
 
 
@@ -20,12 +22,15 @@ class PaperConfig:
     access_token: str = "paper-token"
     api_secret: str = "paper-secret"
     partial_fills: bool = False
+    # "09:15-15:30" (IST) closes the market outside those hours; empty: open around the clock.
+    market_hours: str = ""
     walk_interval_s: float = 0.2
     heartbeat_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.market not in MARKETS:
             raise ValueError(f"PAPER_MARKET must be one of {', '.join(MARKETS)}; got {self.market!r}")
+        parse_market_hours(self.market_hours)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PaperConfig:
@@ -38,4 +43,5 @@ class PaperConfig:
             access_token=env.get("PAPER_ACCESS_TOKEN", "paper-token"),
             api_secret=env.get("PAPER_API_SECRET", "paper-secret"),
             partial_fills=env.get("PAPER_PARTIAL_FILLS", "0").strip().lower() in {"1", "true", "yes"},
+            market_hours=env.get("PAPER_MARKET_HOURS", "").strip(),
         )

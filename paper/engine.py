@@ -12,6 +12,8 @@ Kite semantics it mirrors (and where it has to pick, what it picks):
 - GTT single and two-leg (OCO): when LTP crosses a trigger the GTT becomes `triggered` and places its
   LIMIT child as a regular order; in a two-leg GTT only the crossed leg fires.
 - At most 25 modifications per order; tag at most 20 characters; prices on the tick, quantities in lots.
+- The market is open around the clock unless market hours are set; when closed, regular orders are REJECTED
+  with Kite's message, AMO orders rest, and nothing fills until the open.
 Money is Decimal throughout; the HTTP and ticker layers convert at their edge.
 """
 
@@ -22,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from datetime import time as clock_time
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from typing import Any
 
@@ -44,6 +47,22 @@ REJECTED = "REJECTED"
 TRIGGER_PENDING = "TRIGGER PENDING"
 LIVE_STATUSES = {OPEN, TRIGGER_PENDING}
 USER_ID = "PAPER1"
+
+
+MARKET_CLOSED = "Markets are closed right now. Use GTT for placing long standing orders instead."
+
+
+def parse_market_hours(text: str | None) -> tuple[clock_time, clock_time] | None:
+    """`09:15-15:30` (IST) -> (open, close); empty means open around the clock."""
+    if not text:
+        return None
+    try:
+        start, end = (datetime.strptime(part.strip(), "%H:%M").time() for part in text.split("-"))
+    except ValueError:
+        raise ValueError(f"market hours must look like 09:15-15:30 (IST); got {text!r}") from None
+    if start >= end:
+        raise ValueError(f"market hours must open before they close; got {text!r}")
+    return start, end
 
 
 class KiteError(Exception):
@@ -388,11 +407,13 @@ class Engine:
         clock: Callable[[], datetime] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         partial_fills: bool = False,
+        market_hours: tuple[clock_time, clock_time] | None = None,
     ) -> None:
         self.instruments = instruments
         self._clock = clock or (lambda: datetime.now(IST))
         self._monotonic = monotonic
         self.partial_fills = partial_fills
+        self.market_hours = market_hours
         self.listeners: list[OrderListener] = []
         self.reject_gate: RejectGate | None = None
         self.fill_gate: FillGate | None = None
@@ -413,6 +434,12 @@ class Engine:
         self._order_seq = 0
         self._trade_seq = 0
         self._gtt_seq = 100000
+
+    def market_is_open(self) -> bool:
+        if self.market_hours is None:
+            return True
+        now = self._clock().astimezone(IST).time()
+        return self.market_hours[0] <= now < self.market_hours[1]
 
     def _now(self) -> str:
         return kite_timestamp(self._clock())
@@ -570,6 +597,8 @@ class Engine:
         self._resting.setdefault(instrument.instrument_token, []).append(order)
         gate_reason = self.reject_gate("/orders", instrument) if self.reject_gate and not reject_reason else None
         reason = reject_reason or gate_reason
+        if not reason and variety == "regular" and not self.market_is_open():
+            reason = MARKET_CLOSED
         if reason:
             self._reject(order, reason)
             return order
@@ -698,7 +727,7 @@ class Engine:
         self._emit(order)
 
     def _try_fill(self, order: Order, *, aggressive: bool) -> None:
-        if order.status != OPEN or order.working_price is None:
+        if order.status != OPEN or order.working_price is None or not self.market_is_open():
             return
         quote = self.quotes.get(order.instrument.instrument_token)
         if quote is None:

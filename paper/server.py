@@ -23,7 +23,7 @@ from aiohttp import WSMsgType, web
 from bracketflow.domain.instruments import Instrument, InstrumentMaster, default_master, instruments_csv_text
 from paper import ticker
 from paper.config import PaperConfig
-from paper.engine import DEFAULT_TICK, IST, USER_ID, Engine, KiteError, Order, kite_timestamp
+from paper.engine import DEFAULT_TICK, IST, USER_ID, Engine, KiteError, Order, kite_timestamp, parse_market_hours
 from paper.faults import FaultRule, FaultRuleError, Faults
 
 log = logging.getLogger("paper")
@@ -105,7 +105,11 @@ class PaperExchange:
     def __init__(self, config: PaperConfig, instruments: InstrumentMaster | None = None) -> None:
         self.config = config
         self.instruments = instruments or default_master()
-        self.engine = Engine(self.instruments, partial_fills=config.partial_fills)
+        self.engine = Engine(
+            self.instruments,
+            partial_fills=config.partial_fills,
+            market_hours=parse_market_hours(config.market_hours),
+        )
         self.faults = Faults(config.seed)
         self.market = config.market
         self.walk = RandomWalk(self.instruments, config.seed)

@@ -503,3 +503,40 @@ def test_reset_forgets_everything(engine: Engine) -> None:
     engine.reset()
 
     assert engine.orders == {} and engine.gtts == {} and engine.positions == {} and engine.quotes == {}
+
+
+# ---- market hours -----------------------------------------------------------------------------------------
+
+
+def test_a_closed_market_rejects_regular_orders_and_holds_amo_orders_until_the_open() -> None:
+    # Given a market open 09:15-15:30 IST and a clock at 08:00
+    from paper.engine import MARKET_CLOSED, parse_market_hours
+
+    now = [datetime(2026, 11, 20, 8, 0, tzinfo=IST)]
+    engine = Engine(MASTER, clock=lambda: now[0], market_hours=parse_market_hours("09:15-15:30"))
+    quote(engine, 1500, 1499.95, 1500.05)
+
+    # When orders arrive before the open
+    regular = engine.place_order("regular", order(price="1501"))
+    amo = engine.place_order("amo", order(price="1501"))
+
+    # Then the regular order is rejected as Kite does and the AMO waits without filling
+    assert regular.status == "REJECTED" and regular.status_message == MARKET_CLOSED
+    assert amo.status == "OPEN"
+    quote(engine, 1500, 1499.95, 1500.05)
+    assert amo.status == "OPEN"
+
+    # And at the open it fills on the next tick
+    now[0] = datetime(2026, 11, 20, 9, 15, tzinfo=IST)
+    quote(engine, 1500, 1499.95, 1500.05)
+    assert amo.status == "COMPLETE" and amo.average_price == D("1501")
+
+
+def test_market_hours_must_be_a_valid_range() -> None:
+    from paper.engine import parse_market_hours
+
+    assert parse_market_hours("") is None
+    with pytest.raises(ValueError, match="09:15-15:30"):
+        parse_market_hours("9am-4pm")
+    with pytest.raises(ValueError, match="open before"):
+        parse_market_hours("15:30-09:15")

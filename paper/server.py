@@ -197,30 +197,40 @@ class PaperExchange:
         for raw in quotes:
             if not isinstance(raw, dict):
                 raise KiteError("each quote must be an object")
-            instrument = None
-            if raw.get("instrument_token") is not None:
-                instrument = self.instruments.by_token(int(raw["instrument_token"]))
-            elif raw.get("tradingsymbol"):
-                instrument = self.instruments.get(str(raw.get("exchange") or "NSE"), str(raw["tradingsymbol"]))
-            if instrument is None:
-                raise KiteError(f"unknown instrument in quote: {raw!r}")
             try:
-                ltp = Decimal(str(raw["ltp"]))
-                bid = Decimal(str(raw["bid"])) if raw.get("bid") is not None else None
-                ask = Decimal(str(raw["ask"])) if raw.get("ask") is not None else None
-            except (KeyError, InvalidOperation):
-                raise KiteError(f"quote for {instrument.key} needs a numeric ltp (bid and ask optional)") from None
-            if ltp <= 0 or (bid is not None and bid < 0) or (ask is not None and ask < 0):
-                raise KiteError(f"quote for {instrument.key}: prices must be positive")
-            if bid is not None and ask is not None and bid > 0 and ask > 0 and bid > ask:
-                raise KiteError(f"quote for {instrument.key}: bid {bid} is above ask {ask}")
-            extras = {k: int(raw[k]) for k in ("bid_qty", "ask_qty", "volume", "last_qty") if raw.get(k) is not None}
-            parsed.append((instrument, ltp, bid, ask, extras))
+                parsed.append(self._parse_quote(raw))
+            except (TypeError, ValueError):
+                raise KiteError(f"quote {raw!r}: numbers expected for token, prices and quantities") from None
         for instrument, ltp, bid, ask, extras in parsed:
             self.engine.set_quote(instrument, ltp, bid, ask, **extras)
         self.broadcast_ticks(p[0] for p in parsed)
         self.flush_updates()
         return [p[0].key for p in parsed]
+
+    def _parse_quote(self, raw: dict[str, Any]) -> tuple[Instrument, Decimal, Decimal | None, Decimal | None, dict]:
+        instrument = None
+        if raw.get("instrument_token") is not None:
+            instrument = self.instruments.by_token(int(raw["instrument_token"]))
+        elif raw.get("tradingsymbol"):
+            instrument = self.instruments.get(str(raw.get("exchange") or "NSE"), str(raw["tradingsymbol"]))
+        if instrument is None:
+            raise KiteError(f"unknown instrument in quote: {raw!r}")
+        try:
+            ltp = Decimal(str(raw["ltp"]))
+            bid = Decimal(str(raw["bid"])) if raw.get("bid") is not None else None
+            ask = Decimal(str(raw["ask"])) if raw.get("ask") is not None else None
+        except (KeyError, InvalidOperation):
+            raise KiteError(f"quote for {instrument.key} needs a numeric ltp (bid and ask optional)") from None
+        if not all(p.is_finite() for p in (ltp, bid, ask) if p is not None):
+            raise KiteError(f"quote for {instrument.key}: prices must be finite numbers")
+        if ltp <= 0 or (bid is not None and bid < 0) or (ask is not None and ask < 0):
+            raise KiteError(f"quote for {instrument.key}: prices must be positive")
+        if bid is not None and ask is not None and bid > 0 and ask > 0 and bid > ask:
+            raise KiteError(f"quote for {instrument.key}: bid {bid} is above ask {ask}")
+        extras = {k: int(raw[k]) for k in ("bid_qty", "ask_qty", "volume", "last_qty") if raw.get(k) is not None}
+        if any(v < 0 for v in extras.values()):
+            raise KiteError(f"quote for {instrument.key}: quantities cannot be negative")
+        return instrument, ltp, bid, ask, extras
 
     def _open_walk(self) -> None:
         """A walking market opens at the instrument master's prices, so quotes exist from the first request."""

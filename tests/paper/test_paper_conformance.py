@@ -199,3 +199,27 @@ def test_the_checksum_is_sha256_of_key_request_token_and_secret(paper_exchange) 
         timeout=5,
     )
     assert answer.status_code == 200 and answer.json()["data"]["user_id"] == "PAPER1"
+
+
+@pytest.mark.parametrize(
+    "bad_quote",
+    [
+        {"exchange": "NSE", "tradingsymbol": "NOPE", "ltp": 10},
+        {"exchange": "NSE", "tradingsymbol": "INFY", "ltp": "abc"},
+        {"exchange": "NSE", "tradingsymbol": "INFY", "ltp": "NaN"},
+        {"exchange": "NSE", "tradingsymbol": "INFY", "ltp": 1500, "bid": 1501, "ask": 1499},
+        {"exchange": "NSE", "tradingsymbol": "INFY", "ltp": 1500, "bid_qty": "many"},
+        {"instrument_token": "x", "ltp": 1500},
+    ],
+)
+def test_bad_test_quotes_are_a_clear_400_and_move_nothing(paper_exchange, kite: KiteConnect, bad_quote) -> None:
+    paper_exchange.set_quotes([INFY_BOOK])
+
+    answer = requests.post(
+        f"{paper_exchange.base_url}/_paper/quotes",
+        json={"quotes": [{**INFY_BOOK, "ltp": 1600, "bid": 1599.95, "ask": 1600.05}, bad_quote]},
+        timeout=5,
+    )
+
+    assert answer.status_code == 400 and answer.json()["status"] == "error" and answer.json()["message"]
+    assert kite.ltp("NSE:INFY")["NSE:INFY"]["last_price"] == 1500

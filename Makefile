@@ -60,6 +60,16 @@ paper: venv
 bench: venv
 	@$(PY) -m benchmarks
 
+## make replay FRAMES=session.bin WATCHLIST=watchlist.json [EXITS=exits.jsonl]: run the trailing engine over a recording.
+replay: venv
+	@test -n "$(FRAMES)" -a -n "$(WATCHLIST)" || (echo 'usage: make replay FRAMES=file WATCHLIST=file [EXITS=out.jsonl]' && exit 2)
+	@$(PY) -m streamer.replay --frames "$(FRAMES)" --watchlist "$(WATCHLIST)" $(if $(EXITS),--exits "$(EXITS)")
+
+## make record OUT=session.bin [SECONDS=60] [TOKENS="408065 738561"]: record the ticker feed (BROKER_TICKER_URL) until Ctrl-C.
+record: venv
+	@test -n "$(OUT)" || (echo 'usage: make record OUT=file [SECONDS=n] [TOKENS="t1 t2"]' && exit 2)
+	@$(PY) -m streamer.record --out "$(OUT)" $(if $(SECONDS),--seconds $(SECONDS)) $(if $(TOKENS),--tokens $(TOKENS))
+
 ## make account NAME="Asha": a new account on the stack TABLE_NAME/AWS_ENDPOINT_URL point at; prints its API key once.
 account: venv
 	@test -n "$(NAME)" || (echo 'usage: make account NAME="Your Name"' && exit 2)

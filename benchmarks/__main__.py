@@ -63,6 +63,9 @@ def run_one(module_name: str) -> tuple[dict[str, Any] | None, float, str | None]
         result = module.run()
         if not isinstance(result, dict):
             raise TypeError(f"{module_name}.run() returned {type(result).__name__}, not a dict")
+    except ModuleNotFoundError as e:
+        hint = f"{e}: run `make bench`, or set PYTHONPATH=layers/common:streamer:. as the Makefile does"
+        return None, time.perf_counter() - started, traceback.format_exc() + hint
     except Exception:
         return None, time.perf_counter() - started, traceback.format_exc()
     return result, time.perf_counter() - started, None

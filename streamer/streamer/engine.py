@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from bracketflow.domain.enums import TrailType
 from bracketflow.domain.trailing import (
@@ -196,6 +196,7 @@ class TrailingEngine:
         if n < 2 or message[0] in TEXT_FIRST_BYTES:
             return []  # heartbeat, empty, or a text message (order updates go elsewhere)
         count = (message[0] << 8) | message[1]
+        rows: Iterable[tuple[int, tuple[Any, ...]]]
         if (
             n == 2 + count * _FULL_STRIDE
             and message[2::_FULL_STRIDE] == _FULL_LEN_HI * count
@@ -240,7 +241,7 @@ class TrailingEngine:
         self.packets_seen += seen
         return rows
 
-    def _run(self, rows, mi: int) -> list[ExitIntent]:
+    def _run(self, rows: Iterable[tuple[int, tuple[Any, ...]]], mi: int) -> list[ExitIntent]:
         exits: list[ExitIntent] = []
         get = self._by_token.get
         for pi, (token, ltp, bid, ask) in rows:

@@ -19,6 +19,7 @@ import struct
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from streamer.frames import write_frames
 
@@ -74,7 +75,7 @@ def _rupees(paise: int) -> float:
     return float(Decimal(paise).scaleb(-2))
 
 
-def generate(spec: SessionSpec) -> tuple[list[bytes], list[dict]]:
+def generate(spec: SessionSpec) -> tuple[list[bytes], list[dict[str, Any]]]:
     rng = random.Random(spec.seed)
     equities = [(t << 8) | NSE_EQ for t in rng.sample(range(1_000, 4_000_000), spec.instruments)]
     indices = []
@@ -132,7 +133,9 @@ def is_index(token: int) -> bool:
     return token & 0xFF == INDICES
 
 
-def _watchlist(rng: random.Random, spec: SessionSpec, equities: list[int], price: dict[int, int]) -> list[dict]:
+def _watchlist(
+    rng: random.Random, spec: SessionSpec, equities: list[int], price: dict[int, int]
+) -> list[dict[str, Any]]:
     watchlist = []
     for i, t in enumerate(rng.sample(equities, min(spec.watched, len(equities)))):
         side = rng.choice(("LONG", "SHORT"))
@@ -163,10 +166,10 @@ def _watchlist(rng: random.Random, spec: SessionSpec, equities: list[int], price
             }
         )
     for j in range(min(spec.twins, len(watchlist) // 10)):
-        twin = dict(watchlist[j])
+        twin: dict[str, Any] = dict(watchlist[j])
         twin["bracket_id"] = f"{twin['bracket_id']}-twin"
         twin["side"] = "SHORT" if twin["side"] == "LONG" else "LONG"
-        entry = price[twin["instrument_token"]]
+        entry = price[int(twin["instrument_token"])]
         twin["stop_price"] = _rupees(entry + entry // 100 if twin["side"] == "SHORT" else entry - entry // 100)
         twin["activation_price"] = None
         watchlist.append(twin)

@@ -71,6 +71,7 @@ def main() -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     config = StackConfig.from_env()
+    config.activity_log = True
     # EMF metric blobs are for CloudWatch; locally they would drown the readable lines.
     config.extra_env.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     stack = LocalStack(config)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from local.activity import ExecutionActivity, TableActivity
 from local.aws import MotoServer, provision
 from local.components import FAILED, STARTING, STOPPED, UP, Components
 from local.gateway import Gateway
@@ -61,6 +62,7 @@ class StackConfig:
     cron_every_s: float = 60.0  # cron(...) schedules (market-hours reconcile) run this often locally
     schedule_every_s: float | None = None  # if set, every schedule runs this often (tests, demos)
     schedules: bool = True
+    activity_log: bool = False  # console lines for table changes and workflow executions (python -m local)
     seed_dev_account: bool = True  # the app's dev account (needs the app's template, not a test fixture's)
     paper: bool | None = None  # None: start it when paper/__main__.py exists
     streamer: bool | None = None  # None: start it when streamer/streamer/__main__.py exists
@@ -207,6 +209,8 @@ class LocalStack:
             kinds: dict[str, int] = {}
             for worker in self.workers:
                 kind = worker.name.split(":", 1)[0]
+                if kind == "activity":
+                    continue
                 kinds[kind] = kinds.get(kind, 0) + 1
             summary = ", ".join(f"{n} {k}" for k, n in kinds.items()) or "none"
             self.components.set("events", UP, summary)
@@ -319,6 +323,15 @@ class LocalStack:
                     self._add_timer(fn, event)
                 elif event.type not in ("Api", "Schedule", "ScheduleV2"):
                     log.debug("%s.%s: %s events are not played locally", fn.logical_id, event.name, event.type)
+        if self.config.activity_log:
+            for table in template.tables.values():
+                if table.has_stream:
+                    stream_arn = ddb.describe_table(TableName=table.name)["Table"]["LatestStreamArn"]
+                    forget = _iterator_forgetter(self.config.region)
+                    self.workers.append(TableActivity(table, stream_arn, streams, forget))
+            if template.state_machines:
+                machines = list(template.state_machines.values())
+                self.workers.append(ExecutionActivity(machines, self.moto.client("stepfunctions")))
         if self.config.schedules:
             for sm in template.state_machines.values():
                 for event in sm.events:

@@ -187,9 +187,24 @@ def test_a_resent_alert_answers_duplicate_and_still_makes_one_bracket(aws, trade
 def test_concurrent_resends_make_exactly_one_bracket(aws, trader, monkeypatch):
     from bracketflow.adapters.aws import reset_clients
 
-    # Given a placement limit that lets four through (the test clock is not ordered across threads)
+    # Given a placement limit that lets four through at one instant
+    from bracketflow.services import register_bracket
+
     monkeypatch.setenv("PLACEMENT_RATE_LIMIT_PER_SECOND", "10")
+    monkeypatch.setattr(register_bracket, "now_ms", lambda: 1_775_000_000_000)
     reset_clients()
+    # moto's in-memory table is not thread-safe (a transaction deep-copies it while another thread writes); make
+    # each DynamoDB call atomic, as it is in DynamoDB, while our code between the calls still interleaves freely.
+    from moto.dynamodb.responses import DynamoHandler
+
+    moto_lock = threading.Lock()
+    original = DynamoHandler.call_action
+
+    def atomic_call(self):
+        with moto_lock:
+            return original(self)
+
+    monkeypatch.setattr(DynamoHandler, "call_action", atomic_call)
     # And the same alert arriving four times at once
     answers = []
     lock = threading.Lock()

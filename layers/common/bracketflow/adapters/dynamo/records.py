@@ -32,6 +32,7 @@ Money is stored as DynamoDB numbers (Decimal), never float.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -204,8 +205,10 @@ def order_log_to_item(entry: OrderLogEntry, expires_at: int) -> dict[str, Any]:
         "at": entry.at,
         "request_id": entry.request_id,
         "api_type": entry.api_type,
-        "request": to_dynamo(entry.request),
-        "response": to_dynamo(entry.response),
+        # As JSON text, not maps: the request is the caller's arbitrary JSON (odd keys, deep nesting, huge numbers)
+        # and must never make the log write fail. Capped well under DynamoDB's 400 KB item limit.
+        "request": json.dumps(entry.request, default=str)[:_LOG_TEXT_MAX],
+        "response": json.dumps(entry.response, default=str)[:_LOG_TEXT_MAX],
         "status_code": entry.status_code,
         "expires_at": expires_at,
     }
@@ -217,10 +220,21 @@ def order_log_from_item(item: dict[str, Any]) -> OrderLogEntry:
         at=item["at"],
         request_id=item["request_id"],
         api_type=item["api_type"],
-        request=plain(item.get("request") or {}),
-        response=plain(item.get("response") or {}),
+        request=_json_or_text(item.get("request")),
+        response=_json_or_text(item.get("response")),
         status_code=int(item["status_code"]),
     )
+
+
+_LOG_TEXT_MAX = 32_000
+
+
+def _json_or_text(text: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return {"raw": text}  # cut at the cap: show what there is
+    return value if isinstance(value, dict) else {"raw": value}
 
 
 def plain(value: Any) -> Any:

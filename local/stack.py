@@ -42,6 +42,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def ensure_port_free(host: str, port: int, what: str, variable: str) -> None:
+    """Fail clearly now rather than hang or talk to a stranger: something else already listening on a port we need."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise RuntimeError(
+                f"{what} needs {host}:{port}, which is in use ({exc.strerror}); stop what holds it or set {variable}"
+            ) from None
+
+
 def _env_flag(value: str | None) -> bool | None:
     if value is None or value == "":
         return None
@@ -187,12 +198,15 @@ class LocalStack:
             self.components.set("streamer", STARTING)
 
         with self._component("api"):
+            if cfg.api_port:
+                ensure_port_free(cfg.host, cfg.api_port, "the local API", "API_PORT")
             stage = str(next(iter(template.rest_apis.values()), {}).get("StageName", "local"))
             self.gateway = Gateway(template, runtime, self.health, cfg.host, cfg.api_port, stage)
             self.gateway.start()
             self.components.set("api", UP, self.gateway.url)
 
         with self._component("aws"):
+            ensure_port_free(cfg.host, moto_port, "moto (the local AWS)", "MOTO_PORT")
             self.moto = MotoServer(cfg.host, moto_port)
             self.moto.start()
             self._set_environment(template, paper_url)
@@ -220,6 +234,7 @@ class LocalStack:
 
         if want_paper:
             with self._component("paper"):
+                ensure_port_free(cfg.host, self.paper_port, "the paper exchange", "PAPER_PORT")
                 self._start_child(
                     ChildSpec(
                         "paper",

@@ -203,6 +203,7 @@ _REALISED = {
     "AWS::SSM::Parameter",
     "AWS::Serverless::LayerVersion",
 }
+_SCHEDULE_RESOURCES = {"AWS::Events::Rule", "AWS::Scheduler::Schedule"}
 
 
 class _Resolver:
@@ -439,12 +440,16 @@ def load_template(
     globals_ = doc.get("Globals") or {}
     function_globals = globals_.get("Function") or {}
 
+    schedule_resources: list[tuple[str, dict[str, Any]]] = []
     for logical_id, resource in r.resources.items():
         kind = resource.get("Type", "")
         if not r.active(resource):
             tpl.skipped[logical_id] = f"{kind} (condition false)"
             continue
         raw_props = resource.get("Properties") or {}
+        if kind in _SCHEDULE_RESOURCES and "ScheduleExpression" in raw_props:
+            schedule_resources.append((logical_id, r.resolve(raw_props)))
+            continue
         if kind == "AWS::ECS::TaskDefinition":
             # Not realised, but the streamer's container environment is read from it (template = source of truth).
             for container in r.resolve(raw_props.get("ContainerDefinitions") or []):
@@ -507,4 +512,27 @@ def load_template(
             tpl.ssm_parameters[name] = r.resolve(raw_props)
         elif kind == "AWS::Serverless::Api":
             tpl.rest_apis[logical_id] = r.resolve(_merge_globals(raw_props, globals_.get("Api") or {}))
+    _attach_schedules(tpl, schedule_resources)
     return tpl
+
+
+def _attach_schedules(tpl: Template, schedule_resources: list[tuple[str, dict[str, Any]]]) -> None:
+    """EventBridge rules and Scheduler schedules that target a function or a state machine become that target's
+    Schedule event, so they are played like the SAM `Events: Schedule` form."""
+    targets: dict[str, FunctionSpec | StateMachineSpec] = {f.arn: f for f in tpl.functions.values()}
+    targets.update({sm.arn: sm for sm in tpl.state_machines.values()})
+    for logical_id, props in schedule_resources:
+        listed = props.get("Targets") or ([props["Target"]] if "Target" in props else [])
+        enabled = str(props.get("State", "ENABLED")).upper() == "ENABLED"
+        for target in listed:
+            spec = targets.get(str(target.get("Arn")))
+            if spec is None:
+                tpl.skipped[logical_id] = f"schedule of a target not realised locally ({target.get('Arn')})"
+                continue
+            spec.events.append(
+                EventSource(
+                    logical_id,
+                    "Schedule",
+                    {"Schedule": props["ScheduleExpression"], "Input": target.get("Input"), "Enabled": enabled},
+                )
+            )

@@ -69,3 +69,48 @@ def test_the_apps_template_loads_and_every_function_handler_file_exists():
     for fn in tpl.functions.values():
         module = fn.handler.rpartition(".")[0].replace(".", "/")
         assert (fn.code_dir / f"{module}.py").is_file(), f"{fn.logical_id}: {fn.code_dir}/{module}.py is missing"
+
+
+def test_eventbridge_rules_and_scheduler_schedules_become_their_targets_schedules(tmp_path):
+    # Given a rule targeting a function and a Scheduler schedule (IST market hours) targeting a state machine
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "sm.asl.json").write_text('{"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}')
+    (tmp_path / "template.yaml").write_text(
+        """
+Resources:
+  SyncFunction:
+    Type: AWS::Serverless::Function
+    Properties: {CodeUri: fn/, Handler: app.handler}
+  Reconcile:
+    Type: AWS::Serverless::StateMachine
+    Properties: {DefinitionUri: sm.asl.json}
+  EveryFiveMinutes:
+    Type: AWS::Events::Rule
+    Properties:
+      ScheduleExpression: rate(5 minutes)
+      Targets: [{Id: sync, Arn: !GetAtt SyncFunction.Arn, Input: '{"full": true}'}]
+  MarketHours:
+    Type: AWS::Scheduler::Schedule
+    Properties:
+      ScheduleExpression: cron(* 9-15 ? * MON-FRI *)
+      ScheduleExpressionTimezone: Asia/Kolkata
+      State: DISABLED
+      FlexibleTimeWindow: {Mode: "OFF"}
+      Target: {Arn: !Ref Reconcile, RoleArn: arn:aws:iam::123456789012:role/x}
+"""
+    )
+
+    # When it is loaded
+    tpl = load_template(tmp_path / "template.yaml")
+
+    # Then each target carries the schedule as one of its events (the disabled one marked so)
+    (sync,) = tpl.functions["SyncFunction"].events
+    assert (sync.name, sync.type, sync.properties) == (
+        "EveryFiveMinutes",
+        "Schedule",
+        {"Schedule": "rate(5 minutes)", "Input": '{"full": true}', "Enabled": True},
+    )
+    (market,) = tpl.state_machines["Reconcile"].events
+    assert market.properties["Schedule"].startswith("cron(")
+    assert market.properties["Enabled"] is False
+    assert "EveryFiveMinutes" not in tpl.skipped

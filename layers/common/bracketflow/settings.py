@@ -70,7 +70,14 @@ class IntakeSettings(_Base):
     default_max_order_value: Decimal = Field(Decimal("500000"), alias="DEFAULT_MAX_ORDER_VALUE")
 
 
-class Settings(AwsSettings, StoreSettings, BrokerSettings, BracketSettings, IntakeSettings):
+class BatchSettings(_Base):
+    """Batch orders (issue 7): the saga's state machine and how long POST {"wait": true} may hold the answer."""
+
+    batch_state_machine_arn: str = Field("", alias="BATCH_STATE_MACHINE_ARN")
+    batch_wait_s: float = Field(5.0, alias="BATCH_WAIT_SECONDS")
+
+
+class Settings(BatchSettings, AwsSettings, StoreSettings, BrokerSettings, BracketSettings, IntakeSettings):
     stage: str = Field("local", alias="STAGE")
 
 

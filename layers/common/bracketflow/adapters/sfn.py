@@ -32,3 +32,21 @@ def start_bracket_workflow(bracket_id: str, payload: dict[str, Any]) -> str | No
     except Exception as exc:  # endpoint/connection errors: still ours to record and retry, never the caller's 5xx
         raise WorkflowStartFailed(type(exc).__name__) from exc
     return str(out["executionArn"])
+
+
+def start_batch_workflow(batch_id: str, payload: dict[str, Any]) -> str | None:
+    """Start the batch saga (BATCH_STATE_MACHINE_ARN), named by the batch id; None when it was already started."""
+    arn = get_settings().batch_state_machine_arn
+    if not arn:
+        raise WorkflowStartFailed("BATCH_STATE_MACHINE_ARN is not set")
+    try:
+        out = client("stepfunctions").start_execution(stateMachineArn=arn, name=batch_id, input=json.dumps(payload))
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ExecutionAlreadyExists":
+            return None
+        raise WorkflowStartFailed(
+            f"{exc.response['Error']['Code']}: {exc.response['Error'].get('Message', '')}"
+        ) from exc
+    except Exception as exc:  # endpoint/connection errors: the batch is marked FAILED, never the caller's 5xx
+        raise WorkflowStartFailed(type(exc).__name__) from exc
+    return str(out["executionArn"])

@@ -1,0 +1,364 @@
+"""The live streamer (one Fargate task; `python -m streamer`): ticker in, exits and trailed stops out (DESIGN §8).
+
+Threads, and what each may touch:
+  tick      ConnectionSupervisor.run: reads the websocket; binary messages -> engine.feed() under the engine lock;
+            exits -> the exit publisher's deque; text order updates -> the order-events publisher's deque. Nothing
+            on this thread waits on the network or the disk (the socket read aside).
+  control   long-polls StreamerControlQueue: watch/unwatch.
+  store     every STREAMER_PERSIST_INTERVAL_S: coalesced stop writes + stop-sync intents; every
+            STREAMER_RESYNC_INTERVAL_S: resync with the OPEN index. The only thread that uses DynamoDB.
+  publish:* one per SQS queue (exits, order events, stop sync).
+  metrics   EMF every STREAMER_METRICS_INTERVAL_S.
+SIGTERM/SIGINT: stop reading, stop the control poller, write the last stops, flush the publishers, exit 0.
+
+Exit intent (ExitQueue -> functions/exit), one per bracket whose stop was crossed:
+  {"bracket_id", "reason": "STOP|TRAIL_STOP", "ltp": "<decimal>", "stop_price": "<decimal>",
+   "detected_at": "<ISO UTC>", "message_index": int, "packet_index": int}
+  reason is TRAIL_STOP when the stop that was hit is not the bracket's original stop-loss.
+Order update (OrderEventsQueue -> functions/watcher):
+  {"source": "ticker", "received_at": "<ISO UTC>", "order": <the Kite order update's "data" object, verbatim>}
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.adapters.dynamo.records import iso
+from bracketflow.domain.enums import ExitReason
+from bracketflow.domain.instruments import InstrumentMaster, default_master
+from bracketflow.domain.trailing import to_paise, to_rupees
+from bracketflow.observability import logger
+from bracketflow.settings import Settings, get_settings
+from streamer.control import ControlPoller, Unwatch, Watch
+from streamer.engine import ExitIntent, TrailingEngine
+from streamer.metrics import Counters, MetricsFlusher
+from streamer.parser import FULL_PACKET_LEN, TEXT_FIRST_BYTES
+from streamer.publishers import QueuePublisher
+from streamer.record import ticker_url
+from streamer.resync import protected_watches
+from streamer.stops import StopKeeper
+from streamer.supervisor import ConnectionSupervisor, TickerSocket, websocket_factory
+
+# A bracket that just exited is not watched again for this long (resync may still see it PROTECTED until the exit
+# Lambda claims it); after that, a bracket still PROTECTED is watched again, so a lost exit gets another chance.
+EXIT_QUIET_S = 120.0
+# Exchange time (uint32 epoch seconds) inside a full packet, after the 2-byte count and 2-byte length.
+_EXCHANGE_TIME_AT = 4 + 60
+_UINT32 = struct.Struct(">I")
+LAG_SAMPLE_EVERY_S = 1.0
+
+
+@dataclass
+class Watched:
+    watch: Watch
+    token: int
+    original_stop: int
+    tick: int
+    watched_at: float
+
+
+def credentialed_ticker_url(settings: Settings, refresh: bool = False) -> str:
+    """BROKER_TICKER_URL with api_key/access_token added (paper: its fixed ones; kite: the day's session)."""
+    base = settings.broker_ticker_url
+    query = parse_qs(urlsplit(base).query)
+    if "api_key" in query and "access_token" in query:
+        return base
+    if settings.broker == "kite":
+        from bracketflow.adapters.broker.session import read_credentials
+
+        creds = read_credentials(refresh)
+        return ticker_url(base, creds.api_key, creds.access_token)
+    from bracketflow.adapters.broker import PAPER_ACCESS_TOKEN, PAPER_API_KEY
+
+    return ticker_url(base, PAPER_API_KEY, PAPER_ACCESS_TOKEN)
+
+
+class Streamer:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        repo: BracketRepository | None = None,
+        master: InstrumentMaster | None = None,
+        socket_factory: Callable[[str, float], TickerSocket] = websocket_factory,
+        url: Callable[[bool], str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        s = settings or get_settings()
+        self.settings = s
+        self._clock = clock
+        self._repo = repo or BracketRepository()
+        self._master = master or default_master()
+        self.engine = TrailingEngine()
+        self._lock = threading.Lock()  # the engine and the watched map
+        self._watched: dict[str, Watched] = {}
+        self._recently_exited: dict[str, float] = {}
+        self._stopping = threading.Event()
+        self.messages = 0
+        self.exits_detected = 0
+        self.feed_lag_s: float | None = None
+        self._lag_sampled_at = 0.0
+
+        self.exit_publisher = QueuePublisher("exits", s.exit_queue_url)
+        self.order_publisher = QueuePublisher("order-events", s.order_events_queue_url, linger_s=0.01)
+        self.sync_publisher = QueuePublisher("stop-sync", s.stop_sync_queue_url)
+        self.keeper = StopKeeper(
+            self._repo,
+            self.sync_publisher.put,
+            step_percent=s.streamer_stop_sync_step_percent,
+            sync_interval_s=s.streamer_stop_sync_interval_s,
+            clock=clock,
+        )
+        self.supervisor = ConnectionSupervisor(
+            url or (lambda refresh: credentialed_ticker_url(s, refresh)),
+            self.on_message,
+            socket_factory=socket_factory,
+            backoff_base_s=s.streamer_backoff_base_s,
+            backoff_cap_s=s.streamer_backoff_cap_s,
+            watchdog_s=s.streamer_watchdog_s,
+            clock=clock,
+        )
+        self.control = ControlPoller(s.streamer_control_queue_url, self.apply) if s.streamer_control_queue_url else None
+        self._metrics = MetricsFlusher()
+        self._threads: list[threading.Thread] = []
+
+    # ---- watch / unwatch (control, store threads) -------------------------------------------------------------
+
+    def apply(self, command: Watch | Unwatch) -> None:
+        if isinstance(command, Watch):
+            self.watch(command)
+        else:
+            self.unwatch(command.bracket_id)
+
+    def watch(self, command: Watch) -> bool:
+        """Start trailing; False when already watched, just exited, or not trailable."""
+        bracket = command.bracket
+        bid = bracket.bracket_id
+        with self._lock:
+            if bid in self.engine:
+                return False
+            exited_at = self._recently_exited.get(bid)
+            if exited_at is not None and self._clock() - exited_at < EXIT_QUIET_S:
+                return False
+            try:
+                self.engine.watch(bracket, activated=command.activated)
+            except ValueError as exc:
+                logger.error("cannot watch bracket", extra={"bracket_id": bid, "error": str(exc)})
+                return False
+            stop = self.engine.stop_of(bid)
+            self._watched[bid] = Watched(
+                command,
+                bracket.instrument_token,
+                command.original_stop if command.original_stop is not None else stop,
+                to_paise(bracket.tick_size),
+                self._clock(),
+            )
+        self.keeper.track(bid, is_long=bracket.side.upper() == "LONG", broker_stop=stop)
+        self.supervisor.subscribe([bracket.instrument_token])
+        logger.info("watching bracket", extra={"bracket_id": bid, "stop_price": str(to_rupees(stop))})
+        return True
+
+    def unwatch(self, bracket_id: str) -> bool:
+        with self._lock:
+            found = self.engine.unwatch(bracket_id)
+            watched = self._watched.pop(bracket_id, None)
+            still_needed = watched is not None and any(w.token == watched.token for w in self._watched.values())
+        self.keeper.forget(bracket_id)
+        if watched is not None and not still_needed:
+            self.supervisor.unsubscribe([watched.token])
+        if found:
+            logger.info("unwatched bracket", extra={"bracket_id": bracket_id})
+        return found
+
+    def watched_ids(self) -> set[str]:
+        with self._lock:
+            return set(self._watched)
+
+    def stop_of(self, bracket_id: str) -> int | None:
+        with self._lock:
+            return self.engine.stop_of(bracket_id) if bracket_id in self.engine else None
+
+    # ---- the tick thread ---------------------------------------------------------------------------------------
+
+    def on_message(self, data: bytes, is_text: bool) -> None:
+        self.messages += 1
+        if is_text or (len(data) > 1 and data[0] in TEXT_FIRST_BYTES):
+            self._forward_text(data)
+            return
+        with self._lock:
+            exits = self.engine.feed(data)
+            if exits:
+                self._on_exits(exits)
+        if len(data) >= _EXCHANGE_TIME_AT + 4 and self._clock() - self._lag_sampled_at >= LAG_SAMPLE_EVERY_S:
+            self._sample_lag(data)
+
+    def _on_exits(self, exits: list[ExitIntent]) -> None:
+        """Under the engine lock: publish each exit (a deque append) and forget the bracket."""
+        now = self._clock()
+        detected_at = iso(datetime.now(UTC))
+        for e in exits:
+            watched = self._watched.pop(e.bracket_id, None)
+            original = watched.original_stop if watched is not None else e.stop_price
+            reason = ExitReason.STOP if e.stop_price == original else ExitReason.TRAIL_STOP
+            self.exit_publisher.put(
+                {
+                    "bracket_id": e.bracket_id,
+                    "reason": reason.value,
+                    "ltp": str(to_rupees(e.ltp)),
+                    "stop_price": str(to_rupees(e.stop_price)),
+                    "detected_at": detected_at,
+                    "message_index": e.message_index,
+                    "packet_index": e.packet_index,
+                }
+            )
+            self._recently_exited[e.bracket_id] = now
+            self.keeper.forget(e.bracket_id)
+            self.exits_detected += 1
+
+    def _sample_lag(self, data: bytes) -> None:
+        self._lag_sampled_at = self._clock()
+        if (data[2] << 8 | data[3]) != FULL_PACKET_LEN:
+            return
+        exchange_time = _UINT32.unpack_from(data, _EXCHANGE_TIME_AT)[0]
+        if exchange_time:
+            self.feed_lag_s = max(0.0, time.time() - exchange_time)
+
+    def _forward_text(self, data: bytes) -> None:
+        try:
+            message = json.loads(data)
+        except ValueError:
+            logger.warning("ticker sent text that is not JSON", extra={"text": data[:200].decode(errors="replace")})
+            return
+        if isinstance(message, dict) and message.get("type") == "order" and isinstance(message.get("data"), dict):
+            self.order_publisher.put(
+                {"source": "ticker", "received_at": iso(datetime.now(UTC)), "order": message["data"]}
+            )
+        elif isinstance(message, dict) and message.get("type") == "error":
+            logger.warning("ticker error message", extra={"ticker_message": str(message.get("data"))[:500]})
+
+    # ---- the store thread ---------------------------------------------------------------------------------------
+
+    def resync(self) -> tuple[int, int]:
+        """Watch every PROTECTED bracket not yet watched; drop watched ones no longer PROTECTED. (added, dropped)"""
+        started = self._clock()
+        watches = protected_watches(self._repo.list_open(), self._master)
+        wanted = {w.bracket_id for w in watches}
+        added = sum(1 for w in watches if self.watch(w))
+        # A bracket watched just now (by a control message) may not show in the eventually consistent index yet.
+        grace = self.settings.streamer_resync_interval_s
+        with self._lock:
+            stale = [b for b, w in self._watched.items() if b not in wanted and w.watched_at < started - grace]
+            for b, at in list(self._recently_exited.items()):
+                if started - at >= EXIT_QUIET_S:
+                    del self._recently_exited[b]
+        dropped = sum(1 for b in stale if self.unwatch(b))
+        if added or dropped:
+            logger.info("resynced open brackets", extra={"added": added, "dropped": dropped, "open": len(wanted)})
+        return added, dropped
+
+    def persist_round(self) -> None:
+        with self._lock:
+            changes = self.engine.take_stop_changes()
+            stops = self.engine.stops()
+            ticks = {b: w.tick for b, w in self._watched.items()}
+        if changes:
+            self.keeper.persist(changes)
+        self.keeper.sync(stops, lambda b: ticks.get(b, 5))
+
+    def _store_loop(self) -> None:
+        s = self.settings
+        next_resync = self._clock() + s.streamer_resync_interval_s
+        next_persist = self._clock() + s.streamer_persist_interval_s
+        while not self._stopping.is_set():
+            now = self._clock()
+            if now >= next_persist:
+                self._guarded(self.persist_round, "stop persistence")
+                next_persist = now + s.streamer_persist_interval_s
+            if now >= next_resync:
+                self._guarded(self.resync, "resync")
+                next_resync = now + s.streamer_resync_interval_s
+            self._stopping.wait(max(0.01, min(next_persist, next_resync) - self._clock()))
+
+    def _metrics_loop(self) -> None:
+        while not self._stopping.wait(self.settings.streamer_metrics_interval_s):
+            self.flush_metrics()
+
+    def flush_metrics(self) -> dict[str, float]:
+        return self._metrics.flush(
+            self._clock(),
+            Counters(
+                packets=self.engine.packets_seen,
+                messages=self.messages,
+                exits=self.exits_detected,
+                reconnects=self.supervisor.reconnects,
+                watched=len(self.engine),
+                feed_lag_s=self.feed_lag_s,
+            ),
+        )
+
+    @staticmethod
+    def _guarded(step: Callable[[], Any], what: str) -> None:
+        try:
+            step()
+        except Exception as exc:  # DynamoDB/SQS trouble: the next round tries again
+            logger.warning(f"{what} failed", extra={"error": str(exc)})
+
+    # ---- lifecycle ------------------------------------------------------------------------------------------
+
+    def start(self) -> Streamer:
+        for publisher in (self.exit_publisher, self.order_publisher, self.sync_publisher):
+            publisher.start()
+        self._guarded(self.resync, "initial resync")  # subscribe to what is open before the first connect
+        if self.control is not None:
+            self.control.start()
+        for name, target in (
+            ("tick", self.supervisor.run),
+            ("store", self._store_loop),
+            ("metrics", self._metrics_loop),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        logger.info("streamer started", extra={"watched": len(self.engine)})
+        return self
+
+    def stop(self) -> None:
+        """Stop reading, stop taking commands, write the last stops, send what is queued."""
+        self.supervisor.stop()
+        if self.control is not None:
+            self.control.stop()
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+        if self.control is not None:
+            self.control.join(timeout=30)
+        self._guarded(self.persist_round, "final stop persistence")
+        for publisher in (self.exit_publisher, self.order_publisher, self.sync_publisher):
+            publisher.stop()
+        self.flush_metrics()
+        logger.info("streamer stopped", extra={"exits": self.exits_detected, "messages": self.messages})
+
+
+def main() -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    streamer = Streamer().start()
+    while not stop.wait(1.0):
+        pass
+    streamer.stop()
+    return 0

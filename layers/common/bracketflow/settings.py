@@ -70,6 +70,28 @@ class IntakeSettings(_Base):
     default_max_order_value: Decimal = Field(Decimal("500000"), alias="DEFAULT_MAX_ORDER_VALUE")
 
 
+class StreamerSettings(_Base):
+    """The live streamer and the queues between it and the exit/sync-stop/watcher Lambdas (DESIGN §8, §9)."""
+
+    exit_queue_url: str = Field("", alias="EXIT_QUEUE_URL")
+    stop_sync_queue_url: str = Field("", alias="STOP_SYNC_QUEUE_URL")
+    order_events_queue_url: str = Field("", alias="ORDER_EVENTS_QUEUE_URL")
+    streamer_control_queue_url: str = Field("", alias="STREAMER_CONTROL_QUEUE_URL")
+    # Reconnect backoff: base * 2**attempt, capped, with full jitter; reset after a successful subscribe.
+    streamer_backoff_base_s: float = Field(0.5, alias="STREAMER_BACKOFF_BASE_S")
+    streamer_backoff_cap_s: float = Field(30.0, alias="STREAMER_BACKOFF_CAP_S")
+    # No message at all (ticks or heartbeats) for this long: the feed is stale, reconnect.
+    streamer_watchdog_s: float = Field(10.0, alias="STREAMER_WATCHDOG_S")
+    streamer_resync_interval_s: float = Field(30.0, alias="STREAMER_RESYNC_INTERVAL_S")
+    # At most one stop write per bracket per interval (coalesced: only the latest stop is written).
+    streamer_persist_interval_s: float = Field(2.0, alias="STREAMER_PERSIST_INTERVAL_S")
+    # Broker-side stop (the GTT's stop leg) follows when improved by >= step percent, at most once per interval.
+    streamer_stop_sync_interval_s: float = Field(60.0, alias="STREAMER_STOP_SYNC_INTERVAL_S")
+    streamer_stop_sync_step_percent: Decimal = Field(Decimal("0.25"), alias="STREAMER_STOP_SYNC_STEP_PERCENT")
+    streamer_metrics_interval_s: float = Field(60.0, alias="STREAMER_METRICS_INTERVAL_S")
+    streamer_publish_interval_s: float = Field(0.02, alias="STREAMER_PUBLISH_INTERVAL_S")
+
+
 class BatchSettings(_Base):
     """Batch orders (issue 7): the saga's state machine and how long POST {"wait": true} may hold the answer."""
 
@@ -77,7 +99,67 @@ class BatchSettings(_Base):
     batch_wait_s: float = Field(5.0, alias="BATCH_WAIT_SECONDS")
 
 
-class Settings(BatchSettings, AwsSettings, StoreSettings, BrokerSettings, BracketSettings, IntakeSettings):
+class LifecycleSettings(_Base):
+    """The bracket workflow's task Lambdas and the order-update watcher (issue 5)."""
+
+    # How long an unfilled entry may wait when the market never closes (paper) or its validity has no clock.
+    entry_timeout_s: int = Field(6 * 3600, alias="ENTRY_TIMEOUT_S")
+    # The GTT stop leg is a LIMIT order (Kite requires it): its price sits this percent beyond the trigger, so a
+    # fast market still fills it. At least one tick.
+    stop_limit_buffer_percent: Decimal = Field(Decimal("0.5"), alias="STOP_LIMIT_BUFFER_PERCENT")
+    # How long an order update's dedupe key (order_id, status, filled_quantity) is kept.
+    order_update_dedupe_s: int = Field(2 * 86400, alias="ORDER_UPDATE_DEDUPE_SECONDS")
+
+
+class LiveUpdateSettings(_Base):
+    """Live updates (issue 8): the WebSocket API's @connections endpoint and Telegram."""
+
+    # https://<api-id>.execute-api.<region>.amazonaws.com/<stage> (the local stack points it at its own server);
+    # empty: no WebSocket pushes.
+    websocket_management_url: str = Field("", alias="WEBSOCKET_MANAGEMENT_URL")
+    # A connection item outlives API Gateway's 2-hour connection limit only by this much (then TTL removes it).
+    websocket_connection_ttl_s: int = Field(3 * 3600, alias="WEBSOCKET_CONNECTION_TTL_S")
+    # Telegram credentials: a Secrets Manager secret or an SSM SecureString holding {"bot_token", "chat_id"};
+    # neither set: Telegram is off.
+    telegram_secret_name: str = Field("", alias="TELEGRAM_SECRET_NAME")
+    telegram_parameter_name: str = Field("", alias="TELEGRAM_PARAMETER_NAME")
+    telegram_api_base_url: str = Field("https://api.telegram.org", alias="TELEGRAM_API_BASE_URL")
+    telegram_timeout_s: float = Field(3.0, alias="TELEGRAM_TIMEOUT_S")
+    # Telegram allows about one message a second per chat.
+    telegram_min_interval_s: float = Field(1.0, alias="TELEGRAM_MIN_INTERVAL_S")
+    # A 429 asking to wait longer than this drops the message (counted) rather than hold the stream.
+    telegram_max_wait_s: float = Field(5.0, alias="TELEGRAM_MAX_WAIT_S")
+
+
+class ReconcileSettings(_Base):
+    """Reconciliation with the broker and the MIS square-off (issue 8)."""
+
+    # Local stack only: how often the reconcile schedule fires (AWS runs it every minute in market hours).
+    reconcile_every_s: float = Field(15.0, alias="RECONCILE_EVERY_S")
+    # Position still open but its GTT is gone at the broker: place a new GTT (true) or flag it for review (false).
+    reconcile_reprotect: bool = Field(True, alias="RECONCILE_REPROTECT")
+    # GTTs at the broker that no open bracket owns: cancel them (true) or only report them (false).
+    reconcile_cancel_orphan_gtts: bool = Field(False, alias="RECONCILE_CANCEL_ORPHAN_GTTS")
+    # An order SENT_TO_BROKER without a final answer for longer than this is flagged for review ("frozen").
+    reconcile_frozen_after_s: int = Field(3600, alias="RECONCILE_FROZEN_AFTER_S")
+    # Brackets CREATED longer ago than this whose workflow never started are started again.
+    reconcile_resume_after_s: int = Field(60, alias="RECONCILE_RESUME_AFTER_S")
+    # MIS square-off time (IST, HH:MM); the schedule in template.yaml fires at it.
+    square_off_time_ist: str = Field("15:15", alias="SQUARE_OFF_TIME_IST")
+
+
+class Settings(
+    BatchSettings,
+    AwsSettings,
+    StoreSettings,
+    BrokerSettings,
+    BracketSettings,
+    IntakeSettings,
+    StreamerSettings,
+    LifecycleSettings,
+    LiveUpdateSettings,
+    ReconcileSettings,
+):
     stage: str = Field("local", alias="STAGE")
 
 

@@ -52,6 +52,7 @@ class MotoServer:
         self._server: Any = None
         self._saved_config: dict[str, Any] = {}
         self._saved_invoke: Any = None
+        self._saved_send_task_failure: Any = None
         self._saved_moto_port: str | None = None
         self.runtime: LambdaRuntime | None = None
 
@@ -63,6 +64,7 @@ class MotoServer:
         from moto.awslambda_simple.models import LambdaSimpleBackend
         from moto.core.config import default_user_config
         from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+        from moto.stepfunctions.responses import StepFunctionResponse
 
         # werkzeug logs every request at INFO; the console wants our lines, not moto's access log.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -73,6 +75,8 @@ class MotoServer:
         _reset_moto_backends()  # start from empty backends whatever ran in this process before
         self._saved_invoke = LambdaSimpleBackend.__dict__.get("invoke")
         LambdaSimpleBackend.invoke = _make_invoke(self, self._saved_invoke)  # type: ignore[method-assign]
+        self._saved_send_task_failure = StepFunctionResponse.__dict__.get("send_task_failure")
+        StepFunctionResponse.send_task_failure = _send_task_failure_with_cause  # type: ignore[method-assign]
 
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.requested_port, verbose=False)
         try:
@@ -95,6 +99,7 @@ class MotoServer:
     def _restore(self) -> None:
         from moto.awslambda_simple.models import LambdaSimpleBackend
         from moto.core.config import default_user_config
+        from moto.stepfunctions.responses import StepFunctionResponse
 
         for key, value in self._saved_config.items():
             if value is None:
@@ -104,6 +109,8 @@ class MotoServer:
         self._saved_config = {}
         if self._saved_invoke is not None:
             LambdaSimpleBackend.invoke = self._saved_invoke  # type: ignore[method-assign]
+        if self._saved_send_task_failure is not None:
+            StepFunctionResponse.send_task_failure = self._saved_send_task_failure  # type: ignore[method-assign]
         if self._saved_moto_port is None:
             os.environ.pop("MOTO_PORT", None)
         else:
@@ -120,6 +127,16 @@ class MotoServer:
             aws_secret_access_key="local",
             config=Config(retries={"max_attempts": 2}, read_timeout=30),
         )
+
+
+def _send_task_failure_with_cause(response: Any) -> Any:
+    """moto 5.2.5's SendTaskFailure drops `cause`; workflows read it in Catch (e.g. the broker's reject reason)."""
+    from moto.core.responses import EmptyResult
+
+    response.stepfunction_backend.send_task_failure(
+        response._get_param("taskToken"), error=response._get_param("error"), cause=response._get_param("cause")
+    )
+    return EmptyResult()
 
 
 def _reset_moto_backends() -> None:

@@ -281,3 +281,24 @@ def test_a_named_error_from_a_lambda_task_is_caught_by_its_class_name(stack):
     assert described["error"] == "OrderRejected"
     failed = [e for e in _history(sfn, execution) if e["type"] == "LambdaFunctionFailed"]
     assert failed[0]["lambdaFunctionFailedEventDetails"]["error"] == "BrokerDown"
+
+
+def test_send_task_failure_fails_the_waiting_task_with_the_given_error(stack, table):
+    sfn = stack.client("stepfunctions")
+
+    # Given an execution parked on its task token
+    execution = sfn.start_execution(
+        stateMachineArn=stack.state_machine_arn("ApprovalWorkflow"),
+        name="order-2",
+        input=json.dumps({"ref": "order-2", "amount": 1}),
+    )["executionArn"]
+    parked = eventually(lambda: get_item(table, "token#order-2"), "the workflow parked its task token")
+
+    # When the token is completed with SendTaskFailure
+    sfn.send_task_failure(taskToken=parked["token"]["S"], error="EntryRejected", cause="RMS: margin exceeds")
+
+    # Then the execution fails with that error and cause
+    assert eventually(lambda: _status(sfn, execution), "the execution finished") == "FAILED"
+    assert sfn.describe_execution(executionArn=execution)["error"] == "EntryRejected"
+    failed = next(e for e in _history(sfn, execution) if e["type"] == "ExecutionFailed")
+    assert failed["executionFailedEventDetails"] == {"error": "EntryRejected", "cause": "RMS: margin exceeds"}

@@ -125,3 +125,15 @@ class BrokerOrderNotFound(BrokerError):
     """The broker has no order (or GTT) with that id."""
 
     status_code = 404
+
+
+class ProtectionNotPossible(BracketflowError):
+    """The filled position cannot get a GTT (levels crossed by the fill or the market): flatten it instead."""
+
+    status_code = 409
+
+
+class EntryCancelPending(BracketflowError):
+    """The entry's cancellation was sent but the broker has not confirmed it yet; look again shortly."""
+
+    status_code = 503

@@ -50,3 +50,32 @@ def start_batch_workflow(batch_id: str, payload: dict[str, Any]) -> str | None:
     except Exception as exc:  # endpoint/connection errors: the batch is marked FAILED, never the caller's 5xx
         raise WorkflowStartFailed(type(exc).__name__) from exc
     return str(out["executionArn"])
+
+
+# ---------- task tokens (the bracket workflow's WaitForEntryFill / WaitForExit) ----------
+
+# A token that is already completed, timed out or from a stopped execution: the wait it stood for is over, so
+# completing it again is not an error for the caller (the watcher and the waiting task may both try).
+_TOKEN_GONE = ("TaskTimedOut", "TaskDoesNotExist", "InvalidToken", "ExecutionDoesNotExist")
+
+
+def send_task_success(token: str, output: dict[str, Any]) -> bool:
+    """Complete a waiting task with `output`; False when the token no longer waits (already done or timed out)."""
+    try:
+        client("stepfunctions").send_task_success(taskToken=token, output=json.dumps(output))
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in _TOKEN_GONE:
+            return False
+        raise
+    return True
+
+
+def send_task_failure(token: str, error: str, cause: str) -> bool:
+    """Fail a waiting task with a named error (ASL Catch matches `error`); False when the token no longer waits."""
+    try:
+        client("stepfunctions").send_task_failure(taskToken=token, error=error[:256], cause=cause[:32768])
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in _TOKEN_GONE:
+            return False
+        raise
+    return True

@@ -153,11 +153,15 @@ class BracketRepository:
         *,
         legs: Iterable[dict[str, Any]] = (),
         extra: Sequence[ConditionalPut] = (),
+        attributes: Mapping[str, Any] | None = None,
     ) -> None:
-        """Persist `current` over `previous` if nobody changed the bracket since `previous` was read."""
+        """Persist `current` over `previous` if nobody changed the bracket since `previous` was read.
+
+        `attributes` are extra STATE attributes the aggregate does not carry (realised_pnl, exit_price), SET too.
+        """
         if current.id != previous.id or current.version <= previous.version:
             raise ValueError("save() needs the next version of the same bracket")
-        item = r.bracket_to_item(current)
+        item = {**r.bracket_to_item(current), **(attributes or {})}
         names: dict[str, str] = {}
         values: dict[str, Any] = {":expected_version": previous.version, ":expected_status": previous.status.value}
         sets = []

@@ -1,0 +1,118 @@
+"""The workflow's own items beside the bracket: broker-order maps, task tokens, order-update dedupe keys.
+
+pk                                          sk       what
+BROKERORDER#<broker_order_id>               MAP      bracket_id, account_id, role (ENTRY | EXIT): the watcher's lookup,
+                                                     written in the same transaction that records the order
+BRACKET#<bracket_id>                        STATE    + entry_task_token / exit_task_token (the waiting Step Functions
+                                                     tasks); not part of the aggregate, so save() leaves them alone
+ORDERUPDATE#<order_id>#<status>#<filled>    DEDUPE   one order update seen (TTL expires_at)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from bracketflow.adapters.dynamo import records as r
+from bracketflow.adapters.dynamo.table import table
+from bracketflow.domain.bracket import Bracket, LegOrder
+
+ENTRY_TOKEN = "entry_task_token"
+EXIT_TOKEN = "exit_task_token"
+DEDUPE = "DEDUPE"
+
+
+def broker_order_map_item(broker_order_id: str, bracket: Bracket, role: str) -> dict[str, Any]:
+    return {
+        **r.broker_order_key(broker_order_id),
+        "type": "BROKERORDER",
+        "broker_order_id": broker_order_id,
+        "bracket_id": bracket.id,
+        "account_id": bracket.account_id,
+        "role": role,
+    }
+
+
+def get_broker_order_map(broker_order_id: str) -> dict[str, Any] | None:
+    item = table().get_item(Key=r.broker_order_key(broker_order_id), ConsistentRead=True).get("Item")
+    return r.plain(item) if item else None
+
+
+def leg_put(bracket: Bracket, leg: LegOrder, **fields: Any) -> dict[str, Any]:
+    """The ORDER#<ROLE> item mirroring a leg of the aggregate (the order book and GET show the legs)."""
+    return r.leg_item(
+        bracket.id,
+        bracket.account_id,
+        leg.role.value,
+        leg.status.value,
+        r.iso(bracket.updated_at),
+        quantity=leg.quantity,
+        filled_quantity=leg.filled_quantity,
+        broker_order_id=leg.broker_order_id,
+        average_price=leg.average_price,
+        message=leg.message,
+        **fields,
+    )
+
+
+def store_task_token(bracket_id: str, name: str, token: str, statuses: tuple[str, ...]) -> bool:
+    """Put a waiting task's token on the bracket if it is still in one of `statuses`; False if it moved on."""
+    values = {":token": token, **{f":s{i}": s for i, s in enumerate(statuses)}}
+    try:
+        table().update_item(
+            Key=r.bracket_state_key(bracket_id),
+            UpdateExpression="SET #token = :token",
+            ConditionExpression=f"#status IN ({', '.join(f':s{i}' for i in range(len(statuses)))})",
+            ExpressionAttributeNames={"#token": name, "#status": "status"},
+            ExpressionAttributeValues=values,
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def get_task_token(bracket_id: str, name: str) -> str | None:
+    item = (
+        table()
+        .get_item(
+            Key=r.bracket_state_key(bracket_id),
+            ConsistentRead=True,
+            ProjectionExpression="#token",
+            ExpressionAttributeNames={"#token": name},
+        )
+        .get("Item")
+    )
+    return None if not item else item.get(name)
+
+
+def order_update_key(order_id: str, status: str, filled_quantity: int) -> dict[str, str]:
+    return {"pk": f"ORDERUPDATE#{order_id}#{status}#{filled_quantity}", "sk": DEDUPE}
+
+
+def claim_order_update(order_id: str, status: str, filled_quantity: int, keep_s: int) -> bool:
+    """True the first time this (order_id, status, filled_quantity) is seen; False for a repeat."""
+    now = int(time.time())
+    try:
+        table().put_item(
+            Item={
+                **order_update_key(order_id, status, filled_quantity),
+                "type": "ORDERUPDATE",
+                "expires_at": now + keep_s,
+            },
+            ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+            ExpressionAttributeValues={":now": now},
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def release_order_update(order_id: str, status: str, filled_quantity: int) -> None:
+    """Forget a claim whose processing failed, so the redelivered update is processed again."""
+    table().delete_item(Key=order_update_key(order_id, status, filled_quantity))

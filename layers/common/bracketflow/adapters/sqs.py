@@ -1,0 +1,30 @@
+"""Sending JSON messages to SQS: the streamer's control queue (watch/unwatch) and any other queue by URL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bracketflow.adapters.aws import client
+from bracketflow.settings import get_settings
+
+
+def send_json(queue_url: str, body: dict[str, Any]) -> str:
+    """Send one JSON message; returns its MessageId."""
+    out = client("sqs").send_message(QueueUrl=queue_url, MessageBody=json.dumps(body, separators=(",", ":")))
+    return str(out["MessageId"])
+
+
+def send_control(message: dict[str, Any]) -> str | None:
+    """A watch/unwatch message for the streamer (STREAMER_CONTROL_QUEUE_URL); None when no queue is configured.
+
+    Formats (agreed with the streamer):
+      {"type":"watch","bracket_id","account_id","instrument_token":int,"exchange","tradingsymbol","side",
+       "product","quantity":int,"entry_price","stop_price","target_price","tick_size","trail","activation_price",
+       "gtt_id"}                       prices as decimal strings
+      {"type":"unwatch","bracket_id"}
+    """
+    url = get_settings().streamer_control_queue_url
+    if not url:
+        return None
+    return send_json(url, message)

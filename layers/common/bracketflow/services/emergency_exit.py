@@ -1,0 +1,98 @@
+"""EmergencyExit: protection could not be placed, so the filled quantity is flattened at market (DESIGN §7, §12.3).
+
+A MARKET order on the exit side for the filled quantity, with market_protection (Kite requires it for MARKET orders
+from April 2026), tagged order_tag(bracket, EXIT). The broker's book is searched for that tag first, so a retry after
+a lost answer adopts the order already placed instead of flattening twice. The bracket goes ENTRY_FILLED ->
+EXITING with exit_reason EMERGENCY, its ProtectionFailed and EmergencyExitPlaced events in the same write, and the
+EmergencyExits metric (alarmed in template.yaml) counts it. WaitForExit then waits for the exit's fill.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bracketflow.adapters.broker import get_broker
+from bracketflow.adapters.broker.port import OrderRequest
+from bracketflow.adapters.dynamo import lifecycle as store
+from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.domain.bracket import Bracket, LegOrder
+from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus
+from bracketflow.domain.events import EmergencyExitPlaced, ProtectionFailed
+from bracketflow.domain.ids import BrokerOrderId, order_tag
+from bracketflow.errors import InvalidStateTransition
+from bracketflow.observability import logger, metrics
+from bracketflow.services.lifecycle import event, load, retrying
+from bracketflow.settings import get_settings
+
+
+def exit_request(bracket: Bracket, quantity: int) -> OrderRequest:
+    spec = bracket.spec
+    return OrderRequest(
+        exchange=spec.exchange.value,
+        tradingsymbol=spec.symbol,
+        transaction_type=spec.exit_action.value,
+        quantity=quantity,
+        product=spec.product.value,
+        order_type="MARKET",
+        tag=order_tag(bracket.id, LegRole.EXIT.value),
+        market_protection=get_settings().broker_market_protection,
+    )
+
+
+def emergency_exit(bracket_id: str, reason: str) -> dict[str, Any]:
+    """Flatten the filled quantity; returns {"broker_order_id", "quantity", "status"}. Safe to repeat."""
+    bracket = load(bracket_id)
+    if bracket.exit is not None and bracket.exit.broker_order_id and bracket.status is not BracketStatus.ENTRY_FILLED:
+        # Someone already exits it (an earlier attempt of ours, or the exit Lambda): wait for that exit.
+        return _result(bracket)
+    if bracket.status is not BracketStatus.ENTRY_FILLED:
+        raise InvalidStateTransition("bracket", bracket.status.value, f"{BracketStatus.EXITING.value} (emergency)")
+    quantity = bracket.entry.filled_quantity
+    req = exit_request(bracket, quantity)
+    assert req.tag is not None
+    broker = get_broker()
+    earlier = [o for o in broker.find_orders_by_tag(req.tag) if o.status != "REJECTED"]
+    order_id: BrokerOrderId = earlier[0].order_id if earlier else broker.place_order(req)
+    metrics.add_metric(name="EmergencyExits", unit="Count", value=1)
+    logger.error(
+        "protection failed: position flattened at market",
+        extra={"bracket_id": bracket_id, "order_id": order_id, "quantity": quantity, "reason": reason},
+    )
+    return _result(_record(bracket_id, order_id, quantity, reason))
+
+
+def _record(bracket_id: str, order_id: str, quantity: int, reason: str) -> Bracket:
+    repo = BracketRepository()
+
+    def step(b: Bracket) -> Bracket | None:
+        if b.status is not BracketStatus.ENTRY_FILLED:
+            return None
+        leg = LegOrder(
+            role=LegRole.EXIT,
+            status=OrderStatus.SENT_TO_BROKER,
+            broker_order_id=BrokerOrderId(order_id),
+            quantity=quantity,
+        )
+        nxt = b.transition(BracketStatus.EXITING, exit=leg, exit_reason=ExitReason.EMERGENCY)
+        evs = [
+            event(ProtectionFailed, nxt, message=reason),
+            event(EmergencyExitPlaced, nxt, broker_order_id=order_id, quantity=quantity, reason=reason),
+        ]
+        repo.save(
+            b,
+            nxt,
+            evs,
+            legs=[store.leg_put(nxt, leg), store.broker_order_map_item(order_id, nxt, LegRole.EXIT.value)],
+        )
+        return nxt
+
+    return retrying(bracket_id, step)
+
+
+def _result(bracket: Bracket) -> dict[str, Any]:
+    leg = bracket.exit
+    return {
+        "broker_order_id": None if leg is None else leg.broker_order_id,
+        "quantity": 0 if leg is None else leg.quantity,
+        "status": bracket.status.value,
+    }

@@ -1,0 +1,538 @@
+"""The bracket workflow's entry and exit steps (statemachine/bracket.asl.json), and the order facts they act on.
+
+PlaceEntry -> WaitForEntryFill (task token) -> [timeout: CancelEntry] -> ... -> WaitForExit (task token) -> Finalize.
+
+Every step is safe to run twice (Step Functions retries, a second start, a watcher and a task racing):
+- the entry is placed with our tag (order_tag(bracket, ENTRY)); before placing, the broker's book is searched for that
+  tag, so an attempt whose answer was lost is adopted, never repeated blindly;
+- every change is a conditional write of the next version with its audit event; a lost race re-reads and re-decides;
+- a task token is stored on the bracket, then the bracket (and the broker) is looked at again: a fill that arrived
+  before the token was stored is never lost, and completing a token twice is harmless.
+
+Outcomes handed to the workflow (the WaitForEntryFill output, also CancelEntry's):
+  {"outcome": "FILLED", "filled_quantity": int, "average_price": str}
+  {"outcome": "REJECTED" | "CANCELLED" | "EXPIRED", "message": str | None}
+WaitForExit's output (agreed with the exit Lambda and reconciliation):
+  {"exit": {"reason": ExitReason, "price": str, "order_id": str | None, "quantity": int}}
+
+Notifications: functions/notify (a later issue) turns audit events into `bracket_order_update` messages:
+  EntryPlaced -> entry_order_placed; BracketClosed -> completed; ProtectionFailed / EmergencyExitPlaced ->
+  partial_failure; EntryRejected / WorkflowFailed -> error; and every event whose bracket_version changed the
+  status -> a status-change update (the STATE item's stream image carries old and new status).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from bracketflow.adapters import sfn
+from bracketflow.adapters.broker import get_broker
+from bracketflow.adapters.broker.port import OrderReport, OrderRequest
+from bracketflow.adapters.dynamo import lifecycle as store
+from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.domain.bracket import Bracket
+from bracketflow.domain.enums import BracketStatus, LegRole, OrderStatus, Validity
+from bracketflow.domain.events import (
+    BracketEvent,
+    EntryCancelled,
+    EntryExpired,
+    EntryFilled,
+    EntryPartiallyFilled,
+    EntryPlaced,
+    EntryRejected,
+    ExitFailed,
+    ExitFilled,
+    FlaggedForReview,
+)
+from bracketflow.domain.ids import BrokerOrderId, order_tag
+from bracketflow.domain.states import is_terminal
+from bracketflow.errors import (
+    BrokerRejected,
+    ConcurrentModification,
+    EntryCancelPending,
+    NotFound,
+)
+from bracketflow.observability import logger, metrics
+from bracketflow.settings import get_settings
+
+IST_CLOSE = (10, 0)  # 15:30 IST is 10:00 UTC
+MIN_ENTRY_WAIT_S = 60
+IOC_ENTRY_WAIT_S = 60
+_ATTEMPTS = 8
+
+FILLED, REJECTED, CANCELLED, EXPIRED = "FILLED", "REJECTED", "CANCELLED", "EXPIRED"
+EXIT_ORDER_FAILED = "ExitOrderFailed"  # the error WaitForExit fails with when the exit order is refused
+
+
+@dataclass(frozen=True)
+class OrderFact:
+    """One state of one broker order, from an order update (ticker/postback) or the broker's order history."""
+
+    order_id: str
+    status: str  # Kite's: OPEN, COMPLETE, CANCELLED, REJECTED, TRIGGER PENDING, UPDATE ...
+    filled_quantity: int = 0
+    quantity: int = 0
+    average_price: Decimal | None = None
+    status_message: str | None = None
+    tag: str | None = None
+    exchange: str | None = None
+    tradingsymbol: str | None = None
+    transaction_type: str | None = None
+    product: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in ("COMPLETE", "CANCELLED", "REJECTED")
+
+    @classmethod
+    def from_report(cls, report: OrderReport) -> OrderFact:
+        return cls(
+            order_id=str(report.order_id),
+            status=report.status,
+            filled_quantity=report.filled_quantity,
+            quantity=report.quantity,
+            average_price=report.average_price,
+            status_message=report.status_message,
+            tag=report.tag,
+            exchange=report.exchange,
+            tradingsymbol=report.tradingsymbol,
+            transaction_type=report.transaction_type,
+            product=report.product,
+        )
+
+    @classmethod
+    def from_kite(cls, data: dict[str, Any]) -> OrderFact:
+        """A Kite order update's `data` object (or a postback body), as sent; numbers may arrive as JSON numbers."""
+        avg = data.get("average_price")
+        return cls(
+            order_id=str(data["order_id"]),
+            status=str(data.get("status") or "").upper(),
+            filled_quantity=int(data.get("filled_quantity") or 0),
+            quantity=int(data.get("quantity") or 0),
+            average_price=None if avg in (None, "") else Decimal(str(avg)),
+            status_message=data.get("status_message") or None,
+            tag=data.get("tag") or None,
+            exchange=data.get("exchange"),
+            tradingsymbol=data.get("tradingsymbol"),
+            transaction_type=data.get("transaction_type"),
+            product=data.get("product"),
+        )
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def load(bracket_id: str) -> Bracket:
+    found = BracketRepository().get(bracket_id)
+    if found is None:
+        raise NotFound(f"bracket {bracket_id} not found")
+    return found
+
+
+def retrying(bracket_id: str, step: Callable[[Bracket], Bracket | None]) -> Bracket:
+    """Run `step` on a fresh read until its conditional write wins (or it decides nothing is to be done: None)."""
+    for _ in range(_ATTEMPTS):
+        bracket = load(bracket_id)
+        try:
+            changed = step(bracket)
+        except ConcurrentModification:
+            continue
+        return changed if changed is not None else bracket
+    raise ConcurrentModification(f"bracket {bracket_id} kept changing under {getattr(step, '__name__', 'a step')}")
+
+
+def event(cls: type[BracketEvent], bracket: Bracket, **data: Any) -> BracketEvent:
+    return cls(bracket_id=bracket.id, data=data, at=bracket.updated_at, bracket_version=bracket.version)
+
+
+# ---------- outcomes ----------
+
+
+def entry_outcome(bracket: Bracket) -> dict[str, Any] | None:
+    """What WaitForEntryFill reports for this bracket, or None while the entry is still working."""
+    status = bracket.status
+    if status is BracketStatus.ENTRY_PENDING or status is BracketStatus.CREATED:
+        return None
+    if status is BracketStatus.FAILED:
+        return {"outcome": REJECTED, "message": bracket.entry.message}
+    if status is BracketStatus.CANCELLED:
+        return {"outcome": CANCELLED, "message": bracket.entry.message}
+    if status is BracketStatus.EXPIRED:
+        return {"outcome": EXPIRED, "message": bracket.entry.message}
+    return {
+        "outcome": FILLED,
+        "filled_quantity": bracket.entry.filled_quantity,
+        "average_price": str(bracket.entry.average_price),
+    }
+
+
+def exit_outcome(bracket: Bracket) -> dict[str, Any] | None:
+    """WaitForExit's output once the exit order has filled, else None."""
+    leg = bracket.exit
+    if leg is None or leg.status is not OrderStatus.EXECUTED:
+        return None
+    return {
+        "exit": {
+            "reason": None if bracket.exit_reason is None else bracket.exit_reason.value,
+            "price": str(leg.average_price),
+            "order_id": leg.broker_order_id,
+            "quantity": leg.filled_quantity,
+        }
+    }
+
+
+# ---------- PlaceEntry ----------
+
+
+def entry_timeout_s(bracket: Bracket, now: datetime | None = None) -> int:
+    """How long WaitForEntryFill waits: a DAY order until the close (15:30 IST) on Kite; IOC a minute; otherwise
+    (the paper market never closes, TTL) ENTRY_TIMEOUT_S."""
+    settings = get_settings()
+    validity = bracket.spec.validity
+    if validity is Validity.IOC:
+        return min(IOC_ENTRY_WAIT_S, settings.entry_timeout_s)
+    if validity is Validity.DAY and settings.broker == "kite":
+        at = now or utc_now()
+        close = at.replace(hour=IST_CLOSE[0], minute=IST_CLOSE[1], second=0, microsecond=0)
+        if close <= at:
+            close += timedelta(days=1)  # an AMO placed after the close works the next session
+        return max(MIN_ENTRY_WAIT_S, int((close - at).total_seconds()))
+    return max(1, settings.entry_timeout_s)
+
+
+def entry_request(bracket: Bracket) -> OrderRequest:
+    spec = bracket.spec
+    limit_price = spec.entry_price if spec.price_type.has_limit_price else None
+    return OrderRequest(
+        exchange=spec.exchange.value,
+        tradingsymbol=spec.symbol,
+        transaction_type=spec.action.value,
+        quantity=spec.quantity,
+        product=spec.product.value,
+        order_type=spec.price_type.value,
+        price=limit_price,
+        trigger_price=spec.trigger_price if spec.price_type.needs_trigger else None,
+        validity=spec.validity.value,
+        disclosed_quantity=spec.disclosed_quantity or None,
+        tag=order_tag(bracket.id, LegRole.ENTRY.value),
+    )
+
+
+def place_entry(bracket_id: str) -> dict[str, Any]:
+    """Place the entry once; returns {"outcome": "PLACED", "broker_order_id", "timeout_s"} or a final outcome."""
+    bracket = load(bracket_id)
+    if bracket.status is BracketStatus.CREATED:
+        bracket = _send_entry(bracket)
+    if bracket.status is BracketStatus.ENTRY_PENDING:
+        return {
+            "outcome": "PLACED",
+            "broker_order_id": bracket.entry.broker_order_id,
+            "timeout_s": entry_timeout_s(bracket),
+        }
+    return {"outcome": "DONE", "status": bracket.status.value, **(entry_outcome(bracket) or {})}
+
+
+def _send_entry(bracket: Bracket) -> Bracket:
+    broker = get_broker()
+    req = entry_request(bracket)
+    assert req.tag is not None
+    # An earlier attempt may have placed it and lost the answer (a Lambda timeout, a retry): adopt that order.
+    earlier = broker.find_orders_by_tag(req.tag)
+    if earlier:
+        order_id: BrokerOrderId = earlier[0].order_id
+        logger.warning(
+            "entry already at the broker; adopting it", extra={"bracket_id": bracket.id, "order_id": order_id}
+        )
+    else:
+        try:
+            order_id = broker.place_order(req)
+        except BrokerRejected as exc:
+            return _entry_refused(bracket.id, exc.message)
+    return _record_entry_placed(bracket.id, order_id)
+
+
+def _record_entry_placed(bracket_id: str, order_id: str) -> Bracket:
+    repo = BracketRepository()
+
+    def step(b: Bracket) -> Bracket | None:
+        if b.status is not BracketStatus.CREATED:
+            return None
+        leg = b.entry.transition(OrderStatus.SENT_TO_BROKER, broker_order_id=BrokerOrderId(order_id))
+        nxt = b.transition(BracketStatus.ENTRY_PENDING, entry=leg)
+        ev = event(EntryPlaced, nxt, broker_order_id=order_id, tag=order_tag(b.id, LegRole.ENTRY.value))
+        repo.save(
+            b,
+            nxt,
+            [ev],
+            legs=[store.leg_put(nxt, leg), store.broker_order_map_item(order_id, nxt, LegRole.ENTRY.value)],
+        )
+        metrics.add_metric(name="EntriesPlaced", unit="Count", value=1)
+        return nxt
+
+    return retrying(bracket_id, step)
+
+
+def _entry_refused(bracket_id: str, message: str) -> Bracket:
+    """The broker refused the place call itself (no order exists): CREATED -> FAILED with its reason."""
+    repo = BracketRepository()
+
+    def step(b: Bracket) -> Bracket | None:
+        if b.status is not BracketStatus.CREATED:
+            return None
+        leg = b.entry.transition(OrderStatus.FAILED, message=message)
+        nxt = b.transition(BracketStatus.FAILED, entry=leg)
+        repo.save(b, nxt, [event(EntryRejected, nxt, message=message)], legs=[store.leg_put(nxt, leg)])
+        metrics.add_metric(name="EntriesRejected", unit="Count", value=1)
+        return nxt
+
+    return retrying(bracket_id, step)
+
+
+# ---------- entry facts (watcher, the waiting task, CancelEntry) ----------
+
+
+def apply_entry_fact(bracket_id: str, fact: OrderFact, *, cancelled_by: str = "broker") -> Bracket:
+    """Record what the broker says about the entry order; moves the bracket when the entry is decided."""
+    repo = BracketRepository()
+
+    def step(b: Bracket) -> Bracket | None:
+        if b.status is not BracketStatus.ENTRY_PENDING or b.entry.broker_order_id != fact.order_id:
+            return None
+        leg = b.entry
+        filled = max(fact.filled_quantity, leg.filled_quantity)
+        avg = fact.average_price if fact.average_price else leg.average_price
+        if fact.status == "COMPLETE" or (fact.status == "CANCELLED" and filled > 0):
+            partial = filled < leg.quantity
+            new_leg = leg.transition(OrderStatus.EXECUTED, filled_quantity=filled, average_price=avg)
+            nxt = b.transition(BracketStatus.ENTRY_FILLED, entry=new_leg)
+            data: dict[str, Any] = {"filled_quantity": filled, "average_price": avg, "broker_order_id": fact.order_id}
+            if partial:
+                data.update(partial=True, cancelled_quantity=leg.quantity - filled, cancelled_by=cancelled_by)
+            evs = [event(EntryFilled, nxt, **data)]
+        elif fact.status == "REJECTED":
+            message = fact.status_message or "rejected by the broker"
+            new_leg = leg.transition(OrderStatus.FAILED, message=message)
+            nxt = b.transition(BracketStatus.FAILED, entry=new_leg)
+            evs = [event(EntryRejected, nxt, message=message, broker_order_id=fact.order_id)]
+            metrics.add_metric(name="EntriesRejected", unit="Count", value=1)
+        elif fact.status == "CANCELLED":
+            expired = cancelled_by == "broker" and "expir" in (fact.status_message or "").lower()
+            message = fact.status_message or (
+                "entry not filled within its validity" if cancelled_by == "timeout" else "cancelled at the broker"
+            )
+            new_leg = leg.transition(OrderStatus.CANCELLED, message=message)
+            nxt = b.transition(BracketStatus.EXPIRED if expired else BracketStatus.CANCELLED, entry=new_leg)
+            cls = EntryExpired if expired else EntryCancelled
+            evs = [event(cls, nxt, by=cancelled_by, message=message, broker_order_id=fact.order_id)]
+        elif filled > leg.filled_quantity:
+            new_leg = dataclasses.replace(leg, filled_quantity=filled, average_price=avg)
+            nxt = b.update(entry=new_leg)
+            evs = [
+                event(
+                    EntryPartiallyFilled,
+                    nxt,
+                    filled_quantity=filled,
+                    pending_quantity=leg.quantity - filled,
+                    average_price=avg,
+                )
+            ]
+        else:
+            return None
+        repo.save(b, nxt, evs, legs=[store.leg_put(nxt, nxt.entry)])
+        return nxt
+
+    bracket = retrying(bracket_id, step)
+    complete_entry_wait(bracket)
+    return bracket
+
+
+def complete_entry_wait(bracket: Bracket) -> bool:
+    """Hand the entry's outcome to a waiting WaitForEntryFill, if the entry is decided and a task waits."""
+    outcome = entry_outcome(bracket)
+    if outcome is None:
+        return False
+    token = store.get_task_token(bracket.id, store.ENTRY_TOKEN)
+    return bool(token) and sfn.send_task_success(token, outcome)
+
+
+def store_entry_token(bracket_id: str, token: str) -> dict[str, Any]:
+    """WaitForEntryFill: keep the token, then look again (the bracket, then the broker) so no fill is missed."""
+    store.store_task_token(bracket_id, store.ENTRY_TOKEN, token, (BracketStatus.ENTRY_PENDING.value,))
+    bracket = load(bracket_id)
+    if entry_outcome(bracket) is None and bracket.entry.broker_order_id:
+        history = get_broker().order_history(bracket.entry.broker_order_id)
+        if history:
+            bracket = apply_entry_fact(bracket_id, OrderFact.from_report(history[-1]))
+    outcome = entry_outcome(bracket)
+    if outcome is not None:
+        sfn.send_task_success(token, outcome)
+    return {"waiting": outcome is None, "status": bracket.status.value}
+
+
+# ---------- CancelEntry (WaitForEntryFill timed out) ----------
+
+CANCEL_CONFIRM_WAIT_S = 5.0
+
+
+def cancel_entry(bracket_id: str, *, sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """Cancel what is left of the entry; a partial fill becomes ENTRY_FILLED for the filled quantity."""
+    bracket = load(bracket_id)
+    if bracket.status is BracketStatus.ENTRY_PENDING and bracket.entry.broker_order_id:
+        broker = get_broker()
+        order_id = bracket.entry.broker_order_id
+        try:
+            broker.cancel_order(order_id)
+        except BrokerRejected as exc:  # already complete/rejected: the history below says which
+            logger.info("entry cancel refused", extra={"bracket_id": bracket_id, "reason": exc.message})
+        deadline = time.monotonic() + CANCEL_CONFIRM_WAIT_S
+        while True:
+            history = broker.order_history(order_id)
+            last = history[-1] if history else None
+            if last is not None and last.is_terminal:
+                bracket = apply_entry_fact(bracket_id, OrderFact.from_report(last), cancelled_by="timeout")
+                break
+            if time.monotonic() >= deadline:
+                raise EntryCancelPending(f"the broker has not confirmed the cancel of entry {order_id} yet")
+            sleep(0.25)
+    outcome = entry_outcome(bracket)
+    if outcome is None:
+        raise EntryCancelPending(f"bracket {bracket_id} is still {bracket.status.value}")
+    return outcome
+
+
+# ---------- exit facts and WaitForExit ----------
+
+
+def apply_exit_fact(bracket_id: str, fact: OrderFact) -> Bracket:
+    """Record what the broker says about our exit order; on a fill, hand the exit to WaitForExit."""
+    repo = BracketRepository()
+    failed = False
+
+    def step(b: Bracket) -> Bracket | None:
+        nonlocal failed
+        leg = b.exit
+        if leg is None or leg.broker_order_id != fact.order_id or leg.status is not OrderStatus.SENT_TO_BROKER:
+            return None
+        if fact.status == "COMPLETE":
+            new_leg = leg.transition(
+                OrderStatus.EXECUTED, filled_quantity=fact.filled_quantity, average_price=fact.average_price
+            )
+            nxt = b.update(exit=new_leg)
+            evs = [
+                event(
+                    ExitFilled,
+                    nxt,
+                    filled_quantity=fact.filled_quantity,
+                    average_price=fact.average_price,
+                    broker_order_id=fact.order_id,
+                )
+            ]
+        elif fact.status in ("REJECTED", "CANCELLED"):
+            message = fact.status_message or f"exit order {fact.status.lower()}"
+            status = OrderStatus.FAILED if fact.status == "REJECTED" else OrderStatus.CANCELLED
+            new_leg = leg.transition(status, message=message)
+            if b.status is BracketStatus.EXITING:
+                nxt = b.transition(BracketStatus.EXIT_FAILED, exit=new_leg)
+            else:
+                nxt = b.update(exit=new_leg)
+            evs = [event(ExitFailed, nxt, message=message, broker_order_id=fact.order_id)]
+            failed = True
+            metrics.add_metric(name="ExitFailures", unit="Count", value=1)
+        else:
+            return None
+        repo.save(b, nxt, evs, legs=[store.leg_put(nxt, new_leg)])
+        return nxt
+
+    bracket = retrying(bracket_id, step)
+    if failed:
+        token = store.get_task_token(bracket_id, store.EXIT_TOKEN)
+        if token:
+            sfn.send_task_failure(token, EXIT_ORDER_FAILED, bracket.exit.message if bracket.exit else "exit failed")
+    else:
+        complete_exit_wait(bracket)
+    return bracket
+
+
+def complete_exit_wait(bracket: Bracket) -> bool:
+    outcome = exit_outcome(bracket)
+    if outcome is None:
+        return False
+    token = store.get_task_token(bracket.id, store.EXIT_TOKEN)
+    return bool(token) and sfn.send_task_success(token, outcome)
+
+
+def store_exit_token(bracket_id: str, token: str) -> dict[str, Any]:
+    """WaitForExit: keep the token, then look again (an exit that already filled completes it at once)."""
+    open_statuses = (
+        BracketStatus.ENTRY_FILLED.value,
+        BracketStatus.PROTECTED.value,
+        BracketStatus.EXITING.value,
+        BracketStatus.EXIT_FAILED.value,
+    )
+    store.store_task_token(bracket_id, store.EXIT_TOKEN, token, open_statuses)
+    bracket = load(bracket_id)
+    leg = bracket.exit
+    if exit_outcome(bracket) is None and leg is not None and leg.broker_order_id:
+        if leg.status is OrderStatus.SENT_TO_BROKER:
+            history = get_broker().order_history(leg.broker_order_id)
+            if history and history[-1].is_terminal:
+                bracket = apply_exit_fact(bracket_id, OrderFact.from_report(history[-1]))
+        elif leg.status in (OrderStatus.FAILED, OrderStatus.CANCELLED):
+            sfn.send_task_failure(token, EXIT_ORDER_FAILED, leg.message or "exit order failed")
+    outcome = exit_outcome(bracket)
+    if outcome is not None:
+        sfn.send_task_success(token, outcome)
+    return {"waiting": outcome is None, "status": bracket.status.value}
+
+
+# ---------- a step that failed for good ----------
+
+# Failures before any order exists: the bracket can simply fail (nothing at the broker to look after).
+_NOTHING_PLACED = frozenset({"SessionExpired", "BrokerRejected", "BrokerRateLimited", "ValidationFailed", "NotFound"})
+
+
+def record_failure(bracket_id: str, error: str, cause: str, step: str) -> dict[str, Any]:
+    """A workflow step failed after its retries: FAILED if nothing reached the broker, else NEEDS_REVIEW."""
+    repo = BracketRepository()
+    message = f"{step}: {error}: {_short(cause)}"
+
+    def on(b: Bracket) -> Bracket | None:
+        if b.status is BracketStatus.NEEDS_REVIEW or is_terminal(b.status):
+            return None
+        if b.status is BracketStatus.CREATED and error in _NOTHING_PLACED:
+            leg = b.entry.transition(OrderStatus.FAILED, message=message)
+            nxt = b.transition(BracketStatus.FAILED, entry=leg)
+            evs: list[Any] = [{"type": "WorkflowFailed", "step": step, "error": error, "message": message}]
+            repo.save(b, nxt, evs, legs=[store.leg_put(nxt, leg)])
+            return nxt
+        nxt = b.transition(BracketStatus.NEEDS_REVIEW)
+        evs = [
+            {"type": "WorkflowFailed", "step": step, "error": error, "message": message},
+            event(FlaggedForReview, nxt, reason=message, previous_status=b.status.value),
+        ]
+        repo.save(b, nxt, evs)
+        return nxt
+
+    bracket = retrying(bracket_id, on)
+    metrics.add_metric(name="BracketWorkflowErrors", unit="Count", value=1)
+    logger.error("bracket workflow step failed", extra={"bracket_id": bracket_id, "step": step, "error": error})
+    return {"status": bracket.status.value, "error": error, "message": message}
+
+
+def _short(cause: str) -> str:
+    """Lambda error causes arrive as JSON {"errorMessage": ...}; keep the message, bounded."""
+    try:
+        parsed = json.loads(cause)
+        if isinstance(parsed, dict) and parsed.get("errorMessage"):
+            cause = str(parsed["errorMessage"])
+    except (TypeError, ValueError):
+        pass
+    return (cause or "")[:500]

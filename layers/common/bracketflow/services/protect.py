@@ -1,0 +1,163 @@
+"""PlaceProtection: the filled position gets its broker-side stop and target as one GTT two-leg OCO.
+
+Kite's two-leg GTT: trigger_values [lower, upper] and one LIMIT child per trigger in the same order. For a LONG the
+lower trigger is the stop and the upper the target (SELL children); for a SHORT the lower is the target and the
+upper the stop (BUY children). The stop child's limit price sits STOP_LIMIT_BUFFER_PERCENT beyond its trigger
+(at least one tick, rounded to the tick away from the market), so a gap through the stop still fills; the target
+child's limit is the target itself. Quantity = the filled quantity (a partial fill is protected for what filled).
+
+Before placing, the levels are checked again against the actual average fill (validation.check_levels) and the
+last price: a MARKET entry may have filled beyond the stop, or the market may have crossed a level since. Then a
+GTT would fire at once or be refused, so ProtectionNotPossible is raised and the workflow flattens the position.
+A GTT that an earlier attempt created (answer lost, Lambda timed out) is found by instrument/triggers/legs and
+adopted, so retries never leave two GTTs.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from bracketflow.adapters.broker import get_broker
+from bracketflow.adapters.broker.port import GttLeg, GttRequest
+from bracketflow.adapters.dynamo import records as r
+from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.domain.bracket import Bracket
+from bracketflow.domain.enums import BracketStatus, LegRole, OrderStatus, PositionSide
+from bracketflow.domain.events import ProtectionPlaced
+from bracketflow.domain.instruments import default_master
+from bracketflow.domain.validation import RoundMode, check_levels, round_to_tick
+from bracketflow.errors import InvalidStateTransition, ProtectionNotPossible, ValidationFailed
+from bracketflow.observability import logger, metrics
+from bracketflow.services.lifecycle import event, load, retrying
+from bracketflow.settings import get_settings
+
+
+def stop_limit_price(stop: Decimal, side: PositionSide, tick: Decimal, buffer_percent: Decimal) -> Decimal:
+    """The stop child's LIMIT price: buffer_percent beyond the trigger, >= one tick, rounded away from the market."""
+    buffer = stop * buffer_percent / Decimal(100)
+    if side is PositionSide.LONG:  # a SELL: a lower limit fills more surely
+        return min(round_to_tick(stop - buffer, tick, RoundMode.DOWN), stop - tick)
+    return max(round_to_tick(stop + buffer, tick, RoundMode.UP), stop + tick)
+
+
+def protection_request(
+    bracket: Bracket, quantity: int, last_price: Decimal, tick: Decimal, buffer_percent: Decimal
+) -> GttRequest:
+    spec = bracket.spec
+    side = bracket.position_side
+    stop, target = bracket.stop_price, spec.target_price
+    exit_side = spec.exit_action.value
+    product = spec.product.value
+    stop_leg = GttLeg(exit_side, quantity, stop_limit_price(stop, side, tick, buffer_percent), product)
+    target_leg = GttLeg(exit_side, quantity, target, product)
+    if side is PositionSide.LONG:
+        triggers, legs = (stop, target), (stop_leg, target_leg)
+    else:
+        triggers, legs = (target, stop), (target_leg, stop_leg)
+    return GttRequest(spec.exchange.value, spec.symbol, triggers, last_price, legs)
+
+
+def watch_message(bracket: Bracket, instrument_token: int, tick: Decimal) -> dict[str, Any]:
+    """The streamer control queue's watch message (format agreed with the streamer; prices as decimal strings)."""
+    spec = bracket.spec
+    return {
+        "type": "watch",
+        "bracket_id": bracket.id,
+        "account_id": bracket.account_id,
+        "instrument_token": instrument_token,
+        "exchange": spec.exchange.value,
+        "tradingsymbol": spec.symbol,
+        "side": bracket.position_side.value,
+        "product": spec.product.value,
+        "quantity": bracket.entry.filled_quantity,
+        "entry_price": str(bracket.entry.average_price),
+        "stop_price": str(bracket.stop_price),
+        "target_price": str(spec.target_price),
+        "tick_size": str(tick),
+        "trail": None if spec.trail is None else spec.trail.to_dict(),
+        "activation_price": None if spec.trail_activation_price is None else str(spec.trail_activation_price),
+        "gtt_id": bracket.gtt_id,
+    }
+
+
+def place_protection(bracket_id: str) -> dict[str, Any]:
+    """Place (or find) the GTT OCO and mark the bracket PROTECTED; returns {"gtt_id", "watch": <watch message>}."""
+    bracket = load(bracket_id)
+    settings = get_settings()
+    spec = bracket.spec
+    instrument = default_master().get(spec.exchange.value, spec.symbol)
+    tick = instrument.tick_size if instrument and instrument.tick_size > 0 else settings.default_tick_size
+    broker = get_broker()
+    key = f"{spec.exchange.value}:{spec.symbol}"
+    quote = broker.quote([key]).get(key)
+    token = instrument.instrument_token if instrument else (quote.instrument_token if quote else 0) or 0
+
+    if bracket.status is BracketStatus.PROTECTED and bracket.gtt_id:
+        return {"gtt_id": bracket.gtt_id, "watch": watch_message(bracket, token, tick)}
+    if bracket.status is not BracketStatus.ENTRY_FILLED:
+        raise InvalidStateTransition("bracket", bracket.status.value, BracketStatus.PROTECTED.value)
+
+    quantity = bracket.entry.filled_quantity
+    fill = bracket.entry.average_price
+    last = quote.last_price if quote is not None and quote.last_price > 0 else fill
+    try:
+        check_levels(spec.action, fill, bracket.stop_price, spec.target_price, note=" (the average fill price)")
+        check_levels(spec.action, last, bracket.stop_price, spec.target_price, note=" (the last traded price)")
+    except ValidationFailed as exc:
+        raise ProtectionNotPossible(
+            f"cannot protect at stop {bracket.stop_price} / target "
+            f"{spec.target_price} after a fill at {fill}, last {last}: {exc.message}"
+        ) from exc
+    assert last is not None
+    req = protection_request(bracket, quantity, last, tick, settings.stop_limit_buffer_percent)
+
+    existing = [g for g in broker.gtts() if g.status == "active" and g.same_trigger_as(req)]
+    gtt_id = existing[0].gtt_id if existing else broker.create_gtt(req)
+    if existing:
+        logger.warning("GTT already at the broker; adopting it", extra={"bracket_id": bracket.id, "gtt_id": gtt_id})
+    protected = _record_protection(bracket_id, str(gtt_id), req, quantity)
+    metrics.add_metric(name="ProtectionsPlaced", unit="Count", value=1)
+    return {"gtt_id": str(gtt_id), "watch": watch_message(protected, token, tick)}
+
+
+def _record_protection(bracket_id: str, gtt_id: str, req: GttRequest, quantity: int) -> Bracket:
+    repo = BracketRepository()
+    by_trigger = dict(zip(req.trigger_values, req.orders, strict=True))
+
+    def step(b: Bracket) -> Bracket | None:
+        if b.status is not BracketStatus.ENTRY_FILLED:
+            return None
+        nxt = b.transition(BracketStatus.PROTECTED, gtt_id=gtt_id)
+        stop_leg, target_leg = by_trigger[b.stop_price], by_trigger[b.spec.target_price]
+        at = r.iso(nxt.updated_at)
+        legs = [
+            r.leg_item(
+                b.id,
+                b.account_id,
+                role.value,
+                OrderStatus.SENT_TO_BROKER.value,
+                at,
+                quantity=quantity,
+                gtt_id=gtt_id,
+                trigger_price=trigger,
+                price=leg.price,
+            )
+            for role, trigger, leg in (
+                (LegRole.STOP, b.stop_price, stop_leg),
+                (LegRole.TARGET, b.spec.target_price, target_leg),
+            )
+        ]
+        ev = event(
+            ProtectionPlaced,
+            nxt,
+            gtt_id=gtt_id,
+            stop_price=b.stop_price,
+            stop_limit_price=stop_leg.price,
+            target_price=b.spec.target_price,
+            quantity=quantity,
+        )
+        repo.save(b, nxt, [ev], legs=legs)
+        return nxt
+
+    return retrying(bracket_id, step)

@@ -1,0 +1,277 @@
+"""Exit a bracket whose stop the streamer saw crossed — exactly once (DESIGN §9).
+
+Input: the streamer's exit intent (ExitQueue, SQS Standard, so it may arrive twice or concurrently):
+    {"bracket_id", "reason": "STOP|TRAIL_STOP", "ltp": "<decimal>", "stop_price": "<decimal>",
+     "detected_at": "<ISO UTC>", "message_index": int, "packet_index": int}
+and a claim id: the SQS message id, which stays the same across redeliveries of one message.
+
+1. Claim: PROTECTED (or EXIT_FAILED, a retry) -> EXITING by a conditional write, with an ExitRequested event that
+   names the claim id; exit_reason is set, and stop_price takes the stop that was hit when it is tighter (the last
+   trailed stop may not have been persisted before the exit). A bracket in any other state was taken by another
+   actor (the trader's DELETE, EOD, a second exit message): the message is acknowledged as a duplicate, nothing
+   is placed. A bracket already EXITING under *this* claim id with no exit order is a redelivery after a crash
+   between claim and placement: it resumes.
+2. Cancel the GTT first. If it already triggered, the broker has closed (or is closing) the position itself: no
+   exit is placed (that would open a new position); an ExitSkipped event records it and the watcher or
+   reconciliation closes the bracket from the GTT's order.
+3. Look for an exit order with our tag (order_tag(bracket, EXIT)) that is not rejected/cancelled: a placement
+   whose answer was lost is adopted, never repeated. Otherwise place the MARKET exit with market_protection.
+   The Kite adapter itself resolves an ambiguous placement (timeout) by tag before retrying.
+4. Record the exit leg (SENT_TO_BROKER, order id), an ExitPlaced event and the BROKERORDER#<id> map in one
+   transaction; the watcher completes WaitForExit when that order fills.
+A broker rejection moves the bracket to EXIT_FAILED (ExitFailed event) and raises, so SQS delivers the message
+again (EXIT_FAILED -> EXITING is the retry) until its maxReceiveCount sends it to the DLQ and its alarm.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from bracketflow.adapters.broker import get_broker
+from bracketflow.adapters.broker.port import BrokerPort, OrderRequest
+from bracketflow.adapters.dynamo import lifecycle as store
+from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.domain.bracket import Bracket, LegOrder
+from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, PositionSide
+from bracketflow.domain.events import ExitFailed, ExitPlaced, ExitRequested
+from bracketflow.domain.ids import order_tag
+from bracketflow.errors import BrokerRejected, ConcurrentModification, ValidationFailed
+from bracketflow.observability import logger, metrics
+from bracketflow.settings import get_settings
+
+_ATTEMPTS = 4
+_DEAD_ORDER_STATUSES = frozenset({"REJECTED", "CANCELLED"})
+_STREAMER_REASONS = frozenset({ExitReason.STOP, ExitReason.TRAIL_STOP})
+
+
+class ExitOutcome(StrEnum):
+    PLACED = "PLACED"  # we placed the exit order now
+    ADOPTED = "ADOPTED"  # an exit order with our tag already existed (a lost answer): recorded, not placed again
+    DUPLICATE = "DUPLICATE"  # someone else owns this exit, or it is done: nothing placed
+    BROKER_CLOSED = "BROKER_CLOSED"  # the GTT had already triggered: the broker closes the position, not us
+    UNKNOWN_BRACKET = "UNKNOWN_BRACKET"
+
+
+@dataclass(frozen=True)
+class ExitIntent:
+    bracket_id: str
+    reason: ExitReason
+    ltp: Decimal
+    stop_price: Decimal
+    detected_at: str | None = None
+    message_index: int | None = None
+    packet_index: int | None = None
+
+    @classmethod
+    def from_json(cls, body: str) -> ExitIntent:
+        """Parse an ExitQueue message; ValidationFailed names what is wrong (such a message goes to the DLQ)."""
+        try:
+            raw = json.loads(body)
+        except ValueError as exc:
+            raise ValidationFailed(f"exit intent is not JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ValidationFailed("exit intent must be a JSON object")
+        try:
+            reason = ExitReason(raw["reason"])
+            if reason not in _STREAMER_REASONS:
+                raise ValueError(f"reason must be STOP or TRAIL_STOP, got {reason.value}")
+            return cls(
+                bracket_id=str(raw["bracket_id"]),
+                reason=reason,
+                ltp=Decimal(str(raw["ltp"])),
+                stop_price=Decimal(str(raw["stop_price"])),
+                detected_at=raw.get("detected_at"),
+                message_index=raw.get("message_index"),
+                packet_index=raw.get("packet_index"),
+            )
+        except KeyError as missing:
+            raise ValidationFailed(f"exit intent lacks {missing}") from None
+        except (ValueError, InvalidOperation) as exc:
+            raise ValidationFailed(f"exit intent is invalid: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ExitResult:
+    outcome: ExitOutcome
+    bracket_id: str
+    broker_order_id: str | None = None
+    detail: str | None = None
+
+
+def execute_exit(
+    intent: ExitIntent,
+    claim_id: str,
+    *,
+    repo: BracketRepository | None = None,
+    broker: BrokerPort | None = None,
+) -> ExitResult:
+    repo = repo or BracketRepository()
+    claimed = _claim(repo, intent, claim_id)
+    if isinstance(claimed, ExitResult):
+        logger.info("exit not placed", extra={"bracket_id": intent.bracket_id, "outcome": claimed.outcome})
+        return claimed
+    broker = broker or get_broker()
+    bracket = claimed
+
+    if bracket.gtt_id:
+        skipped = _cancel_gtt(repo, broker, bracket)
+        if skipped is not None:
+            return skipped
+
+    tag = order_tag(bracket.id, LegRole.EXIT.value)
+    existing = [o for o in broker.find_orders_by_tag(tag) if o.status.upper() not in _DEAD_ORDER_STATUSES]
+    if existing:
+        order_id = min(existing, key=lambda o: o.order_id).order_id
+        _record_placed(repo, bracket.id, order_id, adopted=True)
+        return ExitResult(ExitOutcome.ADOPTED, bracket.id, order_id)
+
+    spec = bracket.spec
+    request = OrderRequest(
+        exchange=spec.exchange.value,
+        tradingsymbol=spec.symbol,
+        transaction_type=spec.exit_action.value,
+        quantity=_exit_quantity(bracket),
+        product=spec.product.value,
+        order_type="MARKET",
+        tag=tag,
+        market_protection=get_settings().broker_market_protection,
+    )
+    try:
+        order_id = broker.place_order(request)
+    except BrokerRejected as exc:
+        _record_failed(repo, bracket.id, exc.message)
+        metrics.add_metric(name="ExitRejected", unit="Count", value=1)
+        raise
+    _record_placed(repo, bracket.id, order_id, adopted=False)
+    metrics.add_metric(name="ExitsPlaced", unit="Count", value=1)
+    logger.info("exit placed", extra={"bracket_id": bracket.id, "order_id": order_id, "reason": intent.reason})
+    return ExitResult(ExitOutcome.PLACED, bracket.id, order_id)
+
+
+def _exit_quantity(bracket: Bracket) -> int:
+    return bracket.entry.filled_quantity or bracket.spec.quantity
+
+
+def _tighter(bracket: Bracket, stop: Decimal) -> Decimal:
+    if bracket.position_side is PositionSide.LONG:
+        return max(bracket.stop_price, stop)
+    return min(bracket.stop_price, stop)
+
+
+def _claim(repo: BracketRepository, intent: ExitIntent, claim_id: str) -> Bracket | ExitResult:
+    for _ in range(_ATTEMPTS):
+        bracket = repo.get(intent.bracket_id)
+        if bracket is None:
+            logger.error("exit intent for an unknown bracket", extra={"bracket_id": intent.bracket_id})
+            return ExitResult(ExitOutcome.UNKNOWN_BRACKET, intent.bracket_id)
+        if bracket.status in (BracketStatus.PROTECTED, BracketStatus.EXIT_FAILED):
+            event = ExitRequested(
+                bracket.id,
+                data={
+                    "reason": intent.reason,
+                    "ltp": intent.ltp,
+                    "stop_price": intent.stop_price,
+                    "detected_at": intent.detected_at,
+                    "claim_id": claim_id,
+                },
+                bracket_version=bracket.version + 1,
+            )
+            changes: dict[str, Any] = {"exit_reason": intent.reason, "stop_price": _tighter(bracket, intent.stop_price)}
+            if bracket.exit is not None and bracket.exit.status in (OrderStatus.FAILED, OrderStatus.CANCELLED):
+                changes["exit"] = None  # the failed attempt stays in the audit trail; a new exit leg follows
+            try:
+                return repo.transition(bracket, BracketStatus.EXITING, event, **changes)
+            except ConcurrentModification:
+                continue
+        if bracket.status is BracketStatus.EXITING and bracket.exit is None and _claimed_by(repo, bracket, claim_id):
+            logger.warning("resuming an exit claimed by this message before", extra={"bracket_id": bracket.id})
+            return bracket
+        return ExitResult(ExitOutcome.DUPLICATE, bracket.id, detail=bracket.status.value)
+    raise ConcurrentModification(f"bracket {intent.bracket_id} kept changing while claiming its exit")
+
+
+def _claimed_by(repo: BracketRepository, bracket: Bracket, claim_id: str) -> bool:
+    """True when the latest ExitRequested of this bracket carries our claim id."""
+    requests = [e for e in repo.events(bracket.id) if e.get("type") == ExitRequested.type]
+    return bool(requests) and requests[-1].get("claim_id") == claim_id
+
+
+def _cancel_gtt(repo: BracketRepository, broker: BrokerPort, bracket: Bracket) -> ExitResult | None:
+    """Delete the GTT before exiting; an ExitResult when it had already triggered (then we must not exit)."""
+    gtt_id = int(str(bracket.gtt_id))
+    try:
+        broker.delete_gtt(gtt_id)
+        return None
+    except BrokerRejected as refused:
+        report = broker.gtt(gtt_id)
+        if report.status != "triggered":
+            raise
+        detail = f"GTT {gtt_id} already triggered ({refused.message})"
+    event = {
+        "type": "ExitSkipped",
+        "reason": "GTT_TRIGGERED",
+        "gtt_id": str(gtt_id),
+        "triggered_order_ids": list(report.triggered_order_ids),
+    }
+    for _ in range(_ATTEMPTS):
+        current = repo.get(bracket.id)
+        if current is None or current.status is not BracketStatus.EXITING:
+            break
+        try:
+            repo.append_event(current, event)
+            break
+        except ConcurrentModification:
+            continue
+    logger.warning("GTT already triggered; no exit placed", extra={"bracket_id": bracket.id, "gtt_id": gtt_id})
+    metrics.add_metric(name="ExitSkippedGttTriggered", unit="Count", value=1)
+    return ExitResult(ExitOutcome.BROKER_CLOSED, bracket.id, detail=detail)
+
+
+def _record_placed(repo: BracketRepository, bracket_id: str, order_id: str, *, adopted: bool) -> None:
+    for _ in range(_ATTEMPTS):
+        bracket = repo.get(bracket_id)
+        if bracket is None:
+            raise ConcurrentModification(f"bracket {bracket_id} vanished while recording its exit")
+        if bracket.exit is not None and bracket.exit.broker_order_id == order_id:
+            return
+        leg = LegOrder(
+            role=LegRole.EXIT,
+            status=OrderStatus.SENT_TO_BROKER,
+            broker_order_id=order_id,  # type: ignore[arg-type]
+            quantity=_exit_quantity(bracket),
+        )
+        current = bracket.update(exit=leg)
+        event = ExitPlaced(
+            bracket_id,
+            data={"broker_order_id": order_id, "reason": bracket.exit_reason, "adopted": adopted},
+            bracket_version=current.version,
+            at=current.updated_at,
+        )
+        try:
+            repo.save(
+                bracket,
+                current,
+                [event],
+                legs=[store.leg_put(current, leg), store.broker_order_map_item(order_id, current, LegRole.EXIT.value)],
+            )
+            return
+        except ConcurrentModification:
+            continue
+    raise ConcurrentModification(f"bracket {bracket_id} kept changing while recording exit order {order_id}")
+
+
+def _record_failed(repo: BracketRepository, bracket_id: str, message: str) -> None:
+    for _ in range(_ATTEMPTS):
+        bracket = repo.get(bracket_id)
+        if bracket is None or bracket.status is not BracketStatus.EXITING:
+            return
+        event = ExitFailed(bracket_id, data={"message": message}, bracket_version=bracket.version + 1)
+        try:
+            repo.transition(bracket, BracketStatus.EXIT_FAILED, event)
+            return
+        except ConcurrentModification:
+            continue

@@ -1,0 +1,194 @@
+"""functions/exit against moto and the paper exchange: claim, GTT cancelled first, one MARKET exit with
+market_protection, redeliveries and duplicates placing nothing, a triggered GTT meaning no exit, ambiguous and
+failed placements resolved without a second order."""
+# ruff: noqa: F811  (the `world` fixture imported from exit_support is redefined as test parameters)
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tests.integration.exit_support import exit_message, seed_protected, sqs_event, world  # noqa: F401
+from tests.integration.test_intake_support import FakeContext
+
+
+def invoke(*bodies):
+    """Run the handler like Lambda: when every record fails Powertools raises, and the whole batch comes back."""
+    from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
+    from functions.exit.app import lambda_handler
+
+    try:
+        return lambda_handler(sqs_event(*bodies), FakeContext())
+    except BatchProcessingError:
+        return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id, _ in bodies]}
+
+
+def failed_ids(response) -> list[str]:
+    return [f["itemIdentifier"] for f in response["batchItemFailures"]]
+
+
+def bracket_of(bracket_id):
+    from bracketflow.adapters.dynamo.brackets import BracketRepository
+
+    return BracketRepository().get(bracket_id)
+
+
+def events_of(bracket_id) -> list[str]:
+    from bracketflow.adapters.dynamo.brackets import BracketRepository
+
+    return [e["type"] for e in BracketRepository().events(bracket_id)]
+
+
+def exit_tag(bracket_id: str) -> str:
+    from bracketflow.domain.ids import order_tag
+
+    return order_tag(bracket_id, "EXIT")
+
+
+def test_an_exit_intent_cancels_the_gtt_first_then_places_one_market_exit(world):
+    # Given a PROTECTED long bracket whose stop trailed to 1490.50, and the market falling through it
+    bracket = seed_protected(world.paper)
+    world.paper.set_quotes(
+        [{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": "1490", "bid": "1489.95", "ask": "1490"}]
+    )
+    # When the exit intent arrives
+    response = invoke(("m-1", exit_message(bracket.id, stop="1490.50", ltp="1490.00")))
+    # Then the batch succeeded, the GTT is gone, and exactly one SELL MARKET with market protection carries our tag
+    assert failed_ids(response) == []
+    assert world.gtt(bracket.gtt_id)["status"] == "deleted"
+    exits = world.orders(exit_tag(bracket.id))
+    assert len(exits) == 1
+    order = exits[0]
+    assert (order["transaction_type"], order["order_type"], order["quantity"]) == ("SELL", "MARKET", 10)
+    assert Decimal(str(order["market_protection"])) == Decimal("5")
+    # And the bracket is EXITING for TRAIL_STOP with the trailed stop, the exit leg and the watcher's map recorded
+    stored = bracket_of(bracket.id)
+    assert stored.status.value == "EXITING"
+    assert stored.exit_reason.value == "TRAIL_STOP"
+    assert stored.stop_price == Decimal("1490.50")
+    assert stored.exit.broker_order_id == order["order_id"]
+    assert stored.exit.status.value == "SENT_TO_BROKER"
+    assert events_of(bracket.id)[-2:] == ["ExitRequested", "ExitPlaced"]
+    mapping = world.table.get_item(Key={"pk": f"BROKERORDER#{order['order_id']}", "sk": "MAP"})["Item"]
+    assert (mapping["bracket_id"], mapping["role"]) == (bracket.id, "EXIT")
+
+
+def test_a_redelivered_or_duplicate_exit_message_places_nothing(world):
+    # Given a bracket already exited by message m-1
+    bracket = seed_protected(world.paper)
+    invoke(("m-1", exit_message(bracket.id, stop="1480", ltp="1479", reason="STOP")))
+    version = bracket_of(bracket.id).version
+    # When the same message is redelivered and a second intent for the same bracket arrives (in one batch)
+    response = invoke(
+        ("m-1", exit_message(bracket.id, stop="1480", ltp="1479", reason="STOP")),
+        ("m-2", exit_message(bracket.id, stop="1480", ltp="1478", reason="STOP")),
+    )
+    # Then both are acknowledged, there is still one exit order, and the bracket was not written again
+    assert failed_ids(response) == []
+    assert len(world.orders(exit_tag(bracket.id))) == 1
+    assert bracket_of(bracket.id).version == version
+
+
+def test_a_triggered_gtt_means_the_broker_closed_the_position_and_no_exit_is_placed(world):
+    # Given the market crossed the GTT's stop trigger before the exit intent was handled
+    bracket = seed_protected(world.paper)
+    world.paper.set_quotes(
+        [{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": "1470", "bid": "1469.95", "ask": "1470"}]
+    )
+    assert world.gtt(bracket.gtt_id)["status"] == "triggered"
+    # When the exit intent arrives
+    response = invoke(("m-1", exit_message(bracket.id, stop="1480", ltp="1470", reason="STOP")))
+    # Then it is acknowledged, no exit order exists, and the skip is on the audit trail
+    assert failed_ids(response) == []
+    assert world.orders(exit_tag(bracket.id)) == []
+    assert bracket_of(bracket.id).status.value == "EXITING"
+    assert events_of(bracket.id)[-1] == "ExitSkipped"
+
+
+def test_a_bracket_someone_else_is_exiting_is_left_alone(world):
+    # Given a bracket that is no longer PROTECTED (the trader's DELETE claimed it first)
+    from bracketflow.adapters.dynamo.brackets import BracketRepository
+    from bracketflow.domain.enums import BracketStatus, ExitReason
+
+    bracket = seed_protected(world.paper)
+    repo = BracketRepository()
+    manual = {"type": "ExitRequested", "reason": "MANUAL", "claim_id": "api"}
+    repo.transition(repo.get(bracket.id), BracketStatus.EXITING, manual, exit_reason=ExitReason.MANUAL)
+    # When a streamer exit intent arrives
+    response = invoke(("m-9", exit_message(bracket.id, stop="1480", ltp="1479", reason="STOP")))
+    # Then nothing is placed and the GTT is untouched
+    assert failed_ids(response) == []
+    assert world.orders(exit_tag(bracket.id)) == []
+    assert world.gtt(bracket.gtt_id)["status"] == "active"
+
+
+def test_a_placement_that_failed_after_the_claim_resumes_on_redelivery_with_exactly_one_order(world):
+    # Given every placement attempt answered 500 (the Lambda gives up after its attempts, message fails)
+    bracket = seed_protected(world.paper)
+    world.paper.set_faults([{"kind": "http_500", "match": {"path": "/orders", "method": "POST"}, "count": 5}])
+    first = invoke(("m-1", exit_message(bracket.id, stop="1485", ltp="1484")))
+    assert failed_ids(first) == ["m-1"]
+    assert bracket_of(bracket.id).status.value == "EXITING"
+    assert world.orders(exit_tag(bracket.id)) == []
+    # When the broker recovers and SQS redelivers the same message, and another intent for the bracket arrives
+    world.paper.set_faults([])
+    second = invoke(
+        ("m-1", exit_message(bracket.id, stop="1485", ltp="1484")),
+        ("m-2", exit_message(bracket.id, stop="1485", ltp="1483")),
+    )
+    # Then the redelivery finished its own claim: exactly one exit order, recorded on the bracket
+    assert failed_ids(second) == []
+    exits = world.orders(exit_tag(bracket.id))
+    assert len(exits) == 1
+    assert bracket_of(bracket.id).exit.broker_order_id == exits[0]["order_id"]
+
+
+def test_a_lost_placement_answer_is_found_by_tag_not_placed_twice(world):
+    # Given the paper exchange places the exit but holds its answer past our read timeout
+    bracket = seed_protected(world.paper)
+    world.paper.set_faults([{"kind": "timeout", "match": {"path": "/orders", "method": "POST"}, "seconds": 3}])
+    # When the exit intent is handled
+    response = invoke(("m-1", exit_message(bracket.id, stop="1485", ltp="1484")))
+    # Then the order found by its tag is the one recorded, and there is only one
+    assert failed_ids(response) == []
+    exits = world.orders(exit_tag(bracket.id))
+    assert len(exits) == 1
+    assert bracket_of(bracket.id).exit.broker_order_id == exits[0]["order_id"]
+
+
+def test_a_rejected_exit_marks_exit_failed_and_the_retry_places_it(world, monkeypatch):
+    # Given the broker refuses the exit outright (here: a market protection it does not accept)
+    from bracketflow.adapters.aws import reset_clients
+
+    bracket = seed_protected(world.paper)
+    monkeypatch.setenv("BROKER_MARKET_PROTECTION", "250")
+    reset_clients()
+    # When the intent is handled
+    first = invoke(("m-1", exit_message(bracket.id, stop="1485", ltp="1484")))
+    # Then the message fails (SQS will retry it) and the bracket says EXIT_FAILED with the broker's reason
+    assert failed_ids(first) == ["m-1"]
+    assert bracket_of(bracket.id).status.value == "EXIT_FAILED"
+    assert events_of(bracket.id)[-1] == "ExitFailed"
+    # When the retry comes with the setting fixed
+    monkeypatch.setenv("BROKER_MARKET_PROTECTION", "5")
+    reset_clients()
+    second = invoke(("m-1", exit_message(bracket.id, stop="1485", ltp="1484")))
+    # Then the bracket is EXITING again with exactly one live exit order
+    assert failed_ids(second) == []
+    live = [o for o in world.orders(exit_tag(bracket.id)) if o["status"] not in ("REJECTED", "CANCELLED")]
+    assert len(live) == 1
+    assert bracket_of(bracket.id).status.value == "EXITING"
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["not json", '{"bracket_id": "b1"}', '{"bracket_id": "b1", "reason": "TARGET", "ltp": "1", "stop_price": "1"}'],
+)
+def test_a_malformed_exit_message_fails_so_it_reaches_the_dead_letter_queue(world, body):
+    # When a message that is not a valid exit intent arrives
+    response = invoke(("bad", body))
+    # Then it is reported failed (after maxReceiveCount, SQS moves it to the DLQ) and nothing was placed
+    assert failed_ids(response) == ["bad"]
+    assert world.orders() == []

@@ -29,6 +29,7 @@ from local.pollers import ScheduleTimer, SqsPoller, StreamPoller, Worker, schedu
 from local.processes import Child, ChildSpec
 from local.runtime import FunctionError, LambdaRuntime
 from local.template import FunctionSpec, StateMachineSpec, Template, load_template
+from local.websocket_api import LocalWebSocketApi, read_websocket_routes
 
 log = logging.getLogger("local.stack")
 
@@ -64,6 +65,7 @@ class StackConfig:
     template_path: Path = REPO_ROOT / "template.yaml"
     host: str = "127.0.0.1"
     api_port: int = 3000  # 0: any free port
+    websocket_port: int | None = None  # the WebSocket API; None: api_port + 1 (any free port when api_port is 0)
     moto_port: int = 5000
     paper_port: int = 8700
     region: str = "ap-south-1"
@@ -87,6 +89,7 @@ class StackConfig:
         return cls(
             template_path=Path(env.get("LOCAL_TEMPLATE") or REPO_ROOT / "template.yaml"),
             api_port=int(env.get("API_PORT") or 3000),
+            websocket_port=int(env["WEBSOCKET_PORT"]) if env.get("WEBSOCKET_PORT") else None,
             moto_port=int(env.get("MOTO_PORT") or 5000),
             paper_port=int(env.get("PAPER_PORT") or 8700),
             region=env.get("AWS_DEFAULT_REGION") or "ap-south-1",
@@ -106,6 +109,7 @@ class LocalStack:
         self.runtime: LambdaRuntime | None = None
         self.moto: MotoServer | None = None
         self.gateway: Gateway | None = None
+        self.websocket: LocalWebSocketApi | None = None
         self.workers: list[Worker] = []
         self.children: list[Child] = []
         self.paper_port: int | None = None
@@ -119,6 +123,12 @@ class LocalStack:
     def api_url(self) -> str:
         assert self.gateway is not None, "start() first"
         return self.gateway.url
+
+    @property
+    def websocket_url(self) -> str:
+        """ws://host:port/<stage> of the template's WebSocket API (add ?apikey=...)."""
+        assert self.websocket is not None, "start() first (and a template with a WebSocket API)"
+        return self.websocket.url
 
     @property
     def aws_endpoint(self) -> str:
@@ -204,6 +214,18 @@ class LocalStack:
             self.gateway = Gateway(template, runtime, self.health, cfg.host, cfg.api_port, stage)
             self.gateway.start()
             self.components.set("api", UP, self.gateway.url)
+
+        ws_routes = read_websocket_routes(cfg.template_path, template.parameters)
+        if ws_routes is not None:
+            with self._component("websocket"):
+                ws_port = cfg.websocket_port
+                if ws_port is None:
+                    ws_port = cfg.api_port + 1 if cfg.api_port else 0
+                if ws_port:
+                    ensure_port_free(cfg.host, ws_port, "the local WebSocket API", "WEBSOCKET_PORT")
+                self.websocket = LocalWebSocketApi(ws_routes, runtime, cfg.host, ws_port)
+                self.websocket.start()
+                self.components.set("websocket", UP, self.websocket.url)
 
         with self._component("aws"):
             ensure_port_free(cfg.host, moto_port, "moto (the local AWS)", "MOTO_PORT")
@@ -292,6 +314,7 @@ class LocalStack:
             "BROKER_TICKER_URL": f"ws://{cfg.host}:{self.paper_port}/ws",
             "PAPER_PORT": str(self.paper_port),
             "LOCAL_API_URL": f"http://{cfg.host}:{self.gateway.port if self.gateway else cfg.api_port}",
+            **({"WEBSOCKET_MANAGEMENT_URL": self.websocket.management_url} if self.websocket else {}),
             **cfg.extra_env,
         }
         for key, value in env.items():
@@ -421,6 +444,9 @@ class LocalStack:
             self.moto.runtime = None
             self.moto.stop()
             self.moto = None
+        if self.websocket is not None:
+            self.websocket.stop()
+            self.websocket = None
         if self.gateway is not None:
             self.gateway.stop()
             self.gateway = None

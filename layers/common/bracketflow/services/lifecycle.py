@@ -231,13 +231,14 @@ def place_entry(bracket_id: str) -> dict[str, Any]:
     bracket = load(bracket_id)
     if bracket.status is BracketStatus.CREATED:
         bracket = _send_entry(bracket)
-    if bracket.status is BracketStatus.ENTRY_PENDING:
+    # ENTRY_FILLED too: a retried PlaceEntry may find the fill already recorded; the wait then completes at once.
+    if bracket.status in (BracketStatus.ENTRY_PENDING, BracketStatus.ENTRY_FILLED):
         return {
             "outcome": "PLACED",
             "broker_order_id": bracket.entry.broker_order_id,
             "timeout_s": entry_timeout_s(bracket),
         }
-    return {"outcome": "DONE", "status": bracket.status.value, **(entry_outcome(bracket) or {})}
+    return {"outcome": "DONE", "status": bracket.status.value, "entry": entry_outcome(bracket)}
 
 
 def _send_entry(bracket: Bracket) -> Bracket:

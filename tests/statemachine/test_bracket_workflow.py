@@ -1,0 +1,372 @@
+"""The bracket workflow (statemachine/bracket.asl.json) run for real: moto's Step Functions interpreter, our task
+Lambdas and the watcher in-process, the paper exchange (manual market) as the broker, all through the local stack.
+
+Brackets are placed through the REST API (intake starts the execution named by the bracket id). Order updates reach
+the watcher through OrderEventsQueue in the streamer's agreed format: a small relay here reads the paper ticker's order
+updates and enqueues them, standing in for the streamer's publisher so these tests do not depend on its process.
+
+What must hold (issue 5): a filled entry ends PROTECTED with a GTT whose triggers are the bracket's stop and target;
+a rejected entry is FAILED with the broker's reason; an unfilled entry is CANCELLED at its timeout; a partial fill is
+protected for what filled; a GTT that cannot be placed leads to an emergency market exit, the bracket CLOSED with
+exit_reason EMERGENCY, its events and the EmergencyExits metric; a second start changes nothing; every version of the
+bracket has its audit event.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import requests
+import websocket
+from botocore.exceptions import ClientError
+
+from bracketflow.domain.ids import order_tag
+from local.stack import LocalStack, StackConfig
+
+pytestmark = pytest.mark.xdist_group("stack")
+
+API_KEY = "bracket-workflow-key"
+KITE_HEADERS = {"Authorization": "token paper:paper-token", "X-Kite-Version": "3"}
+ENTRY_TIMEOUT_S = 4
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    """The whole stack on free ports; entries time out after a few seconds and broker retries are short."""
+    config = StackConfig(
+        api_port=0,
+        moto_port=0,
+        paper_port=0,
+        local_api_key=API_KEY,
+        streamer=False,
+        schedules=False,
+        parameter_overrides={"BracketOrderDelaySeconds": "1"},
+        extra_env={
+            "PAPER_MARKET": "manual",
+            "ENTRY_TIMEOUT_S": str(ENTRY_TIMEOUT_S),
+            "BROKER_MAX_ATTEMPTS": "2",
+            "BROKER_LOOKUP_PAUSE_S": "0.05",
+            "BROKER_TIMEOUT_S": "2",
+        },
+    )
+    local = LocalStack(config)
+    local.start()
+    try:
+        assert local.dev_account_seeded
+        with OrderUpdateRelay(local):
+            yield local
+    finally:
+        local.stop()
+
+
+class OrderUpdateRelay:
+    """Paper ticker order updates -> OrderEventsQueue as {"source","received_at","order"} (the streamer's job)."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        assert stack.paper_url is not None
+        ws_url = stack.paper_url.replace("http://", "ws://") + "/ws?api_key=paper&access_token=paper-token"
+        self.sqs = stack.client("sqs")
+        self.queue_url = stack.queue_url("OrderEventsQueue")
+        self.connected = threading.Event()
+        self.app = websocket.WebSocketApp(ws_url, on_message=self._on_message, on_open=lambda _ws: self.connected.set())
+        self.thread = threading.Thread(target=self.app.run_forever, name="order-update-relay", daemon=True)
+
+    def _on_message(self, _ws: Any, message: Any) -> None:
+        if not isinstance(message, str):
+            return  # ticks (binary) are the streamer's business
+        update = json.loads(message)
+        if update.get("type") == "order":
+            body = {"source": "ticker", "received_at": datetime.now(UTC).isoformat(), "order": update["data"]}
+            self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(body))
+
+    def __enter__(self) -> OrderUpdateRelay:
+        self.thread.start()
+        assert self.connected.wait(10), "the relay could not connect to the paper ticker"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.app.close()
+        self.thread.join(5)
+
+
+def paper(stack: LocalStack, method: str, path: str, body: Any = None) -> Any:
+    response = requests.request(method, f"{stack.paper_url}/_paper/{path}", json=body, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+@pytest.fixture
+def market(stack: LocalStack) -> LocalStack:
+    """A clean paper exchange quoting INFY 1499.95 / 1500.00 and SBIN 799.95 / 800.00."""
+    paper(stack, "POST", "reset")
+    paper(stack, "POST", "config", {"partial_fills": False})
+    quote(stack, "INFY", "1500", "1499.95", "1500")
+    quote(stack, "SBIN", "800", "799.95", "800")
+    return stack
+
+
+def quote(stack: LocalStack, symbol: str, ltp: str, bid: str, ask: str, **quantities: int) -> None:
+    row = {"exchange": "NSE", "tradingsymbol": symbol, "ltp": ltp, "bid": bid, "ask": ask, **quantities}
+    paper(stack, "POST", "quotes", {"quotes": [row]})
+
+
+def place(stack: LocalStack, strategy: str, **fields: Any) -> str:
+    body = {
+        "symbol": "INFY",
+        "exchange": "NSE",
+        "product": "MIS",
+        "action": "BUY",
+        "quantity": 10,
+        "entry_price": "1500",
+        "sl_price": "1480",
+        "target_price": "1550",
+        "strategy": strategy,
+        **fields,
+    }
+    response = requests.post(
+        f"{stack.api_url}/api/v1/placebracketorder", json=body, headers={"X-API-KEY": API_KEY}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["bracket_id"])
+
+
+def bracket_state(bracket_id: str) -> Any:
+    from bracketflow.adapters.dynamo.brackets import BracketRepository
+
+    return BracketRepository().get(bracket_id)
+
+
+def events(bracket_id: str) -> list[dict[str, Any]]:
+    from bracketflow.adapters.dynamo.brackets import BracketRepository
+
+    return BracketRepository().events(bracket_id)
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = 45.0) -> Any:
+    """Poll until probe() is truthy (bounded: the failure names what never happened)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def wait_for_status(bracket_id: str, *statuses: str, timeout_s: float = 45.0) -> Any:
+    def probe() -> Any:
+        b = bracket_state(bracket_id)
+        return b if b is not None and b.status.value in statuses else None
+
+    return wait_for(f"bracket {bracket_id} to reach {statuses}", probe, timeout_s)
+
+
+def execution(stack: LocalStack, bracket_id: str) -> dict[str, Any]:
+    sfn = stack.client("stepfunctions")
+    arn = stack.state_machine_arn("BracketStateMachine").replace(":stateMachine:", ":execution:") + f":{bracket_id}"
+    return sfn.describe_execution(executionArn=arn)
+
+
+def wait_for_execution_end(stack: LocalStack, bracket_id: str) -> dict[str, Any]:
+    return wait_for(
+        f"the execution of {bracket_id} to end",
+        lambda: (lambda e: e if e["status"] != "RUNNING" else None)(execution(stack, bracket_id)),
+    )
+
+
+def broker_orders(stack: LocalStack, symbol: str) -> list[dict[str, Any]]:
+    response = requests.get(f"{stack.paper_url}/orders", headers=KITE_HEADERS, timeout=10)
+    assert response.status_code == 200, response.text
+    return [o for o in response.json()["data"] if o["tradingsymbol"] == symbol]
+
+
+def net_position(stack: LocalStack, symbol: str) -> int:
+    response = requests.get(f"{stack.paper_url}/portfolio/positions", headers=KITE_HEADERS, timeout=10)
+    assert response.status_code == 200, response.text
+    return sum(int(p["quantity"]) for p in response.json()["data"]["net"] if p["tradingsymbol"] == symbol)
+
+
+def gtts(stack: LocalStack) -> list[dict[str, Any]]:
+    response = requests.get(f"{stack.paper_url}/gtt/triggers", headers=KITE_HEADERS, timeout=10)
+    assert response.status_code == 200, response.text
+    return list(response.json()["data"])
+
+
+def event_types(bracket_id: str) -> list[str]:
+    return [e["type"] for e in events(bracket_id)]
+
+
+def assert_every_version_audited(bracket_id: str) -> None:
+    bracket = bracket_state(bracket_id)
+    versions = {e["version"] for e in events(bracket_id)}
+    assert versions == set(range(1, bracket.version + 1)), f"versions without an audit event: {versions}"
+
+
+def control_messages(stack: LocalStack) -> list[dict[str, Any]]:
+    sqs = stack.client("sqs")
+    url = stack.queue_url("StreamerControlQueue")
+    out: list[dict[str, Any]] = []
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages") or []
+        if not got:
+            return out
+        out += [json.loads(m["Body"]) for m in got]
+        sqs.delete_message_batch(
+            QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)]
+        )
+
+
+# ---------- the happy path ----------
+
+
+def test_a_filled_entry_ends_protected_by_a_gtt_at_the_bracket_levels(market):
+    # Given INFY offered at 1500.00
+    control_messages(market)  # start from an empty control queue
+    # When a BUY 10 at 1500, stop 1480, target 1550 is placed
+    bracket_id = place(market, "happy")
+    # Then the entry fills and the bracket ends PROTECTED
+    bracket = wait_for_status(bracket_id, "PROTECTED")
+    assert bracket.entry.filled_quantity == 10
+    assert bracket.entry.average_price == Decimal("1500")
+    # And the paper exchange holds a two-leg GTT with the bracket's stop and target as its triggers
+    gtt = next(g for g in gtts(market) if str(g["id"]) == bracket.gtt_id)
+    assert [Decimal(str(v)) for v in gtt["condition"]["trigger_values"]] == [Decimal("1480"), Decimal("1550")]
+    assert [o["order_type"] for o in gtt["orders"]] == ["LIMIT", "LIMIT"]
+    assert [o["transaction_type"] for o in gtt["orders"]] == ["SELL", "SELL"]
+    assert [int(o["quantity"]) for o in gtt["orders"]] == [10, 10]
+    # the stop child's limit sits beyond its trigger (0.5 %, on the tick), the target child's at the target
+    assert Decimal(str(gtt["orders"][0]["price"])) == Decimal("1472.60")
+    assert Decimal(str(gtt["orders"][1]["price"])) == Decimal("1550")
+    # And the audit trail tells the story in order, one event per version
+    assert event_types(bracket_id) == ["BracketRegistered", "EntryPlaced", "EntryFilled", "ProtectionPlaced"]
+    assert_every_version_audited(bracket_id)
+    # And the streamer was told to watch it, in the agreed format
+    watch = wait_for(
+        "the watch message", lambda: [m for m in control_messages(market) if m["bracket_id"] == bracket_id]
+    )
+    assert watch[0]["type"] == "watch"
+    assert watch[0]["instrument_token"] == 408065
+    assert (watch[0]["side"], watch[0]["quantity"], watch[0]["gtt_id"]) == ("LONG", 10, bracket.gtt_id)
+    assert (watch[0]["stop_price"], watch[0]["target_price"], watch[0]["tick_size"]) == ("1480", "1550", "0.05")
+
+
+def test_a_second_start_of_the_same_bracket_changes_nothing(market):
+    # Given a bracket that reached PROTECTED
+    bracket_id = place(market, "again")
+    before = wait_for_status(bracket_id, "PROTECTED")
+    # When its workflow is started again under the same name, and its PlaceEntry step runs again
+    sfn = market.client("stepfunctions")
+    arn = market.state_machine_arn("BracketStateMachine")
+    payload = json.dumps({"bracket_id": bracket_id, "account_id": before.account_id})
+    try:
+        sfn.start_execution(stateMachineArn=arn, name=bracket_id, input=payload)
+    except ClientError as exc:
+        assert exc.response["Error"]["Code"] == "ExecutionAlreadyExists"
+    assert market.runtime is not None
+    again = market.runtime.invoke("PlaceEntryFunction", {"bracket_id": bracket_id})
+    # Then no second entry order exists, and the bracket and its trail are unchanged
+    assert again["outcome"] == "DONE"
+    entries = [o for o in broker_orders(market, "INFY") if o["tag"] == order_tag(bracket_id, "ENTRY")]
+    assert [o["order_id"] for o in entries] == [before.entry.broker_order_id]
+    after = bracket_state(bracket_id)
+    assert (after.version, after.status, after.gtt_id) == (before.version, before.status, before.gtt_id)
+    assert event_types(bracket_id) == ["BracketRegistered", "EntryPlaced", "EntryFilled", "ProtectionPlaced"]
+    sfn_list = sfn.list_executions(stateMachineArn=arn)["executions"]
+    assert [e["name"] for e in sfn_list].count(bracket_id) == 1
+
+
+# ---------- entries that do not fill ----------
+
+
+def test_a_rejected_entry_is_failed_with_the_brokers_reason(market):
+    # Given the broker rejects the next SBIN order for lack of margin
+    reason = "Insufficient funds. Required margin is 8000.00"
+    rule = {"kind": "reject", "match": {"tradingsymbol": "SBIN"}, "message": reason}
+    paper(market, "POST", "faults", {"rules": [rule]})
+    # When a SBIN bracket is placed
+    bracket_id = place(market, "rejected", symbol="SBIN", entry_price="800", sl_price="790", target_price="820")
+    # Then it ends FAILED with the broker's reason on its entry leg and in its EntryRejected event
+    bracket = wait_for_status(bracket_id, "FAILED")
+    assert bracket.entry.message == "Insufficient funds. Required margin is 8000.00"
+    rejected = [e for e in events(bracket_id) if e["type"] == "EntryRejected"]
+    assert rejected and rejected[0]["message"] == "Insufficient funds. Required margin is 8000.00"
+    assert wait_for_execution_end(market, bracket_id)["status"] == "SUCCEEDED"
+    assert gtts(market) == []
+    assert_every_version_audited(bracket_id)
+
+
+def test_an_entry_unfilled_by_its_timeout_is_cancelled(market):
+    # Given INFY offered at 1500.00, a BUY limit at 1490 that cannot fill
+    bracket_id = place(market, "unfilled", entry_price="1490", sl_price="1470", target_price="1530")
+    # When its entry timeout passes
+    bracket = wait_for_status(bracket_id, "CANCELLED")
+    # Then the order was cancelled at the broker and nothing was protected
+    order = next(o for o in broker_orders(market, "INFY") if o["order_id"] == bracket.entry.broker_order_id)
+    assert order["status"] == "CANCELLED"
+    assert bracket.entry.filled_quantity == 0
+    assert "EntryCancelled" in event_types(bracket_id)
+    assert "ProtectionPlaced" not in event_types(bracket_id)
+    assert wait_for_execution_end(market, bracket_id)["status"] == "SUCCEEDED"
+    assert_every_version_audited(bracket_id)
+
+
+def test_a_partial_fill_timed_out_is_protected_for_the_filled_quantity(market):
+    # Given only 4 INFY offered at 1500.00, and the exchange filling what is offered
+    paper(market, "POST", "config", {"partial_fills": True})
+    quote(market, "INFY", "1500", "1499.95", "1500", ask_qty=4, bid_qty=100)
+    # When a BUY 10 at 1500 is placed and its timeout passes with 6 unfilled
+    bracket_id = place(market, "partial")
+    bracket = wait_for_status(bracket_id, "PROTECTED")
+    # Then the rest was cancelled and the bracket protects the 4 that filled
+    assert bracket.entry.filled_quantity == 4
+    order = next(o for o in broker_orders(market, "INFY") if o["order_id"] == bracket.entry.broker_order_id)
+    assert (order["status"], int(order["filled_quantity"])) == ("CANCELLED", 4)
+    gtt = next(g for g in gtts(market) if str(g["id"]) == bracket.gtt_id)
+    assert [int(o["quantity"]) for o in gtt["orders"]] == [4, 4]
+    assert "EntryPartiallyFilled" in event_types(bracket_id)
+    filled = next(e for e in events(bracket_id) if e["type"] == "EntryFilled")
+    assert (filled["filled_quantity"], filled["partial"], filled["cancelled_quantity"]) == (4, True, 6)
+    assert_every_version_audited(bracket_id)
+
+
+# ---------- protection that cannot be placed ----------
+
+
+def test_a_gtt_failing_on_every_retry_flattens_the_position(market, capfd):
+    # Given the broker answers every GTT placement with a 500
+    rule = {"kind": "http_500", "match": {"path": "/gtt/triggers", "method": "POST"}, "count": 100}
+    paper(market, "POST", "faults", {"rules": [rule]})
+    # When a BUY 10 INFY bracket fills
+    bracket_id = place(market, "emergency")
+    # Then the position is flattened at market and the bracket closes with exit_reason EMERGENCY
+    bracket = wait_for_status(bracket_id, "CLOSED", timeout_s=60)
+    assert bracket.exit_reason.value == "EMERGENCY"
+    assert bracket.exit is not None and bracket.exit.filled_quantity == 10
+    exit_order = next(o for o in broker_orders(market, "INFY") if o["order_id"] == bracket.exit.broker_order_id)
+    assert (exit_order["order_type"], exit_order["transaction_type"], exit_order["status"]) == (
+        "MARKET",
+        "SELL",
+        "COMPLETE",
+    )
+    assert Decimal(str(exit_order["market_protection"])) > 0
+    assert net_position(market, "INFY") == 0
+    assert gtts(market) == []
+    # And the trail records why, and the bracket's P&L (sold at the 1499.95 bid, bought at 1500)
+    types = event_types(bracket_id)
+    for expected in ("ProtectionFailed", "EmergencyExitPlaced", "ExitFilled", "BracketClosed"):
+        assert expected in types
+    closed = next(e for e in events(bracket_id) if e["type"] == "BracketClosed")
+    assert (closed["reason"], Decimal(closed["pnl"])) == ("EMERGENCY", Decimal("-0.50"))
+    assert_every_version_audited(bracket_id)
+    # And the EmergencyExits metric was emitted
+    emitted = capfd.readouterr().out
+    assert '"EmergencyExits"' in emitted
+    assert wait_for_execution_end(market, bracket_id)["status"] == "SUCCEEDED"

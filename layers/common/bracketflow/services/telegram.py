@@ -106,23 +106,21 @@ class ChatPacer:
         sleep: Callable[[float], None] = time.sleep,
     ):
         self._clock, self._sleep = clock, sleep
-        self._last: dict[str, float] = {}
+        self._not_before: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def wait_turn(self, chat_id: str, interval_s: float) -> None:
+        """Block until this chat may get a message, and book the next slot `interval_s` later."""
         with self._lock:
-            last = self._last.get(chat_id)
-            if last is not None:
-                gap = interval_s - (self._clock() - last)
-                if gap > 0:
-                    self._sleep(gap)
-            self._last[chat_id] = self._clock()
+            gap = self._not_before.get(chat_id, 0.0) - self._clock()
+            if gap > 0:
+                self._sleep(gap)
+            self._not_before[chat_id] = self._clock() + interval_s
 
     def hold(self, chat_id: str, seconds: float) -> None:
-        """Telegram asked us to wait: the next message to this chat goes no earlier than `seconds` from now."""
-        self._sleep(seconds)
+        """Telegram asked us to wait: nothing goes to this chat for `seconds` from now."""
         with self._lock:
-            self._last[chat_id] = self._clock()
+            self._not_before[chat_id] = max(self._not_before.get(chat_id, 0.0), self._clock() + seconds)
 
 
 _pacer = ChatPacer()

@@ -128,7 +128,11 @@ class Streamer:
             watchdog_s=s.streamer_watchdog_s,
             clock=clock,
         )
-        self.control = ControlPoller(s.streamer_control_queue_url, self.apply) if s.streamer_control_queue_url else None
+        self.control = (
+            ControlPoller(s.streamer_control_queue_url, self.apply, wait_s=s.streamer_control_wait_s)
+            if s.streamer_control_queue_url
+            else None
+        )
         self._metrics = MetricsFlusher()
         self._threads: list[threading.Thread] = []
 

@@ -25,8 +25,12 @@ def record_handler(record: SQSRecord) -> str:
 @api.post("/broker/postback")
 def postback() -> Response[dict]:
     try:
-        order = verify_postback(api.current_event.json_body)
-    except (BadPostback, ValueError) as exc:
+        body = json.loads(api.current_event.body or "")
+    except ValueError:
+        return _answer(400, {"status": "error", "message": "a postback must be the order update as JSON"})
+    try:
+        order = verify_postback(body)
+    except BadPostback as exc:
         return _answer(401, {"status": "error", "message": str(exc)})
     try:
         outcome = ingest(order, "postback")

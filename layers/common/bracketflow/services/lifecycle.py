@@ -361,7 +361,7 @@ def complete_entry_wait(bracket: Bracket) -> bool:
     if outcome is None:
         return False
     token = store.get_task_token(bracket.id, store.ENTRY_TOKEN)
-    return bool(token) and sfn.send_task_success(token, outcome)
+    return token is not None and sfn.send_task_success(token, outcome)
 
 
 def store_entry_token(bracket_id: str, token: str) -> dict[str, Any]:
@@ -456,7 +456,8 @@ def apply_exit_fact(bracket_id: str, fact: OrderFact) -> Bracket:
     if failed:
         token = store.get_task_token(bracket_id, store.EXIT_TOKEN)
         if token:
-            sfn.send_task_failure(token, EXIT_ORDER_FAILED, bracket.exit.message if bracket.exit else "exit failed")
+            why = (bracket.exit.message if bracket.exit else None) or "exit failed"
+            sfn.send_task_failure(token, EXIT_ORDER_FAILED, why)
     else:
         complete_exit_wait(bracket)
     return bracket
@@ -467,7 +468,7 @@ def complete_exit_wait(bracket: Bracket) -> bool:
     if outcome is None:
         return False
     token = store.get_task_token(bracket.id, store.EXIT_TOKEN)
-    return bool(token) and sfn.send_task_success(token, outcome)
+    return token is not None and sfn.send_task_success(token, outcome)
 
 
 def store_exit_token(bracket_id: str, token: str) -> dict[str, Any]:

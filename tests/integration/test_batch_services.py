@@ -218,3 +218,19 @@ def test_a_batch_without_failures_is_placed_and_one_that_placed_nothing_is_faile
     batch.settle_placements(lost, [error])
     recorded = BatchRepository().leg(lost, 1)
     assert recorded["status"] == "FAILED" and "RateLimited" in recorded["message"]
+
+
+def test_a_late_placement_for_a_batch_that_is_no_longer_placing_places_nothing(broker, trader, monkeypatch):
+    # Given a batch that ended FAILED before any leg ran (its saga could not be started), legs still CREATED
+    from bracketflow.adapters.aws import reset_clients
+
+    monkeypatch.setenv("BATCH_STATE_MACHINE_ARN", "")
+    reset_clients()
+    batch_id = register(trader, [leg()])
+    assert BatchRepository().get(batch_id)["status"] == "FAILED"
+    assert BatchRepository().leg(batch_id, 1)["status"] == "CREATED"
+    # When a stray placement of its leg arrives anyway
+    result = batch.place_leg(batch_id, 1)
+    # Then nothing reaches the broker and the leg is FAILED, saying why
+    assert broker_orders(broker) == []
+    assert result["status"] == "FAILED" and "already settled" in BatchRepository().leg(batch_id, 1)["message"]

@@ -356,6 +356,10 @@ def place_leg(batch_id: str, leg_no: int) -> dict[str, Any]:
     leg = _require_leg(repo, batch_id, leg_no)
     if leg["status"] != LEG_CREATED:
         return _leg_result(leg)
+    state = repo.get(batch_id)
+    if state is None or state["status"] != IN_PROGRESS:
+        # A late duplicate run after the batch settled (or began rolling back) must not open a new position.
+        return _record_leg_failed(repo, leg, "not placed: the batch had already settled", order_id=None)
     broker = get_broker()
     report = _by_tag(broker, leg["tag"])
     if report is None:
@@ -599,6 +603,8 @@ def finish_batch(batch_id: str, outcomes: Sequence[Mapping[str, Any]] = ()) -> d
     batch = repo.get(batch_id)
     if batch is None:
         raise NotFound(f"batch {batch_id} not found")
+    if batch["status"] != ROLLING_BACK:  # already finished (a rerun): nothing to record twice
+        return {"batch_id": batch_id, "status": batch["status"]}
     errors = {int(o["leg"]): o for o in outcomes if isinstance(o, Mapping) and o.get("error")}
     for leg in repo.legs(batch_id):
         n = int(leg["leg"])
@@ -610,7 +616,7 @@ def finish_batch(batch_id: str, outcomes: Sequence[Mapping[str, Any]] = ()) -> d
             batch_id,
             n,
             {"rollback": ROLLBACK_GAVE_UP, "message": f"rollback gave up: {cause}"[:500], "updated_at": now_iso()},
-            when=("rollback", (None, ROLLBACK_GAVE_UP)),
+            when=("rollback", (None,)),
             event=event_item(batch_id, leg["account_id"], "BatchLegRollbackGaveUp", {"leg": n, "reason": cause}),
         )
     legs = repo.legs(batch_id)

@@ -17,6 +17,10 @@ import requests
 
 from local.stack import LocalStack, StackConfig
 
+# One module-scoped stack per module, and moto's backends are process-wide: share the bracket workflow's xdist group
+# so the statemachine stacks run one after another in one worker.
+pytestmark = pytest.mark.xdist_group("stack")
+
 API_KEY = "batch-saga-key"
 LONG_PUT, SHORT_PUT, SHORT_CALL, LONG_CALL = (
     "NIFTY26DEC23000PE",

@@ -72,7 +72,7 @@ class StackConfig:
     stack_name: str = "bracketflow-local"
     parameter_overrides: dict[str, str] = field(default_factory=dict)
     local_api_key: str = "local-dev-key"
-    cron_every_s: float = 60.0  # cron(...) schedules (market-hours reconcile) run this often locally
+    cron_every_s: float = 15.0  # cron(...) schedules (market-hours reconcile) run this often locally
     schedule_every_s: float | None = None  # if set, every schedule runs this often (tests, demos)
     schedules: bool = True
     activity_log: bool = False  # console lines for table changes and workflow executions (python -m local)
@@ -94,7 +94,7 @@ class StackConfig:
             paper_port=int(env.get("PAPER_PORT") or 8700),
             region=env.get("AWS_DEFAULT_REGION") or "ap-south-1",
             local_api_key=env.get("LOCAL_API_KEY") or "local-dev-key",
-            cron_every_s=float(cron) if cron else 60.0,
+            cron_every_s=float(cron) if cron else 15.0,  # RECONCILE_EVERY_S defaults to 15 s
             schedule_every_s=float(every) if every else None,
             paper=_env_flag(env.get("LOCAL_PAPER")),
             streamer=_env_flag(env.get("LOCAL_STREAMER")),

@@ -175,3 +175,8 @@ class EmergencyExitPlaced(BracketEvent):
 @_register
 class FlaggedForReview(BracketEvent):
     """Reconciliation found something it cannot explain. data: reason, broker view."""
+
+
+@_register
+class Reconciled(BracketEvent):
+    """Reconciliation repaired a drift between the bracket and the broker. data: repair, detail, the broker's view."""

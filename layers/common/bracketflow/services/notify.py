@@ -23,6 +23,7 @@ Pushes go to every connection subscribed to the bracket's account; a connection 
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -79,7 +80,27 @@ def image(record: Mapping[str, Any], which: str) -> dict[str, Any] | None:
     raw = (record.get("dynamodb") or {}).get(which)
     if not raw:
         return None
-    return {k: _deserializer.deserialize(v) for k, v in raw.items()}
+    return {k: _deserializer.deserialize(_bytes_decoded(v)) for k, v in raw.items()}
+
+
+def _bytes_decoded(value: Any) -> Any:
+    """Lambda's stream events carry binary attributes (B, BS) as base64 text; the deserializer wants bytes."""
+    if isinstance(value, dict):
+        if isinstance(value.get("B"), str):
+            return {"B": base64.b64decode(value["B"])}
+        if isinstance(value.get("BS"), list):
+            return {"BS": [base64.b64decode(v) if isinstance(v, str) else v for v in value["BS"]]}
+        if isinstance(value.get("M"), dict):
+            return {"M": {k: _bytes_decoded(v) for k, v in value["M"].items()}}
+        if isinstance(value.get("L"), list):
+            return {"L": [_bytes_decoded(v) for v in value["L"]]}
+    return value
+
+
+def _item_type(record: Mapping[str, Any]) -> str | None:
+    """The `type` attribute of the record's new image, read without decoding the rest of the item."""
+    raw = ((record.get("dynamodb") or {}).get("NewImage") or {}).get("type") or {}
+    return raw.get("S") if isinstance(raw, dict) else None
 
 
 def _now() -> str:
@@ -178,8 +199,8 @@ def collect(records: Iterable[Mapping[str, Any]]) -> Outbox:
     """Turn stream records into messages and notices, keeping stream order."""
     box = Outbox()
     for record in records:
-        if record.get("eventName") not in ("INSERT", "MODIFY"):
-            continue
+        if record.get("eventName") not in ("INSERT", "MODIFY") or _item_type(record) not in ("BRACKET", "EVENT"):
+            continue  # connections, dedupe keys, snapshots ...: nothing a trader sees
         new = image(record, "NewImage")
         if not new:
             continue

@@ -1,7 +1,7 @@
 """Telegram notices for the trader: blocked, placed, filled, rejected and exited brackets (and ones needing review).
 
 Runs only off the DynamoDB stream (functions/notify), never inside a trading Lambda, and never raises: a Telegram
-failure is logged and counted (metric TelegramFailed / TelegramDropped) and trading carries on.
+failure is logged and counted (metric TelegramFailed) and trading carries on.
 Rate: Telegram allows about one message a second per chat, so the notices of one stream batch are joined into as
 few messages as fit (4096 characters each) and sent at least TELEGRAM_MIN_INTERVAL_S apart; a 429 is waited out
 once when its retry_after is short (<= TELEGRAM_MAX_WAIT_S), else the message is dropped.

@@ -1,0 +1,509 @@
+"""Reconciliation with the broker (statemachine/reconcile.asl.json): one snapshot, then each open bracket repaired.
+
+TakeSnapshot: the broker's orders, positions and GTTs, stored for the run (adapters/dynamo/reconcile.py); returns the
+run id and the open brackets (the sparse OPEN index). ReconcileBracket compares one bracket with that view:
+
+  CREATED, older than RECONCILE_RESUME_AFTER_S       its workflow never started -> start it (WORKFLOW_RESUMED)
+  ENTRY_PENDING, entry final at the broker           a missed order update -> recorded as the watcher would
+                                                     (fill/reject/cancel; the waiting task is completed)
+  ENTRY_PENDING / EXITING, order still open or       SENT_TO_BROKER for over RECONCILE_FROZEN_AFTER_S ("frozen",
+  missing from the book for that long                the lifecycle note) -> NEEDS_REVIEW
+  PROTECTED, GTT triggered and its order COMPLETE    closed by the broker -> exit recorded (reason TARGET, STOP or
+                                                     TRAIL_STOP by the fill price), then WaitForExit completed (or,
+                                                     with no workflow waiting, Finalize run here) -> CLOSED
+  PROTECTED, position flat at the broker             closed by hand -> the GTT (if still active) cancelled first, exit
+                                                     recorded from the broker's closing order, reason MANUAL -> CLOSED
+  PROTECTED, GTT gone but position open              re-protected with a new GTT (RECONCILE_REPROTECT, default) or
+                                                     NEEDS_REVIEW
+  EXITING, exit order final at the broker            a missed order update -> recorded (fill completes WaitForExit)
+  EXITING, exit filled but never finalised           WaitForExit completed again, or Finalize run here
+
+Every repair is a conditional write with its audit events (the helpers' own events plus a Reconciled event naming the
+repair); a bracket that changed since it was read is left for the next run. Summarize reports GTTs that no open
+bracket owns (cancelled only with RECONCILE_CANCEL_ORPHAN_GTTS, and only when still unowned on a fresh look and
+older than ORPHAN_MIN_AGE_S) and emits the drift metrics (ReconcileDrift, ReconcileFlagged, OrphanGtts).
+
+Known limit: positions are netted per instrument and product at the broker; with two open brackets on one
+instrument, "flat" means both were closed, and a partial manual close is not told apart (the bracket stays open).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from bracketflow.adapters.broker import get_broker
+from bracketflow.adapters.broker.port import GttLeg, GttReport, OrderReport, PositionReport
+from bracketflow.adapters.dynamo import lifecycle as store
+from bracketflow.adapters.dynamo import reconcile as snapshots
+from bracketflow.adapters.dynamo import records as r
+from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.domain.bracket import Bracket, LegOrder
+from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus
+from bracketflow.domain.events import ExitFilled, FlaggedForReview, Reconciled
+from bracketflow.domain.ids import BrokerOrderId
+from bracketflow.domain.instruments import default_master
+from bracketflow.domain.states import is_terminal
+from bracketflow.domain.validation import check_levels
+from bracketflow.errors import BracketflowError, ConcurrentModification, ValidationFailed
+from bracketflow.observability import logger, metrics
+from bracketflow.services import lifecycle
+from bracketflow.services.finalize import finalize
+from bracketflow.services.lifecycle import OrderFact, event, retrying
+from bracketflow.services.order_updates import gtt_exit_reason
+from bracketflow.services.protect import protection_request
+from bracketflow.services.register_bracket import start_workflow
+from bracketflow.settings import get_settings
+
+FINAL = frozenset({"COMPLETE", "CANCELLED", "REJECTED"})
+GTT_GONE = frozenset({"cancelled", "deleted", "disabled", "expired", "rejected"})
+ORPHAN_MIN_AGE_S = 300
+SETTLE_S = 60  # an exit filled this long ago and still not closed has lost its WaitForExit
+
+
+# ---------- the broker view ----------
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _when(value: Any) -> datetime | None:
+    return None if not value else datetime.fromisoformat(str(value))
+
+
+@dataclass(frozen=True)
+class BrokerView:
+    taken_at: datetime
+    orders: dict[str, OrderReport]
+    positions: list[PositionReport]
+    gtts: dict[str, GttReport]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "taken_at": self.taken_at.isoformat(),
+            "orders": [_jsonable(asdict(o)) for o in self.orders.values()],
+            "positions": [_jsonable(asdict(p)) for p in self.positions],
+            "gtts": [_jsonable(asdict(g)) for g in self.gtts.values()],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BrokerView:
+        orders = []
+        for o in data["orders"]:
+            money = {k: _dec(o.get(k)) for k in ("price", "trigger_price", "average_price")}
+            orders.append(OrderReport(**{**o, **money, "order_timestamp": _when(o.get("order_timestamp"))}))
+        positions = [
+            PositionReport(
+                **{
+                    **p,
+                    **{k: _dec(p.get(k)) for k in ("last_price", "pnl")},
+                    "average_price": Decimal(p["average_price"]),
+                }
+            )
+            for p in data["positions"]
+        ]
+        gtts = []
+        for g in data["gtts"]:
+            gtts.append(
+                GttReport(
+                    **{
+                        **g,
+                        "trigger_values": tuple(Decimal(v) for v in g["trigger_values"]),
+                        "last_price": _dec(g.get("last_price")),
+                        "orders": tuple(GttLeg(**{**leg, "price": Decimal(leg["price"])}) for leg in g["orders"]),
+                        "triggered_order_ids": tuple(str(i) for i in g.get("triggered_order_ids") or ()),
+                        "created_at": _when(g.get("created_at")),
+                        "updated_at": _when(g.get("updated_at")),
+                    }
+                )
+            )
+        return cls(
+            taken_at=datetime.fromisoformat(data["taken_at"]),
+            orders={str(o.order_id): o for o in orders},
+            positions=positions,
+            gtts={str(g.gtt_id): g for g in gtts},
+        )
+
+    def net_quantity(self, exchange: str, symbol: str, product: str) -> int:
+        return sum(
+            p.quantity
+            for p in self.positions
+            if p.exchange == exchange and p.tradingsymbol == symbol and p.product == product
+        )
+
+    def closing_order(self, bracket: Bracket) -> OrderReport | None:
+        """The broker's latest COMPLETE order that closed this bracket's position (exit side, same product)."""
+        spec = bracket.spec
+        candidates = [
+            o
+            for o in self.orders.values()
+            if o.status == "COMPLETE"
+            and o.exchange == spec.exchange.value
+            and o.tradingsymbol == spec.symbol
+            and o.product == spec.product.value
+            and o.transaction_type == spec.exit_action.value
+            and o.order_id != bracket.entry.broker_order_id
+        ]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda o: (o.order_timestamp or datetime.min.replace(tzinfo=UTC), str(o.order_id)))
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def take_snapshot(now: datetime | None = None) -> dict[str, Any]:
+    """TakeSnapshot: the broker's view stored for this run; returns {"run_id", "taken_at", "brackets": [...]}."""
+    broker = get_broker()
+    at = now or utc_now()
+    view = BrokerView(
+        taken_at=at,
+        orders={str(o.order_id): o for o in broker.orders()},
+        positions=list(broker.positions()),
+        gtts={str(g.gtt_id): g for g in broker.gtts()},
+    )
+    run_id = f"{at.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    snapshots.put_snapshot(run_id, r.iso(at), view.to_json())
+    brackets = [{"bracket_id": b.id, "account_id": b.account_id} for b in BracketRepository().list_open()]
+    logger.info(
+        "broker snapshot taken",
+        extra={"run_id": run_id, "orders": len(view.orders), "gtts": len(view.gtts), "open_brackets": len(brackets)},
+    )
+    return {"run_id": run_id, "taken_at": r.iso(at), "brackets": brackets}
+
+
+def load_view(run_id: str) -> BrokerView:
+    data = snapshots.get_snapshot(run_id)
+    if data is None:
+        raise ValidationFailed(f"reconcile run {run_id}: no broker snapshot (expired or never taken)")
+    return BrokerView.from_json(data)
+
+
+# ---------- one bracket ----------
+
+
+def reconcile_bracket(run_id: str, bracket_id: str, now: datetime | None = None) -> dict[str, Any]:
+    """ReconcileBracket: repair what drifted; returns {"bracket_id", "status", "repair": str | None, "detail"}."""
+    view = load_view(run_id)
+    repo = BracketRepository()
+    bracket = repo.get(bracket_id)
+    if bracket is None or is_terminal(bracket.status):
+        return {"bracket_id": bracket_id, "status": None if bracket is None else bracket.status.value, "repair": None}
+    at = now or utc_now()
+    check = _CHECKS.get(bracket.status)
+    outcome: tuple[str, str] | None = check(bracket, view, at) if check else None
+    after = repo.get(bracket_id)
+    result = {
+        "bracket_id": bracket_id,
+        "status": None if after is None else after.status.value,
+        "repair": outcome[0] if outcome else None,
+        "detail": outcome[1] if outcome else None,
+    }
+    if outcome:
+        metrics.add_metric(name="ReconcileDrift", unit="Count", value=1)
+        if outcome[0].startswith("FLAGGED"):
+            metrics.add_metric(name="ReconcileFlagged", unit="Count", value=1)
+        logger.warning("reconciliation repaired a bracket", extra=result)
+    return result
+
+
+Outcome = tuple[str, str] | None
+
+
+def _age_s(bracket: Bracket, order: OrderReport | None, now: datetime) -> float:
+    since = (order.order_timestamp if order is not None else None) or bracket.updated_at
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return (now - since).total_seconds()
+
+
+def _check_created(bracket: Bracket, view: BrokerView, now: datetime) -> Outcome:
+    if (now - bracket.created_at).total_seconds() < get_settings().reconcile_resume_after_s:
+        return None
+    repo = BracketRepository()
+    if not start_workflow(repo, bracket):
+        return None
+    _note(bracket.id, "WORKFLOW_RESUMED", "the bracket's workflow had not started; started it")
+    return "WORKFLOW_RESUMED", "workflow started"
+
+
+def _check_entry_pending(bracket: Bracket, view: BrokerView, now: datetime) -> Outcome:
+    order_id = bracket.entry.broker_order_id
+    if not order_id:
+        return None
+    order = view.orders.get(str(order_id))
+    if order is not None and order.status in FINAL:
+        after = lifecycle.apply_entry_fact(bracket.id, OrderFact.from_report(order), cancelled_by="broker")
+        if after.status is bracket.status and after.entry == bracket.entry:
+            return None  # the watcher got there first
+        _note(bracket.id, "MISSED_ENTRY_UPDATE", f"entry {order_id} is {order.status} at the broker", order=order)
+        return "MISSED_ENTRY_UPDATE", f"entry {order.status}"
+    if _age_s(bracket, order, now) > get_settings().reconcile_frozen_after_s:
+        why = "not in the broker's order book" if order is None else f"still {order.status} at the broker"
+        return _flag(bracket, f"FROZEN_ORDER: entry {order_id} sent over an hour ago is {why}", order=order)
+    return None
+
+
+def _check_protected(bracket: Bracket, view: BrokerView, now: datetime) -> Outcome:
+    spec = bracket.spec
+    gtt = view.gtts.get(str(bracket.gtt_id)) if bracket.gtt_id else None
+    net = view.net_quantity(spec.exchange.value, spec.symbol, spec.product.value)
+    if gtt is not None and gtt.status == "triggered":
+        fills = [view.orders[i] for i in gtt.triggered_order_ids if i in view.orders]
+        done = [o for o in fills if o.status == "COMPLETE"]
+        if done:
+            order = done[0]
+            reason = gtt_exit_reason(bracket, order.average_price or Decimal(0))
+            return _close_from_broker(bracket, order, reason, "GTT_TRIGGERED", f"GTT {gtt.gtt_id} triggered")
+        if fills and all(o.status in ("REJECTED", "CANCELLED") for o in fills) and net != 0:
+            return _flag(bracket, f"GTT {gtt.gtt_id} triggered but its order was {fills[0].status}: position open")
+        return None  # the GTT's order is still working
+    if net == 0:
+        order = view.closing_order(bracket)
+        if order is None:
+            return _flag(bracket, "POSITION_FLAT: the broker shows no position and no closing order")
+        if gtt is not None and gtt.status == "active":
+            _cancel_gtt(gtt.gtt_id)
+        return _close_from_broker(
+            bracket, order, ExitReason.MANUAL, "POSITION_CLOSED_AT_BROKER", "position closed at the broker"
+        )
+    if gtt is None or gtt.status in GTT_GONE:
+        what = "missing" if gtt is None else gtt.status
+        if get_settings().reconcile_reprotect:
+            return _reprotect(bracket, f"GTT {bracket.gtt_id} {what} at the broker")
+        return _flag(bracket, f"GTT_GONE: GTT {bracket.gtt_id} {what} at the broker while the position is open")
+    return None
+
+
+def _check_exiting(bracket: Bracket, view: BrokerView, now: datetime) -> Outcome:
+    leg = bracket.exit
+    if leg is None or not leg.broker_order_id:
+        return None  # the exit Lambda's message is redelivered until it places or gives up
+    if leg.status is OrderStatus.SENT_TO_BROKER:
+        order = view.orders.get(str(leg.broker_order_id))
+        if order is not None and order.status in FINAL:
+            after = lifecycle.apply_exit_fact(bracket.id, OrderFact.from_report(order))
+            if after.exit == bracket.exit:
+                return None
+            _note(bracket.id, "MISSED_EXIT_UPDATE", f"exit {leg.broker_order_id} is {order.status}", order=order)
+            return "MISSED_EXIT_UPDATE", f"exit {order.status}"
+        if _age_s(bracket, order, now) > get_settings().reconcile_frozen_after_s:
+            return _flag(bracket, f"FROZEN_ORDER: exit {leg.broker_order_id} sent over an hour ago is not final")
+        return None
+    if leg.status is OrderStatus.EXECUTED and (now - bracket.updated_at).total_seconds() > SETTLE_S:
+        return _settle_exit(bracket)
+    return None
+
+
+_CHECKS: dict[BracketStatus, Callable[[Bracket, BrokerView, datetime], Outcome]] = {
+    BracketStatus.CREATED: _check_created,
+    BracketStatus.ENTRY_PENDING: _check_entry_pending,
+    BracketStatus.PROTECTED: _check_protected,
+    BracketStatus.EXITING: _check_exiting,
+}
+
+
+# ---------- repairs ----------
+
+
+def _note(bracket_id: str, repair: str, detail: str, order: OrderReport | None = None, **data: Any) -> None:
+    """Append a Reconciled event to whatever state the bracket is in now (a repair done by a lifecycle helper)."""
+    repo = BracketRepository()
+    broker = {} if order is None else {"order_id": str(order.order_id), "broker_status": order.status}
+
+    def step(b: Bracket) -> Bracket:
+        nxt = b.update()
+        repo.save(b, nxt, [event(Reconciled, nxt, repair=repair, detail=detail, **broker, **data)])
+        return nxt
+
+    retrying(bracket_id, step)
+
+
+def _flag(bracket: Bracket, reason: str, order: OrderReport | None = None) -> Outcome:
+    """NEEDS_REVIEW, only if the bracket is still as it was read (a change means someone acted: look next run)."""
+    repo = BracketRepository()
+    current = repo.get(bracket.id)
+    if current is None or current.version != bracket.version:
+        return None
+    nxt = current.transition(BracketStatus.NEEDS_REVIEW)
+    data: dict[str, Any] = {"reason": reason, "by": "reconcile", "previous_status": current.status.value}
+    if order is not None:
+        data.update(order_id=str(order.order_id), broker_status=order.status)
+    try:
+        repo.save(current, nxt, [event(FlaggedForReview, nxt, **data)])
+    except ConcurrentModification:
+        return None
+    return "FLAGGED", reason
+
+
+def _close_from_broker(bracket: Bracket, order: OrderReport, reason: ExitReason, repair: str, detail: str) -> Outcome:
+    """The broker closed the position (its GTT, or the trader by hand): record that exit, then close the bracket."""
+    repo = BracketRepository()
+    price = order.average_price or Decimal(0)
+
+    def step(b: Bracket) -> Bracket | None:
+        if b.status is not BracketStatus.PROTECTED or b.version != bracket.version:
+            return None
+        leg = LegOrder(
+            role=LegRole.EXIT,
+            status=OrderStatus.EXECUTED,
+            broker_order_id=BrokerOrderId(str(order.order_id)),
+            quantity=order.quantity,
+            filled_quantity=order.filled_quantity,
+            average_price=price,
+        )
+        nxt = b.transition(BracketStatus.EXITING, exit=leg, exit_reason=reason)
+        evs = [
+            event(
+                ExitFilled,
+                nxt,
+                filled_quantity=order.filled_quantity,
+                average_price=price,
+                broker_order_id=str(order.order_id),
+                gtt_id=b.gtt_id,
+                reason=reason,
+            ),
+            event(Reconciled, nxt, repair=repair, detail=detail, order_id=str(order.order_id), exit_reason=reason),
+        ]
+        repo.save(
+            b,
+            nxt,
+            evs,
+            legs=[store.leg_put(nxt, leg), store.broker_order_map_item(str(order.order_id), nxt, LegRole.EXIT.value)],
+        )
+        return nxt
+
+    after = retrying(bracket.id, step)
+    if (
+        after.status is not BracketStatus.EXITING
+        or after.exit is None
+        or after.exit.broker_order_id != str(order.order_id)
+    ):
+        return None  # someone else moved it first (the watcher saw the GTT's fill)
+    _complete_or_finalize(after)
+    return repair, f"{detail}: {reason.value} @ {price}"
+
+
+def _complete_or_finalize(bracket: Bracket) -> None:
+    """Hand the exit to the waiting workflow; with none waiting (it ended or never got there), close it here."""
+    if not lifecycle.complete_exit_wait(bracket):
+        finalize(bracket.id, None)
+
+
+def _settle_exit(bracket: Bracket) -> Outcome:
+    _note(bracket.id, "EXIT_SETTLED", "the exit filled but the bracket was never closed")
+    current = BracketRepository().get(bracket.id)
+    if current is not None and current.status is BracketStatus.EXITING:
+        _complete_or_finalize(current)
+    return "EXIT_SETTLED", "exit filled earlier; closed now"
+
+
+def _cancel_gtt(gtt_id: int) -> None:
+    """Cancel a GTT that would otherwise fire into a position that no longer exists (refusal: already gone)."""
+    try:
+        get_broker().delete_gtt(int(gtt_id))
+    except BracketflowError as exc:
+        logger.warning("GTT cancel refused", extra={"gtt_id": gtt_id, "error": str(exc)})
+
+
+def _reprotect(bracket: Bracket, why: str) -> Outcome:
+    """The position is open but its GTT is gone: place a new one for the filled quantity at the current levels."""
+    settings = get_settings()
+    spec = bracket.spec
+    broker = get_broker()
+    key = f"{spec.exchange.value}:{spec.symbol}"
+    quote = broker.quote([key]).get(key)
+    last = quote.last_price if quote is not None and quote.last_price > 0 else bracket.entry.average_price
+    instrument = default_master().get(spec.exchange.value, spec.symbol)
+    tick = instrument.tick_size if instrument and instrument.tick_size > 0 else settings.default_tick_size
+    try:
+        assert last is not None
+        check_levels(spec.action, last, bracket.stop_price, spec.target_price, note=" (the last traded price)")
+    except (ValidationFailed, AssertionError):
+        return _flag(bracket, f"{why}; cannot re-protect: the market ({last}) is beyond the stop or target")
+    request = protection_request(bracket, bracket.entry.filled_quantity, last, tick, settings.stop_limit_buffer_percent)
+    new_id = str(broker.create_gtt(request))
+    repo = BracketRepository()
+
+    def step(b: Bracket) -> Bracket | None:
+        if b.status is not BracketStatus.PROTECTED:
+            return None
+        nxt = b.update(gtt_id=new_id)
+        ev = event(Reconciled, nxt, repair="REPROTECTED", detail=why, old_gtt_id=b.gtt_id, gtt_id=new_id)
+        repo.save(b, nxt, [ev])
+        return nxt
+
+    after = retrying(bracket.id, step)
+    if after.gtt_id != new_id:
+        _cancel_gtt(int(new_id))  # the bracket moved on meanwhile: do not leave a GTT nobody owns
+        return None
+    return "REPROTECTED", f"{why}; new GTT {new_id}"
+
+
+# ---------- the run's summary ----------
+
+
+def summarize(run_id: str, results: list[dict[str, Any]], now: datetime | None = None) -> dict[str, Any]:
+    """Summary: repairs counted, GTTs no open bracket owns reported (and cancelled when configured)."""
+    view = load_view(run_id)
+    at = now or utc_now()
+    owned = {str(b.gtt_id) for b in BracketRepository().list_open() if b.gtt_id}
+    orphans = [g for g in view.gtts.values() if g.status == "active" and str(g.gtt_id) not in owned]
+    cancelled: list[str] = []
+    if orphans and get_settings().reconcile_cancel_orphan_gtts:
+        cancelled = _cancel_orphans(orphans, at)
+    repairs: dict[str, int] = {}
+    for result in results:
+        repair = (result or {}).get("repair")
+        if repair:
+            repairs[repair] = repairs.get(repair, 0) + 1
+    if orphans:
+        metrics.add_metric(name="OrphanGtts", unit="Count", value=len(orphans))
+        logger.warning("GTTs at the broker that no open bracket owns", extra={"gtt_ids": [g.gtt_id for g in orphans]})
+    errors = [x for x in results if (x or {}).get("error")]
+    return {
+        "run_id": run_id,
+        "brackets": len(results),
+        "repairs": repairs,
+        "errors": len(errors),
+        "orphan_gtts": [str(g.gtt_id) for g in orphans],
+        "orphan_gtts_cancelled": cancelled,
+    }
+
+
+def _cancel_orphans(orphans: list[GttReport], now: datetime) -> list[str]:
+    """Cancel orphans still unowned on a fresh look and old enough (a GTT placed moments ago may not be recorded)."""
+    owned = {str(b.gtt_id) for b in BracketRepository().list_open() if b.gtt_id}
+    broker = get_broker()
+    live = {str(g.gtt_id): g for g in broker.gtts()}
+    cancelled = []
+    for gtt in orphans:
+        fresh = live.get(str(gtt.gtt_id))
+        if fresh is None or fresh.status != "active" or str(gtt.gtt_id) in owned:
+            continue
+        created = fresh.created_at or now
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+        if now - created < timedelta(seconds=ORPHAN_MIN_AGE_S):
+            continue
+        _cancel_gtt(gtt.gtt_id)
+        cancelled.append(str(gtt.gtt_id))
+    return cancelled

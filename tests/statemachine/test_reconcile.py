@@ -1,0 +1,300 @@
+"""statemachine/reconcile.asl.json run for real on the local stack, the paper exchange (manual market) as the broker.
+
+The trader (or a fault) acts directly at the paper exchange — cancels an order or a GTT, closes the position, lets
+a GTT fire — while no order update reaches the watcher (this stack runs no streamer and no relay: every update is
+"dropped"). After the next reconcile run the bracket says what happened, with a Reconciled audit event.
+Also: the MIS square-off exits with reason EOD through the exit path.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import requests
+from kiteconnect import KiteConnect
+
+from local.stack import LocalStack, StackConfig
+
+pytestmark = pytest.mark.xdist_group("stack")
+
+API_KEY = "reconcile-key"
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    config = StackConfig(
+        api_port=0,
+        moto_port=0,
+        paper_port=0,
+        local_api_key=API_KEY,
+        streamer=False,
+        schedules=False,  # reconcile runs when a test starts it, so each test knows which run saw what
+        parameter_overrides={"BracketOrderDelaySeconds": "1"},
+        extra_env={
+            "PAPER_MARKET": "manual",
+            "BROKER_MAX_ATTEMPTS": "2",
+            "BROKER_LOOKUP_PAUSE_S": "0.05",
+            "BROKER_TIMEOUT_S": "2",
+        },
+    )
+    local = LocalStack(config)
+    local.start()
+    try:
+        assert local.dev_account_seeded
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture
+def kite(stack: LocalStack) -> KiteConnect:
+    """The trader's own hands at the broker: the official client against the paper exchange."""
+    client = KiteConnect(api_key="paper", root=stack.paper_url, timeout=5)
+    client.set_access_token("paper-token")
+    return client
+
+
+def paper(stack: LocalStack, path: str, body: Any = None, method: str = "POST") -> Any:
+    answer = requests.request(method, f"{stack.paper_url}/_paper/{path}", json=body, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["data"]
+
+
+def quote(stack: LocalStack, ltp: str, bid: str, ask: str) -> None:
+    paper(
+        stack, "quotes", {"quotes": [{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": ltp, "bid": bid, "ask": ask}]}
+    )
+
+
+@pytest.fixture
+def market(stack: LocalStack) -> LocalStack:
+    """A clean paper exchange quoting INFY 1499.95 / 1500.00, and no bracket left open from another test."""
+    from bracketflow.adapters.dynamo.brackets import BracketRepository
+
+    paper(stack, "reset")
+    paper(stack, "config", {"partial_fills": False})
+    quote(stack, "1500", "1499.95", "1500")
+    for leftover in BracketRepository().list_open():
+        flag_done(leftover.id)
+    return stack
+
+
+def flag_done(bracket_id: str) -> None:
+    """Take a leftover bracket out of later runs (NEEDS_REVIEW -> CANCELLED is a human's resolution)."""
+    from bracketflow.adapters.dynamo.brackets import BracketRepository
+    from bracketflow.domain.enums import BracketStatus
+
+    repo = BracketRepository()
+    b = repo.get(bracket_id)
+    if b is not None and b.status is not BracketStatus.NEEDS_REVIEW:
+        b = repo.transition(b, BracketStatus.NEEDS_REVIEW, {"type": "TestCleanup"})
+    if b is not None:
+        repo.transition(b, BracketStatus.CANCELLED, {"type": "TestCleanup"})
+
+
+def place(stack: LocalStack, **fields: Any) -> str:
+    body = {
+        "symbol": "INFY",
+        "exchange": "NSE",
+        "product": "MIS",
+        "action": "BUY",
+        "quantity": 10,
+        "entry_price": "1500",
+        "sl_price": "1480",
+        "target_price": "1550",
+        "strategy": f"rec-{time.monotonic_ns()}",
+        **fields,
+    }
+    answer = requests.post(
+        f"{stack.api_url}/api/v1/placebracketorder", json=body, headers={"X-API-KEY": API_KEY}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["bracket_id"])
+
+
+def bracket(bracket_id: str) -> Any:
+    from bracketflow.adapters.dynamo.brackets import BracketRepository
+
+    return BracketRepository().get(bracket_id)
+
+
+def events(bracket_id: str) -> list[dict[str, Any]]:
+    from bracketflow.adapters.dynamo.brackets import BracketRepository
+
+    return BracketRepository().events(bracket_id)
+
+
+def reconciled(bracket_id: str) -> list[str]:
+    return [e["repair"] for e in events(bracket_id) if e["type"] == "Reconciled"]
+
+
+def wait_for(what: str, probe: Callable[[], Any], bound_s: float = 45.0) -> Any:
+    deadline = time.monotonic() + bound_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never saw {what}")
+        time.sleep(0.2)
+
+
+def wait_for_status(bracket_id: str, *statuses: str) -> Any:
+    return wait_for(
+        f"{bracket_id} in {statuses}",
+        lambda: (lambda b: b if b is not None and b.status.value in statuses else None)(bracket(bracket_id)),
+    )
+
+
+def token_stored(bracket_id: str, name: str) -> bool:
+    from bracketflow.adapters.dynamo import lifecycle as store
+
+    return bool(store.get_task_token(bracket_id, name))
+
+
+def run_reconcile(stack: LocalStack) -> dict[str, Any]:
+    """Start one reconcile execution and wait for it; its output is the summary."""
+    sfn = stack.client("stepfunctions")
+    arn = sfn.start_execution(
+        stateMachineArn=stack.state_machine_arn("ReconcileStateMachine"), name=f"run-{time.time_ns()}", input="{}"
+    )["executionArn"]
+    done = wait_for(
+        "the reconcile run to end",
+        lambda: (lambda e: e if e["status"] != "RUNNING" else None)(sfn.describe_execution(executionArn=arn)),
+    )
+    assert done["status"] == "SUCCEEDED", done
+    return json.loads(done["output"])
+
+
+def protected_bracket(stack: LocalStack, **fields: Any) -> Any:
+    bracket_id = place(stack, **fields)
+    found = wait_for_status(bracket_id, "PROTECTED")
+    wait_for("the exit wait's token", lambda: token_stored(bracket_id, "exit_task_token"))
+    return found
+
+
+def test_an_entry_fill_whose_update_was_dropped_is_recovered(market, kite):
+    # Given an entry resting below the market, its workflow waiting on the fill
+    bracket_id = place(market, entry_price="1490", sl_price="1470", target_price="1540")
+    wait_for_status(bracket_id, "ENTRY_PENDING")
+    wait_for("the entry wait's token", lambda: token_stored(bracket_id, "entry_task_token"))
+    # When the market comes down and fills it, but no order update ever reaches the watcher
+    quote(market, "1490", "1489.95", "1490")
+    order_id = bracket(bracket_id).entry.broker_order_id
+    assert kite.order_history(order_id)[-1]["status"] == "COMPLETE"
+    assert bracket(bracket_id).status.value == "ENTRY_PENDING"
+    summary = run_reconcile(market)
+    # Then reconciliation recorded the fill, and the workflow went on to protect the position
+    assert summary["repairs"].get("MISSED_ENTRY_UPDATE") == 1
+    done = wait_for_status(bracket_id, "PROTECTED")
+    assert done.entry.filled_quantity == 10 and done.entry.average_price == Decimal("1490")
+    assert "MISSED_ENTRY_UPDATE" in reconciled(bracket_id)
+    types = [e["type"] for e in events(bracket_id)]
+    assert types.index("EntryFilled") < types.index("Reconciled") < types.index("ProtectionPlaced")
+
+
+def test_an_entry_cancelled_at_the_broker_cancels_the_bracket(market, kite):
+    bracket_id = place(market, entry_price="1490", sl_price="1470", target_price="1540")
+    wait_for_status(bracket_id, "ENTRY_PENDING")
+    kite.cancel_order(kite.VARIETY_REGULAR, bracket(bracket_id).entry.broker_order_id)
+    run_reconcile(market)
+    done = wait_for_status(bracket_id, "CANCELLED")
+    assert done.entry.status.value == "CANCELLED" and "MISSED_ENTRY_UPDATE" in reconciled(bracket_id)
+
+
+def test_a_gtt_cancelled_at_the_broker_is_replaced_while_the_position_is_open(market, kite):
+    # Given a protected bracket
+    b = protected_bracket(market)
+    old_gtt = int(b.gtt_id)
+    # When the trader deletes its GTT at the broker
+    kite.delete_gtt(old_gtt)
+    summary = run_reconcile(market)
+    # Then a new GTT with the same stop and target protects the position, and the bracket says so
+    after = bracket(b.id)
+    assert after.status.value == "PROTECTED" and after.gtt_id != str(old_gtt)
+    gtt = kite.get_gtt(int(after.gtt_id))
+    assert gtt["status"] == "active" and gtt["condition"]["trigger_values"] == [1480, 1550]
+    assert [o["quantity"] for o in gtt["orders"]] == [10, 10]
+    assert summary["repairs"] == {"REPROTECTED": 1} and "REPROTECTED" in reconciled(b.id)
+    assert summary["orphan_gtts"] == []
+
+
+def test_a_position_closed_at_the_broker_closes_the_bracket_and_cancels_its_gtt(market, kite):
+    b = protected_bracket(market)
+    # When the trader sells the 10 shares by hand at the broker (the GTT is still there)
+    kite.place_order(
+        kite.VARIETY_REGULAR,
+        exchange="NSE",
+        tradingsymbol="INFY",
+        transaction_type="SELL",
+        quantity=10,
+        product="MIS",
+        order_type="LIMIT",
+        price=1499.95,
+    )
+    run_reconcile(market)
+    # Then the bracket is CLOSED (MANUAL) at the broker's price with its P&L, and the GTT can no longer fire
+    done = wait_for_status(b.id, "CLOSED")
+    assert done.exit_reason.value == "MANUAL" and done.exit.average_price == Decimal("1499.95")
+    closed = [e for e in events(b.id) if e["type"] == "BracketClosed"][-1]
+    assert Decimal(closed["pnl"]) == Decimal("-0.5")
+    assert kite.get_gtt(int(b.gtt_id))["status"] == "deleted"
+    assert "POSITION_CLOSED_AT_BROKER" in reconciled(b.id)
+
+
+def test_a_gtt_that_fired_at_the_broker_closes_the_bracket_at_its_target(market, kite):
+    b = protected_bracket(market)
+    # When the market reaches the target: the broker's GTT fires and its order fills (no update reaches us)
+    quote(market, "1551", "1550.95", "1551")
+    assert kite.get_gtt(int(b.gtt_id))["status"] == "triggered"
+    summary = run_reconcile(market)
+    done = wait_for_status(b.id, "CLOSED")
+    assert done.exit_reason.value == "TARGET" and done.exit.average_price >= Decimal("1550")
+    assert summary["repairs"] == {"GTT_TRIGGERED": 1} and "GTT_TRIGGERED" in reconciled(b.id)
+
+
+def test_gtts_no_bracket_owns_are_reported_not_cancelled_by_default(market, kite):
+    legs = [{"transaction_type": "SELL", "quantity": 5, "order_type": "LIMIT", "product": "CNC", "price": 1400}]
+    stray = kite.place_gtt(kite.GTT_TYPE_SINGLE, "INFY", "NSE", [1400], 1500, legs)["trigger_id"]
+    summary = run_reconcile(market)
+    assert summary["orphan_gtts"] == [str(stray)] and summary["orphan_gtts_cancelled"] == []
+    assert kite.get_gtt(stray)["status"] == "active"
+
+
+def test_mis_square_off_exits_with_reason_eod_through_the_exit_path(market, kite):
+    # Given an open MIS bracket and a CNC one
+    mis = protected_bracket(market)
+    cnc = protected_bracket(market, product="CNC", strategy="cnc-keeps")
+    # When the square-off runs (forced: the clock is not 15:15 IST in a test)
+    result = market.runtime.invoke("SquareOffFunction", {"force": True})
+    # Then the MIS bracket's GTT was cancelled and one MARKET exit placed; the CNC bracket is untouched
+    assert [e["bracket_id"] for e in result["exits"]] == [mis.id] and result["exits"][0]["outcome"] == "PLACED"
+    exiting = bracket(mis.id)
+    assert exiting.status.value == "EXITING" and exiting.exit_reason.value == "EOD"
+    assert kite.get_gtt(int(mis.gtt_id))["status"] == "deleted"
+    assert bracket(cnc.id).status.value == "PROTECTED"
+    # And a second square-off the same day places nothing more
+    again = market.runtime.invoke("SquareOffFunction", {"force": True})
+    assert again["exits"] == []
+    # And with the exit's fill update dropped, reconciliation finishes the job: CLOSED, reason EOD
+    run_reconcile(market)
+    done = wait_for_status(mis.id, "CLOSED")
+    assert done.exit_reason.value == "EOD" and "MISSED_EXIT_UPDATE" in reconciled(mis.id)
+    exits = [o for o in kite.orders() if o["transaction_type"] == "SELL" and o["tag"] and o["status"] == "COMPLETE"]
+    assert len(exits) == 1
+
+
+def test_square_off_waits_for_its_time_unless_forced(stack):
+    from datetime import UTC, datetime
+
+    from bracketflow.services.square_off import square_off_due
+
+    assert square_off_due(datetime(2026, 3, 2, 9, 45, tzinfo=UTC))  # 15:15 IST
+    assert square_off_due(datetime(2026, 3, 2, 9, 59, tzinfo=UTC))
+    assert not square_off_due(datetime(2026, 3, 2, 9, 44, tzinfo=UTC))
+    assert not square_off_due(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))  # 15:30 IST: the market has closed

@@ -201,6 +201,8 @@ def test_an_entry_fill_whose_update_was_dropped_is_recovered(market, kite):
 def test_an_entry_cancelled_at_the_broker_cancels_the_bracket(market, kite):
     bracket_id = place(market, entry_price="1490", sl_price="1470", target_price="1540")
     wait_for_status(bracket_id, "ENTRY_PENDING")
+    # (once the workflow waits on its token: before that, its own look at the broker would see the cancel)
+    wait_for("the entry wait's token", lambda: token_stored(bracket_id, "entry_task_token"))
     kite.cancel_order(kite.VARIETY_REGULAR, bracket(bracket_id).entry.broker_order_id)
     run_reconcile(market)
     done = wait_for_status(bracket_id, "CANCELLED")
@@ -298,3 +300,68 @@ def test_square_off_waits_for_its_time_unless_forced(stack):
     assert square_off_due(datetime(2026, 3, 2, 9, 59, tzinfo=UTC))
     assert not square_off_due(datetime(2026, 3, 2, 9, 44, tzinfo=UTC))
     assert not square_off_due(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))  # 15:30 IST: the market has closed
+
+
+@pytest.fixture
+def setting(monkeypatch):
+    """Change one of the in-process functions' settings for this test (they share this process's environment)."""
+    from bracketflow.settings import get_settings
+
+    def set_(name: str, value: str) -> None:
+        monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield set_
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_without_reprotect_a_vanished_gtt_flags_the_bracket_for_review(market, kite, setting):
+    setting("RECONCILE_REPROTECT", "false")
+    b = protected_bracket(market)
+    kite.delete_gtt(int(b.gtt_id))
+    summary = run_reconcile(market)
+    after = bracket(b.id)
+    assert after.status.value == "NEEDS_REVIEW" and summary["repairs"] == {"FLAGGED": 1}
+    flagged = [e for e in events(b.id) if e["type"] == "FlaggedForReview"][-1]
+    assert (
+        flagged["by"] == "reconcile" and flagged["previous_status"] == "PROTECTED" and "GTT_GONE" in flagged["reason"]
+    )
+    assert [g for g in kite.get_gtts() if g["status"] == "active"] == []  # nothing placed behind the trader's back
+
+
+def test_an_entry_open_for_over_the_frozen_limit_is_flagged(market, setting):
+    setting("RECONCILE_FROZEN_AFTER_S", "0")
+    bracket_id = place(market, entry_price="1490", sl_price="1470", target_price="1540")
+    wait_for_status(bracket_id, "ENTRY_PENDING")
+    time.sleep(1.1)  # the entry must be older than the (zero) limit on the broker's whole-second timestamps
+    run_reconcile(market)
+    after = bracket(bracket_id)
+    assert after.status.value == "NEEDS_REVIEW"
+    assert "FROZEN_ORDER" in [e for e in events(bracket_id) if e["type"] == "FlaggedForReview"][-1]["reason"]
+
+
+def test_orphan_gtts_are_cancelled_when_configured(market, kite, setting, monkeypatch):
+    from bracketflow.services import reconcile
+
+    setting("RECONCILE_CANCEL_ORPHAN_GTTS", "true")
+    monkeypatch.setattr(reconcile, "ORPHAN_MIN_AGE_S", 0)
+    owned = protected_bracket(market)
+    legs = [{"transaction_type": "SELL", "quantity": 5, "order_type": "LIMIT", "product": "CNC", "price": 1400}]
+    stray = kite.place_gtt(kite.GTT_TYPE_SINGLE, "INFY", "NSE", [1400], 1500, legs)["trigger_id"]
+    summary = run_reconcile(market)
+    assert summary["orphan_gtts"] == [str(stray)] and summary["orphan_gtts_cancelled"] == [str(stray)]
+    assert kite.get_gtt(stray)["status"] == "deleted"
+    assert kite.get_gtt(int(owned.gtt_id))["status"] == "active"  # the bracket's own GTT is never touched
+
+
+def test_the_broker_view_survives_its_round_trip_through_the_snapshot(market, kite):
+    from bracketflow.services.reconcile import BrokerView, load_view, take_snapshot
+
+    protected_bracket(market)
+    run = take_snapshot()
+    view = load_view(run["run_id"])
+    assert BrokerView.from_json(view.to_json()) == view
+    (gtt,) = view.gtts.values()
+    assert gtt.status == "active" and gtt.trigger_values == (Decimal("1480"), Decimal("1550"))
+    assert view.net_quantity("NSE", "INFY", "MIS") == 10

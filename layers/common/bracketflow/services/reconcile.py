@@ -270,20 +270,20 @@ def _check_protected(bracket: Bracket, view: BrokerView, now: datetime) -> Outco
         fills = [view.orders[i] for i in gtt.triggered_order_ids if i in view.orders]
         done = [o for o in fills if o.status == "COMPLETE"]
         if done:
-            order = done[0]
-            reason = gtt_exit_reason(bracket, order.average_price or Decimal(0))
-            return _close_from_broker(bracket, order, reason, "GTT_TRIGGERED", f"GTT {gtt.gtt_id} triggered")
+            fill = done[0]
+            reason = gtt_exit_reason(bracket, fill.average_price or Decimal(0))
+            return _close_from_broker(bracket, fill, reason, "GTT_TRIGGERED", f"GTT {gtt.gtt_id} triggered")
         if fills and all(o.status in ("REJECTED", "CANCELLED") for o in fills) and net != 0:
             return _flag(bracket, f"GTT {gtt.gtt_id} triggered but its order was {fills[0].status}: position open")
         return None  # the GTT's order is still working
     if net == 0:
-        order = view.closing_order(bracket)
-        if order is None:
+        closing = view.closing_order(bracket)
+        if closing is None:
             return _flag(bracket, "POSITION_FLAT: the broker shows no position and no closing order")
         if gtt is not None and gtt.status == "active":
             _cancel_gtt(gtt.gtt_id)
         return _close_from_broker(
-            bracket, order, ExitReason.MANUAL, "POSITION_CLOSED_AT_BROKER", "position closed at the broker"
+            bracket, closing, ExitReason.MANUAL, "POSITION_CLOSED_AT_BROKER", "position closed at the broker"
         )
     if gtt is None or gtt.status in GTT_GONE:
         what = "missing" if gtt is None else gtt.status

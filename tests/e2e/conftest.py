@@ -1,7 +1,9 @@
 """The whole local stack for end-to-end tests: template.yaml on moto, the in-process Lambdas, the local API, the
-pollers, and the paper exchange / streamer processes when they exist, all on free ports; torn down after the session.
+pollers, and the paper exchange / streamer processes when they exist, all on free ports.
 
-Every test under tests/e2e runs in one xdist worker (group "e2e"), so one stack serves them all.
+moto's state is global to a process, so two stacks must never be up in one process at once: every test that starts a
+stack (here, tests/statemachine, the local-stack tests) is in the one xdist group "stack", and each stack lives for one
+module only, torn down before the next module brings its own up.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "tests/e2e/" in item.nodeid.replace("\\", "/") or item.nodeid.startswith("e2e/"):
             item.add_marker(pytest.mark.e2e)
-            item.add_marker(pytest.mark.xdist_group(name="e2e"))
+            item.add_marker(pytest.mark.xdist_group(name="stack"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_stack() -> Iterator[LocalStack]:
     """The running stack: .api_url, .aws_endpoint, .paper_url, .client(service), .queue_url(id), .table_name(id)."""
     stack = LocalStack(StackConfig(api_port=0, moto_port=0, paper_port=0, local_api_key=E2E_API_KEY))
@@ -33,12 +35,12 @@ def local_stack() -> Iterator[LocalStack]:
         stack.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def api_url(local_stack: LocalStack) -> str:
     return local_stack.api_url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dev_api_key(local_stack: LocalStack) -> str:
     """The seeded dev account's API key (account id "local")."""
     assert local_stack.dev_account_seeded, f"the dev account {DEV_ACCOUNT_ID!r} could not be seeded (see the log)"

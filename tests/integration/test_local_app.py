@@ -15,7 +15,7 @@ import pytest
 
 from local.stack import free_port
 
-pytestmark = pytest.mark.xdist_group(name="local_stack")
+pytestmark = pytest.mark.xdist_group(name="stack")
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -20,7 +20,7 @@ import pytest
 from local.components import ComponentState
 from local.stack import LocalStack, StackConfig
 
-pytestmark = pytest.mark.xdist_group(name="local_stack")
+pytestmark = pytest.mark.xdist_group(name="stack")
 
 FIXTURE = Path(__file__).parent / "fixtures" / "local_stack" / "template.yaml"
 

@@ -68,8 +68,10 @@ def place_from_rest(
     caller = authenticate_api_key(header_key or req.apikey)
 
     def run() -> Placement:
-        check_placement_rate(caller)
-        return place(caller, request_to_spec(req, caller.account_id), round_to_tick=False, dedupe_alert=False)
+        account = check_placement_rate(caller)
+        return place(
+            caller, request_to_spec(req, caller.account_id), round_to_tick=False, dedupe_alert=False, account=account
+        )
 
     return _logged(caller, "placebracketorder", raw, request_id, run)
 
@@ -94,7 +96,9 @@ def place_from_alert(
         raise Unauthorized("Invalid API key or authentication failed: send a webhook token or the apikey")
 
     def run() -> Placement:
-        check_placement_rate(caller)
-        return place(caller, alert_to_spec(data, caller.account_id), round_to_tick=True, dedupe_alert=True)
+        account = check_placement_rate(caller)
+        return place(
+            caller, alert_to_spec(data, caller.account_id), round_to_tick=True, dedupe_alert=True, account=account
+        )
 
     return _logged(caller, "tradingview_bracket", data, request_id, run)

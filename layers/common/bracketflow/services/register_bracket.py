@@ -37,7 +37,7 @@ from bracketflow.errors import BracketBlocked, Forbidden, NotFound, RateLimited,
 from bracketflow.observability import logger, metrics
 from bracketflow.services import risk
 from bracketflow.services.accounts import default_limits
-from bracketflow.services.models import Caller
+from bracketflow.services.models import Account, Caller
 from bracketflow.settings import get_settings
 
 DEFAULT_STRATEGY = "default"
@@ -60,12 +60,14 @@ class Placement:
     workflow_started: bool = True
 
 
-def check_placement_rate(caller: Caller) -> None:
-    account = account_store.get_account(caller.account_id)
+def check_placement_rate(caller: Caller, account: Account | None = None) -> Account | None:
+    """Spend one placement token for the caller's key (429 when none is left); returns the account it read."""
+    account = account or account_store.get_account(caller.account_id)
     rate = (account.placement_rate_per_second if account else None) or get_settings().placement_rate_per_second
     if not keylimit.try_acquire(caller.key_hash, rate, now_ms()):
         shown = int(rate) if float(rate).is_integer() else rate
         raise RateLimited(f"rate limit exceeded: at most {shown} bracket orders per second for this API key")
+    return account
 
 
 def normalise(spec: BracketSpec, caller: Caller, *, round_to_tick: bool) -> BracketSpec:
@@ -99,7 +101,9 @@ def request_hash(spec: BracketSpec) -> str:
     return hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
-def place(caller: Caller, spec: BracketSpec, *, round_to_tick: bool, dedupe_alert: bool) -> Placement:
+def place(
+    caller: Caller, spec: BracketSpec, *, round_to_tick: bool, dedupe_alert: bool, account: Account | None = None
+) -> Placement:
     """Register, check and start one bracket (steps 2-5 of the module doc); raises the 4xx errors."""
     spec = normalise(spec, caller, round_to_tick=round_to_tick)
     repo = BracketRepository()
@@ -142,7 +146,7 @@ def place(caller: Caller, spec: BracketSpec, *, round_to_tick: bool, dedupe_aler
     if reused_client_id:
         block: risk.Block | None = risk.Block(BlockKind.DUPLICATE_BLOCKED, "CLIENT_ORDER_ID_REUSED")
     else:
-        block = _run_checks(repo, bracket, caller.account_id, now)
+        block = _run_checks(repo, bracket, account or account_store.get_account(caller.account_id), now)
     if block is not None:
         blocked = _block(repo, bracket, block)
         raise BracketBlocked(
@@ -190,8 +194,8 @@ def _create(repo: BracketRepository, bracket: Bracket, extra: list[ConditionalPu
     repo.create(bracket, [event], legs=legs, extra=extra)
 
 
-def _run_checks(repo: BracketRepository, bracket: Bracket, account_id: str, now: datetime) -> risk.Block | None:
-    account = account_store.get_account(account_id)
+def _run_checks(repo: BracketRepository, bracket: Bracket, account: Account | None, now: datetime) -> risk.Block | None:
+    account_id = bracket.account_id
     limits = account.limits if account else default_limits()
     open_brackets = [b for b in repo.list_open(account_id) if b.id != bracket.id]
     start, end = risk.trading_day_bounds(now)

@@ -273,6 +273,9 @@ class LocalStack:
                 container_env: dict[str, str] = {}
                 for env in template.container_environment.values():
                     container_env.update(env)
+                # The template's ticker is Kite's; locally the streamer reads the paper exchange's feed.
+                container_env["BROKER_TICKER_URL"] = f"ws://{cfg.host}:{self.paper_port}/ws"
+                container_env["STAGE"] = "local"
                 self._start_child(
                     ChildSpec("streamer", [sys.executable, "-m", "streamer"], env=container_env, cwd=REPO_ROOT)
                 )

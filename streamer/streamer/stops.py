@@ -88,8 +88,10 @@ class StopKeeper:
         self.syncs_sent = 0
 
     def track(self, bracket_id: str, *, is_long: bool, broker_stop: int) -> None:
-        """A newly watched bracket; broker_stop is the stop its GTT holds now (paise)."""
-        self._sync.setdefault(bracket_id, SyncState(is_long, broker_stop))
+        """A newly watched bracket; broker_stop is the stop its GTT holds now (paise). The GTT was placed (or last
+        synced, by a streamer before a restart) recently as far as we know, so the first sync waits an interval too:
+        the GTT stays a backstop a little behind the streamer's stop, and the streamer's exit normally comes first."""
+        self._sync.setdefault(bracket_id, SyncState(is_long, broker_stop, self._clock()))
 
     def forget(self, bracket_id: str) -> None:
         self._sync.pop(bracket_id, None)
@@ -108,6 +110,9 @@ class StopKeeper:
                 outcome = "error"
             outcomes[bracket_id] = outcome
             self.writes[outcome] = self.writes.get(outcome, 0) + 1
+            logger.info(
+                "trailed stop", extra={"bracket_id": bracket_id, "stop_price": str(to_rupees(stop)), "write": outcome}
+            )
         return outcomes
 
     def sync(self, stops: dict[str, int], tick_of: Callable[[str], int]) -> list[str]:

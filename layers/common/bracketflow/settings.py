@@ -90,7 +90,7 @@ class StreamerSettings(_Base):
     streamer_stop_sync_step_percent: Decimal = Field(Decimal("0.25"), alias="STREAMER_STOP_SYNC_STEP_PERCENT")
     streamer_metrics_interval_s: float = Field(60.0, alias="STREAMER_METRICS_INTERVAL_S")
     # Long poll of the control queue; also how long a SIGTERM may wait for that thread.
-    streamer_control_wait_s: int = Field(5, alias="STREAMER_CONTROL_WAIT_S")
+    streamer_control_wait_s: int = Field(2, alias="STREAMER_CONTROL_WAIT_S")
 
 
 class BatchSettings(_Base):

@@ -1,0 +1,158 @@
+"""Trailing exits on the local stack (issue 6's acceptance): a real bracket placed through the API is filled and
+protected at the paper exchange, trailed by the streamer child process as the price rises (its stop visible in
+GET /api/v1/brackets/{id}), survives a kill -9 of the streamer mid-trail, and when the price falls is exited exactly
+once, for TRAIL_STOP; an exit message delivered again afterwards places nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import requests
+
+from local.stack import LocalStack
+
+BOUND_S = 90  # an upper bound for a slow machine, never a timing assertion
+
+
+def paper(stack: LocalStack, path: str, body: Any = None, method: str = "POST") -> Any:
+    answer = requests.request(method, f"{stack.paper_url}/_paper/{path}", json=body, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["data"]
+
+
+def quote(stack: LocalStack, ltp: str, bid: str, ask: str) -> None:
+    paper(
+        stack, "quotes", {"quotes": [{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": ltp, "bid": bid, "ask": ask}]}
+    )
+
+
+def eventually(check: Callable[[], Any], what: str) -> Any:
+    deadline = time.monotonic() + BOUND_S
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"gave up waiting for {what}; last saw {last!r}")
+
+
+@pytest.fixture
+def manual_market(local_stack: LocalStack) -> Iterator[LocalStack]:
+    before = paper(local_stack, "state", method="GET")["market"]
+    paper(local_stack, "config", {"market": "manual"})
+    quote(local_stack, "1500", "1499.95", "1500")
+    yield local_stack
+    paper(local_stack, "config", {"market": before})
+
+
+def get_bracket(stack: LocalStack, api_key: str, bracket_id: str) -> dict[str, Any]:
+    answer = requests.get(f"{stack.api_url}/api/v1/brackets/{bracket_id}", headers={"X-API-KEY": api_key}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["data"]
+
+
+def exit_orders(stack: LocalStack, bracket_id: str) -> list[dict[str, Any]]:
+    from bracketflow.domain.ids import order_tag
+
+    tag = order_tag(bracket_id, "EXIT")
+    return [o for o in paper(stack, "state", method="GET")["orders"] if o.get("tag") == tag]
+
+
+def streamer_child(stack: LocalStack) -> Any:
+    return next(c for c in stack.children if c.spec.name == "streamer")
+
+
+def queue_empty(stack: LocalStack, logical_id: str) -> bool:
+    attrs = stack.client("sqs").get_queue_attributes(
+        QueueUrl=stack.queue_url(logical_id),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+def test_a_bracket_is_trailed_survives_a_streamer_kill_and_exits_once_for_trail_stop(manual_market, dev_api_key):
+    stack = manual_market
+    assert streamer_child(stack).alive, "the local stack should run the streamer"
+    # Given a long MIS bracket with a 1% trail, placed through the API, filled and protected at the paper exchange
+    placed = requests.post(
+        f"{stack.api_url}/api/v1/placebracketorder",
+        json={
+            "symbol": "INFY",
+            "exchange": "NSE",
+            "product": "MIS",
+            "action": "BUY",
+            "quantity": 2,
+            "entry_price": "1500",
+            "sl_price": "1480",
+            "target_price": "1600",
+            "trail": {"type": "percent", "value": "1"},
+            "strategy": "trailing-exit-e2e",
+        },
+        headers={"X-API-KEY": dev_api_key},
+        timeout=30,
+    )
+    assert placed.status_code == 200, placed.text
+    bracket_id = placed.json()["bracket_id"]
+    eventually(lambda: get_bracket(stack, dev_api_key, bracket_id)["status"] == "PROTECTED", "PROTECTED")
+
+    # When the price rises, the stop trails 1% under the best bid and GET shows it
+    quote(stack, "1520", "1519.95", "1520")
+    eventually(
+        lambda: Decimal(str(get_bracket(stack, dev_api_key, bracket_id)["stop_price"])) == Decimal("1504.75"),
+        "the trailed stop 1504.75 in GET /api/v1/brackets/{id}",
+    )
+
+    # When the streamer is killed outright mid-trail and started again
+    old = streamer_child(stack)
+    old.proc.kill()
+    old.proc.wait(10)
+    stack.children.remove(old)
+    stack._start_child(old.spec)  # the same command and environment the stack gave it
+    # Then the new streamer resumes the bracket from the stored stop and keeps trailing it
+    quote(stack, "1530", "1530", "1530.05")
+    eventually(
+        lambda: Decimal(str(get_bracket(stack, dev_api_key, bracket_id)["stop_price"])) == Decimal("1514.70"),
+        "the restarted streamer to trail the stop to 1514.70",
+    )
+
+    # When the price falls through the trailed stop (and on below it)
+    quote(stack, "1512", "1511.95", "1512")
+    quote(stack, "1508", "1507.95", "1508")
+    # Then exactly one exit order reaches the paper exchange, and the bracket records TRAIL_STOP
+    orders = eventually(lambda: exit_orders(stack, bracket_id), "an exit order at the paper exchange")
+    assert len(orders) == 1
+    assert (orders[0]["transaction_type"], orders[0]["order_type"], orders[0]["quantity"]) == ("SELL", "MARKET", 2)
+    view = eventually(
+        lambda: (v := get_bracket(stack, dev_api_key, bracket_id))["exit"] and v["exit"]["order_id"] and v,
+        "the exit recorded on the bracket",
+    )
+    assert view["exit"]["reason"] == "TRAIL_STOP"
+    assert view["exit"]["order_id"] == orders[0]["order_id"]
+    assert Decimal(str(view["stop_price"])) == Decimal("1514.70")
+    gtts = [g for g in paper(stack, "state", method="GET")["gtts"] if g.get("tradingsymbol") == "INFY"]
+    assert all(g["status"] != "active" for g in gtts if str(g["id"]) == str(view.get("gtt_id", g["id"])))
+
+    # When the exit intent is delivered again (SQS Standard may), after the first was handled
+    stack.client("sqs").send_message(
+        QueueUrl=stack.queue_url("ExitQueue"),
+        MessageBody=json.dumps(
+            {
+                "bracket_id": bracket_id,
+                "reason": "TRAIL_STOP",
+                "ltp": "1512.00",
+                "stop_price": "1514.70",
+                "detected_at": "2026-04-01T04:00:00.000000Z",
+                "message_index": 0,
+                "packet_index": 0,
+            }
+        ),
+    )
+    eventually(lambda: queue_empty(stack, "ExitQueue"), "the exit queue to drain")
+    # Then still exactly one exit order exists
+    assert len(exit_orders(stack, bracket_id)) == 1

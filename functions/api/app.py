@@ -15,6 +15,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from bracketflow.observability import logger, metrics, tracer
 from bracketflow.schemas.bracket import PlaceBracketOrderRequest
 from bracketflow.schemas.http import error_responses, make_resolver, success
+from bracketflow.services import cancel_bracket as cancelling
 from bracketflow.services import intake, orderbook
 from bracketflow.services.accounts import authenticate_api_key
 
@@ -47,11 +48,14 @@ def get_bracket(bracket_id: Annotated[str, Path(max_length=64)], x_api_key: ApiK
 @app.delete(
     "/api/v1/brackets/<bracket_id>",
     summary="Cancel the entry, or exit the position",
-    responses=error_responses(401, 404, 409),
+    description="202 with the bracket's status and what will happen (action ENTRY_NOT_SENT, CANCEL_ENTRY or "
+    "EXIT_POSITION); the workflow or the exit Lambda acts on it, never this request. 409 while it is already "
+    "exiting, finished, under review, or placing its protection (send it again in a few seconds).",
+    responses={202: {"description": "Cancel (or exit) accepted"}, **error_responses(401, 404, 409)},
 )
 def cancel_bracket(bracket_id: Annotated[str, Path(max_length=64)], x_api_key: ApiKeyHeader = None) -> Response[dict]:
     caller = authenticate_api_key(x_api_key)
-    return success({"data": orderbook.cancel_bracket(caller, bracket_id)}, status_code=202)
+    return success({"data": cancelling.cancel_bracket(caller, bracket_id)}, status_code=202)
 
 
 @app.get(

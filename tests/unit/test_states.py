@@ -33,6 +33,8 @@ EXPECTED_BRACKET_EDGES = {
     ("EXITING", "CLOSED"),
     # blocked or invalid
     ("CREATED", "FAILED"),
+    # the trader's DELETE before the entry was sent (issue: cancel the entry, or exit the position)
+    ("CREATED", "CANCELLED"),
     # the entry never filled
     ("ENTRY_PENDING", "CANCELLED"),
     ("ENTRY_PENDING", "EXPIRED"),
@@ -57,6 +59,7 @@ EXPECTED_BRACKET_EDGES |= {(s, "NEEDS_REVIEW") for s in ALL_BRACKET if s != "NEE
 EXPECTED_ORDER_EDGES = {
     ("CREATED", "SENT_TO_BROKER"),
     ("CREATED", "FAILED"),
+    ("CREATED", "CANCELLED"),  # the trader cancelled before the order was sent
     ("SENT_TO_BROKER", "EXECUTED"),
     ("SENT_TO_BROKER", "FAILED"),
     ("SENT_TO_BROKER", "CANCELLED"),

@@ -3,6 +3,7 @@
 Bracket (DESIGN §5):
     CREATED -> ENTRY_PENDING -> ENTRY_FILLED -> PROTECTED -> EXITING -> CLOSED
     CREATED -> FAILED                        blocked (risk/guard/duplicate) or invalid
+    CREATED -> CANCELLED                     the trader's DELETE before the entry was sent (PlaceEntry sees it)
     ENTRY_PENDING -> CANCELLED | EXPIRED | FAILED   cancelled by us/the trader, validity ran out, broker rejected
     ENTRY_FILLED -> EXITING                  protection could not be placed: EmergencyExit flattens the position
                                              (also the trader's DELETE before protection lands)
@@ -17,7 +18,8 @@ reconciliation that sees the broker flat) resolves it to EXITING (flatten what i
 a position that was traded) or CANCELLED (flat, the entry never filled — e.g. an order frozen at the broker).
 
 Order (leg), from the lifecycle note: CREATED -> SENT_TO_BROKER -> EXECUTED | FAILED | CANCELLED,
-plus CREATED -> FAILED (blocked, or the broker refused the place call outright). EXECUTED, FAILED and
+plus CREATED -> FAILED (blocked, or the broker refused the place call outright) and CREATED -> CANCELLED (the
+trader cancelled the bracket before the order was sent). EXECUTED, FAILED and
 CANCELLED are final: a later broker view that disagrees is a bracket-level NEEDS_REVIEW, not a leg rewrite.
 """
 
@@ -31,7 +33,7 @@ from bracketflow.domain.enums import OrderStatus as O
 from bracketflow.errors import InvalidStateTransition
 
 _BRACKET_EDGES: dict[B, frozenset[B]] = {
-    B.CREATED: frozenset({B.ENTRY_PENDING, B.FAILED}),
+    B.CREATED: frozenset({B.ENTRY_PENDING, B.FAILED, B.CANCELLED}),
     B.ENTRY_PENDING: frozenset({B.ENTRY_FILLED, B.CANCELLED, B.EXPIRED, B.FAILED}),
     B.ENTRY_FILLED: frozenset({B.PROTECTED, B.EXITING}),
     B.PROTECTED: frozenset({B.EXITING, B.CLOSED}),
@@ -53,7 +55,7 @@ BRACKET_TRANSITIONS: Final = MappingProxyType(
 
 ORDER_TRANSITIONS: Final = MappingProxyType(
     {
-        O.CREATED: frozenset({O.SENT_TO_BROKER, O.FAILED}),
+        O.CREATED: frozenset({O.SENT_TO_BROKER, O.FAILED, O.CANCELLED}),
         O.SENT_TO_BROKER: frozenset({O.EXECUTED, O.FAILED, O.CANCELLED}),
         O.EXECUTED: frozenset(),
         O.FAILED: frozenset(),

@@ -5,6 +5,9 @@ from April 2026), tagged order_tag(bracket, EXIT). The broker's book is searched
 a lost answer adopts the order already placed instead of flattening twice. The bracket goes ENTRY_FILLED ->
 EXITING with exit_reason EMERGENCY, its ProtectionFailed and EmergencyExitPlaced events in the same write, and the
 EmergencyExits metric (alarmed in template.yaml) counts it. WaitForExit then waits for the exit's fill.
+
+The same flatten serves the trader's DELETE of a bracket whose entry had (partly) filled (ExitCancelledFill in the
+workflow): exit_reason MANUAL, recorded as ExitRequested + ExitPlaced, with no ProtectionFailed and no alarm.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.domain.bracket import Bracket, LegOrder
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus
-from bracketflow.domain.events import EmergencyExitPlaced, ProtectionFailed
+from bracketflow.domain.events import EmergencyExitPlaced, ExitPlaced, ExitRequested, ProtectionFailed
 from bracketflow.domain.ids import BrokerOrderId, order_tag
 from bracketflow.errors import InvalidStateTransition
 from bracketflow.observability import logger, metrics
@@ -39,7 +42,7 @@ def exit_request(bracket: Bracket, quantity: int) -> OrderRequest:
     )
 
 
-def emergency_exit(bracket_id: str, reason: str) -> dict[str, Any]:
+def emergency_exit(bracket_id: str, reason: str, exit_reason: ExitReason = ExitReason.EMERGENCY) -> dict[str, Any]:
     """Flatten the filled quantity; returns {"broker_order_id", "quantity", "status"}. Safe to repeat."""
     bracket = load(bracket_id)
     if bracket.exit is not None and bracket.exit.broker_order_id and bracket.status is not BracketStatus.ENTRY_FILLED:
@@ -53,15 +56,18 @@ def emergency_exit(bracket_id: str, reason: str) -> dict[str, Any]:
     broker = get_broker()
     earlier = [o for o in broker.find_orders_by_tag(req.tag) if o.status != "REJECTED"]
     order_id: BrokerOrderId = earlier[0].order_id if earlier else broker.place_order(req)
-    metrics.add_metric(name="EmergencyExits", unit="Count", value=1)
-    logger.error(
-        "protection failed: position flattened at market",
-        extra={"bracket_id": bracket_id, "order_id": order_id, "quantity": quantity, "reason": reason},
-    )
-    return _result(_record(bracket_id, order_id, quantity, reason))
+    if exit_reason is ExitReason.EMERGENCY:
+        metrics.add_metric(name="EmergencyExits", unit="Count", value=1)
+        logger.error(
+            "protection failed: position flattened at market",
+            extra={"bracket_id": bracket_id, "order_id": order_id, "quantity": quantity, "reason": reason},
+        )
+    else:
+        logger.info("filled entry exited at market", extra={"bracket_id": bracket_id, "order_id": order_id})
+    return _result(_record(bracket_id, order_id, quantity, reason, exit_reason))
 
 
-def _record(bracket_id: str, order_id: str, quantity: int, reason: str) -> Bracket:
+def _record(bracket_id: str, order_id: str, quantity: int, reason: str, exit_reason: ExitReason) -> Bracket:
     repo = BracketRepository()
 
     def step(b: Bracket) -> Bracket | None:
@@ -73,11 +79,17 @@ def _record(bracket_id: str, order_id: str, quantity: int, reason: str) -> Brack
             broker_order_id=BrokerOrderId(order_id),
             quantity=quantity,
         )
-        nxt = b.transition(BracketStatus.EXITING, exit=leg, exit_reason=ExitReason.EMERGENCY)
-        evs = [
-            event(ProtectionFailed, nxt, message=reason),
-            event(EmergencyExitPlaced, nxt, broker_order_id=order_id, quantity=quantity, reason=reason),
-        ]
+        nxt = b.transition(BracketStatus.EXITING, exit=leg, exit_reason=exit_reason)
+        if exit_reason is ExitReason.EMERGENCY:
+            evs = [
+                event(ProtectionFailed, nxt, message=reason),
+                event(EmergencyExitPlaced, nxt, broker_order_id=order_id, quantity=quantity, reason=reason),
+            ]
+        else:
+            evs = [
+                event(ExitRequested, nxt, reason=exit_reason, by="user", message=reason),
+                event(ExitPlaced, nxt, broker_order_id=order_id, reason=exit_reason, quantity=quantity),
+            ]
         repo.save(
             b,
             nxt,

@@ -3,6 +3,8 @@
 Input: the streamer's exit intent (ExitQueue, SQS Standard, so it may arrive twice or concurrently):
     {"bracket_id", "reason": "STOP|TRAIL_STOP", "ltp": "<decimal>", "stop_price": "<decimal>",
      "detected_at": "<ISO UTC>", "message_index": int, "packet_index": int}
+or the trader's DELETE of a PROTECTED bracket (services/cancel_bracket.py), the same shape with "reason": "MANUAL",
+"ltp": null (the API does not know the market) and "detected_at" the request's time,
 and a claim id: the SQS message id, which stays the same across redeliveries of one message.
 
 1. Claim: PROTECTED (or EXIT_FAILED, a retry) -> EXITING by a conditional write, with an ExitRequested event that
@@ -45,7 +47,7 @@ from bracketflow.settings import get_settings
 
 _ATTEMPTS = 4
 _DEAD_ORDER_STATUSES = frozenset({"REJECTED", "CANCELLED"})
-_STREAMER_REASONS = frozenset({ExitReason.STOP, ExitReason.TRAIL_STOP})
+_QUEUED_REASONS = frozenset({ExitReason.STOP, ExitReason.TRAIL_STOP, ExitReason.MANUAL})
 
 
 class ExitOutcome(StrEnum):
@@ -60,7 +62,7 @@ class ExitOutcome(StrEnum):
 class ExitIntent:
     bracket_id: str
     reason: ExitReason
-    ltp: Decimal
+    ltp: Decimal | None  # None for a MANUAL exit (the trader's DELETE)
     stop_price: Decimal
     detected_at: str | None = None
     message_index: int | None = None
@@ -77,12 +79,13 @@ class ExitIntent:
             raise ValidationFailed("exit intent must be a JSON object")
         try:
             reason = ExitReason(raw["reason"])
-            if reason not in _STREAMER_REASONS:
-                raise ValueError(f"reason must be STOP or TRAIL_STOP, got {reason.value}")
+            if reason not in _QUEUED_REASONS:
+                raise ValueError(f"reason must be STOP, TRAIL_STOP or MANUAL, got {reason.value}")
+            ltp = raw.get("ltp") if reason is ExitReason.MANUAL else raw["ltp"]
             return cls(
                 bracket_id=str(raw["bracket_id"]),
                 reason=reason,
-                ltp=Decimal(str(raw["ltp"])),
+                ltp=None if ltp is None else Decimal(str(ltp)),
                 stop_price=Decimal(str(raw["stop_price"])),
                 detected_at=raw.get("detected_at"),
                 message_index=raw.get("message_index"),

@@ -12,6 +12,13 @@ Every step is safe to run twice (Step Functions retries, a second start, a watch
 Outcomes handed to the workflow (the WaitForEntryFill output, also CancelEntry's):
   {"outcome": "FILLED", "filled_quantity": int, "average_price": str}
   {"outcome": "REJECTED" | "CANCELLED" | "EXPIRED", "message": str | None}
+  {"outcome": "CANCEL_REQUESTED"}  (WaitForEntryFill only) the trader's DELETE: CancelEntry runs with by="user",
+                                    and whatever filled is exited at market with reason MANUAL (a trader who cancels
+                                    wants out, not a smaller protected position)
+The trader's DELETE is recorded as a CancelRequested event (services/cancel_bracket.py). PlaceEntry looks for it
+before sending the entry (CREATED -> CANCELLED, nothing sent) and WaitForEntryFill looks again after storing its
+token, so a request that raced the placement is still honoured: the API completes a stored token, the task sees a
+request recorded before its token was.
 WaitForExit's output (agreed with the exit Lambda and reconciliation):
   {"exit": {"reason": ExitReason, "price": str, "order_id": str | None, "quantity": int}}
 
@@ -68,6 +75,8 @@ IOC_ENTRY_WAIT_S = 60
 _ATTEMPTS = 8
 
 FILLED, REJECTED, CANCELLED, EXPIRED = "FILLED", "REJECTED", "CANCELLED", "EXPIRED"
+CANCEL_REQUESTED = "CANCEL_REQUESTED"  # WaitForEntryFill's outcome when the trader asked to cancel
+CANCEL_REQUESTED_EVENT = "CancelRequested"
 EXIT_ORDER_FAILED = "ExitOrderFailed"  # the error WaitForExit fails with when the exit order is refused
 
 
@@ -226,11 +235,16 @@ def entry_request(bracket: Bracket) -> OrderRequest:
     )
 
 
+def cancel_requested(bracket_id: str) -> bool:
+    """True once the trader has asked (DELETE) for this bracket to end: a CancelRequested event in its trail."""
+    return any(e.get("type") == CANCEL_REQUESTED_EVENT for e in BracketRepository().events(bracket_id))
+
+
 def place_entry(bracket_id: str) -> dict[str, Any]:
     """Place the entry once; returns {"outcome": "PLACED", "broker_order_id", "timeout_s"} or a final outcome."""
     bracket = load(bracket_id)
     if bracket.status is BracketStatus.CREATED:
-        bracket = _send_entry(bracket)
+        bracket = _cancel_unsent_entry(bracket.id) if cancel_requested(bracket.id) else _send_entry(bracket)
     # ENTRY_FILLED too: a retried PlaceEntry may find the fill already recorded; the wait then completes at once.
     if bracket.status in (BracketStatus.ENTRY_PENDING, BracketStatus.ENTRY_FILLED):
         return {
@@ -281,6 +295,22 @@ def _record_entry_placed(bracket_id: str, order_id: str) -> Bracket:
     return retrying(bracket_id, step)
 
 
+def _cancel_unsent_entry(bracket_id: str) -> Bracket:
+    """The trader cancelled before the entry was sent: CREATED -> CANCELLED, nothing goes to the broker."""
+    repo = BracketRepository()
+    message = "cancelled by the trader before the entry was sent"
+
+    def step(b: Bracket) -> Bracket | None:
+        if b.status is not BracketStatus.CREATED:
+            return None
+        leg = b.entry.transition(OrderStatus.CANCELLED, message=message)
+        nxt = b.transition(BracketStatus.CANCELLED, entry=leg)
+        repo.save(b, nxt, [event(EntryCancelled, nxt, by="user", message=message)], legs=[store.leg_put(nxt, leg)])
+        return nxt
+
+    return retrying(bracket_id, step)
+
+
 def _entry_refused(bracket_id: str, message: str) -> Bracket:
     """The broker refused the place call itself (no order exists): CREATED -> FAILED with its reason."""
     repo = BracketRepository()
@@ -326,9 +356,7 @@ def apply_entry_fact(bracket_id: str, fact: OrderFact, *, cancelled_by: str = "b
             metrics.add_metric(name="EntriesRejected", unit="Count", value=1)
         elif fact.status == "CANCELLED":
             expired = cancelled_by == "broker" and "expir" in (fact.status_message or "").lower()
-            message = fact.status_message or (
-                "entry not filled within its validity" if cancelled_by == "timeout" else "cancelled at the broker"
-            )
+            message = fact.status_message or _CANCEL_MESSAGES.get(cancelled_by, "cancelled at the broker")
             new_leg = leg.transition(OrderStatus.CANCELLED, message=message)
             nxt = b.transition(BracketStatus.EXPIRED if expired else BracketStatus.CANCELLED, entry=new_leg)
             cls = EntryExpired if expired else EntryCancelled
@@ -355,6 +383,9 @@ def apply_entry_fact(bracket_id: str, fact: OrderFact, *, cancelled_by: str = "b
     return bracket
 
 
+_CANCEL_MESSAGES = {"timeout": "entry not filled within its validity", "user": "cancelled by the trader"}
+
+
 def complete_entry_wait(bracket: Bracket) -> bool:
     """Hand the entry's outcome to a waiting WaitForEntryFill, if the entry is decided and a task waits."""
     outcome = entry_outcome(bracket)
@@ -373,6 +404,8 @@ def store_entry_token(bracket_id: str, token: str) -> dict[str, Any]:
         if history:
             bracket = apply_entry_fact(bracket_id, OrderFact.from_report(history[-1]))
     outcome = entry_outcome(bracket)
+    if outcome is None and bracket.status is BracketStatus.ENTRY_PENDING and cancel_requested(bracket_id):
+        outcome = {"outcome": CANCEL_REQUESTED}  # asked before this token was stored: the API could not send it
     if outcome is not None:
         sfn.send_task_success(token, outcome)
     return {"waiting": outcome is None, "status": bracket.status.value}
@@ -383,8 +416,13 @@ def store_entry_token(bracket_id: str, token: str) -> dict[str, Any]:
 CANCEL_CONFIRM_WAIT_S = 5.0
 
 
-def cancel_entry(bracket_id: str, *, sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """Cancel what is left of the entry; a partial fill becomes ENTRY_FILLED for the filled quantity."""
+def cancel_entry(
+    bracket_id: str, *, by: str = "timeout", sleep: Callable[[float], None] = time.sleep
+) -> dict[str, Any]:
+    """Cancel what is left of the entry; a partial fill becomes ENTRY_FILLED for the filled quantity.
+
+    `by`: "timeout" (WaitForEntryFill ran out) or "user" (the trader's DELETE), recorded on EntryCancelled/EntryFilled.
+    """
     bracket = load(bracket_id)
     if bracket.status is BracketStatus.ENTRY_PENDING and bracket.entry.broker_order_id:
         broker = get_broker()
@@ -398,7 +436,7 @@ def cancel_entry(bracket_id: str, *, sleep: Callable[[float], None] = time.sleep
             history = broker.order_history(order_id)
             last = history[-1] if history else None
             if last is not None and last.is_terminal:
-                bracket = apply_entry_fact(bracket_id, OrderFact.from_report(last), cancelled_by="timeout")
+                bracket = apply_entry_fact(bracket_id, OrderFact.from_report(last), cancelled_by=by)
                 break
             if time.monotonic() >= deadline:
                 raise EntryCancelPending(f"the broker has not confirmed the cancel of entry {order_id} yet")

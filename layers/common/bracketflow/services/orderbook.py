@@ -1,5 +1,5 @@
-"""The read side for a trader: one bracket with its audit trail, the order book with counts, the order log,
-and cancelling a bracket. Every lookup is scoped to the caller's account."""
+"""The read side for a trader: one bracket with its audit trail, the order book with counts, the order log.
+Every lookup is scoped to the caller's account. (Cancelling a bracket: services/cancel_bracket.py.)"""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from bracketflow.adapters.dynamo import intake as intake_store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus
-from bracketflow.domain.states import is_terminal
-from bracketflow.errors import Conflict, ValidationFailed
+from bracketflow.errors import ValidationFailed
 from bracketflow.observability import logger
 from bracketflow.services.models import Caller, OrderLogEntry
 from bracketflow.services.register_bracket import get_caller_bracket
@@ -134,20 +133,6 @@ def order_book(
         "counts": {s.value: counts.get(s.value, 0) for s in BracketStatus},
         "total": sum(counts.values()),
     }
-
-
-def cancel_bracket(caller: Caller, bracket_id: str) -> dict[str, Any]:
-    """Ask for a bracket to end: the workflow cancels an unfilled entry, or exits a position, at the broker.
-
-    The request is recorded as a CancelRequested event (the workflow acts on it; nothing here calls the broker).
-    A bracket already finished answers 409.
-    """
-    repo = BracketRepository()
-    bracket = get_caller_bracket(caller, bracket_id)
-    if is_terminal(bracket.status):
-        raise Conflict(f"bracket {bracket.id} is already {bracket.status.value}: nothing to cancel")
-    current = repo.append_event(bracket, {"type": "CancelRequested", "by": "user"})
-    return {"bracket_id": current.id, "status": current.status.value, "cancel_requested": True}
 
 
 # ---------- order log ----------

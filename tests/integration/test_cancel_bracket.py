@@ -1,0 +1,392 @@
+"""DELETE /api/v1/brackets/{id} routed by the bracket's status (services/cancel_bracket.py), against moto (table, exit
+queue, a real execution parked on a task token) and the paper exchange as the broker.
+
+Per status: CREATED -> PlaceEntry ends it CANCELLED without sending anything; ENTRY_PENDING -> the waiting
+WaitForEntryFill gets CANCEL_REQUESTED (or finds the request itself when its token is stored later) and CancelEntry
+cancels at the broker; PROTECTED -> a MANUAL exit intent the exit Lambda takes (GTT deleted first, one MARKET exit);
+ENTRY_FILLED / EXITING / finished -> 409 naming why. The request itself never calls the broker.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from moto import mock_aws
+
+from tests.integration.test_intake_support import REGION, FakeContext, brackets_table_schema, call_api
+
+TABLE = "bracketflow-cancel-test"
+KITE_HEADERS = {"Authorization": "token paper:paper-token", "X-Kite-Version": "3"}
+
+
+class World:
+    def __init__(self, paper: Any, exit_queue_url: str, api_key: str) -> None:
+        self.paper = paper
+        self.exit_queue_url = exit_queue_url
+        self.api_key = api_key
+
+    def delete(self, bracket_id: str) -> Any:
+        return call_api("DELETE", f"/api/v1/brackets/{bracket_id}", headers={"X-API-KEY": self.api_key})
+
+    def place(self, **overrides: Any) -> str:
+        body = {
+            "symbol": "INFY",
+            "exchange": "NSE",
+            "product": "MIS",
+            "action": "BUY",
+            "quantity": 10,
+            "entry_price": 1500,
+            "sl_price": 1480,
+            "target_price": 1550,
+            **overrides,
+        }
+        answer = call_api("POST", "/api/v1/placebracketorder", body, headers={"X-API-KEY": self.api_key})
+        assert answer.status == 200, answer.body
+        return str(answer.body["bracket_id"])
+
+    def broker_orders(self) -> list[dict[str, Any]]:
+        return list(requests.get(f"{self.paper.base_url}/orders", headers=KITE_HEADERS, timeout=5).json()["data"])
+
+    def gtts(self) -> list[dict[str, Any]]:
+        return list(requests.get(f"{self.paper.base_url}/gtt/triggers", headers=KITE_HEADERS, timeout=5).json()["data"])
+
+    def exit_messages(self) -> list[dict[str, Any]]:
+        sqs = boto3.client("sqs", region_name=REGION)
+        got = sqs.receive_message(QueueUrl=self.exit_queue_url, MaxNumberOfMessages=10).get("Messages") or []
+        return [{"id": m["MessageId"], "body": m["Body"]} for m in got]
+
+
+@pytest.fixture
+def world(monkeypatch, paper_exchange) -> Iterator[World]:
+    from bracketflow.adapters.aws import reset_clients
+    from bracketflow.adapters.secrets import reset_pepper_cache
+
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        boto3.resource("dynamodb", region_name=REGION).create_table(TableName=TABLE, **brackets_table_schema())
+        exit_queue = boto3.client("sqs", region_name=REGION).create_queue(QueueName="exits")["QueueUrl"]
+        # intake starts a stand-in workflow; the real steps are driven by hand below
+        role = boto3.client("iam", region_name=REGION).create_role(RoleName="stand-in", AssumeRolePolicyDocument="{}")
+        stand_in = boto3.client("stepfunctions", region_name=REGION).create_state_machine(
+            name="bracket",
+            definition=json.dumps({"StartAt": "Noop", "States": {"Noop": {"Type": "Pass", "End": True}}}),
+            roleArn=role["Role"]["Arn"],
+        )
+        env = {
+            "TABLE_NAME": TABLE,
+            "BROKER": "paper",
+            "BROKER_BASE_URL": paper_exchange.base_url,
+            "BROKER_SECRET_NAME": "bracketflow/cancel-test-broker",
+            "BROKER_LOOKUP_PAUSE_S": "0.05",
+            "BROKER_MAX_ATTEMPTS": "2",
+            "STAGE": "local",
+            "EXIT_QUEUE_URL": exit_queue,
+            "BRACKET_STATE_MACHINE_ARN": stand_in["stateMachineArn"],
+        }
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        reset_clients()
+        reset_pepper_cache()
+        from bracketflow.services.accounts import create_account
+
+        _account, key = create_account("Asha", account_id="acc_cancel")
+        paper_exchange.set_quotes(
+            [{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": 1510, "bid": 1509.95, "ask": 1510}]
+        )
+        yield World(paper_exchange, exit_queue, key)
+        reset_pepper_cache()
+        reset_clients()
+
+
+def bracket(bracket_id: str) -> Any:
+    from bracketflow.adapters.dynamo.brackets import BracketRepository
+
+    return BracketRepository().get(bracket_id)
+
+
+def events(bracket_id: str) -> list[dict[str, Any]]:
+    from bracketflow.adapters.dynamo.brackets import BracketRepository
+
+    return BracketRepository().events(bracket_id)
+
+
+def waiting_execution(name: str) -> tuple[str, str]:
+    """A real execution parked on a task token (handed out through a queue), like WaitForEntryFill."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = sqs.create_queue(QueueName=f"tokens-{name}")["QueueUrl"]
+    definition = {
+        "StartAt": "Wait",
+        "States": {
+            "Wait": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                "Parameters": {"QueueUrl": url, "MessageBody": {"token.$": "$$.Task.Token"}},
+                "TimeoutSeconds": 30,
+                "End": True,
+            }
+        },
+    }
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    role = boto3.client("iam", region_name=REGION).create_role(RoleName=f"sfn-{name}", AssumeRolePolicyDocument="{}")
+    arn = sfn.create_state_machine(name=f"waits-{name}", definition=json.dumps(definition), roleArn=role["Role"]["Arn"])
+    execution_arn = sfn.start_execution(stateMachineArn=arn["stateMachineArn"], name=name, input="{}")["executionArn"]
+    deadline = time.monotonic() + 20
+    while True:
+        got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages") or []
+        if got:
+            return json.loads(got[0]["Body"])["token"], execution_arn
+        assert time.monotonic() < deadline, "the execution never handed out its token"
+
+
+def execution_output(execution_arn: str) -> dict[str, Any]:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    deadline = time.monotonic() + 20
+    while (described := sfn.describe_execution(executionArn=execution_arn))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, "the waiting task was never completed"
+        time.sleep(0.1)
+    assert described["status"] == "SUCCEEDED"
+    return dict(json.loads(described["output"]))
+
+
+def exit_record(message: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "Records": [
+            {
+                "messageId": message["id"],
+                "receiptHandle": "h",
+                "body": message["body"],
+                "attributes": {},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:ap-south-1:123456789012:exits",
+                "awsRegion": REGION,
+            }
+        ]
+    }
+
+
+# ---------- CREATED: the entry is never sent ----------
+
+
+def test_a_bracket_cancelled_before_its_entry_is_sent_ends_cancelled_with_nothing_at_the_broker(world):
+    from bracketflow.services.lifecycle import place_entry
+
+    # Given a registered bracket whose workflow has not placed the entry yet
+    bracket_id = world.place()
+    # When the trader deletes it
+    answer = world.delete(bracket_id)
+    # Then the answer is 202 saying the entry will not be placed
+    assert answer.status == 202
+    data = answer.body["data"]
+    assert (data["status"], data["action"], data["cancel_requested"]) == ("CREATED", "ENTRY_NOT_SENT", True)
+    # And when PlaceEntry runs, it sends nothing and ends the bracket CANCELLED
+    outcome = place_entry(bracket_id)
+    assert outcome["outcome"] == "DONE" and outcome["entry"]["outcome"] == "CANCELLED"
+    done = bracket(bracket_id)
+    assert done.status.value == "CANCELLED" and done.entry.status.value == "CANCELLED"
+    assert world.broker_orders() == []
+    types = [e["type"] for e in events(bracket_id)]
+    assert types == ["BracketRegistered", "CancelRequested", "EntryCancelled"]
+    assert events(bracket_id)[-1]["by"] == "user"
+
+
+# ---------- ENTRY_PENDING: the waiting task is told, CancelEntry cancels ----------
+
+
+def test_deleting_a_waiting_entry_completes_its_wait_and_the_entry_is_cancelled_at_the_broker(world):
+    from bracketflow.services.lifecycle import cancel_entry, place_entry, store_entry_token
+
+    # Given a BUY limit at 1500 resting at the broker (offered at 1510) and WaitForEntryFill parked on its token
+    bracket_id = world.place()
+    assert place_entry(bracket_id)["outcome"] == "PLACED"
+    token, execution_arn = waiting_execution("entry-wait")
+    assert store_entry_token(bracket_id, token)["waiting"] is True
+    # When the trader deletes it
+    answer = world.delete(bracket_id)
+    # Then the answer is 202 and the waiting task completes with CANCEL_REQUESTED
+    assert answer.status == 202 and answer.body["data"]["action"] == "CANCEL_ENTRY"
+    assert answer.body["data"]["status"] == "ENTRY_PENDING"
+    assert execution_output(execution_arn) == {"outcome": "CANCEL_REQUESTED"}
+    # And the request changed nothing at the broker by itself
+    entry_id = bracket(bracket_id).entry.broker_order_id
+    assert [o["status"] for o in world.broker_orders() if o["order_id"] == entry_id] == ["OPEN"]
+    # And when the workflow's CancelEntryForTrader runs, the entry is cancelled at the broker, by the trader
+    assert cancel_entry(bracket_id, by="user")["outcome"] == "CANCELLED"
+    assert [o["status"] for o in world.broker_orders() if o["order_id"] == entry_id] == ["CANCELLED"]
+    done = bracket(bracket_id)
+    assert done.status.value == "CANCELLED" and done.entry.message == "cancelled by the trader"
+    cancelled = [e for e in events(bracket_id) if e["type"] == "EntryCancelled"]
+    assert [e["by"] for e in cancelled] == ["user"]
+
+
+def test_a_cancel_recorded_before_the_wait_stored_its_token_is_found_by_the_wait(world):
+    from bracketflow.services.lifecycle import place_entry, store_entry_token
+
+    # Given an entry resting at the broker, its WaitForEntryFill not yet holding a token
+    bracket_id = world.place()
+    assert place_entry(bracket_id)["outcome"] == "PLACED"
+    # When the trader deletes it, and only then the wait stores its token
+    assert world.delete(bracket_id).status == 202
+    token, execution_arn = waiting_execution("late-token")
+    stored = store_entry_token(bracket_id, token)
+    # Then the wait completes at once with CANCEL_REQUESTED instead of waiting for a fill
+    assert stored["waiting"] is False
+    assert execution_output(execution_arn) == {"outcome": "CANCEL_REQUESTED"}
+
+
+def test_a_partial_fill_cancelled_by_the_trader_is_exited_with_reason_manual_not_protected(world):
+    from bracketflow.services.emergency_exit import emergency_exit
+    from bracketflow.services.lifecycle import cancel_entry, place_entry
+
+    # Given only 4 INFY offered at 1500 and a BUY 10 at 1500 that filled 4
+    world.paper.configure(partial_fills=True)
+    world.paper.set_quotes(
+        [{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": 1500, "bid": 1499.95, "ask": 1500, "ask_qty": 4}]
+    )
+    bracket_id = world.place()
+    assert place_entry(bracket_id)["outcome"] == "PLACED"
+    # When the trader deletes it and CancelEntryForTrader runs
+    assert world.delete(bracket_id).status == 202
+    outcome = cancel_entry(bracket_id, by="user")
+    # Then the 4 are reported filled (the workflow's IsCancelledEntryFilled routes them to ExitCancelledFill)
+    assert (outcome["outcome"], outcome["filled_quantity"]) == ("FILLED", 4)
+    filled = next(e for e in events(bracket_id) if e["type"] == "EntryFilled")
+    assert (filled["cancelled_by"], filled["cancelled_quantity"]) == ("user", 6)
+    # And ExitCancelledFill sells the 4 at market with reason MANUAL, without the emergency's events
+    result = emergency_exit(bracket_id, "CancelRequested: the trader cancelled", exit_reason=_manual())
+    exiting = bracket(bracket_id)
+    assert (exiting.status.value, exiting.exit_reason.value, result["quantity"]) == ("EXITING", "MANUAL", 4)
+    order = next(o for o in world.broker_orders() if o["order_id"] == result["broker_order_id"])
+    assert (order["transaction_type"], order["order_type"], int(order["quantity"])) == ("SELL", "MARKET", 4)
+    types = [e["type"] for e in events(bracket_id)]
+    assert "ExitRequested" in types and "ExitPlaced" in types
+    assert "ProtectionFailed" not in types and "EmergencyExitPlaced" not in types
+
+
+def _manual() -> Any:
+    from bracketflow.domain.enums import ExitReason
+
+    return ExitReason.MANUAL
+
+
+# ---------- PROTECTED: a MANUAL exit through the exit Lambda ----------
+
+
+def protected_bracket(world: World) -> str:
+    from bracketflow.services.lifecycle import apply_entry_fact, place_entry
+    from bracketflow.services.protect import place_protection
+
+    bracket_id = world.place(entry_price=1510, sl_price=1490, target_price=1560)
+    assert place_entry(bracket_id)["outcome"] == "PLACED"
+    entry_id = bracket(bracket_id).entry.broker_order_id
+    history = requests.get(f"{world.paper.base_url}/orders/{entry_id}", headers=KITE_HEADERS, timeout=5)
+    from bracketflow.services.lifecycle import OrderFact
+
+    apply_entry_fact(bracket_id, OrderFact.from_kite(history.json()["data"][-1]))
+    place_protection(bracket_id)
+    assert bracket(bracket_id).status.value == "PROTECTED"
+    return bracket_id
+
+
+def test_deleting_a_protected_bracket_queues_one_manual_exit_that_the_exit_lambda_places(world):
+    from functions.exit.app import lambda_handler as exit_handler
+
+    # Given a bracket PROTECTED by a GTT at the paper exchange
+    bracket_id = protected_bracket(world)
+    gtt_id = bracket(bracket_id).gtt_id
+    orders_before = len(world.broker_orders())
+    # When the trader deletes it
+    answer = world.delete(bracket_id)
+    # Then the answer is 202 (exit), nothing happened at the broker yet, and one MANUAL exit intent is queued
+    assert answer.status == 202
+    assert (answer.body["data"]["status"], answer.body["data"]["action"]) == ("PROTECTED", "EXIT_POSITION")
+    assert len(world.broker_orders()) == orders_before
+    messages = world.exit_messages()
+    assert len(messages) == 1
+    intent = json.loads(messages[0]["body"])
+    assert (intent["bracket_id"], intent["reason"], intent["ltp"]) == (bracket_id, "MANUAL", None)
+    assert Decimal(intent["stop_price"]) == Decimal("1490") and intent["detected_at"]
+    # And when the exit Lambda takes it, the GTT is deleted and one MARKET SELL exits the position
+    out = exit_handler(exit_record(messages[0]), FakeContext())
+    assert out == {"batchItemFailures": []}
+    exiting = bracket(bracket_id)
+    assert (exiting.status.value, exiting.exit_reason.value) == ("EXITING", "MANUAL")
+    assert [g["status"] for g in world.gtts() if str(g["id"]) == str(gtt_id)] in ([], ["deleted"])
+    exits = [o for o in world.broker_orders() if o["order_id"] == exiting.exit.broker_order_id]
+    assert [(o["transaction_type"], o["order_type"]) for o in exits] == [("SELL", "MARKET")]
+    # And a second DELETE is refused: it is already exiting
+    again = world.delete(bracket_id)
+    assert again.status == 409 and "EXITING" in again.body["message"]
+
+
+# ---------- statuses where a DELETE can do nothing ----------
+
+
+def test_a_bracket_whose_protection_is_being_placed_answers_409_saying_to_retry(world):
+    from bracketflow.services.lifecycle import OrderFact, apply_entry_fact, place_entry
+
+    # Given an entry that just filled (ENTRY_FILLED, protection not placed yet)
+    bracket_id = world.place(entry_price=1510, sl_price=1490, target_price=1560)
+    place_entry(bracket_id)
+    entry_id = bracket(bracket_id).entry.broker_order_id
+    history = requests.get(f"{world.paper.base_url}/orders/{entry_id}", headers=KITE_HEADERS, timeout=5)
+    apply_entry_fact(bracket_id, OrderFact.from_kite(history.json()["data"][-1]))
+    version = bracket(bracket_id).version
+    # When the trader deletes it
+    answer = world.delete(bracket_id)
+    # Then 409 says protection is being placed and to send it again; nothing is recorded or queued
+    assert answer.status == 409 and "again in a few seconds" in answer.body["message"]
+    assert bracket(bracket_id).version == version
+    assert world.exit_messages() == []
+
+
+def test_a_finished_bracket_answers_409_and_records_nothing(world):
+    from bracketflow.services.lifecycle import place_entry
+
+    # Given a bracket cancelled before its entry was sent
+    bracket_id = world.place()
+    world.delete(bracket_id)
+    place_entry(bracket_id)
+    before = len(events(bracket_id))
+    # When it is deleted again
+    answer = world.delete(bracket_id)
+    # Then 409 names its status and nothing new is recorded
+    assert answer.status == 409 and "CANCELLED" in answer.body["message"]
+    assert len(events(bracket_id)) == before
+
+
+def test_another_accounts_bracket_cannot_be_cancelled(world):
+    from bracketflow.services.accounts import create_account
+
+    # Given Asha's bracket and Ravi's key
+    bracket_id = world.place()
+    _ravi, ravi_key = create_account("Ravi", account_id="acc_ravi_cancel")
+    # When Ravi deletes it
+    answer = call_api("DELETE", f"/api/v1/brackets/{bracket_id}", headers={"X-API-KEY": ravi_key})
+    # Then it is 404 and Asha's bracket is untouched
+    assert answer.status == 404
+    assert [e["type"] for e in events(bracket_id)] == ["BracketRegistered"]
+
+
+# ---------- the exit intent's reasons ----------
+
+
+def test_the_exit_queue_takes_manual_without_a_price_but_still_needs_one_for_a_stop():
+    from bracketflow.errors import ValidationFailed
+    from bracketflow.services.execute_exit import ExitIntent
+
+    manual = ExitIntent.from_json(
+        json.dumps({"bracket_id": "b1", "reason": "MANUAL", "ltp": None, "stop_price": "1490"})
+    )
+    assert (manual.reason.value, manual.ltp, manual.stop_price) == ("MANUAL", None, Decimal("1490"))
+    with pytest.raises(ValidationFailed, match="ltp"):
+        ExitIntent.from_json(json.dumps({"bracket_id": "b1", "reason": "STOP", "stop_price": "1490"}))
+    with pytest.raises(ValidationFailed, match="STOP, TRAIL_STOP or MANUAL"):
+        ExitIntent.from_json(json.dumps({"bracket_id": "b1", "reason": "EOD", "ltp": "1", "stop_price": "1490"}))

@@ -53,6 +53,11 @@ validate: sam-venv
 	@$(SAM) validate --template template.yaml --region $(AWS_DEFAULT_REGION)
 	@$(SAM) validate --lint --template template.yaml --region $(AWS_DEFAULT_REGION)
 
+## make demo [BRACKET=<id>]: against a running `make run`, send a TradingView-style alert (or take BRACKET) and follow
+## it live from entry to exit, then summarise it; same API_PORT/PAPER_PORT/LOCAL_API_KEY as `make run`.
+demo: venv
+	@$(PY) -m local.demo $(BRACKET)
+
 ## make paper: the paper exchange alone (PAPER_PORT, PAPER_MARKET=manual|walk, PAPER_SEED, PAPER_API_KEY, PAPER_ACCESS_TOKEN).
 paper: venv
 	@$(PY) -m paper

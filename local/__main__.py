@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 from local.components import FAILED, UP, ComponentState
+from local.demo import ready_banner
 from local.stack import DEV_ACCOUNT_ID, LocalStack, StackConfig
 
 _STANDARD_RECORD_KEYS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -98,6 +99,9 @@ def main() -> int:
             f"AWS {stack.aws_endpoint}{paper}  {key}  (Ctrl-C stops)",
             flush=True,
         )
+        if stack.dev_account_seeded:
+            ws_url = stack.websocket_url if stack.websocket is not None else None
+            print(ready_banner(stack.api_url, config.local_api_key, stack.paper_url, ws_url), flush=True)
         while True:
             time.sleep(1)
             for child in stack.children:

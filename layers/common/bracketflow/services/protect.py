@@ -18,6 +18,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from bracketflow import metrics_names
 from bracketflow.adapters.broker import get_broker
 from bracketflow.adapters.broker.port import GttLeg, GttRequest
 from bracketflow.adapters.dynamo import records as r
@@ -118,6 +119,10 @@ def place_protection(bracket_id: str) -> dict[str, Any]:
         logger.warning("GTT already at the broker; adopting it", extra={"bracket_id": bracket.id, "gtt_id": gtt_id})
     protected = _record_protection(bracket_id, str(gtt_id), req, quantity)
     metrics.add_metric(name="ProtectionsPlaced", unit="Count", value=1)
+    # How long the position stood without a broker-side stop: from the moment its fill was recorded (the bracket's
+    # last change in ENTRY_FILLED) to the GTT's record; it includes BracketOrderDelaySeconds.
+    unprotected_s = (protected.updated_at - bracket.updated_at).total_seconds()
+    metrics.add_metric(name=metrics_names.ENTRY_TO_PROTECTION_SECONDS, unit="Seconds", value=max(0.0, unprotected_s))
     return {"gtt_id": str(gtt_id), "watch": watch_message(protected, token, tick)}
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import requests
 from urllib3.exceptions import NewConnectionError
 
+from bracketflow import metrics_names
 from bracketflow.adapters.broker.port import (
     MARKET_LIKE_ORDER_TYPES,
     GttLeg,
@@ -48,7 +49,7 @@ from bracketflow.errors import (
     BrokerUnavailable,
     SessionExpired,
 )
-from bracketflow.observability import logger
+from bracketflow.observability import logger, metrics
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 KITE_VERSION = "3"
@@ -591,7 +592,12 @@ class KiteBroker:
         query: dict[str, Any] | None = None,
     ) -> Any:
         headers = {"X-Kite-Version": KITE_VERSION, "Authorization": f"token {creds.api_key}:{creds.access_token}"}
-        return send_kite_request(self._session, method, self._base_url + path, headers, self._timeout, form, query)
+        try:
+            return send_kite_request(self._session, method, self._base_url + path, headers, self._timeout, form, query)
+        except BrokerError:
+            # Every failed attempt, retried or not. No error-type dimension: the dashboard reads service alone.
+            metrics.add_metric(name=metrics_names.BROKER_ERRORS, unit="Count", value=1)
+            raise
 
 
 def send_kite_request(

@@ -180,3 +180,31 @@ class FlaggedForReview(BracketEvent):
 @_register
 class Reconciled(BracketEvent):
     """Reconciliation repaired a drift between the bracket and the broker. data: repair, detail, the broker's view."""
+
+
+# Written by services as plain {"type": ...} mappings (the audit item is flat); registered here so every event in a
+# bracket's trail has a type that event_from_dict knows (tests/unit/test_event_registry.py scans the code for them).
+@_register
+class WorkflowStartFailed(BracketEvent):
+    """Intake could not start the bracket's workflow; it stays CREATED for resume_unstarted_brackets. data: reason."""
+
+
+@_register
+class WorkflowFailed(BracketEvent):
+    """A workflow step failed after its retries (the bracket is FAILED or NEEDS_REVIEW). data: step, error, message."""
+
+
+@_register
+class CancelRequested(BracketEvent):
+    """The trader's DELETE. data: by ("user"), status (when asked), action (ENTRY_NOT_SENT | CANCEL_ENTRY |
+    EXIT_POSITION): what the workflow or the exit Lambda does about it."""
+
+
+@_register
+class ExitSkipped(BracketEvent):
+    """No exit was placed because the broker's GTT had already triggered. data: reason, gtt_id, triggered_order_ids."""
+
+
+@_register
+class BrokerStopMoved(BracketEvent):
+    """The GTT's stop leg at the broker was moved to the trailed stop. data: gtt_id, old_stop, new_stop."""

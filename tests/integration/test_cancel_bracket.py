@@ -388,5 +388,38 @@ def test_the_exit_queue_takes_manual_without_a_price_but_still_needs_one_for_a_s
     assert (manual.reason.value, manual.ltp, manual.stop_price) == ("MANUAL", None, Decimal("1490"))
     with pytest.raises(ValidationFailed, match="ltp"):
         ExitIntent.from_json(json.dumps({"bracket_id": "b1", "reason": "STOP", "stop_price": "1490"}))
-    with pytest.raises(ValidationFailed, match="STOP, TRAIL_STOP or MANUAL"):
-        ExitIntent.from_json(json.dumps({"bracket_id": "b1", "reason": "EOD", "ltp": "1", "stop_price": "1490"}))
+    with pytest.raises(ValidationFailed, match="reason must be"):
+        ExitIntent.from_json(json.dumps({"bracket_id": "b1", "reason": "TARGET", "ltp": "1", "stop_price": "1490"}))
+
+
+# ---------- a bracket whose workflow never started ----------
+
+
+def test_a_cancelled_bracket_whose_workflow_start_failed_is_resumed_by_reconciliation_and_ends_cancelled(
+    world, monkeypatch
+):
+    from bracketflow.services import reconcile
+    from bracketflow.services.lifecycle import place_entry
+    from bracketflow.settings import get_settings
+
+    # Given a bracket registered while its workflow could not be started (it stays CREATED for resume)
+    arn = get_settings().bracket_state_machine_arn
+    monkeypatch.setenv("BRACKET_STATE_MACHINE_ARN", "")
+    get_settings.cache_clear()
+    bracket_id = world.place()
+    monkeypatch.setenv("BRACKET_STATE_MACHINE_ARN", arn)
+    monkeypatch.setenv("RECONCILE_RESUME_AFTER_S", "0")
+    get_settings.cache_clear()
+    # And the trader deletes it
+    assert world.delete(bracket_id).body["data"]["action"] == "ENTRY_NOT_SENT"
+    # When the scheduled reconciliation runs, it starts the workflow (whose PlaceEntry is run by hand here)
+    snapshot = reconcile.take_snapshot()
+    result = reconcile.reconcile_bracket(snapshot["run_id"], bracket_id)
+    assert result["repair"] == "WORKFLOW_RESUMED"
+    place_entry(bracket_id)
+    # Then the bracket ends CANCELLED and nothing ever reached the broker
+    assert bracket(bracket_id).status.value == "CANCELLED"
+    assert world.broker_orders() == []
+    types = [e["type"] for e in events(bracket_id)]
+    assert types[:3] == ["BracketRegistered", "WorkflowStartFailed", "CancelRequested"]
+    assert types[-1] == "EntryCancelled"

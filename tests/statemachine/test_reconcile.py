@@ -3,7 +3,7 @@
 The trader (or a fault) acts directly at the paper exchange — cancels an order or a GTT, closes the position, lets
 a GTT fire — while no order update reaches the watcher (this stack runs no streamer and no relay: every update is
 "dropped"). After the next reconcile run the bracket says what happened, with a Reconciled audit event.
-Also: the MIS square-off exits with reason EOD through the exit path.
+Also: the MIS square-off exits with reason EOD through the exit path (its ExitQueue and the exit Lambda).
 """
 
 from __future__ import annotations
@@ -274,9 +274,12 @@ def test_mis_square_off_exits_with_reason_eod_through_the_exit_path(market, kite
     cnc = protected_bracket(market, product="CNC", strategy="cnc-keeps")
     # When the square-off runs (forced: the clock is not 15:15 IST in a test)
     result = market.runtime.invoke("SquareOffFunction", {"force": True})
-    # Then the MIS bracket's GTT was cancelled and one MARKET exit placed; the CNC bracket is untouched
-    assert [e["bracket_id"] for e in result["exits"]] == [mis.id] and result["exits"][0]["outcome"] == "PLACED"
-    exiting = bracket(mis.id)
+    # Then the MIS bracket's EOD exit was queued, and the exit Lambda (fed by the ExitQueue) cancelled its GTT and
+    # placed one MARKET exit; the CNC bracket is untouched
+    assert [e["bracket_id"] for e in result["exits"]] == [mis.id] and result["exits"][0]["outcome"] == "QUEUED"
+    exiting = wait_for(
+        "the queued EOD exit placed", lambda: (lambda b: b if b.exit is not None else None)(bracket(mis.id))
+    )
     assert exiting.status.value == "EXITING" and exiting.exit_reason.value == "EOD"
     assert kite.get_gtt(int(mis.gtt_id))["status"] == "deleted"
     assert bracket(cnc.id).status.value == "PROTECTED"

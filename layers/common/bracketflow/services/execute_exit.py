@@ -5,6 +5,8 @@ Input: the streamer's exit intent (ExitQueue, SQS Standard, so it may arrive twi
      "detected_at": "<ISO UTC>", "message_index": int, "packet_index": int}
 or the trader's DELETE of a PROTECTED bracket (services/cancel_bracket.py), the same shape with "reason": "MANUAL",
 "ltp": null (the API does not know the market) and "detected_at" the request's time,
+or the MIS square-off (services/square_off.py), "reason": "EOD", "ltp": null, the bracket's stop as "stop_price"
+(both come through the queue so they get its retries and its DLQ like the streamer's exits),
 and a claim id: the SQS message id, which stays the same across redeliveries of one message.
 
 1. Claim: PROTECTED (or EXIT_FAILED, a retry) -> EXITING by a conditional write, with an ExitRequested event that
@@ -47,7 +49,9 @@ from bracketflow.settings import get_settings
 
 _ATTEMPTS = 4
 _DEAD_ORDER_STATUSES = frozenset({"REJECTED", "CANCELLED"})
-_QUEUED_REASONS = frozenset({ExitReason.STOP, ExitReason.TRAIL_STOP, ExitReason.MANUAL})
+_QUEUED_REASONS = frozenset({ExitReason.STOP, ExitReason.TRAIL_STOP, ExitReason.MANUAL, ExitReason.EOD})
+# Exits nobody saw a price for: the trader's DELETE and the square-off clock. A stop hit always carries its LTP.
+_PRICELESS_REASONS = frozenset({ExitReason.MANUAL, ExitReason.EOD})
 
 
 class ExitOutcome(StrEnum):
@@ -62,7 +66,7 @@ class ExitOutcome(StrEnum):
 class ExitIntent:
     bracket_id: str
     reason: ExitReason
-    ltp: Decimal | None  # None for a MANUAL exit (the trader's DELETE)
+    ltp: Decimal | None  # None for a MANUAL (the trader's DELETE) or EOD (square-off) exit
     stop_price: Decimal
     detected_at: str | None = None
     message_index: int | None = None
@@ -80,8 +84,8 @@ class ExitIntent:
         try:
             reason = ExitReason(raw["reason"])
             if reason not in _QUEUED_REASONS:
-                raise ValueError(f"reason must be STOP, TRAIL_STOP or MANUAL, got {reason.value}")
-            ltp = raw.get("ltp") if reason is ExitReason.MANUAL else raw["ltp"]
+                raise ValueError(f"reason must be STOP, TRAIL_STOP, MANUAL or EOD, got {reason.value}")
+            ltp = raw.get("ltp") if reason in _PRICELESS_REASONS else raw["ltp"]
             return cls(
                 bracket_id=str(raw["bracket_id"]),
                 reason=reason,

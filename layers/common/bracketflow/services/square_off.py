@@ -4,10 +4,14 @@ Fired by a schedule (template.yaml: 09:45 UTC on weekdays). It acts only between
 (15:30 IST), so the local stack, which plays cron schedules every few seconds, squares off only when the clock says so;
 {"force": true} in the event skips that check (tests, a manual run).
 
-  PROTECTED / EXIT_FAILED MIS brackets -> the exit path itself (services/execute_exit.execute_exit) with an EOD exit
-      intent: the same claim (PROTECTED -> EXITING), GTT cancelled first (no exit if it already fired), MARKET exit with
-      market protection, lost answers found by tag. The claim id is "eod-<IST date>-<bracket id>", so a second run the
-      same day resumes its own claim instead of placing a second exit.
+  PROTECTED / EXIT_FAILED MIS brackets -> an EOD exit intent on the ExitQueue (EXIT_QUEUE_URL), in the queue's agreed
+      shape: {"bracket_id", "reason": "EOD", "ltp": null, "stop_price", "detected_at", "message_index": null,
+      "packet_index": null}. The exit Lambda (services/execute_exit) does the rest exactly as for a stop: the claim
+      (PROTECTED -> EXITING), GTT cancelled first (no exit if it already fired), MARKET exit with market protection,
+      lost answers found by tag — and the queue's retries and DLQ alarm when the broker refuses. Going through the
+      queue rather than calling the exit directly is what gives the square-off those retries.
+      A second run the same day places nothing: a bracket already EXITING is not queued again, and a second intent
+      for one still waiting in the queue finds it claimed by the first and is acknowledged as a duplicate.
   ENTRY_PENDING MIS brackets -> the entry is cancelled (services/lifecycle.cancel_entry); a partial fill becomes
       ENTRY_FILLED and is protected, then exited by a later run or by the broker's own square-off.
   ENTRY_FILLED (protection being placed) -> left for a later run; reported.
@@ -19,11 +23,12 @@ from datetime import UTC, datetime, time, timedelta, timezone
 from typing import Any
 
 from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.adapters.sqs import send_json
+from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus, ExitReason, Product
 from bracketflow.errors import BracketflowError
 from bracketflow.observability import logger, metrics
 from bracketflow.services import lifecycle
-from bracketflow.services.execute_exit import ExitIntent, execute_exit
 from bracketflow.settings import get_settings
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
@@ -42,24 +47,18 @@ def square_off_mis(*, force: bool = False, now: datetime | None = None) -> dict[
     at = now or datetime.now(UTC)
     if not force and not square_off_due(at):
         return {"due": False, "exits": [], "cancelled": [], "skipped": []}
-    day = at.astimezone(IST).strftime("%Y%m%d")
+    exit_queue_url = get_settings().exit_queue_url
+    if not exit_queue_url:
+        # a deployment mistake, not a bracket's trouble: fail the run loudly (its error alarm) before touching anything
+        raise RuntimeError("EXIT_QUEUE_URL is not set: the square-off has nowhere to send its EOD exits")
     exits, cancelled, skipped, failed = [], [], [], []
     for bracket in BracketRepository().list_open():
         if bracket.spec.product is not Product.MIS:
             continue
         try:
             if bracket.status in (BracketStatus.PROTECTED, BracketStatus.EXIT_FAILED):
-                intent = ExitIntent(
-                    bracket_id=bracket.id,
-                    reason=ExitReason.EOD,
-                    ltp=bracket.stop_price,  # no tick here: the exit is at market; the stop is kept as it was
-                    stop_price=bracket.stop_price,
-                    detected_at=at.isoformat(),
-                )
-                result = execute_exit(intent, claim_id=f"eod-{day}-{bracket.id}")
-                exits.append(
-                    {"bracket_id": bracket.id, "outcome": result.outcome.value, "order_id": result.broker_order_id}
-                )
+                message_id = send_json(exit_queue_url, eod_exit_intent(bracket, at))
+                exits.append({"bracket_id": bracket.id, "outcome": "QUEUED", "message_id": message_id})
             elif bracket.status is BracketStatus.ENTRY_PENDING:
                 outcome = lifecycle.cancel_entry(bracket.id)
                 cancelled.append({"bracket_id": bracket.id, **outcome})
@@ -69,7 +68,20 @@ def square_off_mis(*, force: bool = False, now: datetime | None = None) -> dict[
             failed.append({"bracket_id": bracket.id, "error": type(exc).__name__, "message": exc.message})
             logger.error("square-off failed for a bracket", extra={"bracket_id": bracket.id, "error": str(exc)})
     if exits:
-        metrics.add_metric(name="SquareOffExits", unit="Count", value=len(exits))
+        metrics.add_metric(name="SquareOffExits", unit="Count", value=len(exits))  # queued, not yet placed
     if failed:
         metrics.add_metric(name="SquareOffFailures", unit="Count", value=len(failed))
     return {"due": True, "exits": exits, "cancelled": cancelled, "skipped": skipped, "failed": failed}
+
+
+def eod_exit_intent(bracket: Bracket, at: datetime) -> dict[str, Any]:
+    """The ExitQueue message for an EOD exit: no price was seen (the exit is at market) and the stop is kept as is."""
+    return {
+        "bracket_id": bracket.id,
+        "reason": ExitReason.EOD.value,
+        "ltp": None,
+        "stop_price": str(bracket.stop_price),
+        "detected_at": at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "message_index": None,
+        "packet_index": None,
+    }

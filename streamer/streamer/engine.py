@@ -4,6 +4,8 @@ This is the streamer's hot path, so it is written for CPython speed while produc
 calculator (bracketflow.domain.trailing.evaluate) produces, packet for packet:
 
 - unwatched tokens cost one dict lookup; index tokens are never in the dict, so index packets are skipped;
+- a packet whose LTP is <= 0 is no price (Kite sends 0 before an instrument's first trade): it is skipped for its
+  brackets, no trigger and no trail (the calculator's step 0, our deviation from DESIGN §8's literal rule);
 - a message whose packets are all full-mode (the normal case for a full subscription) is decoded in C by
   one struct.iter_unpack over a fixed 186-byte stride, after checking every length field in one slice;
 - per bracket the state is a small list of ints; a tick costs two comparisons unless it exits or moves
@@ -246,8 +248,8 @@ class TrailingEngine:
         get = self._by_token.get
         for pi, (token, ltp, bid, ask) in rows:
             states = get(token)
-            if states is None:
-                continue
+            if states is None or ltp <= 0:
+                continue  # unwatched, or no price (0 = no trade yet, or a glitch): never an exit, never a trail
             for s in states:
                 if s[0]:  # LONG
                     if ltp <= s[1]:

@@ -120,6 +120,8 @@ def run(frames: bytes, watchlist: str) -> tuple[list[dict], dict[str, int]]:
             if token % 256 == 9:
                 continue  # index
             ltp = int.from_bytes(packet[4:8], "big", signed=True)
+            if ltp <= 0:
+                continue  # no price (no trade yet, or a glitch): never a trigger, never a trail
             full = length == 184
             bid = int.from_bytes(packet[68:72], "big", signed=True) if full else 0
             ask = int.from_bytes(packet[128:132], "big", signed=True) if full else 0

@@ -3,6 +3,9 @@
 Pure and small on purpose: the streamer's fast engine, the replay tool and the tests all agree with it.
 For one bracket and one tick the rule is:
 
+0. (our addition to §8) an LTP <= 0 is no price at all — Kite sends 0 for an instrument with no trade yet, and a
+   glitch can too — so the tick is skipped for that bracket: no trigger check, no trailing. §8 read literally
+   ("LONG exits if ltp <= stop") would market-exit a position on such a packet;
 1. trigger first, on LTP: LONG exits if ltp <= stop, SHORT if ltp >= stop (and is then done);
 2. reference price: for MIS, the best bid (LONG) / best ask (SHORT) of a full packet when it is > 0,
    otherwise LTP;
@@ -148,8 +151,15 @@ def compile_bracket(
     )
 
 
+def has_price(ltp: int) -> bool:
+    """Step 0: an LTP of 0 (no trade yet) or below (a glitch) is not a price; such a tick changes nothing."""
+    return ltp > 0
+
+
 def is_triggered(side: PositionSide | str, ltp: int, stop: int) -> bool:
-    """Step 1: LONG exits if ltp <= stop; SHORT exits if ltp >= stop."""
+    """Step 1: LONG exits if ltp <= stop; SHORT exits if ltp >= stop — never on an LTP that is no price."""
+    if not has_price(ltp):
+        return False
     return ltp <= stop if _is_long(side) else ltp >= stop
 
 
@@ -203,8 +213,10 @@ class Evaluation(NamedTuple):
 def evaluate(
     bracket: TrailingBracket, ltp: int, best_bid: int = 0, best_ask: int = 0, has_depth: bool = False
 ) -> Evaluation:
-    """Steps 1-6 of DESIGN §8 for one (non-index) packet: (exited, new_stop, activated)."""
+    """Steps 0-6 for one (non-index) packet: (exited, new_stop, activated)."""
     side, stop = bracket.side, bracket.stop
+    if not has_price(ltp):
+        return Evaluation(False, stop, bracket.activated)  # no price: not even the MIS bid may trail it
     if is_triggered(side, ltp, stop):
         return Evaluation(True, stop, bracket.activated)
     if bracket.trail_type is None:

@@ -57,6 +57,10 @@ class BracketSettings(_Base):
 class IntakeSettings(_Base):
     """REST/TradingView intake: workflow start, API-key pepper, duplicate windows, source-IP allow-list."""
 
+    # How long a warm placement Lambda trusts a credential (API key / webhook token) and its account profile without
+    # reading them again: a revoked key or changed limits take effect within this many seconds (0: read every time).
+    credential_cache_s: float = Field(30.0, alias="CREDENTIAL_CACHE_SECONDS")
+
     # Empty until the bracket workflow is wired; registration then records the start as pending (recoverable).
     bracket_state_machine_arn: str = Field("", alias="BRACKET_STATE_MACHINE_ARN")
     api_key_pepper_secret_name: str = Field("bracketflow/api-key-pepper", alias="API_KEY_PEPPER_SECRET_NAME")
@@ -162,6 +166,15 @@ class Settings(
     ReconcileSettings,
 ):
     stage: str = Field("local", alias="STAGE")
+
+
+def tracing_wanted() -> bool:
+    """Whether X-Ray tracing can happen here, by Powertools' own rule: inside Lambda (LAMBDA_TASK_ROOT), not under
+    SAM local or Chalice, and not POWERTOOLS_TRACE_DISABLED. Read once, when observability builds the tracer."""
+    env = os.environ
+    disabled = env.get("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() in ("1", "y", "yes", "t", "true", "on")
+    emulated = bool(env.get("AWS_SAM_LOCAL") or env.get("AWS_CHALICE_CLI_MODE"))
+    return bool(env.get("LAMBDA_TASK_ROOT")) and not emulated and not disabled
 
 
 @lru_cache(maxsize=1)

@@ -2,19 +2,66 @@
 
 Both: authenticate -> per-key placement limit -> register_bracket.place -> the answer; every authenticated
 request and our answer (success or error) goes to the order log with the API key redacted.
+
+A warm Lambda remembers a credential it has verified, with its account profile, for CREDENTIAL_CACHE_SECONDS
+(default 30): an alert from the same key or token then costs no DynamoDB read for either. Consequence, by design: a
+revoked key or token keeps working on an already-warm Lambda for at most that long, and changed account limits or
+placement rate take effect within it. Unknown or refused credentials are never remembered. The cache holds only a
+SHA-256 of the secret, never the secret.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from bracketflow.adapters.dynamo import accounts as account_store
 from bracketflow.errors import BracketBlocked, BracketflowError, Unauthorized
 from bracketflow.schemas.bracket import PlaceBracketOrderRequest, alert_to_spec, parse_alert_body, request_to_spec
 from bracketflow.services import orderbook
 from bracketflow.services.accounts import authenticate_api_key, authenticate_webhook_token, check_source_ip
-from bracketflow.services.models import Caller
+from bracketflow.services.models import Account, Caller
 from bracketflow.services.register_bracket import Placement, check_placement_rate, place
+from bracketflow.settings import get_settings
+
+_CACHE_LIMIT = 1024  # distinct credentials remembered per Lambda instance; beyond that the cache starts over
+
+
+@dataclass(frozen=True)
+class _Verified:
+    caller: Caller
+    account: Account | None
+    until: float  # time.monotonic()
+
+
+_verified: dict[str, _Verified] = {}
+
+
+def forget_verified_credentials() -> None:
+    """Drop every remembered credential (tests; an operator after revoking a key can also just wait the TTL)."""
+    _verified.clear()
+
+
+def _verify(kind: str, secret: Any, authenticate: Callable[[Any], Caller]) -> tuple[Caller, Account | None]:
+    """The caller (and account profile) behind a credential, from memory while fresh, else read and remembered."""
+    ttl = get_settings().credential_cache_s
+    if ttl <= 0 or not isinstance(secret, str) or not secret:
+        caller = authenticate(secret)
+        return caller, account_store.get_account(caller.account_id)
+    key = kind + ":" + hashlib.sha256(secret.encode()).hexdigest()
+    now = time.monotonic()
+    hit = _verified.get(key)
+    if hit is not None and hit.until > now:
+        return hit.caller, hit.account
+    caller = authenticate(secret)  # raises Unauthorized: nothing is remembered
+    account = account_store.get_account(caller.account_id)
+    if len(_verified) >= _CACHE_LIMIT:
+        _verified.clear()
+    _verified[key] = _Verified(caller, account, now + ttl)
+    return caller, account
 
 
 def placement_response(p: Placement) -> dict[str, Any]:
@@ -65,10 +112,10 @@ def _logged(
 def place_from_rest(
     req: PlaceBracketOrderRequest, header_key: str | None, raw: Any, request_id: str | None
 ) -> dict[str, Any]:
-    caller = authenticate_api_key(header_key or req.apikey)
+    caller, profile = _verify("apikey", header_key or req.apikey, authenticate_api_key)
 
     def run() -> Placement:
-        account = check_placement_rate(caller)
+        account = check_placement_rate(caller, profile)
         return place(
             caller, request_to_spec(req, caller.account_id), round_to_tick=False, dedupe_alert=False, account=account
         )
@@ -88,15 +135,15 @@ def place_from_alert(
     data = parse_alert_body(body)
     token = path_token or data.get("token")
     if token:
-        caller = authenticate_webhook_token(token if isinstance(token, str) else None)
+        caller, profile = _verify("token", token if isinstance(token, str) else None, authenticate_webhook_token)
     elif data.get("apikey"):
         apikey = data.get("apikey")
-        caller = authenticate_api_key(apikey if isinstance(apikey, str) else None)
+        caller, profile = _verify("apikey", apikey if isinstance(apikey, str) else None, authenticate_api_key)
     else:
         raise Unauthorized("Invalid API key or authentication failed: send a webhook token or the apikey")
 
     def run() -> Placement:
-        account = check_placement_rate(caller)
+        account = check_placement_rate(caller, profile)
         return place(
             caller, alert_to_spec(data, caller.account_id), round_to_tick=True, dedupe_alert=True, account=account
         )

@@ -314,10 +314,32 @@ def describe(event: Mapping[str, Any], bracket: Mapping[str, Any]) -> Line:
         )
     if kind == "EmergencyExitPlaced":
         return Line(at, "emergency exit", "MARKET", f"order {e.get('broker_order_id')}, qty {e.get('quantity')}")
-    # Anything else (rejections, reconciliation, review flags ...): its name and what it carries.
-    extras = {k: v for k, v in e.items() if k not in ("type", "at", "version", "event_id", "bracket_id", "account_id")}
-    detail = " ".join(f"{k}={v}" for k, v in extras.items())
-    return Line(at, kind, "-", detail[:160])
+    if kind == "Reconciled":
+        return Line(at, "reconciled", "-", f"{e.get('repair')}: {e.get('detail')}"[:160])
+    if kind == "ExitSkipped":
+        return Line(at, "exit skipped", "-", f"{e.get('reason')}: GTT {e.get('gtt_id')} closed the position itself")
+    # The rest carry no price: rejections, cancels, failures, review flags. Their name and what they say.
+    label = OTHER_LABELS.get(kind, kind)
+    said = e.get("message") or e.get("reason") or e.get("detail") or e.get("tag") or ""
+    if not said:
+        extras = {k: v for k, v in e.items() if k not in _HOUSEKEEPING}
+        said = " ".join(f"{k}={v}" for k, v in extras.items())
+    return Line(at, label, "-", str(said)[:160])
+
+
+OTHER_LABELS = {
+    "BracketBlocked": "blocked",
+    "EntryRejected": "entry rejected",
+    "EntryCancelled": "entry cancelled",
+    "EntryExpired": "entry expired",
+    "ProtectionFailed": "GTT failed",
+    "ExitFailed": "exit failed",
+    "FlaggedForReview": "needs review",
+    "CancelRequested": "cancel requested",
+    "WorkflowFailed": "workflow failed",
+    "WorkflowStartFailed": "workflow not started",
+}
+_HOUSEKEEPING = frozenset({"type", "at", "version", "event_id", "bracket_id", "account_id"})
 
 
 # ---------- following ----------

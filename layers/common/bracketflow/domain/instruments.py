@@ -19,6 +19,18 @@ from importlib import resources
 SEGMENT_CODES = {"NSE": 1, "NFO": 2, "CDS": 3, "BSE": 4, "BFO": 5, "BCD": 6, "MCX": 7, "MCXSX": 8, "INDICES": 9}
 INDEX_SEGMENT = 9
 
+# TradingView names the indices differently from Kite: an alert sent from an index chart with {{ticker}} carries
+# these. Our shipped master does not list every index, so without this such an alert would reach Kite (live) or be
+# an "unknown instrument" (paper) instead of being refused as the index it is. (exchange, ticker) -> Kite's name.
+TRADINGVIEW_INDEX_TICKERS = {
+    ("NSE", "NIFTY"): "NIFTY 50",
+    ("NSE", "BANKNIFTY"): "NIFTY BANK",
+    ("NSE", "CNXFINANCE"): "NIFTY FIN SERVICE",
+    ("NSE", "CNXIT"): "NIFTY IT",
+    ("NSE", "INDIAVIX"): "INDIA VIX",
+    ("BSE", "SENSEX"): "SENSEX",
+}
+
 
 def is_index_token(instrument_token: int) -> bool:
     """Index packets carry no depth and cannot be traded; Kite marks them with segment 9."""
@@ -47,7 +59,7 @@ class Instrument:
 
     @property
     def is_index(self) -> bool:
-        return is_index_token(self.instrument_token)
+        return is_index_token(self.instrument_token) or self.segment == "INDICES"
 
     @property
     def tradable(self) -> bool:
@@ -128,3 +140,13 @@ def instruments_csv_text() -> str:
 @lru_cache(maxsize=1)
 def default_master() -> InstrumentMaster:
     return InstrumentMaster.from_csv(instruments_csv_text())
+
+
+def index_called(exchange: str, tradingsymbol: str) -> str | None:
+    """The index's name when (exchange, tradingsymbol) means an index — in the master, or a TradingView index
+    ticker — else None. Indices cannot be traded, so nothing may be placed on one."""
+    exchange, tradingsymbol = exchange.upper(), tradingsymbol.upper()
+    instrument = default_master().get(exchange, tradingsymbol)
+    if instrument is not None:
+        return instrument.tradingsymbol if instrument.is_index else None
+    return TRADINGVIEW_INDEX_TICKERS.get((exchange, tradingsymbol))

@@ -31,7 +31,7 @@ from bracketflow.domain.bracket import Bracket, BracketSpec
 from bracketflow.domain.enums import BlockKind, BracketStatus, Exchange, LegRole, OrderStatus
 from bracketflow.domain.events import BracketBlocked as BracketBlockedEvent
 from bracketflow.domain.events import BracketRegistered
-from bracketflow.domain.instruments import default_master
+from bracketflow.domain.instruments import default_master, index_called
 from bracketflow.domain.validation import parse_exchange, split_symbol, validate_bracket
 from bracketflow.errors import BracketBlocked, Forbidden, NotFound, RateLimited, ValidationFailed
 from bracketflow.observability import logger, metrics
@@ -83,10 +83,11 @@ def normalise(spec: BracketSpec, caller: Caller, *, round_to_tick: bool) -> Brac
     exchange = parse_exchange(spec.exchange) if spec.exchange else in_symbol
     if exchange is None:
         raise ValidationFailed("exchange is required: one of " + ", ".join(Exchange.values()))
+    index = index_called(exchange.value, symbol)
+    if index is not None:  # the broker would refuse it, and the streamer skips index packets: never protected
+        raise ValidationFailed(f"{index} is an index and cannot be traded: place the bracket on its futures or options")
     instrument = default_master().get(exchange.value, symbol)
     if instrument is not None:
-        if not instrument.tradable:
-            raise ValidationFailed(f"{instrument.key} is an index and cannot be traded")
         tick = instrument.tick_size if instrument.tick_size > 0 else tick
         lot = instrument.lot_size if instrument.lot_size > 0 else lot
     elif settings.broker == "paper":

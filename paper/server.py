@@ -152,6 +152,9 @@ class PaperExchange:
         """Send order updates (after the ticks that caused them) to every ticker connection, as Kite does."""
         updates, self._pending_updates = self._pending_updates, []
         for update in updates:
+            if self.faults.take({"drop_order_update"}, tradingsymbol=update["tradingsymbol"]):
+                log.info("fault: order update %s %s dropped", update["order_id"], update["status"])
+                continue
             message = dumps({"type": "order", "data": {**update, "user_id": USER_ID, "unfilled_quantity": 0}})
             for client in list(self.clients):
                 client.send(message)

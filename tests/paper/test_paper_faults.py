@@ -137,6 +137,32 @@ def test_drop_ws_closes_ticker_connections(paper_exchange) -> None:
         again.close()
 
 
+def test_drop_order_update_loses_the_matching_symbols_updates_and_keeps_the_connection(paper_exchange, kite) -> None:
+    # Given a ticker connection, and every INFY order update set to be dropped
+    paper_exchange.set_quotes([INFY_BOOK, {"exchange": "NSE", "tradingsymbol": "SBIN", "ltp": 800, "bid": 799.95,
+                                           "ask": 800.05}])  # fmt: skip
+    ws = websocket.create_connection(paper_exchange.ticker_url, timeout=5)
+    try:
+        paper_exchange.set_faults([{"kind": "drop_order_update", "match": {"tradingsymbol": "INFY"}, "count": 100}])
+        # When an INFY order fills, then a SBIN order fills
+        infy = place(kite, price=1501)
+        sbin = place(kite, symbol="SBIN", price=801)
+        assert kite.order_history(infy)[-1]["status"] == "COMPLETE"
+        seen: list[dict] = []
+        for _ in range(200):  # until SBIN's fill arrives on the same connection
+            message = ws.recv()
+            if isinstance(message, str) and json.loads(message).get("type") == "order":
+                seen.append(json.loads(message)["data"])
+                if seen[-1]["order_id"] == sbin and seen[-1]["status"] == "COMPLETE":
+                    break
+        # Then no INFY update was sent, SBIN's were, and the rule counts what it dropped
+        assert {u["tradingsymbol"] for u in seen} == {"SBIN"}
+        assert seen[-1]["order_id"] == sbin and seen[-1]["status"] == "COMPLETE"
+        assert paper_exchange.state()["faults"][0]["fired"] >= 1
+    finally:
+        ws.close()
+
+
 def test_rate_fires_a_seeded_share_of_the_time(paper_exchange, kite) -> None:
     paper_exchange.set_faults([{"kind": "http_500", "match": {"path": "/trades"}, "count": 1000, "rate": 0.5}])
 

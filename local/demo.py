@@ -386,6 +386,13 @@ class PushWakeup:
                 ws.close()
 
 
+def event_key(event: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What makes an audit event itself: its id when it has one, else its version, type and time."""
+    if event.get("event_id"):
+        return ("id", event["event_id"])
+    return ("v", event.get("version"), event.get("type"), event.get("at"))
+
+
 @dataclass
 class FollowResult:
     bracket: dict[str, Any]
@@ -403,20 +410,23 @@ def follow(
 ) -> FollowResult:
     """Look at the bracket until it is final (or timeout_s passes); emit one Line per audit event not seen before.
 
-    Events are matched by position in the trail (it only ever grows, oldest first), so every event is printed
-    exactly once and in the trail's order, whatever the polling interval.
+    Events are known by their identity (id, else version, type and time), not by their position, so each is
+    printed exactly once, in the trail's order, whatever the polling interval — and an event that shows up at a
+    version already shown (a write that lost a race and was retried) is still printed when it appears.
     """
     deadline = time.monotonic() + timeout_s
     lines: list[Line] = []
-    seen = 0
+    seen: set[tuple[Any, ...]] = set()
     while True:
         bracket = fetch()
-        events = bracket.get("events") or []
-        for event in events[seen:]:
+        for event in bracket.get("events") or []:
+            key = event_key(event)
+            if key in seen:
+                continue
+            seen.add(key)
             line = describe(event, bracket)
             lines.append(line)
             emit(line)
-        seen = max(seen, len(events))
         if bracket.get("status") in FINAL_STATUSES:
             return FollowResult(bracket, lines, timed_out=False)
         if time.monotonic() >= deadline:

@@ -10,14 +10,19 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from bracketflow.observability import logger, metrics
-from bracketflow.services.order_updates import BadPostback, ingest, verify_postback
+from bracketflow.services.order_updates import BadPostback, UpdateNotYetMatched, ingest, verify_postback
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch whose every record is handed back (say one update of ours, not mapped yet) answers with the failed items
+# like any partial failure instead of erroring the invocation: same redelivery, no Lambda error alarm noise.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 api = APIGatewayRestResolver()
 
 
 def record_handler(record: SQSRecord) -> str:
-    """{"source": "ticker", "received_at", "order": {<Kite order update data>}}"""
+    """{"source": "ticker", "received_at", "order": {<Kite order update data>}}
+
+    Raising fails only this record (ReportBatchItemFailures): UpdateNotYetMatched (one of our orders that nothing
+    maps yet) comes back after the visibility timeout, and after maxReceiveCount goes to the DLQ and its alarm."""
     body = json.loads(record.body)
     return ingest(body["order"], str(body.get("source") or "queue"))
 
@@ -34,6 +39,9 @@ def postback() -> Response[dict]:
         return _answer(401, {"status": "error", "message": str(exc)})
     try:
         outcome = ingest(order, "postback")
+    except UpdateNotYetMatched:
+        # Kite does not send a postback again; the same update's ticker copy on the queue is retried instead.
+        outcome = "retry"
     except (KeyError, TypeError, ValueError) as exc:
         return _answer(400, {"status": "error", "message": f"not an order update: {exc}"})
     return _answer(200, {"status": "success", "data": {"outcome": outcome}})

@@ -28,6 +28,8 @@ BRACKET_WORKFLOW_ERRORS = "BracketWorkflowErrors"
 CANCEL_REQUESTS = "CancelRequests"  # DELETE of a bracket that acted (cancel the entry or exit the position)
 ORDER_UPDATE_DUPLICATES = "OrderUpdateDuplicates"
 UNMATCHED_ORDER_UPDATES = "UnmatchedOrderUpdates"
+ORDER_UPDATES_MATCHED_BY_TAG = "OrderUpdatesMatchedByTag"  # an update that outran its order id: matched by tag
+ORDER_UPDATES_RETRIED = "OrderUpdatesRetried"  # one of our orders nothing maps yet: handed back to SQS to retry
 
 # ---- exits and the broker-side stop ----
 EXITS_PLACED = "ExitsPlaced"

@@ -53,6 +53,11 @@ def emergency_exit(bracket_id: str, reason: str, exit_reason: ExitReason = ExitR
     quantity = bracket.entry.filled_quantity
     req = exit_request(bracket, quantity)
     assert req.tag is not None
+    # The tag map before the order, with what the watcher needs to record this exit itself should the order's
+    # COMPLETE reach it before _record below (reason, message, quantity).
+    store.put_order_tag_map(
+        req.tag, bracket, LegRole.EXIT.value, exit_reason=exit_reason, message=reason, quantity=quantity
+    )
     broker = get_broker()
     earlier = [o for o in broker.find_orders_by_tag(req.tag) if o.status != "REJECTED"]
     order_id: BrokerOrderId = earlier[0].order_id if earlier else broker.place_order(req)
@@ -65,6 +70,19 @@ def emergency_exit(bracket_id: str, reason: str, exit_reason: ExitReason = ExitR
     else:
         logger.info("filled entry exited at market", extra={"bracket_id": bracket_id, "order_id": order_id})
     return _result(_record(bracket_id, order_id, quantity, reason, exit_reason))
+
+
+def record_exit_seen(bracket_id: str, order_id: str, tag_map: dict[str, Any]) -> Bracket:
+    """The watcher matched an update of this flatten by its tag (TAG map written by emergency_exit above) before the
+    order id was recorded: record it exactly as emergency_exit does. Only an ENTRY_FILLED bracket moves, so whichever
+    of the two comes second writes nothing and both orders of arrival end in the same state."""
+    return _record(
+        bracket_id,
+        order_id,
+        int(tag_map.get("quantity") or 0),
+        str(tag_map.get("message") or ""),
+        ExitReason(tag_map["exit_reason"]),
+    )
 
 
 def _record(bracket_id: str, order_id: str, quantity: int, reason: str, exit_reason: ExitReason) -> Bracket:

@@ -130,6 +130,8 @@ def execute_exit(
             return skipped
 
     tag = order_tag(bracket.id, LegRole.EXIT.value)
+    # The tag map before the order: its COMPLETE may reach the watcher before _record_placed writes the order id.
+    store.put_order_tag_map(tag, bracket, LegRole.EXIT.value, exit_reason=bracket.exit_reason)
     existing = [o for o in broker.find_orders_by_tag(tag) if o.status.upper() not in _DEAD_ORDER_STATUSES]
     if existing:
         order_id = min(existing, key=lambda o: o.order_id).order_id
@@ -238,13 +240,32 @@ def _cancel_gtt(repo: BracketRepository, broker: BrokerPort, bracket: Bracket) -
     return ExitResult(ExitOutcome.BROKER_CLOSED, bracket.id, detail=detail)
 
 
-def _record_placed(repo: BracketRepository, bracket_id: str, order_id: str, *, adopted: bool) -> None:
+def record_exit_seen(bracket_id: str, order_id: str) -> bool:
+    """The watcher matched an update of our exit order by its tag before this Lambda recorded the order id: record it
+    the way the Lambda does (exit leg SENT_TO_BROKER, ExitPlaced, the BROKERORDER map), but only on a bracket this
+    Lambda claimed and has not recorded an exit order for yet. True when the bracket's exit leg is now that order;
+    the Lambda's own _record_placed then finds it recorded and writes nothing, so both orders end the same."""
+    repo = BracketRepository()
+    bracket = repo.get(bracket_id)
+    if bracket is None or bracket.status is not BracketStatus.EXITING:
+        return False
+    if bracket.exit is None:
+        _record_placed(repo, bracket_id, order_id, adopted=False, only_if_none=True)
+        bracket = repo.get(bracket_id)
+    return bracket is not None and bracket.exit is not None and bracket.exit.broker_order_id == order_id
+
+
+def _record_placed(
+    repo: BracketRepository, bracket_id: str, order_id: str, *, adopted: bool, only_if_none: bool = False
+) -> None:
     for _ in range(_ATTEMPTS):
         bracket = repo.get(bracket_id)
         if bracket is None:
             raise ConcurrentModification(f"bracket {bracket_id} vanished while recording its exit")
         if bracket.exit is not None and bracket.exit.broker_order_id == order_id:
             return
+        if only_if_none and (bracket.exit is not None or bracket.status is not BracketStatus.EXITING):
+            return  # the watcher never overwrites what the placing Lambda recorded
         leg = LegOrder(
             role=LegRole.EXIT,
             status=OrderStatus.SENT_TO_BROKER,

@@ -259,6 +259,8 @@ def _send_entry(bracket: Bracket) -> Bracket:
     broker = get_broker()
     req = entry_request(bracket)
     assert req.tag is not None
+    # The tag map first: the fill's update may reach the watcher before we record the order id below.
+    store.put_order_tag_map(req.tag, bracket, LegRole.ENTRY.value)
     # An earlier attempt may have placed it and lost the answer (a Lambda timeout, a retry): adopt that order.
     earlier = broker.find_orders_by_tag(req.tag)
     if earlier:
@@ -272,6 +274,13 @@ def _send_entry(bracket: Bracket) -> Bracket:
         except BrokerRejected as exc:
             return _entry_refused(bracket.id, exc.message)
     return _record_entry_placed(bracket.id, order_id)
+
+
+def record_entry_seen(bracket_id: str, order_id: str) -> Bracket:
+    """The watcher matched an update of our entry by its tag before PlaceEntry recorded the order id: record it
+    exactly as PlaceEntry does (CREATED -> ENTRY_PENDING, EntryPlaced, the BROKERORDER map). Whichever of the two
+    comes second finds the bracket no longer CREATED and writes nothing, so both orders end in the same state."""
+    return _record_entry_placed(bracket_id, order_id)
 
 
 def _record_entry_placed(bracket_id: str, order_id: str) -> Bracket:

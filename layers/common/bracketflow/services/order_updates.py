@@ -5,7 +5,23 @@ Kite postbacks (POST JSON of the order, authenticated by checksum = sha256(order
 Each update is claimed once on (order_id, status, filled_quantity) with a TTL'd conditional put, so the ticker and the
 postback delivering the same update act once; a claim whose processing fails is released for the redelivery.
 
-The broker order is mapped to its bracket by BROKERORDER#<id>/MAP (written when we place an order):
+The broker order is mapped to its bracket by BROKERORDER#<id>/MAP, written with the order id once the placing Lambda
+has it. An update can outrun that write (a MARKET exit fills in milliseconds), so every tagged order we place has a
+TAG#<tag>/MAP written BEFORE it is placed, and the watcher falls back to it:
+  1. BROKERORDER#<order_id> found: act on it (below).
+  2. else TAG#<tag> found: record the order id on the bracket first, exactly as the placing Lambda would (entry:
+     lifecycle.record_entry_seen; exit: execute_exit.record_exit_seen on a claimed EXITING bracket, or
+     emergency_exit.record_exit_seen on an ENTRY_FILLED one), then act. Each of those writes only when the leg has no
+     order yet (conditional on the bracket's version), and the placing Lambda's own write is skipped once the order
+     is recorded, so either order of arrival ends in the same state; OrderUpdatesMatchedByTag counts these.
+  3. else a bracket order tag (order_tag: "BF" + 16 + a leg letter) with neither map: not dropped. The claim is
+     released and UpdateNotYetMatched raised, so the queue record fails (partial batch failure) and SQS delivers it
+     again after the visibility timeout, up to maxReceiveCount, then the DLQ and its alarm (OrderUpdatesRetried
+     counts each). A postback has no redelivery: it is answered 200 with outcome "retry" and its ticker copy on the
+     queue carries it.
+  4. else (a foreign tag: the trader's own orders, or a batch leg's 20-char tag the saga reads from the broker):
+     acknowledged and ignored, counted as UnmatchedOrderUpdates.
+Roles:
   ENTRY: COMPLETE -> ENTRY_FILLED; REJECTED -> FAILED with the broker's status_message; CANCELLED -> CANCELLED
          (or ENTRY_FILLED for what filled); a partial fill is recorded on the leg. The WaitForEntryFill token is
          completed with the outcome. With no token stored yet, the fact is still recorded: the waiting task looks at
@@ -28,14 +44,16 @@ from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.domain.bracket import Bracket, LegOrder
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, PositionSide
 from bracketflow.domain.events import ExitFilled
-from bracketflow.domain.ids import BrokerOrderId
+from bracketflow.domain.ids import BRACKET_REF_PREFIX, BrokerOrderId, bracket_ref, order_tag
 from bracketflow.observability import logger, metrics
+from bracketflow.services import emergency_exit, execute_exit
 from bracketflow.services.lifecycle import (
     OrderFact,
     apply_entry_fact,
     apply_exit_fact,
     complete_exit_wait,
     event,
+    record_entry_seen,
     retrying,
 )
 from bracketflow.settings import get_settings
@@ -45,6 +63,25 @@ PAPER_API_SECRET = "paper-secret"  # the paper exchange's default api_secret (pa
 _QUIET = frozenset(
     {"PUT ORDER REQ RECEIVED", "VALIDATION PENDING", "OPEN PENDING", "TRIGGER PENDING", "MODIFY PENDING"}
 )
+
+
+# A bracket leg's tag is bracket_ref + one leg letter (19 chars); batch legs add two characters (20), so they differ.
+_BRACKET_TAG_LENGTH = len(bracket_ref("")) + 1
+_LEG_LETTERS = frozenset(order_tag("", role.value)[-1] for role in LegRole)
+
+
+def is_bracket_order_tag(tag: str | None) -> bool:
+    """True for a tag order_tag() made for one of a bracket's orders (so some bracket will want its updates)."""
+    return (
+        tag is not None
+        and len(tag) == _BRACKET_TAG_LENGTH
+        and tag.startswith(BRACKET_REF_PREFIX)
+        and tag[-1] in _LEG_LETTERS
+    )
+
+
+class UpdateNotYetMatched(Exception):
+    """An update of one of our bracket orders that no map names yet: fail it so the queue delivers it again."""
 
 
 class BadPostback(ValueError):
@@ -96,6 +133,7 @@ def ingest(order: dict[str, Any], source: str) -> str:
     try:
         outcome = _apply(fact)
     except Exception:
+        # Released so the redelivery (or the same update from the other source) is acted on, not deduplicated away.
         store.release_order_update(fact.order_id, fact.status, fact.filled_quantity)
         raise
     logger.info(
@@ -108,17 +146,55 @@ def ingest(order: dict[str, Any], source: str) -> str:
 def _apply(fact: OrderFact) -> str:
     mapping = store.get_broker_order_map(fact.order_id)
     if mapping is not None:
-        if mapping["role"] == LegRole.ENTRY.value:
-            bracket = apply_entry_fact(mapping["bracket_id"], fact)
-            return f"entry:{bracket.status.value}"
-        if mapping["role"] == LegRole.EXIT.value:
-            bracket = apply_exit_fact(mapping["bracket_id"], fact)
-            return f"exit:{bracket.status.value}"
-        return "unmapped-role"
+        return _apply_to(mapping["role"], mapping["bracket_id"], fact)
+    if fact.tag:
+        tag_map = store.get_order_tag_map(fact.tag)
+        if tag_map is not None:
+            return _apply_by_tag(tag_map, fact)
+        if is_bracket_order_tag(fact.tag):
+            metrics.add_metric(name="OrderUpdatesRetried", unit="Count", value=1)
+            logger.warning(
+                "update of a bracket order that nothing maps yet; handed back for redelivery",
+                extra={"order_id": fact.order_id, "tag": fact.tag, "status": fact.status},
+            )
+            raise UpdateNotYetMatched(f"order {fact.order_id} (tag {fact.tag}) is not mapped to a bracket yet")
     if not fact.tag and fact.status == "COMPLETE":
         return _gtt_child_filled(fact)
     metrics.add_metric(name="UnmatchedOrderUpdates", unit="Count", value=1)
     return "unmatched"
+
+
+def _apply_to(role: str, bracket_id: str, fact: OrderFact) -> str:
+    if role == LegRole.ENTRY.value:
+        bracket = apply_entry_fact(bracket_id, fact)
+        return f"entry:{bracket.status.value}"
+    if role == LegRole.EXIT.value:
+        bracket = apply_exit_fact(bracket_id, fact)
+        return f"exit:{bracket.status.value}"
+    return "unmapped-role"
+
+
+def _apply_by_tag(tag_map: dict[str, Any], fact: OrderFact) -> str:
+    """The order's id is not recorded yet: record it as its placing Lambda would, then act on the update."""
+    bracket_id, role = str(tag_map["bracket_id"]), str(tag_map["role"])
+    bracket = BracketRepository().get(bracket_id)
+    if bracket is None:
+        metrics.add_metric(name="UnmatchedOrderUpdates", unit="Count", value=1)
+        return "unmatched"
+    metrics.add_metric(name="OrderUpdatesMatchedByTag", unit="Count", value=1)
+    logger.info(
+        "order update matched by its tag before its order id was recorded",
+        extra={"order_id": fact.order_id, "bracket_id": bracket_id, "role": role, "status": bracket.status.value},
+    )
+    if role == LegRole.ENTRY.value and bracket.status is BracketStatus.CREATED:
+        record_entry_seen(bracket_id, fact.order_id)
+    elif role == LegRole.EXIT.value and bracket.exit is None:
+        if bracket.status is BracketStatus.EXITING:
+            execute_exit.record_exit_seen(bracket_id, fact.order_id)
+        elif bracket.status is BracketStatus.ENTRY_FILLED and tag_map.get("exit_reason") and tag_map.get("quantity"):
+            emergency_exit.record_exit_seen(bracket_id, fact.order_id, tag_map)
+    # The facts below act only when the bracket's leg now carries this order id; a stray order changes nothing.
+    return _apply_to(role, bracket_id, fact)
 
 
 def _gtt_child_filled(fact: OrderFact) -> str:

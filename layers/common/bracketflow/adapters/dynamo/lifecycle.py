@@ -3,6 +3,9 @@
 pk                                          sk       what
 BROKERORDER#<broker_order_id>               MAP      bracket_id, account_id, role (ENTRY | EXIT): the watcher's lookup,
                                                      written in the same transaction that records the order
+TAG#<order_tag>                             MAP      bracket_id, account_id, role (+ what the watcher needs to record
+                                                     the order itself: exit_reason, message); written BEFORE the
+                                                     order is placed, so its first update can never outrun it
 BRACKET#<bracket_id>                        STATE    + entry_task_token / exit_task_token (the waiting Step Functions
                                                      tasks); not part of the aggregate, so save() leaves them alone
 ORDERUPDATE#<order_id>#<status>#<filled>    DEDUPE   one order update seen (TTL expires_at)
@@ -37,6 +40,43 @@ def broker_order_map_item(broker_order_id: str, bracket: Bracket, role: str) -> 
 
 def get_broker_order_map(broker_order_id: str) -> dict[str, Any] | None:
     item = table().get_item(Key=r.broker_order_key(broker_order_id), ConsistentRead=True).get("Item")
+    return r.plain(item) if item else None
+
+
+TAG_MAP_KEEP_S = 30 * 86400  # far beyond any order's life (a DAY entry, a MARKET exit); the table's TTL drops it
+
+
+class TagTaken(RuntimeError):
+    """TAG#<tag> already names another bracket: two brackets hashed to one tag; placing would confuse their orders."""
+
+
+def put_order_tag_map(tag: str, bracket: Bracket, role: str, **context: Any) -> None:
+    """Write TAG#<tag> -> the bracket before placing an order with that tag. Idempotent: a retry (or a later attempt
+    with the same tag, e.g. a second exit) rewrites it with its own context; another bracket's item is never taken."""
+    item = {
+        **r.order_tag_key(tag),
+        "type": "TAG",
+        "tag": tag,
+        "bracket_id": bracket.id,
+        "account_id": bracket.account_id,
+        "role": role,
+        "expires_at": int(time.time()) + TAG_MAP_KEEP_S,
+        **{k: r.to_dynamo(v) for k, v in context.items() if v is not None},
+    }
+    try:
+        table().put_item(
+            Item=item,
+            ConditionExpression="attribute_not_exists(pk) OR bracket_id = :bracket",
+            ExpressionAttributeValues={":bracket": bracket.id},
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            raise TagTaken(f"order tag {tag} already belongs to another bracket; {bracket.id} must not use it") from exc
+        raise
+
+
+def get_order_tag_map(tag: str) -> dict[str, Any] | None:
+    item = table().get_item(Key=r.order_tag_key(tag), ConsistentRead=True).get("Item")
     return r.plain(item) if item else None
 
 

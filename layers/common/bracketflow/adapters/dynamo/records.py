@@ -13,6 +13,10 @@ BRACKET#<bracket_id>                       ORDER#<ROLE>               one leg: E
 BRACKET#<bracket_id>                       EVENT#<version:08d>        immutable audit event, written in the same
                                                                       transaction as the STATE change it explains
 BROKERORDER#<broker_order_id>              MAP                        bracket_id, role (the watcher's lookup)
+TAG#<order_tag>                            MAP                        bracket_id, account_id, role, expires_at:
+                                                                      written BEFORE an order with that tag is
+                                                                      placed, so an update that outruns the
+                                                                      BROKERORDER map is still matched by its tag
 DEDUPE#<account>#CLIENT#<client_order_id>  KEY                        bracket_id, request_hash, expires_at
 DEDUPE#<account>#ALERT#<sha256(alert)>     KEY                        bracket_id, request_hash, expires_at
 ORDERLOG#<account>#<yyyy-mm-dd>            <ts>#<request_id>          api_type, request (apikey redacted),
@@ -102,6 +106,10 @@ def bracket_event_key(bracket_id: str, version: int) -> dict[str, str]:
 
 def broker_order_key(broker_order_id: str) -> dict[str, str]:
     return {"pk": f"BROKERORDER#{broker_order_id}", "sk": MAP}
+
+
+def order_tag_key(tag: str) -> dict[str, str]:
+    return {"pk": f"TAG#{tag}", "sk": MAP}
 
 
 def dedupe_client_key(account_id: str, client_order_id: str) -> dict[str, str]:

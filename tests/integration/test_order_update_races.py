@@ -1,0 +1,418 @@
+"""Order updates that outrun their order id (issues 5, 6): moto, the paper exchange, and the real watcher.
+
+A MARKET exit can fill, and its COMPLETE reach the watcher, before the Lambda that placed it has recorded the order
+id and its BROKERORDER map. The race is staged deterministically: the broker the placing code uses is the real paper
+broker, except that the watcher is handed the order's update (read back from the paper exchange, as the ticker would
+send it) before place_order returns. Each case runs both orders of arrival and must end in the same state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from moto import mock_aws
+
+from tests.integration.exit_support import exit_message, seed_protected
+from tests.integration.test_intake_support import REGION, FakeContext, api_event, brackets_table_schema
+
+TABLE = "bracketflow-races-test"
+KITE_HEADERS = {"Authorization": "token paper:paper-token", "X-Kite-Version": "3"}
+
+
+@pytest.fixture
+def world(monkeypatch, paper_exchange) -> Iterator[Any]:
+    """moto (the table, the streamer control queue, Step Functions that run) and the paper exchange as broker."""
+    from bracketflow.adapters.aws import reset_clients
+
+    env = {
+        "TABLE_NAME": TABLE,
+        "BROKER": "paper",
+        "BROKER_BASE_URL": paper_exchange.base_url,
+        "BROKER_SECRET_NAME": "bracketflow/races-test-broker",
+        "BROKER_LOOKUP_PAUSE_S": "0.05",
+        "BROKER_TIMEOUT_S": "1",
+        "BROKER_MAX_ATTEMPTS": "2",
+        "STAGE": "local",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        boto3.resource("dynamodb", region_name=REGION).create_table(TableName=TABLE, **brackets_table_schema())
+        control = boto3.client("sqs", region_name=REGION).create_queue(QueueName="bf-control")["QueueUrl"]
+        monkeypatch.setenv("STREAMER_CONTROL_QUEUE_URL", control)
+        reset_clients()
+        yield paper_exchange
+        reset_clients()
+
+
+# ---------- helpers ----------
+
+
+def broker_order(paper: Any, order_id: str) -> dict[str, Any]:
+    """The order's latest state as the paper exchange reports it (the fields a Kite order update carries)."""
+    rows = requests.get(f"{paper.base_url}/orders/{order_id}", headers=KITE_HEADERS, timeout=5).json()["data"]
+    return dict(rows[-1])
+
+
+def sqs_records(*orders: dict[str, Any]) -> dict[str, Any]:
+    """An order-events queue batch as the watcher receives it, one record per order update."""
+    records = []
+    for n, order in enumerate(orders):
+        body = {"source": "ticker", "received_at": "2026-04-01T04:00:00Z", "order": order}
+        records.append(
+            {
+                "messageId": f"m{n}-{order['order_id']}-{order['status']}",
+                "receiptHandle": f"h{n}",
+                "body": json.dumps(body, default=str),
+                "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:ap-south-1:123456789012:order-events",
+                "awsRegion": REGION,
+            }
+        )
+    return {"Records": records}
+
+
+def watcher(event: dict[str, Any]) -> dict[str, Any]:
+    from functions.watcher.app import lambda_handler
+
+    return lambda_handler(event, FakeContext())
+
+
+class UpdateBeforeAnswer:
+    """The real broker, but each placed order's update reaches the watcher before place_order returns."""
+
+    def __init__(self, paper: Any) -> None:
+        from bracketflow.adapters.broker import get_broker
+
+        self.inner = get_broker()
+        self.paper = paper
+        self.watcher_answers: list[dict[str, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def place_order(self, request: Any) -> Any:
+        order_id = self.inner.place_order(request)
+        self.watcher_answers.append(watcher(sqs_records(broker_order(self.paper, order_id))))
+        return order_id
+
+
+def registered_bracket() -> str:
+    """A CREATED BUY 10 INFY LIMIT 1500 (stop 1480, target 1550), the way intake leaves one."""
+    from bracketflow.adapters.dynamo.brackets import BracketRepository
+    from bracketflow.domain.bracket import Bracket, BracketSpec
+    from bracketflow.domain.enums import Action, Exchange, Product
+    from bracketflow.domain.events import BracketRegistered
+    from bracketflow.domain.ids import AccountId
+
+    spec = BracketSpec(
+        account_id=AccountId("acc_race"),
+        symbol="INFY",
+        exchange=Exchange.NSE,
+        product=Product.MIS,
+        action=Action.BUY,
+        quantity=10,
+        entry_price=Decimal("1500"),
+        sl_price=Decimal("1480"),
+        target_price=Decimal("1550"),
+    )
+    bracket = Bracket.register(spec)
+    event = BracketRegistered(bracket_id=bracket.id, data=spec.to_dict(), at=bracket.created_at, bracket_version=1)
+    BracketRepository().create(bracket, [event])
+    return bracket.id
+
+
+def bracket(bracket_id: str) -> Any:
+    from bracketflow.adapters.dynamo.brackets import BracketRepository
+
+    return BracketRepository().get(bracket_id)
+
+
+def event_types(bracket_id: str) -> list[str]:
+    from bracketflow.adapters.dynamo.brackets import BracketRepository
+
+    return [e["type"] for e in BracketRepository().events(bracket_id)]
+
+
+def waiting_execution(name: str) -> tuple[str, str]:
+    """A real execution parked on a task token (handed out through a queue), like WaitForExit."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = sqs.create_queue(QueueName=f"tokens-{name}")["QueueUrl"]
+    definition = {
+        "StartAt": "Wait",
+        "States": {
+            "Wait": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                "Parameters": {"QueueUrl": url, "MessageBody": {"token.$": "$$.Task.Token"}},
+                "TimeoutSeconds": 30,
+                "End": True,
+            }
+        },
+    }
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    role = boto3.client("iam", region_name=REGION).create_role(RoleName=f"sfn-{name}", AssumeRolePolicyDocument="{}")
+    arn = sfn.create_state_machine(name=name, definition=json.dumps(definition), roleArn=role["Role"]["Arn"])[
+        "stateMachineArn"
+    ]
+    execution_arn = sfn.start_execution(stateMachineArn=arn, name=f"{name}-1", input="{}")["executionArn"]
+    deadline = time.monotonic() + 20
+    while True:
+        got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages") or []
+        if got:
+            return json.loads(got[0]["Body"])["token"], execution_arn
+        assert time.monotonic() < deadline, "the execution never handed out its token"
+
+
+def finished_output(execution_arn: str) -> dict[str, Any]:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    deadline = time.monotonic() + 20
+    while (described := sfn.describe_execution(executionArn=execution_arn))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, "the waiting task was never completed"
+        time.sleep(0.1)
+    assert described["status"] == "SUCCEEDED", described
+    return json.loads(described["output"])
+
+
+def fill_entry_at_1500(paper: Any, monkeypatch: Any, *, update_first: bool) -> tuple[str, dict[str, Any]]:
+    """Run PlaceEntry on a new bracket in a market that fills its LIMIT 1500 at once; the order's update reaches the
+    watcher after PlaceEntry recorded the order (update_first=False) or before (True)."""
+    from bracketflow.services import lifecycle
+
+    paper.set_quotes([{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": 1500, "bid": 1499.95, "ask": 1500}])
+    bracket_id = registered_bracket()
+    racing = UpdateBeforeAnswer(paper)
+    if update_first:
+        monkeypatch.setattr(lifecycle, "get_broker", lambda: racing)
+    placed = lifecycle.place_entry(bracket_id)
+    if update_first:
+        assert racing.watcher_answers == [{"batchItemFailures": []}]
+    else:
+        assert watcher(sqs_records(broker_order(paper, placed["broker_order_id"]))) == {"batchItemFailures": []}
+    return bracket_id, placed
+
+
+# ---------- (a) an update that outruns its order id still completes the bracket ----------
+
+
+@pytest.mark.parametrize("update_first", [False, True], ids=["recorded-first", "update-first"])
+def test_an_entry_fill_that_reaches_the_watcher_before_place_entry_records_it_still_fills_the_bracket(
+    world, monkeypatch, update_first
+):
+    # Given a LIMIT BUY entry the market fills the moment it is placed
+    # When PlaceEntry places it and the COMPLETE update reaches the watcher before (or after) the order id is recorded
+    bracket_id, placed = fill_entry_at_1500(world, monkeypatch, update_first=update_first)
+    # Then PlaceEntry reports the order placed, and the bracket is ENTRY_FILLED with that order's fill
+    filled = bracket(bracket_id)
+    assert placed["outcome"] == "PLACED"
+    assert filled.status.value == "ENTRY_FILLED"
+    assert (filled.entry.broker_order_id, filled.entry.filled_quantity, filled.entry.average_price) == (
+        placed["broker_order_id"],
+        10,
+        Decimal("1500"),
+    )
+    # And the audit trail is the same in both orders of arrival: placed once, filled once
+    assert event_types(bracket_id) == ["BracketRegistered", "EntryPlaced", "EntryFilled"]
+    # And the waiting task, storing its token afterwards, gets the fill at once
+    from bracketflow.services.lifecycle import store_entry_token
+
+    token, execution_arn = waiting_execution("entry")
+    store_entry_token(bracket_id, token)
+    output = finished_output(execution_arn)
+    assert (output["outcome"], output["filled_quantity"], Decimal(output["average_price"])) == (
+        "FILLED",
+        10,
+        Decimal("1500"),
+    )
+
+
+@pytest.mark.parametrize("update_first", [False, True], ids=["recorded-first", "update-first"])
+def test_an_exit_fill_that_reaches_the_watcher_before_the_exit_lambda_records_it_still_closes_the_bracket(
+    world, monkeypatch, update_first
+):
+    from bracketflow.services import execute_exit as exit_service
+    from bracketflow.services.finalize import finalize
+    from bracketflow.services.lifecycle import store_exit_token
+
+    # Given a PROTECTED bracket whose workflow waits for its exit, and a trailed stop (1495, above the GTT's 1480)
+    # the streamer saw crossed
+    protected = seed_protected(world, ltp=Decimal("1500"))
+    token, execution_arn = waiting_execution("exit")
+    assert store_exit_token(protected.id, token)["waiting"] is True
+    world.set_quotes([{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": 1494, "bid": 1494, "ask": 1494.05}])
+    racing = UpdateBeforeAnswer(world)
+    if update_first:
+        monkeypatch.setattr(exit_service, "get_broker", lambda: racing)
+    intent = exit_service.ExitIntent.from_json(json.dumps(exit_message(protected.id, stop="1495", ltp="1494")))
+    # When the exit Lambda places the MARKET exit and its COMPLETE reaches the watcher before (or after) the order
+    # id is recorded
+    result = exit_service.execute_exit(intent, claim_id="msg-1")
+    if update_first:
+        assert racing.watcher_answers == [{"batchItemFailures": []}]
+    else:
+        assert watcher(sqs_records(broker_order(world, str(result.broker_order_id)))) == {"batchItemFailures": []}
+    # Then the exit Lambda placed one order, and the bracket's exit leg is that order, filled
+    assert result.outcome.value == "PLACED"
+    exiting = bracket(protected.id)
+    assert exiting.status.value == "EXITING"
+    assert (exiting.exit.broker_order_id, exiting.exit.status.value, exiting.exit.filled_quantity) == (
+        result.broker_order_id,
+        "EXECUTED",
+        10,
+    )
+    assert len([o for o in world.state()["orders"] if o.get("tag", "").endswith("X")]) == 1
+    # And WaitForExit was completed with the exit, and Finalize closes the bracket with it
+    output = finished_output(execution_arn)
+    assert (output["exit"]["order_id"], output["exit"]["reason"], output["exit"]["quantity"]) == (
+        result.broker_order_id,
+        "TRAIL_STOP",
+        10,
+    )
+    assert finalize(protected.id, output["exit"])["status"] == "CLOSED"
+    # And the trail is the same in both orders of arrival
+    assert event_types(protected.id) == [
+        "ProtectionPlaced",
+        "ExitRequested",
+        "ExitPlaced",
+        "ExitFilled",
+        "BracketClosed",
+    ]
+
+
+@pytest.mark.parametrize("update_first", [False, True], ids=["recorded-first", "update-first"])
+def test_a_cancel_path_flatten_that_fills_before_it_is_recorded_still_exits_the_bracket(
+    world, monkeypatch, update_first
+):
+    from bracketflow.domain.enums import ExitReason
+    from bracketflow.services import emergency_exit as flatten
+
+    # Given a bracket whose entry filled, and a trader who cancelled it (the workflow flattens what filled)
+    bracket_id, _ = fill_entry_at_1500(world, monkeypatch, update_first=False)
+    racing = UpdateBeforeAnswer(world)
+    if update_first:
+        monkeypatch.setattr(flatten, "get_broker", lambda: racing)
+    # When the flatten's MARKET SELL fills and its update reaches the watcher before (or after) it is recorded
+    result = flatten.emergency_exit(bracket_id, "cancelled by the trader", ExitReason.MANUAL)
+    if update_first:
+        assert racing.watcher_answers == [{"batchItemFailures": []}]
+    else:
+        assert watcher(sqs_records(broker_order(world, result["broker_order_id"]))) == {"batchItemFailures": []}
+    # Then the bracket is EXITING for MANUAL with that order filled, recorded once with the flatten's own events
+    exiting = bracket(bracket_id)
+    assert (exiting.status.value, exiting.exit_reason.value) == ("EXITING", "MANUAL")
+    assert (exiting.exit.broker_order_id, exiting.exit.status.value, exiting.exit.quantity) == (
+        result["broker_order_id"],
+        "EXECUTED",
+        10,
+    )
+    assert event_types(bracket_id)[-3:] == ["ExitRequested", "ExitPlaced", "ExitFilled"]
+    assert result["status"] == "EXITING"
+
+
+# ---------- (b) ours and not yet matched: retried; not ours: acknowledged ----------
+
+
+def hand_built_update(order_id: str, tag: str | None, status: str = "COMPLETE") -> dict[str, Any]:
+    """A Kite order update's `data` as the ticker sends it."""
+    return {
+        "order_id": order_id,
+        "status": status,
+        "tag": tag,
+        "exchange": "NSE",
+        "tradingsymbol": "INFY",
+        "transaction_type": "BUY",
+        "product": "MIS",
+        "order_type": "LIMIT",
+        "quantity": 10,
+        "filled_quantity": 10 if status == "COMPLETE" else 0,
+        "pending_quantity": 0,
+        "average_price": 1500,
+        "order_timestamp": "2026-04-01 09:30:00",
+    }
+
+
+def test_an_update_of_our_order_that_nothing_maps_yet_is_handed_back_and_a_foreign_one_is_not(world):
+    from bracketflow.adapters.dynamo import lifecycle as store
+    from bracketflow.domain.ids import order_tag
+    from bracketflow.services.batch import leg_tag
+
+    # Given a bracket whose entry has no TAG or BROKERORDER map yet, and updates of three orders in one batch:
+    # that entry (our tag), one the trader placed by hand (a foreign tag), and a batch leg (its own, longer tag)
+    bracket_id = registered_bracket()
+    ours = hand_built_update("260401000000001", order_tag(bracket_id, "ENTRY"))
+    foreign = hand_built_update("260401000000002", "myscalp1")
+    batch_leg = hand_built_update("260401000000003", leg_tag("bt_01JQ0000000000000000000000", 1))
+    event = sqs_records(ours, foreign, batch_leg)
+    # When the watcher gets the batch
+    answer = watcher(event)
+    # Then only our order's record is reported failed, so SQS delivers it again; the others are acknowledged
+    assert answer == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+    assert bracket(bracket_id).status.value == "CREATED"
+    # And when PlaceEntry's map appears and the record comes back, it is acted on (its claim was released)
+    store.put_order_tag_map(order_tag(bracket_id, "ENTRY"), bracket(bracket_id), "ENTRY")
+    assert watcher(sqs_records(ours)) == {"batchItemFailures": []}
+    filled = bracket(bracket_id)
+    assert (filled.status.value, filled.entry.broker_order_id, filled.entry.filled_quantity) == (
+        "ENTRY_FILLED",
+        "260401000000001",
+        10,
+    )
+
+
+def test_a_postback_of_our_unmapped_order_is_answered_retry_and_leaves_the_queue_copy_to_act(world):
+    import hashlib
+
+    from bracketflow.domain.ids import order_tag
+
+    # Given an update of our entry that nothing maps yet, arriving as a genuine postback
+    bracket_id = registered_bracket()
+    order = hand_built_update("260401000000009", order_tag(bracket_id, "ENTRY"))
+    digest = hashlib.sha256(f"{order['order_id']}{order['order_timestamp']}paper-secret".encode()).hexdigest()
+    # When the watcher gets it
+    answer = watcher(api_event("POST", "/broker/postback", {**order, "checksum": digest}))
+    # Then it answers 200 "retry" (Kite never resends a postback) and the same update from the queue is not
+    # swallowed as a duplicate: it is handed back too
+    assert answer["statusCode"] == 200
+    assert json.loads(answer["body"])["data"]["outcome"] == "retry"
+    event = sqs_records(order)
+    assert watcher(event) == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+
+
+# ---------- (c) the same update twice changes nothing ----------
+
+
+def test_the_same_update_twice_changes_nothing_even_once_its_dedupe_key_is_gone(world, monkeypatch):
+    from bracketflow.adapters.dynamo import lifecycle as store
+    from bracketflow.services import lifecycle
+
+    # Given an entry fill the watcher recorded by its tag before PlaceEntry recorded the order
+    world.set_quotes([{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": 1500, "bid": 1499.95, "ask": 1500}])
+    bracket_id = registered_bracket()
+    racing = UpdateBeforeAnswer(world)
+    monkeypatch.setattr(lifecycle, "get_broker", lambda: racing)
+    placed = lifecycle.place_entry(bracket_id)
+    order = broker_order(world, placed["broker_order_id"])
+    before = bracket(bracket_id)
+    assert before.status.value == "ENTRY_FILLED"
+    # When the same update arrives again (the postback after the ticker), and again after its dedupe key expired
+    from bracketflow.services.order_updates import ingest
+
+    again = ingest(order, "postback")
+    store.release_order_update(order["order_id"], order["status"], int(order["filled_quantity"]))
+    once_more = ingest(order, "ticker")
+    # Then the first repeat is a duplicate and the last finds nothing left to do: the bracket is unchanged
+    assert again == "duplicate"
+    assert once_more == "entry:ENTRY_FILLED"
+    assert bracket(bracket_id).version == before.version
+    assert event_types(bracket_id).count("EntryFilled") == 1
+    assert event_types(bracket_id).count("EntryPlaced") == 1

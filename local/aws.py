@@ -42,6 +42,9 @@ def _lambda_json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+_DYNAMODB_LOCK = threading.RLock()
+
+
 class MotoServer:
     """ThreadedMotoServer on 127.0.0.1 with the Step Functions interpreter on and Lambda dispatched in-process."""
 
@@ -53,6 +56,7 @@ class MotoServer:
         self._saved_config: dict[str, Any] = {}
         self._saved_invoke: Any = None
         self._saved_send_task_failure: Any = None
+        self._locked_handlers: list[tuple[Any, Any]] = []
         self._saved_moto_port: str | None = None
         self.runtime: LambdaRuntime | None = None
 
@@ -77,6 +81,7 @@ class MotoServer:
         LambdaSimpleBackend.invoke = _make_invoke(self, self._saved_invoke)  # type: ignore[method-assign]
         self._saved_send_task_failure = StepFunctionResponse.__dict__.get("send_task_failure")
         StepFunctionResponse.send_task_failure = _send_task_failure_with_cause  # type: ignore[method-assign]
+        self._serialize_dynamodb()
 
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.requested_port, verbose=False)
         try:
@@ -96,6 +101,27 @@ class MotoServer:
                 self._server = None
                 self._restore()
 
+    def _serialize_dynamodb(self) -> None:
+        """Apply every DynamoDB (and DynamoDB Streams) request atomically, as DynamoDB itself does.
+
+        moto's DynamoDB backend takes no lock: a transaction deep-copies the table, applies its items one by one and
+        restores the copy on failure, so two concurrent writers (the streamer persisting a stop while a Lambda closes
+        the bracket) can lose a write or corrupt the audit trail. The local stack serves many threads and processes,
+        so it puts one lock around the handlers.
+        """
+        from moto.dynamodb.responses import DynamoHandler
+        from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
+
+        for handler in (DynamoHandler, DynamoDBStreamsHandler):
+            unlocked = handler.call_action
+
+            def call_action(self: Any, _unlocked: Any = unlocked) -> Any:
+                with _DYNAMODB_LOCK:
+                    return _unlocked(self)
+
+            self._locked_handlers.append((handler, handler.__dict__.get("call_action")))
+            handler.call_action = call_action  # type: ignore[method-assign]
+
     def _restore(self) -> None:
         from moto.awslambda_simple.models import LambdaSimpleBackend
         from moto.core.config import default_user_config
@@ -111,6 +137,12 @@ class MotoServer:
             LambdaSimpleBackend.invoke = self._saved_invoke  # type: ignore[method-assign]
         if self._saved_send_task_failure is not None:
             StepFunctionResponse.send_task_failure = self._saved_send_task_failure  # type: ignore[method-assign]
+        for handler, own in reversed(self._locked_handlers):
+            if own is None:
+                del handler.call_action  # back to the inherited one
+            else:
+                handler.call_action = own  # type: ignore[method-assign]
+        self._locked_handlers = []
         if self._saved_moto_port is None:
             os.environ.pop("MOTO_PORT", None)
         else:

@@ -431,9 +431,11 @@ class Engine:
         self._resting: dict[int, list[Order]] = {}
         self._watching: dict[int, list[Gtt]] = {}
         self._held: list[Order] = []
-        self._order_seq = 0
-        self._trade_seq = 0
-        self._gtt_seq = 100000
+        # Ids keep counting across a reset: a real broker never hands out an order or GTT id twice, and a test that
+        # resets between cases must not see a new order arrive under an id the system already mapped to a bracket.
+        self._order_seq = getattr(self, "_order_seq", 0)
+        self._trade_seq = getattr(self, "_trade_seq", 0)
+        self._gtt_seq = getattr(self, "_gtt_seq", 100000)
 
     def market_is_open(self) -> bool:
         if self.market_hours is None:

@@ -540,3 +540,17 @@ def test_market_hours_must_be_a_valid_range() -> None:
         parse_market_hours("9am-4pm")
     with pytest.raises(ValueError, match="open before"):
         parse_market_hours("15:30-09:15")
+
+
+def test_a_reset_never_hands_out_an_order_or_gtt_id_again(engine: Engine) -> None:
+    # Given an order and a GTT, then a reset (tests reset the exchange between cases; the system under test keeps
+    # its order-id -> bracket maps, so a reused id would route a new order's updates to an old bracket)
+    quote(engine, 1500, 1499.95, 1500.05)
+    first_order = engine.place_order("regular", order()).order_id
+    first_gtt = engine.place_gtt(two_leg()).id
+    engine.reset()
+    quote(engine, 1500, 1499.95, 1500.05)
+    # When new ones are placed; Then their ids are new
+    assert engine.place_order("regular", order()).order_id != first_order
+    assert engine.place_gtt(two_leg()).id != first_gtt
+    assert engine.orders and len(engine.orders) == 1  # and the book itself was emptied

@@ -270,7 +270,7 @@ def test_an_exit_fill_that_reaches_the_watcher_before_the_exit_lambda_records_it
         "EXECUTED",
         10,
     )
-    assert len([o for o in world.state()["orders"] if o.get("tag", "").endswith("X")]) == 1
+    assert len([o for o in world.state()["orders"] if (o.get("tag") or "").endswith("X")]) == 1
     # And WaitForExit was completed with the exit, and Finalize closes the bracket with it
     output = finished_output(execution_arn)
     assert (output["exit"]["order_id"], output["exit"]["reason"], output["exit"]["quantity"]) == (
@@ -416,3 +416,39 @@ def test_the_same_update_twice_changes_nothing_even_once_its_dedupe_key_is_gone(
     assert bracket(bracket_id).version == before.version
     assert event_types(bracket_id).count("EntryFilled") == 1
     assert event_types(bracket_id).count("EntryPlaced") == 1
+
+
+# ---------- GTT children: the GTT fires while the exit Lambda holds its claim ----------
+
+
+def test_a_gtt_that_fires_under_the_exit_lambdas_claim_still_closes_the_bracket_from_its_order(world):
+    from bracketflow.services import execute_exit as exit_service
+    from bracketflow.services.finalize import finalize
+    from bracketflow.services.lifecycle import store_exit_token
+
+    # Given a PROTECTED bracket whose workflow waits for its exit, and a market that falls through the GTT's stop
+    # (1480): the GTT fires its LIMIT SELL and the streamer sends its exit intent at the same moment
+    protected = seed_protected(world, ltp=Decimal("1500"))
+    token, execution_arn = waiting_execution("gtt")
+    store_exit_token(protected.id, token)
+    world.set_quotes([{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": 1479, "bid": 1479, "ask": 1479.05}])
+    child = next(o for o in world.state()["orders"] if not o.get("tag"))
+    intent = exit_service.ExitIntent.from_json(json.dumps(exit_message(protected.id, stop="1480", ltp="1479")))
+    # When the exit Lambda claims the bracket first (finding the GTT triggered, it places nothing) and only then does
+    # the GTT order's COMPLETE reach the watcher
+    result = exit_service.execute_exit(intent, claim_id="msg-gtt")
+    assert result.outcome.value == "BROKER_CLOSED"
+    update = broker_order(world, str(child["order_id"]))
+    assert (update["status"], update.get("tag")) == ("COMPLETE", None)
+    assert watcher(sqs_records(update)) == {"batchItemFailures": []}
+    # Then the GTT's order is the bracket's exit, WaitForExit gets it and Finalize closes the bracket with it
+    exiting = bracket(protected.id)
+    assert (exiting.exit.broker_order_id, exiting.exit.status.value, exiting.exit_reason.value) == (
+        str(child["order_id"]),
+        "EXECUTED",
+        "STOP",
+    )
+    output = finished_output(execution_arn)
+    assert output["exit"]["order_id"] == str(child["order_id"])
+    assert finalize(protected.id, output["exit"])["status"] == "CLOSED"
+    assert not [o for o in world.state()["orders"] if (o.get("tag") or "").endswith("X")]

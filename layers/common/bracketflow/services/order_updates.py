@@ -30,6 +30,9 @@ Roles:
          failed with ExitOrderFailed.
 GTT children carry no tag and no map: a COMPLETE untagged order is matched to the one open PROTECTED bracket with
 the same instrument, exit side, product and quantity; anything ambiguous is left to reconciliation (a later issue).
+Also matched: an EXITING bracket with no exit order whose GTT (asked of the broker) placed this very order. That is
+the stop hit by the streamer and the GTT at once: the exit Lambda claimed the bracket, found the GTT triggered and
+skipped its own exit; nothing else would record that fill (reconciliation leaves EXITING-without-an-order alone).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import hmac
 from decimal import Decimal
 from typing import Any
 
+from bracketflow.adapters.broker import get_broker
 from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.domain.bracket import Bracket, LegOrder
@@ -197,17 +201,26 @@ def _apply_by_tag(tag_map: dict[str, Any], fact: OrderFact) -> str:
     return _apply_to(role, bracket_id, fact)
 
 
+def _fired_into(bracket: Bracket, fact: OrderFact) -> bool:
+    """A bracket the exit Lambda claimed (EXITING, no exit order) whose GTT fired first, so the Lambda skipped its own
+    exit (ExitSkipped): its GTT's order is the exit. Asked of the broker, so a look-alike order is never taken."""
+    if bracket.status is not BracketStatus.EXITING or bracket.exit is not None or not bracket.gtt_id:
+        return False
+    return fact.order_id in get_broker().gtt(int(str(bracket.gtt_id))).triggered_order_ids
+
+
 def _gtt_child_filled(fact: OrderFact) -> str:
-    candidates = [
+    same_position = [
         b
         for b in BracketRepository().list_open()
-        if b.status is BracketStatus.PROTECTED
+        if b.status in (BracketStatus.PROTECTED, BracketStatus.EXITING)
         and b.spec.exchange.value == fact.exchange
         and b.spec.symbol == fact.tradingsymbol
         and b.spec.exit_action.value == fact.transaction_type
         and b.spec.product.value == fact.product
         and b.entry.filled_quantity == fact.filled_quantity
     ]
+    candidates = [b for b in same_position if b.status is BracketStatus.PROTECTED or _fired_into(b, fact)]
     if len(candidates) != 1:
         logger.warning(
             "untagged fill not matched to one protected bracket; left to reconciliation",
@@ -235,7 +248,8 @@ def _record_gtt_exit(bracket_id: str, fact: OrderFact) -> Bracket:
     repo = BracketRepository()
 
     def step(b: Bracket) -> Bracket | None:
-        if b.status is not BracketStatus.PROTECTED:
+        claimed = b.status is BracketStatus.EXITING and b.exit is None  # the GTT fired under the exit Lambda's claim
+        if b.status is not BracketStatus.PROTECTED and not claimed:
             return None
         price = fact.average_price or Decimal(0)
         leg = LegOrder(
@@ -246,7 +260,12 @@ def _record_gtt_exit(bracket_id: str, fact: OrderFact) -> Bracket:
             filled_quantity=fact.filled_quantity,
             average_price=price,
         )
-        nxt = b.transition(BracketStatus.EXITING, exit=leg, exit_reason=gtt_exit_reason(b, price))
+        reason = gtt_exit_reason(b, price)
+        nxt = (
+            b.update(exit=leg, exit_reason=reason)
+            if claimed
+            else b.transition(BracketStatus.EXITING, exit=leg, exit_reason=reason)
+        )
         ev = event(
             ExitFilled,
             nxt,

@@ -421,7 +421,10 @@ def test_the_same_update_twice_changes_nothing_even_once_its_dedupe_key_is_gone(
 # ---------- GTT children: the GTT fires while the exit Lambda holds its claim ----------
 
 
-def test_a_gtt_that_fires_under_the_exit_lambdas_claim_still_closes_the_bracket_from_its_order(world):
+@pytest.mark.parametrize("update_during_claim", [False, True], ids=["after-exit-skipped", "during-the-claim"])
+def test_a_gtt_that_fires_under_the_exit_lambdas_claim_still_closes_the_bracket_from_its_order(
+    world, monkeypatch, update_during_claim
+):
     from bracketflow.services import execute_exit as exit_service
     from bracketflow.services.finalize import finalize
     from bracketflow.services.lifecycle import store_exit_token
@@ -433,13 +436,31 @@ def test_a_gtt_that_fires_under_the_exit_lambdas_claim_still_closes_the_bracket_
     store_exit_token(protected.id, token)
     world.set_quotes([{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": 1479, "bid": 1479, "ask": 1479.05}])
     child = next(o for o in world.state()["orders"] if not o.get("tag"))
-    intent = exit_service.ExitIntent.from_json(json.dumps(exit_message(protected.id, stop="1480", ltp="1479")))
-    # When the exit Lambda claims the bracket first (finding the GTT triggered, it places nothing) and only then does
-    # the GTT order's COMPLETE reach the watcher
-    result = exit_service.execute_exit(intent, claim_id="msg-gtt")
-    assert result.outcome.value == "BROKER_CLOSED"
     update = broker_order(world, str(child["order_id"]))
     assert (update["status"], update.get("tag")) == ("COMPLETE", None)
+    intent = exit_service.ExitIntent.from_json(json.dumps(exit_message(protected.id, stop="1480", ltp="1479")))
+    # When the exit Lambda claims the bracket (finding the GTT triggered, it places nothing) and the GTT order's
+    # COMPLETE reaches the watcher after that, or while the Lambda holds the claim but has not decided yet
+    during: list[dict[str, Any]] = []
+    if update_during_claim:
+        from bracketflow.adapters.broker import get_broker
+
+        real = get_broker()
+
+        class DeletesAfterTheWatcherRan:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def delete_gtt(self, gtt_id: int) -> Any:
+                during.append(watcher(sqs_records(update)))
+                return real.delete_gtt(gtt_id)
+
+        monkeypatch.setattr(exit_service, "get_broker", DeletesAfterTheWatcherRan)
+    result = exit_service.execute_exit(intent, claim_id="msg-gtt")
+    assert result.outcome.value == "BROKER_CLOSED"
+    if update_during_claim:
+        # (the undecided claim hands the update back; SQS delivers it again later)
+        assert [len(answer["batchItemFailures"]) for answer in during] == [1]
     assert watcher(sqs_records(update)) == {"batchItemFailures": []}
     # Then the GTT's order is the bracket's exit, WaitForExit gets it and Finalize closes the bracket with it
     exiting = bracket(protected.id)

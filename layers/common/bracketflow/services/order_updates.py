@@ -30,9 +30,10 @@ Roles:
          failed with ExitOrderFailed.
 GTT children carry no tag and no map: a COMPLETE untagged order is matched to the one open PROTECTED bracket with
 the same instrument, exit side, product and quantity; anything ambiguous is left to reconciliation (a later issue).
-Also matched: an EXITING bracket with no exit order whose GTT (asked of the broker) placed this very order. That is
-the stop hit by the streamer and the GTT at once: the exit Lambda claimed the bracket, found the GTT triggered and
-skipped its own exit; nothing else would record that fill (reconciliation leaves EXITING-without-an-order alone).
+Also matched: an EXITING bracket with no exit order whose ExitSkipped event names this very order as its GTT's.
+That is the stop hit by the streamer and the GTT at once: the exit Lambda claimed the bracket, found the GTT
+triggered and skipped its own exit; nothing else would record that fill (reconciliation leaves EXITING-without-an-
+order alone). Such a bracket without its ExitSkipped yet hands the update back for redelivery (UpdateNotYetMatched).
 """
 
 from __future__ import annotations
@@ -42,12 +43,11 @@ import hmac
 from decimal import Decimal
 from typing import Any
 
-from bracketflow.adapters.broker import get_broker
 from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.domain.bracket import Bracket, LegOrder
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, PositionSide
-from bracketflow.domain.events import ExitFilled
+from bracketflow.domain.events import ExitFilled, ExitSkipped
 from bracketflow.domain.ids import BRACKET_REF_PREFIX, BrokerOrderId, bracket_ref, order_tag
 from bracketflow.observability import logger, metrics
 from bracketflow.services import emergency_exit, execute_exit
@@ -203,10 +203,15 @@ def _apply_by_tag(tag_map: dict[str, Any], fact: OrderFact) -> str:
 
 def _fired_into(bracket: Bracket, fact: OrderFact) -> bool:
     """A bracket the exit Lambda claimed (EXITING, no exit order) whose GTT fired first, so the Lambda skipped its own
-    exit (ExitSkipped): its GTT's order is the exit. Asked of the broker, so a look-alike order is never taken."""
+    exit: the ExitSkipped event names the GTT's orders, so only that very order is taken as the exit (no broker call
+    here). Claimed but no ExitSkipped yet (the Lambda is between its claim and the GTT's refusal): hand it back."""
     if bracket.status is not BracketStatus.EXITING or bracket.exit is not None or not bracket.gtt_id:
         return False
-    return fact.order_id in get_broker().gtt(int(str(bracket.gtt_id))).triggered_order_ids
+    skipped = [e for e in BracketRepository().events(bracket.id) if e.get("type") == ExitSkipped.type]
+    if not skipped:
+        metrics.add_metric(name="OrderUpdatesRetried", unit="Count", value=1)
+        raise UpdateNotYetMatched(f"order {fact.order_id} may be the GTT fill of {bracket.id}, whose exit is undecided")
+    return fact.order_id in [str(i) for i in skipped[-1].get("triggered_order_ids") or ()]
 
 
 def _gtt_child_filled(fact: OrderFact) -> str:

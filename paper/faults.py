@@ -2,8 +2,9 @@
 
 A rule has a kind, a match (REST path prefix, HTTP method, tradingsymbol; each optional), a count (how many
 times it fires; default 1) and a rate (probability per matching event, from a seeded RNG, default 1).
-Kinds: reject (the order is placed REJECTED), http_500, http_429, timeout (the request IS processed, the
-answer is held back), drop_ws (ticker sockets are closed), delay_fill (a fill is held for `seconds`),
+Kinds: reject (the order is placed REJECTED), http_500, http_429 (refused before anything is done), http_500_after
+(the request IS processed, then answered 500: the broker acted but said it failed), timeout (the request IS processed,
+the answer is held back), drop_ws (ticker sockets are closed), delay_fill (a fill is held for `seconds`),
 drop_order_update (an order update for the matching tradingsymbol is never sent on the ticker, the connection stays
 up: a lost update, one per count, for testing what recovers it).
 """
@@ -14,7 +15,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-KINDS = ("reject", "http_500", "http_429", "timeout", "drop_ws", "delay_fill", "drop_order_update")
+KINDS = ("reject", "http_500", "http_429", "http_500_after", "timeout", "drop_ws", "delay_fill", "drop_order_update")
 DEFAULT_SECONDS = {"timeout": 30.0, "delay_fill": 2.0}
 
 

@@ -418,11 +418,16 @@ async def kite_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 if rule.kind == "http_429":
                     return error(rule.message or "Too many requests", "NetworkException", 429)
                 return error(rule.message or "Something went wrong at the exchange.", "GeneralException", 500)
-            timeout_rule = exchange.faults.take({"timeout"}, path=path, method=request.method, tradingsymbol=symbol)
+            timeout_rule = exchange.faults.take(
+                {"timeout", "http_500_after"}, path=path, method=request.method, tradingsymbol=symbol
+            )
         else:
             timeout_rule = None
         response = await handler(request)
         exchange.flush_updates()
+        if timeout_rule is not None and timeout_rule.kind == "http_500_after":
+            log.info("fault: %s %s done, answered 500", request.method, path)
+            return error(timeout_rule.message or "Something went wrong at the exchange.", "GeneralException", 500)
         if timeout_rule is not None:
             await _hold_answer(request, exchange, timeout_rule)
         return response

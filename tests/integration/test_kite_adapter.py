@@ -161,6 +161,17 @@ def test_a_5xx_on_placement_is_repeated_only_after_the_book_shows_it_absent(pape
     assert [o["order_id"] for o in our_orders(witness)] == [order_id]
 
 
+def test_a_5xx_after_the_broker_placed_the_order_finds_it_and_places_nothing_more(paper, witness):
+    # Given the broker places the order but answers 500 (it acted, then said it failed)
+    paper.set_faults([{"kind": "http_500_after", "match": {"path": "/orders/regular", "method": "POST"}}])
+    broker, http, _ = make_broker(paper)
+    # When we place an order
+    order_id = broker.place_order(resting_buy())
+    # Then the adapter found the order it had placed by its tag, and never sent the placement again
+    assert [c for c in http.calls if c[0] == "POST"] == [("POST", "/orders/regular")]
+    assert [o["order_id"] for o in our_orders(witness)] == [order_id]
+
+
 def test_an_unreadable_book_after_a_lost_answer_means_outcome_unknown(paper, witness):
     # Given the broker places the order, the answer is lost, and then every read of the order book fails
     class FailingLookups(RecordingSession):

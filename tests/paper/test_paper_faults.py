@@ -48,6 +48,17 @@ def test_http_500_fails_the_matching_calls_count_times_then_recovers(paper_excha
     assert kite.positions() == {"net": [], "day": []}
 
 
+def test_http_500_after_places_the_order_then_answers_500(paper_exchange, kite) -> None:
+    # Given the exchange acts on a placement but then answers 500
+    paper_exchange.set_faults([{"kind": "http_500_after", "match": {"path": "/orders/regular", "method": "POST"}}])
+    # When an order is placed, the client sees the failure
+    with pytest.raises(kite_errors.GeneralException):
+        place(kite, tag="LOST500")
+    # Then the order exists all the same, once, and the next placement is answered normally
+    assert [o["tag"] for o in kite.orders()] == ["LOST500"]
+    assert place(kite, tag="NEXT")
+
+
 def test_http_429_refuses_the_order_without_placing_it(paper_exchange, kite) -> None:
     paper_exchange.set_faults([{"kind": "http_429", "match": {"path": "/orders/regular", "method": "POST"}}])
 

@@ -19,15 +19,15 @@ sam-venv: $(SAM_VENV)/.installed
 $(VENV)/.installed: requirements/dev.txt layers/common/requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing the app's dependencies into $(VENV) ..."
-	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -r requirements/dev.txt
+	@$(PY) -m pip install -qq --upgrade pip
+	@$(PY) -m pip install -qq -r requirements/dev.txt
 	@touch $@
 
 $(SAM_VENV)/.installed: requirements/sam.txt
 	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
 	@echo "installing SAM CLI into $(SAM_VENV) ..."
-	@$(SAM_VENV)/bin/python -m pip install -q --upgrade pip
-	@$(SAM_VENV)/bin/python -m pip install -q -r requirements/sam.txt
+	@$(SAM_VENV)/bin/python -m pip install -qq --upgrade pip
+	@$(SAM_VENV)/bin/python -m pip install -qq -r requirements/sam.txt
 	@touch $@
 
 ## make run: the whole system on this machine, paper mode, no AWS account, no Docker.

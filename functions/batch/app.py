@@ -6,6 +6,8 @@ GET  /api/v1/batches/{batch_id}               the batch, its legs and its audit 
 
 A final batch answers 200; one still running answers 202 with batch_status IN_PROGRESS or ROLLING_BACK (poll the
 GET). With "wait": true the POST holds the answer up to BATCH_WAIT_SECONDS for the final result.
+A resend with the same client_batch_id (or Idempotency-Key header) answers the first batch, 200/202 as its state
+says, with "duplicate": true; the same key with a different batch answers 409 and records nothing.
 Auth and the error envelope are the REST API's own (bracketflow.services.accounts, bracketflow.schemas.http).
 """
 
@@ -25,10 +27,14 @@ from bracketflow.services.accounts import authenticate_api_key
 
 app = make_resolver("bracketflow batch orders API", "Multi-leg orders placed together, rolled back on failure.")
 ApiKeyHeader = Annotated[str | None, Header(alias="X-API-KEY", description="The account's API key")]
+IdempotencyHeader = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", max_length=128, description="The batch's idempotency key (as client_batch_id)"),
+]
 _POST_RESPONSES = {
     200: {"description": "The batch is final (PLACED, PARTIAL, ROLLED_BACK or FAILED)"},
     202: {"description": "Accepted and still running (IN_PROGRESS or ROLLING_BACK): poll GET /api/v1/batches/{id}"},
-    **error_responses(400, 401, 404, 429),
+    **error_responses(400, 401, 404, 409, 429),
 }
 
 
@@ -37,9 +43,17 @@ def _answer(view: dict[str, Any]) -> Response[dict]:
 
 
 @app.post("/api/v1/batchorders", summary="Place a batch of orders", responses=_POST_RESPONSES)
-def place_batch_orders(body: Annotated[BatchOrderRequest, Body()], x_api_key: ApiKeyHeader = None) -> Response[dict]:
+def place_batch_orders(
+    body: Annotated[BatchOrderRequest, Body()],
+    x_api_key: ApiKeyHeader = None,
+    idempotency_key: IdempotencyHeader = None,
+) -> Response[dict]:
     caller = authenticate_api_key(x_api_key or body.apikey)
-    return _answer(batch.place_batch(caller, legs_as_dicts(body), body.rollback_on_failure, wait=body.wait))
+    client_batch_id = batch.parse_client_batch_id(body.client_batch_id, idempotency_key)
+    view = batch.place_batch(
+        caller, legs_as_dicts(body), body.rollback_on_failure, wait=body.wait, client_batch_id=client_batch_id
+    )
+    return _answer(view)
 
 
 @app.post(
@@ -51,10 +65,17 @@ def place_account_batch_orders(
     account_id: Annotated[str, Path(max_length=64)],
     body: Annotated[BatchOrderRequest, Body()],
     x_api_key: ApiKeyHeader = None,
+    idempotency_key: IdempotencyHeader = None,
 ) -> Response[dict]:
     caller = authenticate_api_key(x_api_key or body.apikey)
+    client_batch_id = batch.parse_client_batch_id(body.client_batch_id, idempotency_key)
     view = batch.place_batch(
-        caller, legs_as_dicts(body), body.rollback_on_failure, wait=body.wait, account_id=account_id
+        caller,
+        legs_as_dicts(body),
+        body.rollback_on_failure,
+        wait=body.wait,
+        account_id=account_id,
+        client_batch_id=client_batch_id,
     )
     return _answer(view)
 

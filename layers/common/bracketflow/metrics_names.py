@@ -45,6 +45,7 @@ ORDER_RATE_LIMITED = "OrderRateLimited"
 
 # ---- batch orders ----
 BATCHES_REGISTERED = "BatchesRegistered"
+DUPLICATE_BATCHES = "DuplicateBatches"  # a resent batch (same client_batch_id) answered with the first one
 BATCH_LEGS_FAILED = "BatchLegsFailed"
 BATCH_ROLLBACKS = "BatchRollbacks"
 BATCH_ROLLBACK_INCOMPLETE = "BatchRollbackIncomplete"

@@ -102,6 +102,8 @@ class BatchSettings(_Base):
 
     batch_state_machine_arn: str = Field("", alias="BATCH_STATE_MACHINE_ARN")
     batch_wait_s: float = Field(5.0, alias="BATCH_WAIT_SECONDS")
+    # How long a client_batch_id (or Idempotency-Key) names one batch per account: a resend inside it gets that batch.
+    client_batch_id_window_s: int = Field(86400, alias="CLIENT_BATCH_ID_WINDOW_SECONDS")
 
 
 class LifecycleSettings(_Base):

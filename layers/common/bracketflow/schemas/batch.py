@@ -1,7 +1,8 @@
 """Wire models of batch orders (the batch note): the request Powertools validates, and the saga's task messages.
 
 POST /api/v1/batchorders (and POST /accounts/{account_id}/batch-orders):
-  {"orders": [<1..10 legs>], "rollback_on_failure": true, "wait": false, "apikey": "..." (or X-API-KEY)}
+  {"orders": [<1..10 legs>], "rollback_on_failure": true, "wait": false, "apikey": "..." (or X-API-KEY),
+   "client_batch_id": "..." (optional idempotency key, or the Idempotency-Key header)}
 A leg: tradingsymbol, exchange, transaction_type, quantity (UNITS, a multiple of the lot size, as Kite takes it),
 order_type (LIMIT, MARKET, SL, SL-M), product (MIS, CNC, NRML), price (LIMIT/SL), trigger_price (SL/SL-M),
 validity (DAY default). The model checks shapes and bounds; bracketflow.services.batch.validate_leg checks the
@@ -68,6 +69,12 @@ class BatchOrderRequest(BaseModel):
         True, description="If any order fails: cancel the open ones and square off the filled ones, in reverse"
     )
     wait: bool = Field(False, description="Hold the answer (up to BATCH_WAIT_SECONDS) until the batch is final")
+    client_batch_id: str | None = Field(
+        None,
+        max_length=128,
+        description="Idempotency key (or the Idempotency-Key header): a resend of the same batch with it answers the"
+        " first batch with duplicate: true; the same key with a different batch is refused 409",
+    )
 
 
 class LegTask(BaseModel):

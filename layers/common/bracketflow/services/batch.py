@@ -12,6 +12,12 @@ and the reads: get_batch (the note's response shape + each leg + the batch statu
 Quantity: `quantity` is in UNITS, as Kite takes it and as the note's example sends it (50 = one NIFTY lot then);
 it must be a positive multiple of the instrument's lot size (NIFTY options: 75), or the leg is refused.
 
+A resent POST (a client timeout, a retry) is made safe by an optional client_batch_id (or the Idempotency-Key
+header, the same thing): its key DEDUPE#<account>#BATCH#<id> is written in the SAME transaction as the batch, so of
+any number of concurrent sends exactly one records a batch and starts its saga. A resend with the same legs and
+rollback_on_failure inside CLIENT_BATCH_ID_WINDOW_SECONDS (default 24 h) answers that batch as it is now, with
+"duplicate": true; the same id with a different batch is refused 409 and nothing is written.
+
 Idempotency, because Step Functions retries and a Lambda may run twice:
 - every leg's order carries a deterministic tag (leg_tag), and place_leg looks the tag up at the broker before
   placing, so a rerun adopts the order instead of placing another;
@@ -22,6 +28,9 @@ Idempotency, because Step Functions retries and a Lambda may run twice:
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +39,15 @@ from typing import Any
 
 from bracketflow.adapters.broker import get_broker
 from bracketflow.adapters.broker.port import OrderReport, OrderRequest
-from bracketflow.adapters.dynamo.batches import BatchRepository, event_item, leg_item, now_iso, state_item
+from bracketflow.adapters.dynamo.batches import (
+    BatchIdKey,
+    BatchIdTaken,
+    BatchRepository,
+    event_item,
+    leg_item,
+    now_iso,
+    state_item,
+)
 from bracketflow.adapters.sfn import WorkflowStartFailed, start_batch_workflow
 from bracketflow.domain.enums import Action, Exchange, PriceType, Product
 from bracketflow.domain.ids import bracket_ref, new_batch_id
@@ -45,7 +62,7 @@ from bracketflow.domain.validation import (
     parse_quantity,
     parse_validity,
 )
-from bracketflow.errors import BrokerError, BrokerRejected, NotFound, ValidationFailed
+from bracketflow.errors import BrokerError, BrokerRejected, Conflict, NotFound, ValidationFailed
 from bracketflow.observability import logger, metrics
 from bracketflow.services.models import Caller
 from bracketflow.settings import get_settings
@@ -224,12 +241,72 @@ def square_off_tag(batch_id: str, leg: int) -> str:
     return f"{bracket_ref(batch_id)}{_LEG_CHARS[leg - 1]}R"
 
 
+# ---------- idempotency ----------
+_CLIENT_BATCH_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def parse_client_batch_id(body_value: Any, header_value: Any = None) -> str | None:
+    """The batch's idempotency key from the body's client_batch_id or the Idempotency-Key header (one, or both equal).
+
+    1..128 characters of letters, digits and _ . : - (a UUID fits); anything else is a 400 naming the field.
+    """
+    given = {name: v for name, v in (("client_batch_id", body_value), ("Idempotency-Key", header_value)) if v}
+    values = {str(v).strip() for v in given.values()}
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ValidationFailed("client_batch_id and the Idempotency-Key header differ: send one, or the same value")
+    value = values.pop()
+    if not _CLIENT_BATCH_ID.fullmatch(value):
+        name = " / ".join(given)
+        raise ValidationFailed(f"{name}: 1 to 128 characters of letters, digits, '_', '.', ':' or '-', got {value!r}")
+    return value
+
+
+def batch_request_hash(legs: Sequence[LegOrder], rollback_on_failure: bool) -> str:
+    """What makes two batch requests "the same": the validated legs in order and rollback_on_failure (not `wait`)."""
+
+    def text(value: Any) -> str | None:  # 228.650 and 228.65 are one price
+        return None if value is None else f"{value.normalize():f}" if isinstance(value, Decimal) else str(value)
+
+    canonical = {
+        "rollback_on_failure": bool(rollback_on_failure),
+        "orders": [{name: text(value) for name, value in vars(leg).items()} for leg in legs],
+    }
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def _now_s() -> int:
+    return int(time.time())
+
+
+def _earlier_batch(caller: Caller, client_batch_id: str, digest: str, now_s: int) -> dict[str, Any] | None:
+    """The batch a live client_batch_id names, if this is a resend of it; Conflict if it named another batch."""
+    held = BatchRepository().batch_id_key(caller.account_id, client_batch_id, now_s)
+    if held is None:
+        return None  # expired between our write and this read: take it again
+    if held.get("request_hash") != digest:
+        raise Conflict(
+            f"client_batch_id {client_batch_id!r} was already used for a different batch ({held['batch_id']}):"
+            " use a new id for a new batch"
+        )
+    metrics.add_metric(name="DuplicateBatches", unit="Count", value=1)
+    logger.info("resent batch answered with the original", extra={"batch_id": held["batch_id"]})
+    return {**get_batch(caller, str(held["batch_id"])), "duplicate": True}
+
+
 # ---------- registration ----------
-def register_batch(caller: Caller, orders: Sequence[Mapping[str, Any]], rollback_on_failure: bool) -> dict[str, Any]:
+def register_batch(
+    caller: Caller,
+    orders: Sequence[Mapping[str, Any]],
+    rollback_on_failure: bool,
+    client_batch_id: str | None = None,
+) -> dict[str, Any]:
     """Validate, record (batch + legs + BatchRegistered in one transaction), start the saga; the batch view.
 
     Bad input raises ValidationFailed before anything is written. If the saga cannot be started the batch is
-    recorded FAILED (nothing was sent to the broker) and returned as such.
+    recorded FAILED (nothing was sent to the broker) and returned as such. With a client_batch_id the view carries
+    "duplicate": false for a new batch, or is the earlier batch's view with "duplicate": true for a resend.
     """
     legs = validate_legs(orders)
     batch_id = new_batch_id()
@@ -245,6 +322,7 @@ def register_batch(caller: Caller, orders: Sequence[Mapping[str, Any]], rollback
             "total_orders": len(legs),
             "created_at": created_at,
             "updated_at": created_at,
+            "client_batch_id": client_batch_id,
         },
     )
     leg_items = [
@@ -276,7 +354,24 @@ def register_batch(caller: Caller, orders: Sequence[Mapping[str, Any]], rollback
         "BatchRegistered",
         {"total_orders": len(legs), "rollback_on_failure": bool(rollback_on_failure)},
     )
-    repo.create(state, leg_items, registered)
+    if client_batch_id is None:
+        repo.create(state, leg_items, registered)
+    else:
+        digest = batch_request_hash(legs, rollback_on_failure)
+        window = get_settings().client_batch_id_window_s
+        for _attempt in range(3):
+            now_s = _now_s()
+            try:
+                repo.create(
+                    state, leg_items, registered, BatchIdKey(account_id, client_batch_id, digest, now_s, window)
+                )
+                break
+            except BatchIdTaken:
+                earlier = _earlier_batch(caller, client_batch_id, digest, now_s)
+                if earlier is not None:
+                    return earlier
+        else:
+            raise Conflict("the batch collided with a concurrent one using the same client_batch_id; send it again")
     metrics.add_metric(name="BatchesRegistered", unit="Count", value=1)
     payload = {
         "batch_id": batch_id,
@@ -300,7 +395,8 @@ def register_batch(caller: Caller, orders: Sequence[Mapping[str, Any]], rollback
             when=("status", (IN_PROGRESS,)),
             event=event_item(batch_id, account_id, "BatchNotStarted", {"error": str(exc)}),
         )
-    return get_batch(caller, batch_id)
+    view = get_batch(caller, batch_id)
+    return view if client_batch_id is None else {**view, "duplicate": False}
 
 
 # ---------- the saga's steps ----------
@@ -702,6 +798,7 @@ def batch_view(batch: Mapping[str, Any], legs: Sequence[Mapping[str, Any]]) -> d
         "created_at": batch["created_at"],
         "completed_at": batch.get("completed_at"),
         "message": batch.get("message"),
+        "client_batch_id": batch.get("client_batch_id"),
         "legs": [_leg_view(leg) for leg in sorted(legs, key=lambda leg: int(leg["leg"]))],
     }
 
@@ -748,14 +845,18 @@ def place_batch(
     *,
     wait: bool = False,
     account_id: str | None = None,
+    client_batch_id: str | None = None,
 ) -> dict[str, Any]:
     """The POST: register and start the batch; with wait, hold the answer until it is final (or the wait ends).
 
     account_id (the alias route's path) must be the caller's own account: any other looks like a missing one.
+    client_batch_id (already parsed: parse_client_batch_id) makes a resend answer the first batch ("duplicate").
+    The answer always says "duplicate" (false for a batch recorded by this call).
     """
     if account_id is not None and account_id != caller.account_id:
         raise NotFound(f"account {account_id} not found")
-    view = register_batch(caller, orders, rollback_on_failure)
+    view = register_batch(caller, orders, rollback_on_failure, client_batch_id)
+    duplicate = bool(view.get("duplicate"))
     if wait and not is_final(view):
         view = wait_for_batch(caller, view["batch_id"])
-    return view
+    return {**view, "duplicate": duplicate}

@@ -14,6 +14,9 @@ BATCH#<id>       LEG#<nn>       one leg (nn = 01..10, the request's order): the 
                                 SQUARE_OFF, CANCEL_AND_SQUARE_OFF, NONE), rollback_order_id, rollback_quantity
 BATCH#<id>       EVENT#<n>      immutable audit event; n is a time-ordered id (ULID), so events sort by when they
                                 happened even when legs are placed concurrently
+DEDUPE#<account>#BATCH#<client_batch_id>  KEY   batch_id, request_hash, expires_at: the client's idempotency key,
+                                written in the SAME transaction as the batch (so a key names a batch that exists) and
+                                taken only while absent or expired (TTL deletion lags by hours)
 
 Every change of a leg or of the STATE is a conditional update on the status (or rollback) it expects, written in
 the same transaction as its audit event: a step that runs twice finds the condition false, writes nothing and
@@ -23,13 +26,14 @@ reads back what the first run recorded. Money is stored as DynamoDB numbers (Dec
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
-from bracketflow.adapters.dynamo.records import account_pk, iso, plain, to_dynamo
+from bracketflow.adapters.dynamo.records import account_pk, dedupe_batch_key, iso, plain, to_dynamo
 from bracketflow.adapters.dynamo.table import ddb, table, table_name
 from bracketflow.domain.ids import new_ulid
 
@@ -92,18 +96,79 @@ def event_item(batch_id: str, account_id: str, event_type: str, data: Mapping[st
     }
 
 
+@dataclass(frozen=True)
+class BatchIdKey:
+    """A client_batch_id to claim with the batch: the key item, and the clock its expiry is judged by."""
+
+    account_id: str
+    client_batch_id: str
+    request_hash: str
+    now_s: int
+    window_s: int
+
+
+class BatchIdTaken(Exception):
+    """The client_batch_id is held by a live earlier batch; nothing of the new batch was written."""
+
+
 class BatchRepository:
     """Persistence of batches: one transaction per change, each with its audit event."""
 
-    def create(self, state: dict[str, Any], legs: Iterable[dict[str, Any]], event: dict[str, Any]) -> None:
-        """The batch, all its legs and its first event, together or not at all (the batch id must be new)."""
+    def create(
+        self,
+        state: dict[str, Any],
+        legs: Iterable[dict[str, Any]],
+        event: dict[str, Any],
+        batch_id_key: BatchIdKey | None = None,
+    ) -> None:
+        """The batch, all its legs, its first event and its client_batch_id key, together or not at all.
+
+        Raises BatchIdTaken (writing nothing) when the key is held by a batch whose window has not ended.
+        """
         not_there = "attribute_not_exists(pk)"
         items = [state, *legs, event]
-        ddb().transact_write_items(
-            TransactItems=[
-                {"Put": {"TableName": table_name(), "Item": item, "ConditionExpression": not_there}} for item in items
-            ]
-        )
+        ops: list[dict[str, Any]] = [
+            {"Put": {"TableName": table_name(), "Item": item, "ConditionExpression": not_there}} for item in items
+        ]
+        if batch_id_key is not None:
+            k = batch_id_key
+            key_item = {
+                **dedupe_batch_key(k.account_id, k.client_batch_id),
+                "type": "DEDUPE",
+                "batch_id": state["batch_id"],
+                "request_hash": k.request_hash,
+                "expires_at": k.now_s + k.window_s,
+            }
+            ops.append(
+                {
+                    "Put": {
+                        "TableName": table_name(),
+                        "Item": key_item,
+                        "ConditionExpression": "attribute_not_exists(pk) OR expires_at < :now",
+                        "ExpressionAttributeValues": {":now": k.now_s},
+                    }
+                }
+            )
+        try:
+            ddb().transact_write_items(TransactItems=ops)
+        except ClientError as exc:
+            reasons = exc.response.get("CancellationReasons") or []
+            taken = (
+                batch_id_key is not None
+                and exc.response["Error"]["Code"] == "TransactionCanceledException"
+                and len(reasons) == len(ops)
+                and (reasons[-1] or {}).get("Code") == "ConditionalCheckFailed"
+            )
+            if taken:
+                raise BatchIdTaken(batch_id_key.client_batch_id if batch_id_key else "") from exc
+            raise
+
+    def batch_id_key(self, account_id: str, client_batch_id: str, now_s: int) -> dict[str, Any] | None:
+        """The live key item of a client_batch_id (batch_id, request_hash), or None when absent or expired."""
+        item = table().get_item(Key=dedupe_batch_key(account_id, client_batch_id), ConsistentRead=True).get("Item")
+        if item is None or int(item.get("expires_at", 0)) < now_s:
+            return None
+        return plain(item)
 
     # ---------- reads ----------
     def get(self, batch_id: str) -> dict[str, Any] | None:

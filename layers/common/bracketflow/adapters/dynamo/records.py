@@ -19,6 +19,9 @@ TAG#<order_tag>                            MAP                        bracket_id
                                                                       BROKERORDER map is still matched by its tag
 DEDUPE#<account>#CLIENT#<client_order_id>  KEY                        bracket_id, request_hash, expires_at
 DEDUPE#<account>#ALERT#<sha256(alert)>     KEY                        bracket_id, request_hash, expires_at
+DEDUPE#<account>#BATCH#<client_batch_id>  KEY                        batch_id, request_hash, expires_at (the
+                                                                      batch's idempotency key, adapters/dynamo/
+                                                                      batches.py)
 ORDERLOG#<account>#<yyyy-mm-dd>            <ts>#<request_id>          api_type, request (apikey redacted),
                                                                       response, status_code, expires_at
 KEYLIMIT#<key hash>                        BUCKET                     tat_ms: the per-key placement limiter (GCRA)
@@ -118,6 +121,10 @@ def dedupe_client_key(account_id: str, client_order_id: str) -> dict[str, str]:
 
 def dedupe_alert_key(account_id: str, alert_hash: str) -> dict[str, str]:
     return {"pk": f"DEDUPE#{account_id}#ALERT#{alert_hash}", "sk": KEY}
+
+
+def dedupe_batch_key(account_id: str, client_batch_id: str) -> dict[str, str]:
+    return {"pk": f"DEDUPE#{account_id}#BATCH#{client_batch_id}", "sk": KEY}
 
 
 def order_log_pk(account_id: str, day: str) -> str:

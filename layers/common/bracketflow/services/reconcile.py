@@ -15,6 +15,12 @@ run id and the open brackets (the sparse OPEN index). ReconcileBracket compares 
                                                      recorded from the broker's closing order, reason MANUAL -> CLOSED
   PROTECTED, GTT gone but position open              re-protected with a new GTT (RECONCILE_REPROTECT, default) or
                                                      NEEDS_REVIEW
+  EXITING, no exit order, ExitSkipped recorded      the exit Lambda found the GTT triggered and placed nothing;
+                                                     the GTT's child order (its orders/result ids, else the one
+                                                     untagged fill in the order book) COMPLETE -> exit recorded
+                                                     (TARGET, STOP or TRAIL_STOP by the fill price) -> CLOSED; the
+                                                     child REJECTED/CANCELLED, or none for RECONCILE_FROZEN_AFTER_S
+                                                     -> NEEDS_REVIEW (the position may be open, unprotected)
   EXITING, exit order final at the broker            a missed order update -> recorded (fill completes WaitForExit)
   EXITING, exit filled but never finalised           WaitForExit completed again, or Finalize run here
 
@@ -43,7 +49,7 @@ from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.domain.bracket import Bracket, LegOrder
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus
-from bracketflow.domain.events import ExitFilled, FlaggedForReview, Reconciled
+from bracketflow.domain.events import ExitFilled, ExitSkipped, FlaggedForReview, Reconciled
 from bracketflow.domain.ids import BrokerOrderId
 from bracketflow.domain.instruments import default_master
 from bracketflow.domain.states import is_terminal
@@ -293,7 +299,9 @@ def _check_protected(bracket: Bracket, view: BrokerView, now: datetime) -> Outco
 
 def _check_exiting(bracket: Bracket, view: BrokerView, now: datetime) -> Outcome:
     leg = bracket.exit
-    if leg is None or not leg.broker_order_id:
+    if leg is None:
+        return _check_skipped_exit(bracket, view, now)
+    if not leg.broker_order_id:
         return None  # the exit Lambda's message is redelivered until it places or gives up
     if leg.status is OrderStatus.SENT_TO_BROKER:
         order = view.orders.get(str(leg.broker_order_id))
@@ -309,6 +317,62 @@ def _check_exiting(bracket: Bracket, view: BrokerView, now: datetime) -> Outcome
     if leg.status is OrderStatus.EXECUTED and (now - bracket.updated_at).total_seconds() > SETTLE_S:
         return _settle_exit(bracket)
     return None
+
+
+def _check_skipped_exit(bracket: Bracket, view: BrokerView, now: datetime) -> Outcome:
+    """EXITING with no exit order. Without an ExitSkipped event the exit Lambda is still at it (its message is
+    redelivered until it places or gives up): left alone. With one, the Lambda found the GTT triggered and rightly
+    placed nothing, so the GTT's own order is the exit; if its update never reached the watcher, nothing else would
+    record it and the bracket would stay EXITING forever."""
+    skipped = [e for e in BracketRepository().events(bracket.id) if e.get("type") == ExitSkipped.type]
+    if not skipped:
+        return None
+    gtt_id = str(skipped[-1].get("gtt_id") or bracket.gtt_id)
+    gtt = view.gtts.get(gtt_id)
+    ids = [*(gtt.triggered_order_ids if gtt is not None else ()), *(skipped[-1].get("triggered_order_ids") or ())]
+    children = [view.orders[i] for i in dict.fromkeys(str(i) for i in ids) if i in view.orders]
+    if not children:
+        children = _untagged_fills(bracket, view)  # a GTT report without its orders' ids: the order book's
+    done = [o for o in children if o.status == "COMPLETE"]
+    if len(done) == 1:
+        fill = done[0]
+        reason = gtt_exit_reason(bracket, fill.average_price or Decimal(0))
+        detail = f"GTT {gtt_id} fired as the exit was claimed (no exit placed)"
+        return _close_from_broker(bracket, fill, reason, "GTT_FIRED_DURING_EXIT", detail)
+    net = view.net_quantity(bracket.spec.exchange.value, bracket.spec.symbol, bracket.spec.product.value)
+    if len(done) > 1:
+        return _flag(bracket, f"GTT {gtt_id} fired and several orders could be its fill; no exit placed")
+    if children and all(o.status in ("REJECTED", "CANCELLED") for o in children):
+        return _flag(
+            bracket, f"GTT {gtt_id} fired but its order was {children[0].status} and no exit was placed (net {net})"
+        )
+    if _age_s(bracket, None, now) > get_settings().reconcile_frozen_after_s:
+        return _flag(bracket, f"FROZEN_ORDER: GTT {gtt_id} fired but its order has not filled (net {net})")
+    return None  # the GTT's order is still working
+
+
+def _untagged_fills(bracket: Bracket, view: BrokerView) -> list[OrderReport]:
+    """COMPLETE orders that could be this bracket's GTT child: untagged (GTT orders carry no tag), the exit side of
+    the same instrument and product, the filled quantity, placed after the bracket and mapped to no bracket."""
+    spec = bracket.spec
+    since = bracket.created_at
+    return [
+        o
+        for o in view.orders.values()
+        if o.status == "COMPLETE"
+        and not o.tag
+        and o.exchange == spec.exchange.value
+        and o.tradingsymbol == spec.symbol
+        and o.product == spec.product.value
+        and o.transaction_type == spec.exit_action.value
+        and o.filled_quantity == bracket.entry.filled_quantity
+        and (o.order_timestamp is None or _aware(o.order_timestamp) >= since)
+        and store.get_broker_order_map(str(o.order_id)) is None
+    ]
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _check(bracket: Bracket, view: BrokerView, now: datetime) -> Outcome:
@@ -359,12 +423,15 @@ def _flag(bracket: Bracket, reason: str, order: OrderReport | None = None) -> Ou
 
 
 def _close_from_broker(bracket: Bracket, order: OrderReport, reason: ExitReason, repair: str, detail: str) -> Outcome:
-    """The broker closed the position (its GTT, or the trader by hand): record that exit, then close the bracket."""
+    """The broker closed the position (its GTT, or the trader by hand): record that exit, then close the bracket.
+
+    From PROTECTED, or from EXITING with no exit order (the exit Lambda's claim that found the GTT fired)."""
     repo = BracketRepository()
     price = order.average_price or Decimal(0)
 
     def step(b: Bracket) -> Bracket | None:
-        if b.status is not BracketStatus.PROTECTED or b.version != bracket.version:
+        claimed = b.status is BracketStatus.EXITING and b.exit is None
+        if (b.status is not BracketStatus.PROTECTED and not claimed) or b.version != bracket.version:
             return None
         leg = LegOrder(
             role=LegRole.EXIT,
@@ -374,7 +441,11 @@ def _close_from_broker(bracket: Bracket, order: OrderReport, reason: ExitReason,
             filled_quantity=order.filled_quantity,
             average_price=price,
         )
-        nxt = b.transition(BracketStatus.EXITING, exit=leg, exit_reason=reason)
+        nxt = (
+            b.update(exit=leg, exit_reason=reason)
+            if claimed
+            else b.transition(BracketStatus.EXITING, exit=leg, exit_reason=reason)
+        )
         evs = [
             event(
                 ExitFilled,

@@ -10,17 +10,21 @@ Before placing, the levels are checked again against the actual average fill (va
 last price: a MARKET entry may have filled beyond the stop, or the market may have crossed a level since. Then a
 GTT would fire at once or be refused, so ProtectionNotPossible is raised and the workflow flattens the position.
 A GTT that an earlier attempt created (answer lost, Lambda timed out) is found by instrument/triggers/legs and
-adopted, so retries never leave two GTTs.
+adopted, so retries never leave two GTTs. If that GTT has meanwhile FIRED (created after the fill was recorded), it
+is adopted too, before the level check: the broker has closed the position itself, and a second GTT or an emergency
+exit would open a new one. The bracket is recorded PROTECTED by it, and the GTT's fill (the watcher, which could not
+match it while the bracket was ENTRY_FILLED, or reconciliation) closes it.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from bracketflow import metrics_names
 from bracketflow.adapters.broker import get_broker
-from bracketflow.adapters.broker.port import GttLeg, GttRequest
+from bracketflow.adapters.broker.port import GttLeg, GttReport, GttRequest
 from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.domain.bracket import Bracket
@@ -102,6 +106,17 @@ def place_protection(bracket_id: str) -> dict[str, Any]:
     quantity = bracket.entry.filled_quantity
     fill = bracket.entry.average_price
     last = quote.last_price if quote is not None and quote.last_price > 0 else fill
+    assert last is not None
+    req = protection_request(bracket, quantity, last, tick, settings.stop_limit_buffer_percent)
+    at_broker = broker.gtts()
+    fired = _fired_since_fill(at_broker, bracket, req)
+    if fired is not None:
+        logger.warning(
+            "GTT of an earlier attempt already fired; adopting it, placing nothing",
+            extra={"bracket_id": bracket.id, "gtt_id": fired.gtt_id, "orders": fired.triggered_order_ids},
+        )
+        protected = _record_protection(bracket_id, str(fired.gtt_id), req, quantity)
+        return {"gtt_id": str(fired.gtt_id), "watch": watch_message(protected, token, tick)}
     try:
         check_levels(spec.action, fill, bracket.stop_price, spec.target_price, note=" (the average fill price)")
         check_levels(spec.action, last, bracket.stop_price, spec.target_price, note=" (the last traded price)")
@@ -110,10 +125,8 @@ def place_protection(bracket_id: str) -> dict[str, Any]:
             f"cannot protect at stop {bracket.stop_price} / target "
             f"{spec.target_price} after a fill at {fill}, last {last}: {exc.message}"
         ) from exc
-    assert last is not None
-    req = protection_request(bracket, quantity, last, tick, settings.stop_limit_buffer_percent)
 
-    existing = [g for g in broker.gtts() if g.status == "active" and g.same_trigger_as(req)]
+    existing = [g for g in at_broker if g.status == "active" and g.same_trigger_as(req)]
     gtt_id = existing[0].gtt_id if existing else broker.create_gtt(req)
     if existing:
         logger.warning("GTT already at the broker; adopting it", extra={"bracket_id": bracket.id, "gtt_id": gtt_id})
@@ -124,6 +137,17 @@ def place_protection(bracket_id: str) -> dict[str, Any]:
     unprotected_s = (protected.updated_at - bracket.updated_at).total_seconds()
     metrics.add_metric(name=metrics_names.ENTRY_TO_PROTECTION_SECONDS, unit="Seconds", value=max(0.0, unprotected_s))
     return {"gtt_id": str(gtt_id), "watch": watch_message(protected, token, tick)}
+
+
+def _fired_since_fill(gtts: list[GttReport], bracket: Bracket, req: GttRequest) -> GttReport | None:
+    """A triggered GTT exactly like ours created since the fill was recorded (the bracket's last change, in
+    ENTRY_FILLED; the broker's timestamps are whole seconds): one an earlier attempt of this step created."""
+    since = bracket.updated_at - timedelta(seconds=1)
+    for gtt in gtts:
+        created = gtt.created_at
+        if gtt.status == "triggered" and gtt.same_trigger_as(req) and created is not None and created >= since:
+            return gtt
+    return None
 
 
 def _record_protection(bracket_id: str, gtt_id: str, req: GttRequest, quantity: int) -> Bracket:

@@ -8,20 +8,14 @@ paper exchange.
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from typing import Any
 
 import boto3
 import pytest
 from test_intake_support import REGION, Trader, _invoke, api_event, aws  # noqa: F401
 
-LONG_PUT, SHORT_PUT, SHORT_CALL, LONG_CALL = (
-    "NIFTY26DEC23000PE",
-    "NIFTY26DEC23500PE",
-    "NIFTY26DEC24500CE",
-    "NIFTY26DEC25000CE",
-)
-QUOTES = {LONG_PUT: "102.15", SHORT_PUT: "228.65", SHORT_CALL: "236.85", LONG_CALL: "114.20"}
+# the condor's strikes and legs, for the batch tests that import them from here
+from tests.iron_condor import LONG_CALL, LONG_PUT, SHORT_CALL, SHORT_PUT, condor_quotes, iron_condor, leg  # noqa: F401
 
 
 @pytest.fixture
@@ -50,23 +44,6 @@ def batch_items(env: Any) -> list[dict[str, Any]]:
     return [i for i in env.table.scan()["Items"] if i["pk"].startswith("BATCH#")]
 
 
-def leg(symbol: str = LONG_PUT, side: str = "BUY", **overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "tradingsymbol": symbol,
-        "exchange": "NFO",
-        "transaction_type": side,
-        "quantity": 75,
-        "order_type": "MARKET",
-        "product": "NRML",
-    }
-    body.update(overrides)
-    return {k: v for k, v in body.items() if v is not None}
-
-
-def iron_condor() -> list[dict[str, Any]]:
-    return [leg(LONG_PUT, "BUY"), leg(SHORT_PUT, "SELL"), leg(SHORT_CALL, "SELL"), leg(LONG_CALL, "BUY")]
-
-
 def call_batch_api(method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
     return _invoke("functions.batch.app", api_event(method, path, body, **kwargs))
 
@@ -78,11 +55,4 @@ def post_batch(trader: Trader, orders: Any, **extra: Any) -> Any:
 
 
 def quote_condor(paper: Any) -> None:
-    quotes = []
-    for symbol, ltp in QUOTES.items():
-        price = Decimal(ltp)
-        quotes.append(
-            {"exchange": "NFO", "tradingsymbol": symbol, "ltp": ltp, "bid": str(price - Decimal("0.05")),
-             "ask": str(price + Decimal("0.05"))}
-        )  # fmt: skip
-    paper.set_quotes(quotes)
+    paper.set_quotes(condor_quotes())

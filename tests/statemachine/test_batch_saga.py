@@ -8,89 +8,36 @@ partial result is reported as it is; a compensation that fails transiently is re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import pytest
 import requests
 
-from local.stack import LocalStack, StackConfig
+from local.stack import LocalStack
+from tests.iron_condor import LONG_CALL, LONG_PUT, SHORT_CALL, SHORT_PUT, condor_quotes, iron_condor
+from tests.stack_support import broker_orders, paper, positions, stack_fixture
 
 # One module-scoped stack per module, and moto's backends are process-wide: share the bracket workflow's xdist group
 # so the statemachine stacks run one after another in one worker.
 pytestmark = pytest.mark.xdist_group("stack")
 
 API_KEY = "batch-saga-key"
-LONG_PUT, SHORT_PUT, SHORT_CALL, LONG_CALL = (
-    "NIFTY26DEC23000PE",
-    "NIFTY26DEC23500PE",
-    "NIFTY26DEC24500CE",
-    "NIFTY26DEC25000CE",
+
+# The whole stack on free ports; compensation retries made short (1 s, 4 attempts) so a test can see them.
+stack = stack_fixture(
+    API_KEY,
+    relay=False,
+    parameter_overrides={"BatchRollbackRetryIntervalSeconds": "1", "BatchRollbackMaxAttempts": "4"},
+    extra_env={"BATCH_WAIT_SECONDS": "20", "BROKER_MAX_ATTEMPTS": "2", "BROKER_LOOKUP_PAUSE_S": "0.05"},
 )
-QUOTES = {LONG_PUT: "102.15", SHORT_PUT: "228.65", SHORT_CALL: "236.85", LONG_CALL: "114.20"}
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
-    """The whole stack on free ports; compensation retries made short (1 s, 4 attempts) so a test can see them."""
-    config = StackConfig(
-        api_port=0,
-        moto_port=0,
-        paper_port=0,
-        local_api_key=API_KEY,
-        streamer=False,
-        schedules=False,
-        parameter_overrides={"BatchRollbackRetryIntervalSeconds": "1", "BatchRollbackMaxAttempts": "4"},
-        extra_env={"BATCH_WAIT_SECONDS": "20", "BROKER_MAX_ATTEMPTS": "2", "BROKER_LOOKUP_PAUSE_S": "0.05"},
-    )
-    local = LocalStack(config)
-    local.start()
-    try:
-        assert local.dev_account_seeded
-        yield local
-    finally:
-        local.stop()
-
-
-def paper(stack: LocalStack, method: str, path: str, body: Any = None) -> Any:
-    response = requests.request(method, f"{stack.paper_url}/_paper/{path}", json=body, timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()["data"]
 
 
 @pytest.fixture
 def market(stack: LocalStack) -> LocalStack:
     """A clean paper exchange with the condor's strikes quoted (a 0.05 spread around the master's price)."""
-    paper(stack, "POST", "reset")
-    quotes = []
-    for symbol, ltp in QUOTES.items():
-        price = Decimal(ltp)
-        quotes.append(
-            {"exchange": "NFO", "tradingsymbol": symbol, "ltp": ltp, "bid": str(price - Decimal("0.05")),
-             "ask": str(price + Decimal("0.05"))}
-        )  # fmt: skip
-    paper(stack, "POST", "quotes", {"quotes": quotes})
+    paper(stack, "reset")
+    paper(stack, "quotes", {"quotes": condor_quotes()})
     return stack
-
-
-def leg(symbol: str, side: str, order_type: str = "MARKET", price: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "tradingsymbol": symbol,
-        "exchange": "NFO",
-        "transaction_type": side,
-        "quantity": 75,
-        "order_type": order_type,
-        "product": "NRML",
-    }
-    if price is not None:
-        out["price"] = price
-    return out
-
-
-def iron_condor(**kinds: tuple[str, str | None]) -> list[dict[str, Any]]:
-    legs = [(LONG_PUT, "BUY"), (SHORT_PUT, "SELL"), (SHORT_CALL, "SELL"), (LONG_CALL, "BUY")]
-    return [leg(symbol, side, *kinds.get(symbol, ("MARKET", None))) for symbol, side in legs]
 
 
 def post_batch(stack: LocalStack, orders: list[dict[str, Any]], rollback: bool = True) -> requests.Response:
@@ -102,23 +49,8 @@ def post_batch(stack: LocalStack, orders: list[dict[str, Any]], rollback: bool =
     )
 
 
-def broker_orders(stack: LocalStack) -> list[dict[str, Any]]:
-    response = requests.get(
-        f"{stack.paper_url}/orders", headers={"Authorization": "token paper:paper-token", "X-Kite-Version": "3"},
-        timeout=10,
-    )  # fmt: skip
-    assert response.status_code == 200, response.text
-    return response.json()["data"]
-
-
 def net_positions(stack: LocalStack) -> dict[str, int]:
-    response = requests.get(
-        f"{stack.paper_url}/portfolio/positions",
-        headers={"Authorization": "token paper:paper-token", "X-Kite-Version": "3"},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return {row["tradingsymbol"]: int(row["quantity"]) for row in response.json()["data"]["net"]}
+    return {row["tradingsymbol"]: int(row["quantity"]) for row in positions(stack)}
 
 
 def test_a_four_leg_iron_condor_is_placed_in_full(market):
@@ -146,15 +78,15 @@ def compensation_events(stack: LocalStack, batch_id: str) -> list[tuple[str, int
 
 
 # Legs 1 and 2 fill at once (MARKET), leg 3 is the one the broker rejects, leg 4 rests unfilled (LIMIT far below).
-RESTING_LIMIT = {LONG_CALL: ("LIMIT", "50.00")}
+RESTING_LIMIT = {LONG_CALL: {"order_type": "LIMIT", "price": "50.00"}}
 REJECT_THIRD_LEG = {"kind": "reject", "match": {"tradingsymbol": SHORT_CALL}, "count": 1}
 
 
 def test_a_rejected_third_leg_rolls_the_others_back_in_reverse(market):
     # Given the broker will reject the third leg
-    paper(market, "POST", "faults", {"rules": [REJECT_THIRD_LEG]})
+    paper(market, "faults", {"rules": [REJECT_THIRD_LEG]})
     # When the condor is sent with rollback on
-    answer = post_batch(market, iron_condor(**RESTING_LIMIT), rollback=True)
+    answer = post_batch(market, iron_condor(RESTING_LIMIT), rollback=True)
     body = answer.json()
     # Then the batch is ROLLED_BACK: the resting leg cancelled, the filled legs squared off, the rejected one untouched
     assert answer.status_code == 200, body
@@ -184,9 +116,9 @@ def test_a_rejected_third_leg_rolls_the_others_back_in_reverse(market):
 
 def test_with_rollback_off_the_partial_result_is_reported_as_it_is(market):
     # Given the same rejection
-    paper(market, "POST", "faults", {"rules": [REJECT_THIRD_LEG]})
+    paper(market, "faults", {"rules": [REJECT_THIRD_LEG]})
     # When the condor is sent with rollback off
-    body = post_batch(market, iron_condor(**RESTING_LIMIT), rollback=False).json()
+    body = post_batch(market, iron_condor(RESTING_LIMIT), rollback=False).json()
     # Then the batch is PARTIAL, and the placed legs stay as they are at the broker
     assert body["batch_status"] == "PARTIAL", body
     assert [leg["status"] for leg in body["legs"]] == ["PLACED", "PLACED", "FAILED", "PLACED"]
@@ -202,14 +134,14 @@ def test_a_compensation_that_fails_transiently_is_retried_until_it_succeeds(mark
     # Given the rejection, and the broker failing the next three cancel calls with a 500
     # (the adapter tries twice per run here, so the first RollbackLeg run fails and the saga must retry it)
     flaky_cancel = {"kind": "http_500", "match": {"path": "/orders/regular", "method": "DELETE"}, "count": 3}
-    paper(market, "POST", "faults", {"rules": [REJECT_THIRD_LEG, flaky_cancel]})
+    paper(market, "faults", {"rules": [REJECT_THIRD_LEG, flaky_cancel]})
     # When the condor is sent with rollback on
-    body = post_batch(market, iron_condor(**RESTING_LIMIT), rollback=True).json()
+    body = post_batch(market, iron_condor(RESTING_LIMIT), rollback=True).json()
     # Then the cancel went through in the end and the batch is ROLLED_BACK
     assert body["batch_status"] == "ROLLED_BACK", body
     assert [leg["status"] for leg in body["legs"]] == ["SQUARED_OFF", "SQUARED_OFF", "FAILED", "CANCELLED"]
     # And every injected failure was used up: the compensation really failed before it succeeded
-    rules = {r["kind"]: r for r in paper(market, "GET", "faults")["rules"]}
+    rules = {r["kind"]: r for r in paper(market, "faults", method="GET")["rules"]}
     assert rules["http_500"]["fired"] == 3
     # And the Step Functions history shows the failed attempt being retried
     sfn = market.client("stepfunctions")

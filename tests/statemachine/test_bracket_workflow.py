@@ -2,8 +2,9 @@
 Lambdas and the watcher in-process, the paper exchange (manual market) as the broker, all through the local stack.
 
 Brackets are placed through the REST API (intake starts the execution named by the bracket id). Order updates reach
-the watcher through OrderEventsQueue in the streamer's agreed format: a small relay here reads the paper ticker's order
-updates and enqueues them, standing in for the streamer's publisher so these tests do not depend on its process.
+the watcher through OrderEventsQueue in the streamer's agreed format: the relay in tests/stack_support.py reads the
+paper ticker's order updates and enqueues them, standing in for the streamer's publisher so these tests do not depend
+on its process.
 
 What must hold (issue 5): a filled entry ends PROTECTED with a GTT whose triggers are the bracket's stop and target;
 a rejected entry is FAILED with the broker's reason; an unfilled entry is CANCELLED at its timeout; a partial fill is
@@ -15,199 +16,49 @@ bracket has its audit event.
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
-import requests
-import websocket
 from botocore.exceptions import ClientError
 
 from bracketflow.domain.ids import order_tag
-from local.stack import LocalStack, StackConfig
+from local.stack import LocalStack
+from tests.stack_support import (
+    BRACKET_STACK_ENV,
+    assert_every_version_audited,
+    bracket,
+    broker_orders,
+    event_types,
+    events,
+    gtts,
+    net_position,
+    paper,
+    place,
+    quote,
+    reset_market,
+    stack_fixture,
+    wait_for,
+    wait_for_execution_end,
+    wait_for_status,
+)
 
 pytestmark = pytest.mark.xdist_group("stack")
 
 API_KEY = "bracket-workflow-key"
-KITE_HEADERS = {"Authorization": "token paper:paper-token", "X-Kite-Version": "3"}
 ENTRY_TIMEOUT_S = 4
 
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
-    """The whole stack on free ports; entries time out after a few seconds and broker retries are short."""
-    config = StackConfig(
-        api_port=0,
-        moto_port=0,
-        paper_port=0,
-        local_api_key=API_KEY,
-        streamer=False,
-        schedules=False,
-        parameter_overrides={"BracketOrderDelaySeconds": "1"},
-        extra_env={
-            "PAPER_MARKET": "manual",
-            "ENTRY_TIMEOUT_S": str(ENTRY_TIMEOUT_S),
-            "BROKER_MAX_ATTEMPTS": "2",
-            "BROKER_LOOKUP_PAUSE_S": "0.05",
-            "BROKER_TIMEOUT_S": "2",
-        },
-    )
-    local = LocalStack(config)
-    local.start()
-    try:
-        assert local.dev_account_seeded
-        with OrderUpdateRelay(local):
-            yield local
-    finally:
-        local.stop()
-
-
-class OrderUpdateRelay:
-    """Paper ticker order updates -> OrderEventsQueue as {"source","received_at","order"} (the streamer's job)."""
-
-    def __init__(self, stack: LocalStack) -> None:
-        assert stack.paper_url is not None
-        ws_url = stack.paper_url.replace("http://", "ws://") + "/ws?api_key=paper&access_token=paper-token"
-        self.sqs = stack.client("sqs")
-        self.queue_url = stack.queue_url("OrderEventsQueue")
-        self.connected = threading.Event()
-        self.app = websocket.WebSocketApp(ws_url, on_message=self._on_message, on_open=lambda _ws: self.connected.set())
-        self.thread = threading.Thread(target=self.app.run_forever, name="order-update-relay", daemon=True)
-
-    def _on_message(self, _ws: Any, message: Any) -> None:
-        if not isinstance(message, str):
-            return  # ticks (binary) are the streamer's business
-        update = json.loads(message)
-        if update.get("type") == "order":
-            body = {"source": "ticker", "received_at": datetime.now(UTC).isoformat(), "order": update["data"]}
-            self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(body))
-
-    def __enter__(self) -> OrderUpdateRelay:
-        self.thread.start()
-        assert self.connected.wait(10), "the relay could not connect to the paper ticker"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.app.close()
-        self.thread.join(5)
-
-
-def paper(stack: LocalStack, method: str, path: str, body: Any = None) -> Any:
-    response = requests.request(method, f"{stack.paper_url}/_paper/{path}", json=body, timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()["data"]
+# The whole stack on free ports; entries time out after a few seconds and broker retries are short.
+stack = stack_fixture(API_KEY, relay=True, extra_env={**BRACKET_STACK_ENV, "ENTRY_TIMEOUT_S": str(ENTRY_TIMEOUT_S)})
 
 
 @pytest.fixture
 def market(stack: LocalStack) -> LocalStack:
     """A clean paper exchange quoting INFY 1499.95 / 1500.00 and SBIN 799.95 / 800.00."""
-    paper(stack, "POST", "reset")
-    paper(stack, "POST", "config", {"partial_fills": False})
-    quote(stack, "INFY", "1500", "1499.95", "1500")
-    quote(stack, "SBIN", "800", "799.95", "800")
+    reset_market(stack)
+    quote(stack, "1500", "1499.95", "1500")
+    quote(stack, "800", "799.95", "800", symbol="SBIN")
     return stack
-
-
-def quote(stack: LocalStack, symbol: str, ltp: str, bid: str, ask: str, **quantities: int) -> None:
-    row = {"exchange": "NSE", "tradingsymbol": symbol, "ltp": ltp, "bid": bid, "ask": ask, **quantities}
-    paper(stack, "POST", "quotes", {"quotes": [row]})
-
-
-def place(stack: LocalStack, strategy: str, **fields: Any) -> str:
-    body = {
-        "symbol": "INFY",
-        "exchange": "NSE",
-        "product": "MIS",
-        "action": "BUY",
-        "quantity": 10,
-        "entry_price": "1500",
-        "sl_price": "1480",
-        "target_price": "1550",
-        "strategy": strategy,
-        **fields,
-    }
-    response = requests.post(
-        f"{stack.api_url}/api/v1/placebracketorder", json=body, headers={"X-API-KEY": API_KEY}, timeout=30
-    )
-    assert response.status_code == 200, response.text
-    return str(response.json()["bracket_id"])
-
-
-def bracket_state(bracket_id: str) -> Any:
-    from bracketflow.adapters.dynamo.brackets import BracketRepository
-
-    return BracketRepository().get(bracket_id)
-
-
-def events(bracket_id: str) -> list[dict[str, Any]]:
-    from bracketflow.adapters.dynamo.brackets import BracketRepository
-
-    return BracketRepository().events(bracket_id)
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = 45.0) -> Any:
-    """Poll until probe() is truthy (bounded: the failure names what never happened)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-def wait_for_status(bracket_id: str, *statuses: str, timeout_s: float = 45.0) -> Any:
-    def probe() -> Any:
-        b = bracket_state(bracket_id)
-        return b if b is not None and b.status.value in statuses else None
-
-    return wait_for(f"bracket {bracket_id} to reach {statuses}", probe, timeout_s)
-
-
-def execution(stack: LocalStack, bracket_id: str) -> dict[str, Any]:
-    sfn = stack.client("stepfunctions")
-    arn = stack.state_machine_arn("BracketStateMachine").replace(":stateMachine:", ":execution:") + f":{bracket_id}"
-    return sfn.describe_execution(executionArn=arn)
-
-
-def wait_for_execution_end(stack: LocalStack, bracket_id: str) -> dict[str, Any]:
-    return wait_for(
-        f"the execution of {bracket_id} to end",
-        lambda: (lambda e: e if e["status"] != "RUNNING" else None)(execution(stack, bracket_id)),
-    )
-
-
-def broker_orders(stack: LocalStack, symbol: str) -> list[dict[str, Any]]:
-    response = requests.get(f"{stack.paper_url}/orders", headers=KITE_HEADERS, timeout=10)
-    assert response.status_code == 200, response.text
-    return [o for o in response.json()["data"] if o["tradingsymbol"] == symbol]
-
-
-def net_position(stack: LocalStack, symbol: str) -> int:
-    response = requests.get(f"{stack.paper_url}/portfolio/positions", headers=KITE_HEADERS, timeout=10)
-    assert response.status_code == 200, response.text
-    return sum(int(p["quantity"]) for p in response.json()["data"]["net"] if p["tradingsymbol"] == symbol)
-
-
-def gtts(stack: LocalStack) -> list[dict[str, Any]]:
-    response = requests.get(f"{stack.paper_url}/gtt/triggers", headers=KITE_HEADERS, timeout=10)
-    assert response.status_code == 200, response.text
-    return list(response.json()["data"])
-
-
-def event_types(bracket_id: str) -> list[str]:
-    return [e["type"] for e in events(bracket_id)]
-
-
-def assert_every_version_audited(bracket_id: str) -> None:
-    bracket = bracket_state(bracket_id)
-    versions = {e["version"] for e in events(bracket_id)}
-    assert versions == set(range(1, bracket.version + 1)), f"versions without an audit event: {versions}"
 
 
 def control_messages(stack: LocalStack) -> list[dict[str, Any]]:
@@ -276,7 +127,7 @@ def test_a_second_start_of_the_same_bracket_changes_nothing(market):
     assert again["outcome"] == "DONE"
     entries = [o for o in broker_orders(market, "INFY") if o["tag"] == order_tag(bracket_id, "ENTRY")]
     assert [o["order_id"] for o in entries] == [before.entry.broker_order_id]
-    after = bracket_state(bracket_id)
+    after = bracket(bracket_id)
     assert (after.version, after.status, after.gtt_id) == (before.version, before.status, before.gtt_id)
     assert event_types(bracket_id) == ["BracketRegistered", "EntryPlaced", "EntryFilled", "ProtectionPlaced"]
     sfn_list = sfn.list_executions(stateMachineArn=arn)["executions"]
@@ -290,7 +141,7 @@ def test_a_rejected_entry_is_failed_with_the_brokers_reason(market):
     # Given the broker rejects the next SBIN order for lack of margin
     reason = "Insufficient funds. Required margin is 8000.00"
     rule = {"kind": "reject", "match": {"tradingsymbol": "SBIN"}, "message": reason}
-    paper(market, "POST", "faults", {"rules": [rule]})
+    paper(market, "faults", {"rules": [rule]})
     # When a SBIN bracket is placed
     bracket_id = place(market, "rejected", symbol="SBIN", entry_price="800", sl_price="790", target_price="820")
     # Then it ends FAILED with the broker's reason on its entry leg and in its EntryRejected event
@@ -320,8 +171,8 @@ def test_an_entry_unfilled_by_its_timeout_is_cancelled(market):
 
 def test_a_partial_fill_timed_out_is_protected_for_the_filled_quantity(market):
     # Given only 4 INFY offered at 1500.00, and the exchange filling what is offered
-    paper(market, "POST", "config", {"partial_fills": True})
-    quote(market, "INFY", "1500", "1499.95", "1500", ask_qty=4, bid_qty=100)
+    paper(market, "config", {"partial_fills": True})
+    quote(market, "1500", "1499.95", "1500", ask_qty=4, bid_qty=100)
     # When a BUY 10 at 1500 is placed and its timeout passes with 6 unfilled
     bracket_id = place(market, "partial")
     bracket = wait_for_status(bracket_id, "PROTECTED")
@@ -343,7 +194,7 @@ def test_a_partial_fill_timed_out_is_protected_for_the_filled_quantity(market):
 def test_a_gtt_failing_on_every_retry_flattens_the_position(market, capfd):
     # Given the broker answers every GTT placement with a 500
     rule = {"kind": "http_500", "match": {"path": "/gtt/triggers", "method": "POST"}, "count": 100}
-    paper(market, "POST", "faults", {"rules": [rule]})
+    paper(market, "faults", {"rules": [rule]})
     # When a BUY 10 INFY bracket fills
     bracket_id = place(market, "emergency")
     # Then the position is flattened at market and the bracket closes with exit_reason EMERGENCY

@@ -8,19 +8,16 @@ a PROTECTED bracket deletes its GTT and exits it once with reason MANUAL (CLOSED
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import requests
 
-from local.stack import LocalStack, StackConfig
-from tests.statemachine.test_bracket_workflow import (
-    API_KEY,
-    OrderUpdateRelay,
+from local.stack import LocalStack
+from tests.stack_support import (
+    BRACKET_STACK_ENV,
     assert_every_version_audited,
-    bracket_state,
     broker_orders,
     event_types,
     events,
@@ -29,49 +26,28 @@ from tests.statemachine.test_bracket_workflow import (
     paper,
     place,
     quote,
+    reset_market,
+    stack_fixture,
+    token_stored,
     wait_for,
     wait_for_execution_end,
     wait_for_status,
 )
+from tests.stack_support import bracket as bracket_state  # (the tests call the bracket they hold `bracket`)
 
 pytestmark = pytest.mark.xdist_group("stack")
 
+API_KEY = "bracket-workflow-key"
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
-    """The whole stack on free ports; entries wait long enough that only the trader's DELETE ends them."""
-    config = StackConfig(
-        api_port=0,
-        moto_port=0,
-        paper_port=0,
-        local_api_key=API_KEY,
-        streamer=False,
-        schedules=False,
-        parameter_overrides={"BracketOrderDelaySeconds": "1"},
-        extra_env={
-            "PAPER_MARKET": "manual",
-            "ENTRY_TIMEOUT_S": "300",
-            "BROKER_MAX_ATTEMPTS": "2",
-            "BROKER_LOOKUP_PAUSE_S": "0.05",
-            "BROKER_TIMEOUT_S": "2",
-        },
-    )
-    local = LocalStack(config)
-    local.start()
-    try:
-        assert local.dev_account_seeded
-        with OrderUpdateRelay(local):
-            yield local
-    finally:
-        local.stop()
+# The whole stack on free ports; entries wait long enough that only the trader's DELETE ends them.
+stack = stack_fixture(API_KEY, relay=True, extra_env={**BRACKET_STACK_ENV, "ENTRY_TIMEOUT_S": "300"})
 
 
 @pytest.fixture
 def market(stack: LocalStack) -> LocalStack:
     """A clean paper exchange quoting INFY 1499.95 / 1500.00."""
-    paper(stack, "POST", "reset")
-    paper(stack, "POST", "config", {"partial_fills": False})
-    quote(stack, "INFY", "1500", "1499.95", "1500")
+    reset_market(stack)
+    quote(stack, "1500", "1499.95", "1500")
     return stack
 
 
@@ -79,17 +55,11 @@ def delete(stack: LocalStack, bracket_id: str) -> Any:
     return requests.delete(f"{stack.api_url}/api/v1/brackets/{bracket_id}", headers={"X-API-KEY": API_KEY}, timeout=30)
 
 
-def token_stored(bracket_id: str) -> bool:
-    from bracketflow.adapters.dynamo import lifecycle as store
-
-    return store.get_task_token(bracket_id, store.ENTRY_TOKEN) is not None
-
-
 def test_deleting_an_unfilled_entry_cancels_it_at_the_exchange(market):
     # Given a BUY limit at 1490 resting at the exchange (offered at 1500) and the workflow waiting for its fill
     bracket_id = place(market, "cancel-unfilled", entry_price="1490", sl_price="1470", target_price="1530")
     wait_for_status(bracket_id, "ENTRY_PENDING")
-    wait_for("the entry wait's token", lambda: token_stored(bracket_id))
+    wait_for("the entry wait's token", lambda: token_stored(bracket_id, "entry_task_token"))
     # When the trader deletes the bracket
     answer = delete(market, bracket_id)
     # Then the answer is 202 with the bracket's status and what will happen
@@ -108,11 +78,11 @@ def test_deleting_an_unfilled_entry_cancels_it_at_the_exchange(market):
 
 def test_deleting_a_partly_filled_entry_sells_what_filled_instead_of_protecting_it(market):
     # Given 4 INFY offered at 1500 and a BUY 10 at 1500 that filled 4 and waits for the rest
-    paper(market, "POST", "config", {"partial_fills": True})
-    quote(market, "INFY", "1500", "1499.95", "1500", ask_qty=4, bid_qty=100)
+    paper(market, "config", {"partial_fills": True})
+    quote(market, "1500", "1499.95", "1500", ask_qty=4, bid_qty=100)
     bracket_id = place(market, "cancel-partial")
     wait_for("the partial fill", lambda: bracket_state(bracket_id).entry.filled_quantity == 4)
-    wait_for("the entry wait's token", lambda: token_stored(bracket_id))
+    wait_for("the entry wait's token", lambda: token_stored(bracket_id, "entry_task_token"))
     # When the trader deletes the bracket
     assert delete(market, bracket_id).status_code == 202
     # Then the rest is cancelled, the 4 are sold at market, and the bracket closes with reason MANUAL

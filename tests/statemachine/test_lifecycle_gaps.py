@@ -10,24 +10,35 @@ streamer would:
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
-import requests
-import websocket
 from botocore.exceptions import ClientError
 
 from bracketflow.domain.ids import order_tag
-from local.stack import LocalStack, StackConfig
+from local.stack import LocalStack
+from tests.stack_support import (
+    bracket,
+    broker_orders,
+    events,
+    fresh_strategy,
+    place,
+    protected_bracket,
+    quote,
+    reset_market,
+    set_aside_open_brackets,
+    stack_fixture,
+    token_stored,
+    wait_for,
+    wait_for_status,
+)
 
 pytestmark = pytest.mark.xdist_group("stack")
 
 API_KEY = "lifecycle-gaps-key"
-KITE_HEADERS = {"Authorization": "token paper:paper-token", "X-Kite-Version": "3"}
+# How long a bracket may take to reach a status: a bound, not a speed claim (a busy 2-core machine runs several
+# stacks at once).
+STATUS_BOUND_S = 90
 
 # What each status change MEANS, from the domain (DESIGN §5 and the event names), written here rather than read
 # from the code: the audit event(s) that may be recorded with the version that made the change.
@@ -44,155 +55,18 @@ EXPECTED_EVENTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
-    config = StackConfig(
-        api_port=0,
-        moto_port=0,
-        paper_port=0,
-        local_api_key=API_KEY,
-        streamer=False,
-        schedules=False,  # no reconcile runs: whatever closes a bracket here is the watcher
-        parameter_overrides={"BracketOrderDelaySeconds": "1"},
-        extra_env={
-            "PAPER_MARKET": "manual",
-            "BROKER_MAX_ATTEMPTS": "2",
-            "BROKER_LOOKUP_PAUSE_S": "0.05",
-            "BROKER_TIMEOUT_S": "2",
-        },
-    )
-    local = LocalStack(config)
-    local.start()
-    try:
-        assert local.dev_account_seeded
-        with OrderUpdateRelay(local):
-            yield local
-    finally:
-        local.stop()
-
-
-class OrderUpdateRelay:
-    """Paper ticker order updates -> OrderEventsQueue as {"source","received_at","order"} (the streamer's job)."""
-
-    def __init__(self, stack: LocalStack) -> None:
-        assert stack.paper_url is not None
-        ws_url = stack.paper_url.replace("http://", "ws://") + "/ws?api_key=paper&access_token=paper-token"
-        self.sqs = stack.client("sqs")
-        self.queue_url = stack.queue_url("OrderEventsQueue")
-        self.connected = threading.Event()
-        self.app = websocket.WebSocketApp(ws_url, on_message=self._on_message, on_open=lambda _ws: self.connected.set())
-        self.thread = threading.Thread(target=self.app.run_forever, name="order-update-relay", daemon=True)
-
-    def _on_message(self, _ws: Any, message: Any) -> None:
-        if isinstance(message, str) and json.loads(message).get("type") == "order":
-            body = {
-                "source": "ticker",
-                "received_at": datetime.now(UTC).isoformat(),
-                "order": json.loads(message)["data"],
-            }
-            self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(body))
-
-    def __enter__(self) -> OrderUpdateRelay:
-        self.thread.start()
-        assert self.connected.wait(10), "the relay could not connect to the paper ticker"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.app.close()
-        self.thread.join(5)
-
-
-def paper(stack: LocalStack, path: str, body: Any = None) -> Any:
-    response = requests.post(f"{stack.paper_url}/_paper/{path}", json=body, timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()["data"]
-
-
-def quote(stack: LocalStack, ltp: str, bid: str, ask: str) -> None:
-    paper(
-        stack, "quotes", {"quotes": [{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": ltp, "bid": bid, "ask": ask}]}
-    )
+# no reconcile runs (the stack has no schedules): whatever closes a bracket here is the watcher
+stack = stack_fixture(API_KEY, relay=True)
 
 
 @pytest.fixture
 def market(stack: LocalStack) -> LocalStack:
     """A clean paper exchange quoting INFY 1499.95 / 1500.00, and no bracket left open by an earlier test (two open
     INFY brackets alike would make a GTT child's fill ambiguous, which the watcher rightly leaves to reconciliation)."""
-    from bracketflow.adapters.dynamo.brackets import BracketRepository
-    from bracketflow.domain.enums import BracketStatus
-
-    paper(stack, "reset")
-    paper(stack, "config", {"partial_fills": False})
+    reset_market(stack)
     quote(stack, "1500", "1499.95", "1500")
-    repo = BracketRepository()
-    for leftover in repo.list_open():  # NEEDS_REVIEW -> CANCELLED is a human's resolution
-        if leftover.status is not BracketStatus.NEEDS_REVIEW:
-            leftover = repo.transition(leftover, BracketStatus.NEEDS_REVIEW, {"type": "TestCleanup"})
-        repo.transition(leftover, BracketStatus.CANCELLED, {"type": "TestCleanup"})
+    set_aside_open_brackets()
     return stack
-
-
-def place(stack: LocalStack, strategy: str, **fields: Any) -> str:
-    body = {
-        "symbol": "INFY",
-        "exchange": "NSE",
-        "product": "MIS",
-        "action": "BUY",
-        "quantity": 10,
-        "entry_price": "1500",
-        "sl_price": "1480",
-        "target_price": "1550",
-        "strategy": f"{strategy}-{time.monotonic_ns()}",
-        **fields,
-    }
-    response = requests.post(
-        f"{stack.api_url}/api/v1/placebracketorder", json=body, headers={"X-API-KEY": API_KEY}, timeout=30
-    )
-    assert response.status_code == 200, response.text
-    return str(response.json()["bracket_id"])
-
-
-def bracket(bracket_id: str) -> Any:
-    from bracketflow.adapters.dynamo.brackets import BracketRepository
-
-    return BracketRepository().get(bracket_id)
-
-
-def events(bracket_id: str) -> list[dict[str, Any]]:
-    from bracketflow.adapters.dynamo.brackets import BracketRepository
-
-    return BracketRepository().events(bracket_id)
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = 45.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-def wait_for_status(bracket_id: str, *statuses: str) -> Any:
-    return wait_for(
-        f"{bracket_id} in {statuses}",
-        lambda: (lambda b: b if b is not None and b.status.value in statuses else None)(bracket(bracket_id)),
-        timeout_s=90,  # a bound, not a speed claim: a busy 2-core machine runs several stacks at once
-    )
-
-
-def token_stored(bracket_id: str, name: str) -> bool:
-    from bracketflow.adapters.dynamo import lifecycle as store
-
-    return bool(store.get_task_token(bracket_id, name))
-
-
-def broker_orders(stack: LocalStack) -> list[dict[str, Any]]:
-    response = requests.get(f"{stack.paper_url}/orders", headers=KITE_HEADERS, timeout=10)
-    assert response.status_code == 200, response.text
-    return list(response.json()["data"])
 
 
 def status_changes(stack: LocalStack, bracket_id: str) -> list[tuple[str | None, str, int]]:
@@ -222,20 +96,15 @@ def status_changes(stack: LocalStack, bracket_id: str) -> list[tuple[str | None,
     return out
 
 
-def protected(stack: LocalStack, strategy: str) -> Any:
-    bracket_id = place(stack, strategy)
-    found = wait_for_status(bracket_id, "PROTECTED")
-    wait_for("the exit wait's token", lambda: token_stored(bracket_id, "exit_task_token"))
-    return found
-
-
 # ---------- (a) a second start while the first waits for the entry fill ----------
 
 
 def test_a_second_start_while_the_entry_waits_for_its_fill_changes_nothing(market):
     # Given a bracket whose entry rests below the market, its execution waiting on the fill
-    bracket_id = place(market, "again-waiting", entry_price="1490", sl_price="1470", target_price="1540")
-    before = wait_for_status(bracket_id, "ENTRY_PENDING")
+    bracket_id = place(
+        market, fresh_strategy("again-waiting"), entry_price="1490", sl_price="1470", target_price="1540"
+    )
+    before = wait_for_status(bracket_id, "ENTRY_PENDING", timeout_s=STATUS_BOUND_S)
     wait_for("the entry wait's token", lambda: token_stored(bracket_id, "entry_task_token"))
     trail_before = events(bracket_id)
     # When the workflow is started again for it (same name, same input), and its PlaceEntry step runs again
@@ -260,7 +129,7 @@ def test_a_second_start_while_the_entry_waits_for_its_fill_changes_nothing(marke
     assert events(bracket_id) == trail_before
     # And the first execution still owns the wait: the fill it was waiting for protects the position
     quote(market, "1490", "1489.95", "1490")
-    done = wait_for_status(bracket_id, "PROTECTED")
+    done = wait_for_status(bracket_id, "PROTECTED", timeout_s=STATUS_BOUND_S)
     assert done.entry.filled_quantity == 10
     assert [e["type"] for e in events(bracket_id)].count("EntryPlaced") == 1
 
@@ -290,7 +159,7 @@ def event_at_change(stack: LocalStack, bracket_id: str, old: str, new: str) -> s
 
 def test_a_stop_exit_to_closed_audits_every_status_change_with_the_right_event(market):
     # Given a protected bracket
-    b = protected(market, "audited-stop")
+    b = protected_bracket(market, fresh_strategy("audited-stop"), timeout_s=STATUS_BOUND_S)
     # When the streamer reports its stop crossed (an exit intent on the ExitQueue) and the exit fills
     market.client("sqs").send_message(
         QueueUrl=market.queue_url("ExitQueue"),
@@ -306,7 +175,7 @@ def test_a_stop_exit_to_closed_audits_every_status_change_with_the_right_event(m
             }
         ),
     )
-    done = wait_for_status(b.id, "CLOSED")
+    done = wait_for_status(b.id, "CLOSED", timeout_s=STATUS_BOUND_S)
     assert done.exit_reason.value == "STOP"
     # Then the walk was CREATED .. PROTECTED -> EXITING -> CLOSED, each step audited by the event that means it
     walk = assert_every_status_change_has_its_event(market, b.id)
@@ -319,11 +188,11 @@ def test_a_stop_exit_to_closed_audits_every_status_change_with_the_right_event(m
 
 def test_a_gtt_child_filling_at_the_target_is_matched_by_the_watcher_and_closes_the_bracket(market):
     # Given a protected BUY 10 INFY, stop 1480, target 1550
-    b = protected(market, "gtt-target")
+    b = protected_bracket(market, fresh_strategy("gtt-target"), timeout_s=STATUS_BOUND_S)
     # When the market trades through the target: the GTT fires and its target child order fills at the exchange
     quote(market, "1551", "1550.95", "1551")
     # Then the watcher, fed only the child order's update, matches it to the bracket: CLOSED with reason TARGET
-    done = wait_for_status(b.id, "CLOSED")
+    done = wait_for_status(b.id, "CLOSED", timeout_s=STATUS_BOUND_S)
     assert done.exit_reason.value == "TARGET"
     child = next(o for o in broker_orders(market) if o["order_id"] == done.exit.broker_order_id)
     assert (child["transaction_type"], child["status"], int(child["filled_quantity"])) == ("SELL", "COMPLETE", 10)

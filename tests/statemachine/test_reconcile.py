@@ -8,174 +8,46 @@ Also: the MIS square-off exits with reason EOD through the exit path (its ExitQu
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import Any
 
 import pytest
-import requests
-from kiteconnect import KiteConnect
 
-from local.stack import LocalStack, StackConfig
+from local.stack import LocalStack
+from tests.stack_support import (
+    bracket,
+    events,
+    place,
+    protected_bracket,
+    quote,
+    reset_market,
+    run_reconcile,
+    set_aside_open_brackets,
+    stack_fixture,
+    token_stored,
+    wait_for,
+    wait_for_status,
+)
 
 pytestmark = pytest.mark.xdist_group("stack")
 
 API_KEY = "reconcile-key"
 
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
-    config = StackConfig(
-        api_port=0,
-        moto_port=0,
-        paper_port=0,
-        local_api_key=API_KEY,
-        streamer=False,
-        schedules=False,  # reconcile runs when a test starts it, so each test knows which run saw what
-        parameter_overrides={"BracketOrderDelaySeconds": "1"},
-        extra_env={
-            "PAPER_MARKET": "manual",
-            "BROKER_MAX_ATTEMPTS": "2",
-            "BROKER_LOOKUP_PAUSE_S": "0.05",
-            "BROKER_TIMEOUT_S": "2",
-        },
-    )
-    local = LocalStack(config)
-    local.start()
-    try:
-        assert local.dev_account_seeded
-        yield local
-    finally:
-        local.stop()
-
-
-@pytest.fixture
-def kite(stack: LocalStack) -> KiteConnect:
-    """The trader's own hands at the broker: the official client against the paper exchange."""
-    client = KiteConnect(api_key="paper", root=stack.paper_url, timeout=5)
-    client.set_access_token("paper-token")
-    return client
-
-
-def paper(stack: LocalStack, path: str, body: Any = None, method: str = "POST") -> Any:
-    answer = requests.request(method, f"{stack.paper_url}/_paper/{path}", json=body, timeout=10)
-    assert answer.status_code == 200, answer.text
-    return answer.json()["data"]
-
-
-def quote(stack: LocalStack, ltp: str, bid: str, ask: str) -> None:
-    paper(
-        stack, "quotes", {"quotes": [{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": ltp, "bid": bid, "ask": ask}]}
-    )
+# no relay: no order update ever reaches the watcher
+stack = stack_fixture(API_KEY, relay=False)
 
 
 @pytest.fixture
 def market(stack: LocalStack) -> LocalStack:
     """A clean paper exchange quoting INFY 1499.95 / 1500.00, and no bracket left open from another test."""
-    from bracketflow.adapters.dynamo.brackets import BracketRepository
-
-    paper(stack, "reset")
-    paper(stack, "config", {"partial_fills": False})
+    reset_market(stack)
     quote(stack, "1500", "1499.95", "1500")
-    for leftover in BracketRepository().list_open():
-        flag_done(leftover.id)
+    set_aside_open_brackets()
     return stack
-
-
-def flag_done(bracket_id: str) -> None:
-    """Take a leftover bracket out of later runs (NEEDS_REVIEW -> CANCELLED is a human's resolution)."""
-    from bracketflow.adapters.dynamo.brackets import BracketRepository
-    from bracketflow.domain.enums import BracketStatus
-
-    repo = BracketRepository()
-    b = repo.get(bracket_id)
-    if b is not None and b.status is not BracketStatus.NEEDS_REVIEW:
-        b = repo.transition(b, BracketStatus.NEEDS_REVIEW, {"type": "TestCleanup"})
-    if b is not None:
-        repo.transition(b, BracketStatus.CANCELLED, {"type": "TestCleanup"})
-
-
-def place(stack: LocalStack, **fields: Any) -> str:
-    body = {
-        "symbol": "INFY",
-        "exchange": "NSE",
-        "product": "MIS",
-        "action": "BUY",
-        "quantity": 10,
-        "entry_price": "1500",
-        "sl_price": "1480",
-        "target_price": "1550",
-        "strategy": f"rec-{time.monotonic_ns()}",
-        **fields,
-    }
-    answer = requests.post(
-        f"{stack.api_url}/api/v1/placebracketorder", json=body, headers={"X-API-KEY": API_KEY}, timeout=30
-    )
-    assert answer.status_code == 200, answer.text
-    return str(answer.json()["bracket_id"])
-
-
-def bracket(bracket_id: str) -> Any:
-    from bracketflow.adapters.dynamo.brackets import BracketRepository
-
-    return BracketRepository().get(bracket_id)
-
-
-def events(bracket_id: str) -> list[dict[str, Any]]:
-    from bracketflow.adapters.dynamo.brackets import BracketRepository
-
-    return BracketRepository().events(bracket_id)
 
 
 def reconciled(bracket_id: str) -> list[str]:
     return [e["repair"] for e in events(bracket_id) if e["type"] == "Reconciled"]
-
-
-def wait_for(what: str, probe: Callable[[], Any], bound_s: float = 45.0) -> Any:
-    deadline = time.monotonic() + bound_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never saw {what}")
-        time.sleep(0.2)
-
-
-def wait_for_status(bracket_id: str, *statuses: str) -> Any:
-    return wait_for(
-        f"{bracket_id} in {statuses}",
-        lambda: (lambda b: b if b is not None and b.status.value in statuses else None)(bracket(bracket_id)),
-    )
-
-
-def token_stored(bracket_id: str, name: str) -> bool:
-    from bracketflow.adapters.dynamo import lifecycle as store
-
-    return bool(store.get_task_token(bracket_id, name))
-
-
-def run_reconcile(stack: LocalStack) -> dict[str, Any]:
-    """Start one reconcile execution and wait for it; its output is the summary."""
-    sfn = stack.client("stepfunctions")
-    arn = sfn.start_execution(
-        stateMachineArn=stack.state_machine_arn("ReconcileStateMachine"), name=f"run-{time.time_ns()}", input="{}"
-    )["executionArn"]
-    done = wait_for(
-        "the reconcile run to end",
-        lambda: (lambda e: e if e["status"] != "RUNNING" else None)(sfn.describe_execution(executionArn=arn)),
-    )
-    assert done["status"] == "SUCCEEDED", done
-    return json.loads(done["output"])
-
-
-def protected_bracket(stack: LocalStack, **fields: Any) -> Any:
-    bracket_id = place(stack, **fields)
-    found = wait_for_status(bracket_id, "PROTECTED")
-    wait_for("the exit wait's token", lambda: token_stored(bracket_id, "exit_task_token"))
-    return found
 
 
 def test_an_entry_fill_whose_update_was_dropped_is_recovered(market, kite):

@@ -10,7 +10,6 @@ ENTRY_FILLED / EXITING / finished -> 409 naming why. The request itself never ca
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -20,10 +19,12 @@ import pytest
 import requests
 from moto import mock_aws
 
+from tests.integration.exit_support import sqs_event
 from tests.integration.test_intake_support import REGION, FakeContext, brackets_table_schema, call_api
+from tests.order_update_support import KITE_HEADERS, broker_order, finished_output, waiting_execution
+from tests.stack_support import bracket, events
 
 TABLE = "bracketflow-cancel-test"
-KITE_HEADERS = {"Authorization": "token paper:paper-token", "X-Kite-Version": "3"}
 
 
 class World:
@@ -104,74 +105,6 @@ def world(monkeypatch, paper_exchange) -> Iterator[World]:
         reset_clients()
 
 
-def bracket(bracket_id: str) -> Any:
-    from bracketflow.adapters.dynamo.brackets import BracketRepository
-
-    return BracketRepository().get(bracket_id)
-
-
-def events(bracket_id: str) -> list[dict[str, Any]]:
-    from bracketflow.adapters.dynamo.brackets import BracketRepository
-
-    return BracketRepository().events(bracket_id)
-
-
-def waiting_execution(name: str) -> tuple[str, str]:
-    """A real execution parked on a task token (handed out through a queue), like WaitForEntryFill."""
-    sqs = boto3.client("sqs", region_name=REGION)
-    url = sqs.create_queue(QueueName=f"tokens-{name}")["QueueUrl"]
-    definition = {
-        "StartAt": "Wait",
-        "States": {
-            "Wait": {
-                "Type": "Task",
-                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-                "Parameters": {"QueueUrl": url, "MessageBody": {"token.$": "$$.Task.Token"}},
-                "TimeoutSeconds": 30,
-                "End": True,
-            }
-        },
-    }
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    role = boto3.client("iam", region_name=REGION).create_role(RoleName=f"sfn-{name}", AssumeRolePolicyDocument="{}")
-    arn = sfn.create_state_machine(name=f"waits-{name}", definition=json.dumps(definition), roleArn=role["Role"]["Arn"])
-    execution_arn = sfn.start_execution(stateMachineArn=arn["stateMachineArn"], name=name, input="{}")["executionArn"]
-    deadline = time.monotonic() + 20
-    while True:
-        got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages") or []
-        if got:
-            return json.loads(got[0]["Body"])["token"], execution_arn
-        assert time.monotonic() < deadline, "the execution never handed out its token"
-
-
-def execution_output(execution_arn: str) -> dict[str, Any]:
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    deadline = time.monotonic() + 20
-    while (described := sfn.describe_execution(executionArn=execution_arn))["status"] == "RUNNING":
-        assert time.monotonic() < deadline, "the waiting task was never completed"
-        time.sleep(0.1)
-    assert described["status"] == "SUCCEEDED"
-    return dict(json.loads(described["output"]))
-
-
-def exit_record(message: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "Records": [
-            {
-                "messageId": message["id"],
-                "receiptHandle": "h",
-                "body": message["body"],
-                "attributes": {},
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:ap-south-1:123456789012:exits",
-                "awsRegion": REGION,
-            }
-        ]
-    }
-
-
 # ---------- CREATED: the entry is never sent ----------
 
 
@@ -213,7 +146,7 @@ def test_deleting_a_waiting_entry_completes_its_wait_and_the_entry_is_cancelled_
     # Then the answer is 202 and the waiting task completes with CANCEL_REQUESTED
     assert answer.status == 202 and answer.body["data"]["action"] == "CANCEL_ENTRY"
     assert answer.body["data"]["status"] == "ENTRY_PENDING"
-    assert execution_output(execution_arn) == {"outcome": "CANCEL_REQUESTED"}
+    assert finished_output(execution_arn) == {"outcome": "CANCEL_REQUESTED"}
     # And the request changed nothing at the broker by itself
     entry_id = bracket(bracket_id).entry.broker_order_id
     assert [o["status"] for o in world.broker_orders() if o["order_id"] == entry_id] == ["OPEN"]
@@ -238,7 +171,7 @@ def test_a_cancel_recorded_before_the_wait_stored_its_token_is_found_by_the_wait
     stored = store_entry_token(bracket_id, token)
     # Then the wait completes at once with CANCEL_REQUESTED instead of waiting for a fill
     assert stored["waiting"] is False
-    assert execution_output(execution_arn) == {"outcome": "CANCEL_REQUESTED"}
+    assert finished_output(execution_arn) == {"outcome": "CANCEL_REQUESTED"}
 
 
 def test_a_partial_fill_cancelled_by_the_trader_is_exited_with_reason_manual_not_protected(world):
@@ -286,10 +219,9 @@ def protected_bracket(world: World) -> str:
     bracket_id = world.place(entry_price=1510, sl_price=1490, target_price=1560)
     assert place_entry(bracket_id)["outcome"] == "PLACED"
     entry_id = bracket(bracket_id).entry.broker_order_id
-    history = requests.get(f"{world.paper.base_url}/orders/{entry_id}", headers=KITE_HEADERS, timeout=5)
     from bracketflow.services.lifecycle import OrderFact
 
-    apply_entry_fact(bracket_id, OrderFact.from_kite(history.json()["data"][-1]))
+    apply_entry_fact(bracket_id, OrderFact.from_kite(broker_order(world.paper, entry_id)))
     place_protection(bracket_id)
     assert bracket(bracket_id).status.value == "PROTECTED"
     return bracket_id
@@ -314,7 +246,7 @@ def test_deleting_a_protected_bracket_queues_one_manual_exit_that_the_exit_lambd
     assert (intent["bracket_id"], intent["reason"], intent["ltp"]) == (bracket_id, "MANUAL", None)
     assert Decimal(intent["stop_price"]) == Decimal("1490") and intent["detected_at"]
     # And when the exit Lambda takes it, the GTT is deleted and one MARKET SELL exits the position
-    out = exit_handler(exit_record(messages[0]), FakeContext())
+    out = exit_handler(sqs_event((messages[0]["id"], messages[0]["body"])), FakeContext())
     assert out == {"batchItemFailures": []}
     exiting = bracket(bracket_id)
     assert (exiting.status.value, exiting.exit_reason.value) == ("EXITING", "MANUAL")
@@ -336,8 +268,7 @@ def test_a_bracket_whose_protection_is_being_placed_answers_409_saying_to_retry(
     bracket_id = world.place(entry_price=1510, sl_price=1490, target_price=1560)
     place_entry(bracket_id)
     entry_id = bracket(bracket_id).entry.broker_order_id
-    history = requests.get(f"{world.paper.base_url}/orders/{entry_id}", headers=KITE_HEADERS, timeout=5)
-    apply_entry_fact(bracket_id, OrderFact.from_kite(history.json()["data"][-1]))
+    apply_entry_fact(bracket_id, OrderFact.from_kite(broker_order(world.paper, entry_id)))
     version = bracket(bracket_id).version
     # When the trader deletes it
     answer = world.delete(bracket_id)

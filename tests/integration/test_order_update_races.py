@@ -9,21 +9,29 @@ send it) before place_order returns. Each case runs both orders of arrival and m
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import boto3
 import pytest
-import requests
 from moto import mock_aws
 
 from tests.integration.exit_support import exit_message, seed_protected
-from tests.integration.test_intake_support import REGION, FakeContext, api_event, brackets_table_schema
+from tests.integration.test_intake_support import REGION, brackets_table_schema
+from tests.order_update_support import (
+    broker_order,
+    finished_output,
+    hand_built_update,
+    postback_event,
+    registered_bracket,
+    sqs_records,
+    waiting_execution,
+    watcher,
+)
+from tests.stack_support import bracket, event_types
 
 TABLE = "bracketflow-races-test"
-KITE_HEADERS = {"Authorization": "token paper:paper-token", "X-Kite-Version": "3"}
 
 
 @pytest.fixture
@@ -55,39 +63,6 @@ def world(monkeypatch, paper_exchange) -> Iterator[Any]:
 # ---------- helpers ----------
 
 
-def broker_order(paper: Any, order_id: str) -> dict[str, Any]:
-    """The order's latest state as the paper exchange reports it (the fields a Kite order update carries)."""
-    rows = requests.get(f"{paper.base_url}/orders/{order_id}", headers=KITE_HEADERS, timeout=5).json()["data"]
-    return dict(rows[-1])
-
-
-def sqs_records(*orders: dict[str, Any]) -> dict[str, Any]:
-    """An order-events queue batch as the watcher receives it, one record per order update."""
-    records = []
-    for n, order in enumerate(orders):
-        body = {"source": "ticker", "received_at": "2026-04-01T04:00:00Z", "order": order}
-        records.append(
-            {
-                "messageId": f"m{n}-{order['order_id']}-{order['status']}",
-                "receiptHandle": f"h{n}",
-                "body": json.dumps(body, default=str),
-                "attributes": {"ApproximateReceiveCount": "1"},
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:ap-south-1:123456789012:order-events",
-                "awsRegion": REGION,
-            }
-        )
-    return {"Records": records}
-
-
-def watcher(event: dict[str, Any]) -> dict[str, Any]:
-    from functions.watcher.app import lambda_handler
-
-    return lambda_handler(event, FakeContext())
-
-
 class UpdateBeforeAnswer:
     """The real broker, but each placed order's update reaches the watcher before place_order returns."""
 
@@ -107,90 +82,13 @@ class UpdateBeforeAnswer:
         return order_id
 
 
-def registered_bracket() -> str:
-    """A CREATED BUY 10 INFY LIMIT 1500 (stop 1480, target 1550), the way intake leaves one."""
-    from bracketflow.adapters.dynamo.brackets import BracketRepository
-    from bracketflow.domain.bracket import Bracket, BracketSpec
-    from bracketflow.domain.enums import Action, Exchange, Product
-    from bracketflow.domain.events import BracketRegistered
-    from bracketflow.domain.ids import AccountId
-
-    spec = BracketSpec(
-        account_id=AccountId("acc_race"),
-        symbol="INFY",
-        exchange=Exchange.NSE,
-        product=Product.MIS,
-        action=Action.BUY,
-        quantity=10,
-        entry_price=Decimal("1500"),
-        sl_price=Decimal("1480"),
-        target_price=Decimal("1550"),
-    )
-    bracket = Bracket.register(spec)
-    event = BracketRegistered(bracket_id=bracket.id, data=spec.to_dict(), at=bracket.created_at, bracket_version=1)
-    BracketRepository().create(bracket, [event])
-    return bracket.id
-
-
-def bracket(bracket_id: str) -> Any:
-    from bracketflow.adapters.dynamo.brackets import BracketRepository
-
-    return BracketRepository().get(bracket_id)
-
-
-def event_types(bracket_id: str) -> list[str]:
-    from bracketflow.adapters.dynamo.brackets import BracketRepository
-
-    return [e["type"] for e in BracketRepository().events(bracket_id)]
-
-
-def waiting_execution(name: str) -> tuple[str, str]:
-    """A real execution parked on a task token (handed out through a queue), like WaitForExit."""
-    sqs = boto3.client("sqs", region_name=REGION)
-    url = sqs.create_queue(QueueName=f"tokens-{name}")["QueueUrl"]
-    definition = {
-        "StartAt": "Wait",
-        "States": {
-            "Wait": {
-                "Type": "Task",
-                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-                "Parameters": {"QueueUrl": url, "MessageBody": {"token.$": "$$.Task.Token"}},
-                "TimeoutSeconds": 30,
-                "End": True,
-            }
-        },
-    }
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    role = boto3.client("iam", region_name=REGION).create_role(RoleName=f"sfn-{name}", AssumeRolePolicyDocument="{}")
-    arn = sfn.create_state_machine(name=name, definition=json.dumps(definition), roleArn=role["Role"]["Arn"])[
-        "stateMachineArn"
-    ]
-    execution_arn = sfn.start_execution(stateMachineArn=arn, name=f"{name}-1", input="{}")["executionArn"]
-    deadline = time.monotonic() + 20
-    while True:
-        got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages") or []
-        if got:
-            return json.loads(got[0]["Body"])["token"], execution_arn
-        assert time.monotonic() < deadline, "the execution never handed out its token"
-
-
-def finished_output(execution_arn: str) -> dict[str, Any]:
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    deadline = time.monotonic() + 20
-    while (described := sfn.describe_execution(executionArn=execution_arn))["status"] == "RUNNING":
-        assert time.monotonic() < deadline, "the waiting task was never completed"
-        time.sleep(0.1)
-    assert described["status"] == "SUCCEEDED", described
-    return json.loads(described["output"])
-
-
 def fill_entry_at_1500(paper: Any, monkeypatch: Any, *, update_first: bool) -> tuple[str, dict[str, Any]]:
     """Run PlaceEntry on a new bracket in a market that fills its LIMIT 1500 at once; the order's update reaches the
     watcher after PlaceEntry recorded the order (update_first=False) or before (True)."""
     from bracketflow.services import lifecycle
 
     paper.set_quotes([{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": 1500, "bid": 1499.95, "ask": 1500}])
-    bracket_id = registered_bracket()
+    bracket_id = registered_bracket("acc_race")
     racing = UpdateBeforeAnswer(paper)
     if update_first:
         monkeypatch.setattr(lifecycle, "get_broker", lambda: racing)
@@ -322,25 +220,6 @@ def test_a_cancel_path_flatten_that_fills_before_it_is_recorded_still_exits_the_
 # ---------- (b) ours and not yet matched: retried; not ours: acknowledged ----------
 
 
-def hand_built_update(order_id: str, tag: str | None, status: str = "COMPLETE") -> dict[str, Any]:
-    """A Kite order update's `data` as the ticker sends it."""
-    return {
-        "order_id": order_id,
-        "status": status,
-        "tag": tag,
-        "exchange": "NSE",
-        "tradingsymbol": "INFY",
-        "transaction_type": "BUY",
-        "product": "MIS",
-        "order_type": "LIMIT",
-        "quantity": 10,
-        "filled_quantity": 10 if status == "COMPLETE" else 0,
-        "pending_quantity": 0,
-        "average_price": 1500,
-        "order_timestamp": "2026-04-01 09:30:00",
-    }
-
-
 def test_an_update_of_our_order_that_nothing_maps_yet_is_handed_back_and_a_foreign_one_is_not(world):
     from bracketflow.adapters.dynamo import lifecycle as store
     from bracketflow.domain.ids import order_tag
@@ -348,7 +227,7 @@ def test_an_update_of_our_order_that_nothing_maps_yet_is_handed_back_and_a_forei
 
     # Given a bracket whose entry has no TAG or BROKERORDER map yet, and updates of three orders in one batch:
     # that entry (our tag), one the trader placed by hand (a foreign tag), and a batch leg (its own, longer tag)
-    bracket_id = registered_bracket()
+    bracket_id = registered_bracket("acc_race")
     ours = hand_built_update("260401000000001", order_tag(bracket_id, "ENTRY"))
     foreign = hand_built_update("260401000000002", "myscalp1")
     batch_leg = hand_built_update("260401000000003", leg_tag("bt_01JQ0000000000000000000000", 1))
@@ -370,16 +249,13 @@ def test_an_update_of_our_order_that_nothing_maps_yet_is_handed_back_and_a_forei
 
 
 def test_a_postback_of_our_unmapped_order_is_answered_retry_and_leaves_the_queue_copy_to_act(world):
-    import hashlib
-
     from bracketflow.domain.ids import order_tag
 
     # Given an update of our entry that nothing maps yet, arriving as a genuine postback
-    bracket_id = registered_bracket()
+    bracket_id = registered_bracket("acc_race")
     order = hand_built_update("260401000000009", order_tag(bracket_id, "ENTRY"))
-    digest = hashlib.sha256(f"{order['order_id']}{order['order_timestamp']}paper-secret".encode()).hexdigest()
     # When the watcher gets it
-    answer = watcher(api_event("POST", "/broker/postback", {**order, "checksum": digest}))
+    answer = watcher(postback_event(order))
     # Then it answers 200 "retry" (Kite never resends a postback) and the same update from the queue is not
     # swallowed as a duplicate: it is handed back too
     assert answer["statusCode"] == 200
@@ -397,7 +273,7 @@ def test_the_same_update_twice_changes_nothing_even_once_its_dedupe_key_is_gone(
 
     # Given an entry fill the watcher recorded by its tag before PlaceEntry recorded the order
     world.set_quotes([{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": 1500, "bid": 1499.95, "ask": 1500}])
-    bracket_id = registered_bracket()
+    bracket_id = registered_bracket("acc_race")
     racing = UpdateBeforeAnswer(world)
     monkeypatch.setattr(lifecycle, "get_broker", lambda: racing)
     placed = lifecycle.place_entry(bracket_id)

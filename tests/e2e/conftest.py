@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from local.stack import DEV_ACCOUNT_ID, LocalStack, StackConfig
+from tests.stack_support import paper, quote
 
 E2E_API_KEY = "e2e-dev-key"
 
@@ -45,3 +46,14 @@ def dev_api_key(local_stack: LocalStack) -> str:
     """The seeded dev account's API key (account id "local")."""
     assert local_stack.dev_account_seeded, f"the dev account {DEV_ACCOUNT_ID!r} could not be seeded (see the log)"
     return E2E_API_KEY
+
+
+@pytest.fixture
+def manual_market(local_stack: LocalStack) -> Iterator[LocalStack]:
+    """The paper market holds still at INFY 1500 (bid 1499.95 / ask 1500) until the test moves it; it walks again
+    (or whatever it did before) afterwards."""
+    before = paper(local_stack, "state", method="GET")["market"]
+    paper(local_stack, "config", {"market": "manual"})
+    quote(local_stack, "1500", "1499.95", "1500")
+    yield local_stack
+    paper(local_stack, "config", {"market": before})

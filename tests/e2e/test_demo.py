@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -19,6 +17,7 @@ import requests
 
 from local.demo import EXIT_CLOSED, EXIT_TIMEOUT, EXIT_UNREACHABLE, DemoConfig, run
 from local.stack import LocalStack, free_port
+from tests.stack_support import get_bracket, quote, wait_for
 
 BOUND_S = 90  # an upper bound for a slow machine, never a timing assertion
 
@@ -42,45 +41,6 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "EntryCancelled": ("entry cancelled", "=-"),
 }
 LINE = re.compile(r"^(?P<time>\d\d:\d\d:\d\d\.\d{3})  (?P<label>.{18})  (?P<price>[ \S]{10})(?:  (?P<detail>.*))?$")
-
-
-def paper(stack: LocalStack, path: str, body: Any = None, method: str = "POST") -> Any:
-    answer = requests.request(method, f"{stack.paper_url}/_paper/{path}", json=body, timeout=10)
-    assert answer.status_code == 200, answer.text
-    return answer.json()["data"]
-
-
-def quote(stack: LocalStack, ltp: str, bid: str, ask: str) -> None:
-    paper(
-        stack, "quotes", {"quotes": [{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": ltp, "bid": bid, "ask": ask}]}
-    )
-
-
-def eventually(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + BOUND_S
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"gave up waiting for {what}; last saw {last!r}")
-
-
-def get_bracket(stack: LocalStack, api_key: str, bracket_id: str) -> dict[str, Any]:
-    answer = requests.get(f"{stack.api_url}/api/v1/brackets/{bracket_id}", headers={"X-API-KEY": api_key}, timeout=30)
-    assert answer.status_code == 200, answer.text
-    return answer.json()["data"]
-
-
-@pytest.fixture
-def manual_market(local_stack: LocalStack) -> Iterator[LocalStack]:
-    """INFY holds still at 1500 (bid 1499.95 / ask 1500) until the test moves it; the walk resumes afterwards."""
-    before = paper(local_stack, "state", method="GET")["market"]
-    paper(local_stack, "config", {"market": "manual"})
-    quote(local_stack, "1500", "1499.95", "1500")
-    yield local_stack
-    paper(local_stack, "config", {"market": before})
 
 
 @pytest.fixture
@@ -149,15 +109,18 @@ def test_the_demo_follows_its_alert_to_closed_and_prints_exactly_the_audit_trail
         daemon=True,
     )
     demo.start()
-    following = eventually(
-        lambda: next((line for line in printed.snapshot() if line.startswith("following ")), None),
+    following = wait_for(
         "the demo to say which bracket it follows",
+        lambda: next((line for line in printed.snapshot() if line.startswith("following ")), None),
+        timeout_s=BOUND_S,
     )
     bracket_id = following.split()[1]
     key = demo_config.api_key
     # When the entry fills at 1500 and the GTT protects it (stop 0.25% under: 1496.25, target 0.5% over: 1507.50)
-    protected = eventually(
-        lambda: (b := get_bracket(stack, key, bracket_id))["status"] == "PROTECTED" and b, "PROTECTED"
+    protected = wait_for(
+        "PROTECTED",
+        lambda: (b := get_bracket(stack, key, bracket_id))["status"] == "PROTECTED" and b,
+        timeout_s=BOUND_S,
     )
     assert (Decimal(protected["sl_price"]), Decimal(protected["target_price"])) == (
         Decimal("1496.25"),
@@ -165,9 +128,10 @@ def test_the_demo_follows_its_alert_to_closed_and_prints_exactly_the_audit_trail
     )
     # and the price rises: the 0.1% trail under the bid 1503.95 is 1502.44, on the tick 1502.40
     quote(stack, "1504", "1503.95", "1504")
-    eventually(
-        lambda: Decimal(str(get_bracket(stack, key, bracket_id)["stop_price"])) == Decimal("1502.40"),
+    wait_for(
         "the trailed stop 1502.40 recorded",
+        lambda: Decimal(str(get_bracket(stack, key, bracket_id)["stop_price"])) == Decimal("1502.40"),
+        timeout_s=BOUND_S,
     )
     # and then falls through the trailed stop
     quote(stack, "1502", "1501.95", "1502")
@@ -226,7 +190,11 @@ def test_following_a_bracket_that_stays_open_gives_up_at_the_timeout_with_exit_c
     assert placed.status_code == 200, placed.text
     bracket_id = placed.json()["bracket_id"]
     try:
-        eventually(lambda: get_bracket(stack, demo_config.api_key, bracket_id)["status"] == "ENTRY_PENDING", "pending")
+        wait_for(
+            "pending",
+            lambda: get_bracket(stack, demo_config.api_key, bracket_id)["status"] == "ENTRY_PENDING",
+            timeout_s=BOUND_S,
+        )
         printed = Printed()
         # When the demo follows it for a second
         code = run(demo_config, bracket_id, out=printed, timeout_s=1, poll_s=0.1)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,26 +13,6 @@ import requests
 import websocket
 
 from local.stack import LocalStack
-
-
-def paper(stack: LocalStack, path: str, body: Any) -> Any:
-    answer = requests.post(f"{stack.paper_url}/_paper/{path}", json=body, timeout=10)
-    assert answer.status_code == 200, answer.text
-    return answer.json()["data"]
-
-
-@pytest.fixture
-def manual_market(local_stack: LocalStack) -> Iterator[LocalStack]:
-    """The paper market holds still at INFY 1500 (bid 1499.95 / ask 1500) for this test, then walks again."""
-    before = requests.get(f"{local_stack.paper_url}/_paper/state", timeout=10).json()["data"]["market"]
-    paper(local_stack, "config", {"market": "manual"})
-    paper(
-        local_stack,
-        "quotes",
-        {"quotes": [{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": "1500", "bid": "1499.95", "ask": "1500"}]},
-    )
-    yield local_stack
-    paper(local_stack, "config", {"market": before})
 
 
 def connect(stack: LocalStack, api_key: str) -> websocket.WebSocket:

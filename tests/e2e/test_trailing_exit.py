@@ -6,55 +6,15 @@ once, for TRAIL_STOP; an exit message delivered again afterwards places nothing.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
-import pytest
 import requests
 
 from local.stack import LocalStack
+from tests.stack_support import get_bracket, paper, quote, wait_for
 
 BOUND_S = 90  # an upper bound for a slow machine, never a timing assertion
-
-
-def paper(stack: LocalStack, path: str, body: Any = None, method: str = "POST") -> Any:
-    answer = requests.request(method, f"{stack.paper_url}/_paper/{path}", json=body, timeout=10)
-    assert answer.status_code == 200, answer.text
-    return answer.json()["data"]
-
-
-def quote(stack: LocalStack, ltp: str, bid: str, ask: str) -> None:
-    paper(
-        stack, "quotes", {"quotes": [{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": ltp, "bid": bid, "ask": ask}]}
-    )
-
-
-def eventually(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + BOUND_S
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"gave up waiting for {what}; last saw {last!r}")
-
-
-@pytest.fixture
-def manual_market(local_stack: LocalStack) -> Iterator[LocalStack]:
-    before = paper(local_stack, "state", method="GET")["market"]
-    paper(local_stack, "config", {"market": "manual"})
-    quote(local_stack, "1500", "1499.95", "1500")
-    yield local_stack
-    paper(local_stack, "config", {"market": before})
-
-
-def get_bracket(stack: LocalStack, api_key: str, bracket_id: str) -> dict[str, Any]:
-    answer = requests.get(f"{stack.api_url}/api/v1/brackets/{bracket_id}", headers={"X-API-KEY": api_key}, timeout=30)
-    assert answer.status_code == 200, answer.text
-    return answer.json()["data"]
 
 
 def exit_orders(stack: LocalStack, bracket_id: str) -> list[dict[str, Any]]:
@@ -99,13 +59,16 @@ def test_a_bracket_is_trailed_survives_a_streamer_kill_and_exits_once_for_trail_
     )
     assert placed.status_code == 200, placed.text
     bracket_id = placed.json()["bracket_id"]
-    eventually(lambda: get_bracket(stack, dev_api_key, bracket_id)["status"] == "PROTECTED", "PROTECTED")
+    wait_for(
+        "PROTECTED", lambda: get_bracket(stack, dev_api_key, bracket_id)["status"] == "PROTECTED", timeout_s=BOUND_S
+    )
 
     # When the price rises, the stop trails 1% under the best bid and GET shows it
     quote(stack, "1520", "1519.95", "1520")
-    eventually(
-        lambda: Decimal(str(get_bracket(stack, dev_api_key, bracket_id)["stop_price"])) == Decimal("1504.75"),
+    wait_for(
         "the trailed stop 1504.75 in GET /api/v1/brackets/{id}",
+        lambda: Decimal(str(get_bracket(stack, dev_api_key, bracket_id)["stop_price"])) == Decimal("1504.75"),
+        timeout_s=BOUND_S,
     )
 
     # When the streamer is killed outright mid-trail and started again
@@ -116,21 +79,23 @@ def test_a_bracket_is_trailed_survives_a_streamer_kill_and_exits_once_for_trail_
     stack._start_child(old.spec)  # the same command and environment the stack gave it
     # Then the new streamer resumes the bracket from the stored stop and keeps trailing it
     quote(stack, "1530", "1530", "1530.05")
-    eventually(
-        lambda: Decimal(str(get_bracket(stack, dev_api_key, bracket_id)["stop_price"])) == Decimal("1514.70"),
+    wait_for(
         "the restarted streamer to trail the stop to 1514.70",
+        lambda: Decimal(str(get_bracket(stack, dev_api_key, bracket_id)["stop_price"])) == Decimal("1514.70"),
+        timeout_s=BOUND_S,
     )
 
     # When the price falls through the trailed stop (and on below it)
     quote(stack, "1512", "1511.95", "1512")
     quote(stack, "1508", "1507.95", "1508")
     # Then exactly one exit order reaches the paper exchange, and the bracket records TRAIL_STOP
-    orders = eventually(lambda: exit_orders(stack, bracket_id), "an exit order at the paper exchange")
+    orders = wait_for("an exit order at the paper exchange", lambda: exit_orders(stack, bracket_id), timeout_s=BOUND_S)
     assert len(orders) == 1
     assert (orders[0]["transaction_type"], orders[0]["order_type"], orders[0]["quantity"]) == ("SELL", "MARKET", 2)
-    view = eventually(
-        lambda: (v := get_bracket(stack, dev_api_key, bracket_id))["exit"] and v["exit"]["order_id"] and v,
+    view = wait_for(
         "the exit recorded on the bracket",
+        lambda: (v := get_bracket(stack, dev_api_key, bracket_id))["exit"] and v["exit"]["order_id"] and v,
+        timeout_s=BOUND_S,
     )
     assert view["exit"]["reason"] == "TRAIL_STOP"
     assert view["exit"]["order_id"] == orders[0]["order_id"]
@@ -153,6 +118,6 @@ def test_a_bracket_is_trailed_survives_a_streamer_kill_and_exits_once_for_trail_
             }
         ),
     )
-    eventually(lambda: queue_empty(stack, "ExitQueue"), "the exit queue to drain")
+    wait_for("the exit queue to drain", lambda: queue_empty(stack, "ExitQueue"), timeout_s=BOUND_S)
     # Then still exactly one exit order exists
     assert len(exit_orders(stack, bracket_id)) == 1

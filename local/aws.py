@@ -10,7 +10,9 @@ over HTTP while moto's Step Functions interpreter and Lambda backend stay patcha
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -20,6 +22,7 @@ import threading
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -57,6 +60,9 @@ class MotoServer:
         self._saved_invoke: Any = None
         self._saved_send_task_failure: Any = None
         self._locked_handlers: list[tuple[Any, Any]] = []
+        self._saved_transact: Any = None
+        self._plain_json_handlers: list[tuple[Any, Any]] = []
+        self._saved_query: Any = None
         self._saved_moto_port: str | None = None
         self.runtime: LambdaRuntime | None = None
 
@@ -82,6 +88,9 @@ class MotoServer:
         self._saved_send_task_failure = StepFunctionResponse.__dict__.get("send_task_failure")
         StepFunctionResponse.send_task_failure = _send_task_failure_with_cause  # type: ignore[method-assign]
         self._serialize_dynamodb()
+        self._roll_back_transactions_by_key()
+        self._answer_data_calls_as_plain_json()
+        self._query_only_what_a_query_reads()
 
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.requested_port, verbose=False)
         try:
@@ -122,9 +131,101 @@ class MotoServer:
             self._locked_handlers.append((handler, handler.__dict__.get("call_action")))
             handler.call_action = call_action  # type: ignore[method-assign]
 
+    def _roll_back_transactions_by_key(self) -> None:
+        """Make a DynamoDB transaction cost what it writes, and keep its stream readable after a rollback.
+
+        moto backs up a transaction by deep-copying the whole table once per item in it (with every stream record
+        the table ever produced) and, on failure, puts the copy in the table's place. On the local stack that made
+        each bracket transition cost hundreds of ms of pure-Python copying under the DynamoDB lock and the GIL,
+        growing with the run: every other AWS call, the webhook's included, queued behind it. The swapped-in copy
+        also has its own stream shard, so a stream reader's iterator stayed on the old one: it saw the rolled-back
+        writes and never a later one (NotifyFunction and the activity log went deaf after a duplicate alert).
+        Here moto's whole-table backup is the table itself, and a failed transaction is undone item by item: the
+        keys it names get their previous item back (or lose the new one) and the stream is cut back to where it was.
+        """
+        from moto.dynamodb.models import DynamoDBBackend
+
+        moto_transact = DynamoDBBackend.__dict__["transact_write_items"]
+        self._saved_transact = moto_transact
+
+        def transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) -> None:
+            with _DYNAMODB_LOCK:  # the handler holds it already; the rollback must never interleave with a write
+                undo = _transaction_undo(backend, transact_items)
+                with _tables_not_copied():
+                    try:
+                        moto_transact(backend, transact_items)
+                    except BaseException:
+                        undo()
+                        raise
+
+        DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+    def _answer_data_calls_as_plain_json(self) -> None:
+        """Answer DynamoDB's item calls and stream reads with json.dumps of moto's result, as their wire format is.
+
+        moto 5.2 serialises every response by walking the operation's botocore output shape, looking each value up
+        under several candidate key spellings: ~12 ms of pure Python for a Query of a few items, more for a stream
+        batch, most of the DynamoDB server's time on the local stack (and held under the DynamoDB lock and the GIL).
+        For these operations moto's result is already the JSON body (attribute values are {"S": ...} maps); only
+        timestamps (stream records' ApproximateCreationDateTime) and binary values need moto's encoding, and unset
+        members are left out, as its serializer does. tests/integration/test_local_dynamodb_json.py compares both
+        bodies. Errors (a cancelled transaction's reasons, a failed condition) still go through moto's serializer.
+        """
+        from moto.dynamodb.responses import DynamoHandler
+        from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
+
+        for handler, operations in ((DynamoHandler, PLAIN_JSON_DYNAMODB), (DynamoDBStreamsHandler, PLAIN_JSON_STREAMS)):
+            own = handler.__dict__.get("serialized")
+            moto_serialized = handler.serialized
+
+            def serialized(
+                self: Any, action_result: Any, _moto: Any = moto_serialized, _operations: Any = operations
+            ) -> Any:
+                result = action_result.result
+                if type(action_result).__name__ not in _PLAIN_RESULTS or not isinstance(result, dict):
+                    return _moto(self, action_result)
+                if self._get_action() not in _operations:
+                    return _moto(self, action_result)
+                headers = {"Content-Type": "application/x-amz-json-1.0", **self.response_headers}
+                return 200, headers, plain_json_body(result)
+
+            self._plain_json_handlers.append((handler, own))
+            handler.serialized = serialized  # type: ignore[method-assign]
+
+    def _query_only_what_a_query_reads(self) -> None:
+        """A Query looks at its partition (or, on an index, at every item, unsorted), not at the sorted table.
+
+        moto starts every Query from all_items(): the whole table sorted by its keys, comparing DynamoType objects
+        in Python, then filters and sorts again. On the local stack's single table that is O(n log n) per Query and
+        grows for as long as `make run` runs (~15-25 ms at 400 items), under the DynamoDB lock. A table Query then
+        reads only the items under its hash key, and an index Query the items unsorted (moto sorts the matches by
+        the index and table keys, a total order, so the result and its pages are the same).
+        """
+        from moto.dynamodb.models.table import Table
+
+        moto_query = Table.__dict__["query"]
+        self._saved_query = moto_query
+
+        def query(table: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+            index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
+            if not index_name and hash_key is None:
+                return moto_query(table, hash_key, *args, **kwargs)
+            with _DYNAMODB_LOCK:  # all_items is swapped on the instance only while this Query runs
+                if index_name:
+                    table.all_items = lambda: _unsorted_items(table)
+                else:
+                    table.all_items = lambda: _items_under(table, hash_key)
+                try:
+                    return moto_query(table, hash_key, *args, **kwargs)
+                finally:
+                    del table.all_items
+
+        Table.query = query  # type: ignore[method-assign]
+
     def _restore(self) -> None:
         from moto.awslambda_simple.models import LambdaSimpleBackend
         from moto.core.config import default_user_config
+        from moto.dynamodb.models import DynamoDBBackend
         from moto.stepfunctions.responses import StepFunctionResponse
 
         for key, value in self._saved_config.items():
@@ -143,6 +244,20 @@ class MotoServer:
             else:
                 handler.call_action = own  # type: ignore[method-assign]
         self._locked_handlers = []
+        for handler, own in reversed(self._plain_json_handlers):
+            if own is None:
+                del handler.serialized
+            else:
+                handler.serialized = own  # type: ignore[method-assign]
+        self._plain_json_handlers = []
+        if self._saved_query is not None:
+            from moto.dynamodb.models.table import Table
+
+            Table.query = self._saved_query  # type: ignore[method-assign]
+            self._saved_query = None
+        if self._saved_transact is not None:
+            DynamoDBBackend.transact_write_items = self._saved_transact  # type: ignore[method-assign]
+            self._saved_transact = None
         if self._saved_moto_port is None:
             os.environ.pop("MOTO_PORT", None)
         else:
@@ -159,6 +274,119 @@ class MotoServer:
             aws_secret_access_key="local",
             config=Config(retries={"max_attempts": 2}, read_timeout=30),
         )
+
+
+# The operations whose moto result is their JSON body as it stands (see _answer_data_calls_as_plain_json); not
+# DeleteItem, whose result carries a ConsumedCapacityUnits that is no member of its output (moto's serializer drops it).
+PLAIN_JSON_DYNAMODB = frozenset(
+    {
+        "GetItem",
+        "PutItem",
+        "UpdateItem",
+        "Query",
+        "Scan",
+        "BatchGetItem",
+        "BatchWriteItem",
+        "TransactGetItems",
+        "TransactWriteItems",
+    }
+)
+PLAIN_JSON_STREAMS = frozenset({"GetRecords", "GetShardIterator"})
+_PLAIN_RESULTS = {"ActionResult", "DynamoResult"}  # not EmptyResult, PaginatedResult or an error
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
+def _wire_value(value: Any) -> Any:
+    from moto.core.serialize import TimestampSerializer
+
+    if isinstance(value, datetime):
+        return TimestampSerializer._timestamp_unixtimestamp(value)
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(bytes(value)).decode()
+    raise TypeError(f"{type(value).__name__} is not part of a DynamoDB response")
+
+
+def plain_json_body(result: dict[str, Any]) -> str:
+    """A DynamoDB (Streams) operation's response body from moto's result dict."""
+    return json.dumps(_without_none(result), default=_wire_value)
+
+
+def _unsorted_items(table: Any) -> list[Any]:
+    if not table.range_key_attr:
+        return list(table.items.values())
+    return [item for group in table.items.values() for item in group.values()]
+
+
+def _items_under(table: Any, hash_key: Any) -> list[Any]:
+    found = table.items.get(hash_key)
+    if found is None:
+        return []
+    return list(found.values()) if table.range_key_attr else [found]
+
+
+@contextmanager
+def _tables_not_copied() -> Iterator[None]:
+    """Within moto's transact_write_items (under the DynamoDB lock): its backup of a table is the table itself."""
+    from moto.dynamodb.models.table import Table
+
+    Table.__deepcopy__ = lambda table, memo: table  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        del Table.__deepcopy__  # type: ignore[attr-defined]
+
+
+def _transaction_undo(backend: Any, transact_items: list[dict[str, Any]]) -> Any:
+    """What puts back every item a transaction names, and its tables' streams, as they are now."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    saved: list[tuple[Any, Any, Any, Any, bool]] = []  # table, hash, range, previous item (deep copy) or None
+    seen: set[tuple[str, str, str]] = set()
+    streams: dict[int, tuple[Any, int]] = {}
+    for entry in transact_items:
+        try:
+            ((op_type, op),) = entry.items()
+            table = backend.tables[op["TableName"]]
+            key = op["Item"] if op_type == "Put" else op["Key"]
+            hash_value = DynamoType(key[table.hash_key_attr])
+            range_value = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
+        except Exception:  # moto refuses this entry the same way, before it writes anything
+            continue
+        marker = (table.name, str(hash_value), str(range_value))
+        if marker in seen:
+            continue
+        seen.add(marker)
+        current = table.get_item(hash_value, range_value)
+        saved.append((table, hash_value, range_value, copy.deepcopy(current), hash_value in table.items))
+        if table.stream_shard is not None and id(table) not in streams:
+            streams[id(table)] = (table.stream_shard, len(table.stream_shard.items))
+
+    def undo() -> None:
+        for table, hash_value, range_value, previous, hash_existed in reversed(saved):
+            if range_value is None:
+                if previous is None:
+                    table.items.pop(hash_value, None)
+                else:
+                    table.items[hash_value] = previous
+                continue
+            group = table.items[hash_value]
+            if previous is None:
+                group.pop(range_value, None)
+                if not group and not hash_existed:
+                    table.items.pop(hash_value, None)
+            else:
+                group[range_value] = previous
+        for shard, length in streams.values():
+            del shard.items[length:]
+
+    return undo
 
 
 def _send_task_failure_with_cause(response: Any) -> Any:

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -63,6 +64,8 @@ class MotoServer:
         self._saved_transact: Any = None
         self._plain_json_handlers: list[tuple[Any, Any]] = []
         self._saved_query: Any = None
+        self._saved_module_list: Any = None
+        self._put_back_client_factory: Any = None
         self._saved_moto_port: str | None = None
         self.runtime: LambdaRuntime | None = None
 
@@ -91,6 +94,8 @@ class MotoServer:
         self._roll_back_transactions_by_key()
         self._answer_data_calls_as_plain_json()
         self._query_only_what_a_query_reads()
+        self._saved_module_list = _list_moto_modules_once()
+        self._put_back_client_factory = _workflow_clients_made_once()
 
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.requested_port, verbose=False)
         try:
@@ -250,6 +255,14 @@ class MotoServer:
             else:
                 handler.serialized = own  # type: ignore[method-assign]
         self._plain_json_handlers = []
+        if self._put_back_client_factory is not None:
+            self._put_back_client_factory()
+            self._put_back_client_factory = None
+        if self._saved_module_list is not None:
+            from moto import backends
+
+            backends.list_of_moto_modules = self._saved_module_list
+            self._saved_module_list = None
         if self._saved_query is not None:
             from moto.dynamodb.models.table import Table
 
@@ -316,6 +329,44 @@ def _wire_value(value: Any) -> Any:
 def plain_json_body(result: dict[str, Any]) -> str:
     """A DynamoDB (Streams) operation's response body from moto's result dict."""
     return json.dumps(_without_none(result), default=_wire_value)
+
+
+def _list_moto_modules_once() -> Any:
+    """moto's server lists its package directory (a listdir and ~150 isdir calls) on every request to find the
+    backend for the Host header: ~8% of the local stack's CPU under load. The list cannot change while we run."""
+    from moto import backends
+
+    listing = backends.list_of_moto_modules
+    modules = tuple(listing())
+    backends.list_of_moto_modules = lambda: modules
+    return listing
+
+
+def _workflow_clients_made_once() -> Any:
+    """moto's ASL interpreter builds a new boto3 client for every Task it runs (~20 ms of CPU each here, on the
+    default session, which is not thread-safe to build clients from). Every client it builds is the same (fixed
+    keys, our server's port, no retries), and botocore clients are thread-safe to call, so it builds one per
+    service and region. Returns what puts moto's factory back, also in interpreter modules imported meanwhile."""
+    from moto.stepfunctions.parser.asl.utils import boto_client
+
+    original = boto_client.boto_client_for
+    made: dict[tuple[str, str, str, bool], Any] = {}
+    lock = threading.Lock()
+
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        key = (region, service, os.environ.get("MOTO_PORT", ""), bool(boto_client.botocore_stubber.enabled))
+        with lock:
+            if key not in made:
+                made[key] = original(region=region, service=service, state_credentials=state_credentials)
+            return made[key]
+
+    def swap(old: Any, new: Any) -> None:
+        for name, module in list(sys.modules.items()):  # the interpreter's modules bind it by name at import
+            if name.startswith("moto.stepfunctions.parser") and getattr(module, "boto_client_for", None) is old:
+                module.boto_client_for = new  # type: ignore[attr-defined]
+
+    swap(original, boto_client_for)
+    return lambda: swap(boto_client_for, original)
 
 
 def _unsorted_items(table: Any) -> list[Any]:

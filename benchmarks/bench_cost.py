@@ -4,7 +4,8 @@ The local stack comes up on free ports (moto in this process, the in-process Lam
 exchange in manual mode and the streamer as child processes; schedules off so no timer adds work). One TradingView
 alert then runs the whole lifecycle: webhook -> bracket workflow -> MARKET entry filled -> GTT protection -> the
 streamer trails the stop as the price rises (the GTT's stop follows if its sync interval comes round) -> the price
-falls through it -> one exit -> the exit's fill -> Finalize -> CLOSED. While it runs, a meter counts what AWS would bill:
+falls through it -> one exit -> the exit's fill -> Finalize -> CLOSED. While it runs, a meter counts what AWS would
+bill:
 
 - Step Functions: state transitions of the bracket's execution (its history's *StateEntered events);
 - Lambda: invocations per function and their duration, billed per 1 ms at the template's MemorySize (in-process

@@ -66,6 +66,7 @@ class MotoServer:
         self._saved_query: Any = None
         self._saved_module_list: Any = None
         self._put_back_client_factory: Any = None
+        self._saved_entrypoint: Any = None
         self._saved_moto_port: str | None = None
         self.runtime: LambdaRuntime | None = None
 
@@ -96,6 +97,7 @@ class MotoServer:
         self._query_only_what_a_query_reads()
         self._saved_module_list = _list_moto_modules_once()
         self._put_back_client_factory = _workflow_clients_made_once()
+        self._saved_entrypoint = _workflows_parsed_once()
 
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.requested_port, verbose=False)
         try:
@@ -255,6 +257,11 @@ class MotoServer:
             else:
                 handler.serialized = own  # type: ignore[method-assign]
         self._plain_json_handlers = []
+        if self._saved_entrypoint is not None:
+            from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+            ExecutionWorker._get_evaluation_entrypoint = self._saved_entrypoint  # type: ignore[method-assign]
+            self._saved_entrypoint = None
         if self._put_back_client_factory is not None:
             self._put_back_client_factory()
             self._put_back_client_factory = None
@@ -367,6 +374,34 @@ def _workflow_clients_made_once() -> Any:
 
     swap(original, boto_client_for)
     return lambda: swap(boto_client_for, original)
+
+
+def _workflows_parsed_once() -> Any:
+    """moto's interpreter parses a state machine's ASL with ANTLR at the start of every execution: ~80 ms of pure
+    Python for the bracket workflow, taken with the GIL right as the webhook that started it writes its order log.
+    The parse is a pure function of the definition, so each definition is parsed once and every execution gets its
+    own deep copy of the result (~3 ms): the same fresh component tree a new parse would give. Returns moto's method."""
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+    original = ExecutionWorker.__dict__["_get_evaluation_entrypoint"]
+    parsed: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def _get_evaluation_entrypoint(worker: Any) -> Any:
+        definition = worker._evaluation_details.state_machine_details.definition
+        with lock:
+            program = parsed.get(definition)
+        if program is None:
+            program = AmazonStateLanguageParser.parse(definition)[0]
+            with lock:
+                if len(parsed) >= 64:  # a handful of machines locally; bound it anyway
+                    parsed.clear()
+                parsed[definition] = program
+        return copy.deepcopy(program)
+
+    ExecutionWorker._get_evaluation_entrypoint = _get_evaluation_entrypoint  # type: ignore[method-assign]
+    return original
 
 
 def _unsorted_items(table: Any) -> list[Any]:

@@ -35,6 +35,7 @@ from local.websocket_api import LocalWebSocketApi, read_websocket_routes
 log = logging.getLogger("local.stack")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+_GC_THRESHOLD = (50_000, 20, 20)
 DEV_ACCOUNT_ID = "local"
 
 
@@ -118,6 +119,7 @@ class LocalStack:
         self._saved_env: dict[str, str | None] = {}
         self._started = False
         self._frozen = False
+        self._saved_gc_threshold: tuple[int, ...] = gc.get_threshold()
 
     # -- what callers need --
 
@@ -286,8 +288,12 @@ class LocalStack:
         # Everything loaded so far (handlers, boto3/moto models, the template) lives as long as the stack: keep the
         # collector from walking it. A full collection of this process took ~200-280 ms with every thread stopped,
         # about every 4 s under alerts: the slowest webhook answers were those pauses.
+        # Young collections every 700 allocations, and a full one every ~10th of those, are tuned for small programs;
+        # this process allocates fast (moto, boto3, the ASL interpreter): collect less often.
         gc.collect()
         gc.freeze()
+        self._saved_gc_threshold = gc.get_threshold()
+        gc.set_threshold(*_GC_THRESHOLD)
         self._frozen = True
         self._started = True
         assert self.gateway is not None
@@ -463,6 +469,7 @@ class LocalStack:
             self.gateway = None
         self._restore_environment()
         if self._frozen:
+            gc.set_threshold(*self._saved_gc_threshold)
             gc.unfreeze()  # what the stack held can be collected again
             self._frozen = False
         for name in self.components.states():

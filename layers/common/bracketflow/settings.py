@@ -49,7 +49,6 @@ class BrokerSettings(_Base):
 
 
 class BracketSettings(_Base):
-    bracket_order_delay_s: float = Field(0.5, alias="BRACKET_ORDER_DELAY")
     placement_rate_per_second: float = Field(2.0, alias="PLACEMENT_RATE_LIMIT_PER_SECOND")
     default_tick_size: Decimal = Field(Decimal("0.05"), alias="DEFAULT_TICK_SIZE")
 

@@ -159,6 +159,23 @@ def test_deleting_a_waiting_entry_completes_its_wait_and_the_entry_is_cancelled_
     assert [e["by"] for e in cancelled] == ["user"]
 
 
+def test_the_brokers_cancel_update_arriving_first_is_still_the_traders_cancel(world):
+    from bracketflow.services.lifecycle import OrderFact, apply_entry_fact, cancel_entry, place_entry
+
+    # Given a resting entry the trader has asked to cancel
+    bracket_id = world.place()
+    assert place_entry(bracket_id)["outcome"] == "PLACED"
+    assert world.delete(bracket_id).status == 202
+    entry_id = bracket(bracket_id).entry.broker_order_id
+    # When the broker's CANCELLED update reaches the watcher before CancelEntry records the cancel
+    apply_entry_fact(bracket_id, OrderFact(order_id=entry_id, status="CANCELLED", filled_quantity=0))
+    cancel_entry(bracket_id, by="user")
+    # Then the bracket is CANCELLED once, and the trail says the trader cancelled it
+    cancelled = [e for e in events(bracket_id) if e["type"] == "EntryCancelled"]
+    assert [e["by"] for e in cancelled] == ["user"]
+    assert bracket(bracket_id).status.value == "CANCELLED"
+
+
 def test_a_cancel_recorded_before_the_wait_stored_its_token_is_found_by_the_wait(world):
     from bracketflow.services.lifecycle import place_entry, store_entry_token
 

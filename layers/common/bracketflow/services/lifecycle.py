@@ -342,6 +342,10 @@ def _entry_refused(bracket_id: str, message: str) -> Bracket:
 def apply_entry_fact(bracket_id: str, fact: OrderFact, *, cancelled_by: str = "broker") -> Bracket:
     """Record what the broker says about the entry order; moves the bracket when the entry is decided."""
     repo = BracketRepository()
+    if fact.status == "CANCELLED" and cancelled_by == "broker" and cancel_requested(bracket_id):
+        # The broker's CANCELLED update can reach the watcher before CancelEntry records the trader's cancel: it is
+        # still the trader's cancel, whichever writer gets there first.
+        cancelled_by = "user"
 
     def step(b: Bracket) -> Bracket | None:
         if b.status is not BracketStatus.ENTRY_PENDING or b.entry.broker_order_id != fact.order_id:

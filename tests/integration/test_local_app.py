@@ -31,11 +31,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 def test_python_m_local_comes_up_reports_health_and_ctrl_c_stops_every_process():
-    # Given free ports for the API, moto and the paper exchange
-    api, moto, paper = free_port(), free_port(), free_port()
+    # Given free ports for the API, its WebSocket API, moto and the paper exchange (the WebSocket API is told its own
+    # port: its default, API_PORT + 1, may already be taken by another test's server)
+    api, websocket, moto, paper = free_port(), free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "API_PORT": str(api),
+        "WEBSOCKET_PORT": str(websocket),
         "MOTO_PORT": str(moto),
         "PAPER_PORT": str(paper),
         "LOCAL_API_KEY": "console-test-key",

@@ -18,36 +18,27 @@ class WorkflowStartFailed(Exception):
 
 def start_bracket_workflow(bracket_id: str, payload: dict[str, Any]) -> str | None:
     """Start the bracket state machine; returns the execution ARN, or None when it was already started."""
-    arn = get_settings().bracket_state_machine_arn
-    if not arn:
-        raise WorkflowStartFailed("BRACKET_STATE_MACHINE_ARN is not set")
-    try:
-        out = client("stepfunctions").start_execution(stateMachineArn=arn, name=bracket_id, input=json.dumps(payload))
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "ExecutionAlreadyExists":
-            return None
-        raise WorkflowStartFailed(
-            f"{exc.response['Error']['Code']}: {exc.response['Error'].get('Message', '')}"
-        ) from exc
-    except Exception as exc:  # endpoint/connection errors: still ours to record and retry, never the caller's 5xx
-        raise WorkflowStartFailed(type(exc).__name__) from exc
-    return str(out["executionArn"])
+    return _start_named(get_settings().bracket_state_machine_arn, "BRACKET_STATE_MACHINE_ARN", bracket_id, payload)
 
 
 def start_batch_workflow(batch_id: str, payload: dict[str, Any]) -> str | None:
     """Start the batch saga (BATCH_STATE_MACHINE_ARN), named by the batch id; None when it was already started."""
-    arn = get_settings().batch_state_machine_arn
+    return _start_named(get_settings().batch_state_machine_arn, "BATCH_STATE_MACHINE_ARN", batch_id, payload)
+
+
+def _start_named(arn: str | None, setting: str, name: str, payload: dict[str, Any]) -> str | None:
+    """One execution per name: a second start of the same name is Step Functions' ExecutionAlreadyExists -> None."""
     if not arn:
-        raise WorkflowStartFailed("BATCH_STATE_MACHINE_ARN is not set")
+        raise WorkflowStartFailed(f"{setting} is not set")
     try:
-        out = client("stepfunctions").start_execution(stateMachineArn=arn, name=batch_id, input=json.dumps(payload))
+        out = client("stepfunctions").start_execution(stateMachineArn=arn, name=name, input=json.dumps(payload))
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ExecutionAlreadyExists":
             return None
         raise WorkflowStartFailed(
             f"{exc.response['Error']['Code']}: {exc.response['Error'].get('Message', '')}"
         ) from exc
-    except Exception as exc:  # endpoint/connection errors: the batch is marked FAILED, never the caller's 5xx
+    except Exception as exc:  # endpoint/connection errors: the caller records them and retries; never a 5xx
         raise WorkflowStartFailed(type(exc).__name__) from exc
     return str(out["executionArn"])
 

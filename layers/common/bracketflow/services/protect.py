@@ -14,6 +14,13 @@ adopted, so retries never leave two GTTs. If that GTT has meanwhile FIRED (creat
 is adopted too, before the level check: the broker has closed the position itself, and a second GTT or an emergency
 exit would open a new one. The bracket is recorded PROTECTED by it, and the GTT's fill (the watcher, which could not
 match it while the bracket was ENTRY_FILLED, or reconciliation) closes it.
+
+A GTT protects one bracket only. Two brackets of one account with the same instrument, levels, side and quantity ask
+for identical GTTs, so a GTT found by its trigger may be the other bracket's: only GTTs no other bracket has claimed
+(adapters/dynamo/gtt_claims.py) are adopted, and the claim is written in the transaction that records the bracket
+PROTECTED. A claim lost there (the other bracket took that GTT first, or the broker's lost-create lookup answered
+with the other bracket's twin) starts the step over: list again, adopt an unclaimed twin (ours) or create. Identical
+twins are interchangeable (same instrument, levels, legs, quantity); what matters is that each bracket owns its own.
 """
 
 from __future__ import annotations
@@ -24,15 +31,16 @@ from typing import Any
 
 from bracketflow import metrics_names
 from bracketflow.adapters.broker import get_broker
-from bracketflow.adapters.broker.port import GttLeg, GttReport, GttRequest
+from bracketflow.adapters.broker.port import BrokerPort, GttLeg, GttReport, GttRequest
 from bracketflow.adapters.dynamo import records as r
-from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.adapters.dynamo.brackets import BracketRepository, ExtraConditionFailed
+from bracketflow.adapters.dynamo.gtt_claims import GttClaimedElsewhere, claim_put, claimed_by_others
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus, LegRole, OrderStatus, PositionSide
 from bracketflow.domain.events import ProtectionPlaced
 from bracketflow.domain.instruments import default_master
 from bracketflow.domain.validation import RoundMode, check_levels, round_to_tick
-from bracketflow.errors import InvalidStateTransition, ProtectionNotPossible, ValidationFailed
+from bracketflow.errors import ConcurrentModification, InvalidStateTransition, ProtectionNotPossible, ValidationFailed
 from bracketflow.observability import logger, metrics
 from bracketflow.services.lifecycle import event, load, retrying
 from bracketflow.settings import get_settings
@@ -86,8 +94,24 @@ def watch_message(bracket: Bracket, instrument_token: int, tick: Decimal) -> dic
     }
 
 
+# Starts of the step after a lost claim; each loss means another bracket took a GTT, so a few are plenty.
+CLAIM_ATTEMPTS = 4
+
+
 def place_protection(bracket_id: str) -> dict[str, Any]:
     """Place (or find) the GTT OCO and mark the bracket PROTECTED; returns {"gtt_id", "watch": <watch message>}."""
+    for _ in range(CLAIM_ATTEMPTS):
+        try:
+            return _protect_once(bracket_id)
+        except GttClaimedElsewhere as lost:
+            logger.warning(
+                "GTT is another bracket's; looking again", extra={"bracket_id": bracket_id, "gtt_id": lost.gtt_id}
+            )
+    # The workflow retries ConcurrentModification; a position is never left recorded on another bracket's GTT.
+    raise ConcurrentModification(f"bracket {bracket_id}: every GTT it found was claimed by another bracket first")
+
+
+def _protect_once(bracket_id: str) -> dict[str, Any]:
     bracket = load(bracket_id)
     settings = get_settings()
     spec = bracket.spec
@@ -108,7 +132,8 @@ def place_protection(bracket_id: str) -> dict[str, Any]:
     last = quote.last_price if quote is not None and quote.last_price > 0 else fill
     assert last is not None
     req = protection_request(bracket, quantity, last, tick, settings.stop_limit_buffer_percent)
-    at_broker = broker.gtts()
+    # Ours to adopt: GTTs just like ours that no other bracket has claimed.
+    at_broker = _unclaimed([g for g in broker.gtts() if g.same_trigger_as(req)], bracket)
     fired = _fired_since_fill(at_broker, bracket, req)
     if fired is not None:
         logger.warning(
@@ -137,6 +162,20 @@ def place_protection(bracket_id: str) -> dict[str, Any]:
     unprotected_s = (protected.updated_at - bracket.updated_at).total_seconds()
     metrics.add_metric(name=metrics_names.ENTRY_TO_PROTECTION_SECONDS, unit="Seconds", value=max(0.0, unprotected_s))
     return {"gtt_id": str(gtt_id), "watch": watch_message(protected, token, tick)}
+
+
+def own_twin_or_new_gtt(broker: BrokerPort, bracket: Bracket, req: GttRequest) -> str:
+    """An active GTT like `req` that no other bracket claims (one a lost create answer left), else a new one."""
+    free = _unclaimed([g for g in broker.gtts() if g.status == "active" and g.same_trigger_as(req)], bracket)
+    return str(free[0].gtt_id) if free else str(broker.create_gtt(req))
+
+
+def _unclaimed(candidates: list[GttReport], bracket: Bracket) -> list[GttReport]:
+    """The candidates no other bracket of the account has claimed (its own claim, from a lost answer, is fine)."""
+    if not candidates:
+        return []
+    taken = claimed_by_others(bracket.account_id, [str(g.gtt_id) for g in candidates], bracket.id)
+    return [g for g in candidates if str(g.gtt_id) not in taken]
 
 
 def _fired_since_fill(gtts: list[GttReport], bracket: Bracket, req: GttRequest) -> GttReport | None:
@@ -186,7 +225,11 @@ def _record_protection(bracket_id: str, gtt_id: str, req: GttRequest, quantity: 
             target_price=b.spec.target_price,
             quantity=quantity,
         )
-        repo.save(b, nxt, [ev], legs=legs)
+        claim = claim_put(b.account_id, gtt_id, b.id, nxt.updated_at)
+        try:
+            repo.save(b, nxt, [ev], legs=legs, extra=[claim])
+        except ExtraConditionFailed as taken:
+            raise GttClaimedElsewhere(gtt_id, b.id) from taken
         return nxt
 
     return retrying(bracket_id, step)

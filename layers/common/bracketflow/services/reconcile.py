@@ -46,7 +46,8 @@ from bracketflow.adapters.broker.port import GttLeg, GttReport, OrderReport, Pos
 from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo import reconcile as snapshots
 from bracketflow.adapters.dynamo import records as r
-from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.adapters.dynamo.brackets import BracketRepository, ExtraConditionFailed
+from bracketflow.adapters.dynamo.gtt_claims import GttClaimedElsewhere, claim_alone, claim_put
 from bracketflow.domain.bracket import Bracket, LegOrder
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus
 from bracketflow.domain.events import ExitFilled, ExitSkipped, FlaggedForReview, Reconciled
@@ -60,7 +61,7 @@ from bracketflow.services import lifecycle
 from bracketflow.services.finalize import finalize
 from bracketflow.services.lifecycle import OrderFact, event, retrying
 from bracketflow.services.order_updates import gtt_exit_reason
-from bracketflow.services.protect import protection_request
+from bracketflow.services.protect import CLAIM_ATTEMPTS, own_twin_or_new_gtt, protection_request
 from bracketflow.services.register_bracket import start_workflow
 from bracketflow.settings import get_settings
 
@@ -523,12 +524,25 @@ def _reprotect(bracket: Bracket, why: str) -> Outcome:
             return None
         nxt = b.update(gtt_id=new_id)
         ev = event(Reconciled, nxt, repair="REPROTECTED", detail=why, old_gtt_id=b.gtt_id, gtt_id=new_id)
-        repo.save(b, nxt, [ev])
+        try:  # the GTT becomes this bracket's only if no other bracket claimed it (gtt_claims.py)
+            repo.save(b, nxt, [ev], extra=[claim_put(b.account_id, new_id, b.id, nxt.updated_at)])
+        except ExtraConditionFailed as taken:
+            raise GttClaimedElsewhere(new_id, b.id) from taken
         return nxt
 
-    after = retrying(bracket.id, step)
+    for _ in range(CLAIM_ATTEMPTS):
+        try:
+            after = retrying(bracket.id, step)
+            break
+        except GttClaimedElsewhere:
+            # The broker's lost-create lookup answered with an identical bracket's GTT; ours, if made, is unclaimed.
+            new_id = own_twin_or_new_gtt(broker, bracket, request)
+    else:
+        raise ConcurrentModification(f"bracket {bracket.id}: every GTT it found was claimed by another bracket first")
     if after.gtt_id != new_id:
-        _cancel_gtt(int(new_id))  # the bracket moved on meanwhile: do not leave a GTT nobody owns
+        # The bracket moved on meanwhile: do not leave a GTT nobody owns, but never cancel another bracket's.
+        if claim_alone(bracket.account_id, new_id, bracket.id, utc_now()):
+            _cancel_gtt(int(new_id))
         return None
     return "REPROTECTED", f"{why}; new GTT {new_id}"
 

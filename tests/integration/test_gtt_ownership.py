@@ -198,31 +198,39 @@ def test_another_brackets_fired_gtt_is_not_taken_for_this_brackets_own(world):
 
 def test_a_lost_create_answer_that_finds_another_brackets_gtt_ends_with_distinct_owners(world, monkeypatch):
     from bracketflow.adapters.broker import kite
+    from bracketflow.adapters.dynamo.brackets import BracketRepository
     from bracketflow.services.protect import place_protection
 
-    # Given two identical filled brackets, and A already protected by G1
+    # Given two identical filled brackets, A and B, and B's protection running: right after B's GTT create has listed
+    # the broker's GTTs (to find its GTT should the answer be lost), A's protection runs to the end (A owns G1)
     _quote(world.paper)
     a, b = seed_filled(world.paper), seed_filled(world.paper)
-    g1 = place_protection(a.id)["gtt_id"]
-    # And B's create answer comes back as A's G1 (the lost-create lookup found a GTT identical to B's: A's)
-    real_create = kite.KiteBroker.create_gtt
-    answers: list[int] = []
+    real_gtts = kite.KiteBroker.gtts
+    listings: list[int] = []
+    g1: list[str] = []
 
-    def create_returning_g1_once(self: Any, req: Any) -> int:
-        made = real_create(self, req)
-        answers.append(made)
-        return int(g1) if len(answers) == 1 else made
+    def gtts_with_a_landing_between(self: Any) -> Any:
+        listed = real_gtts(self)
+        listings.append(len(listed))
+        if len(listings) == 2:  # B's step listed (1), then B's create took its "before" (2)
+            g1.append(place_protection(a.id)["gtt_id"])
+            # And the broker then creates B's GTT but answers 500 (it acted, then said it failed)
+            world.paper.set_faults([{"kind": "http_500_after", "match": {"path": "/gtt/triggers", "method": "POST"}}])
+        return listed
 
-    monkeypatch.setattr(kite.KiteBroker, "create_gtt", create_returning_g1_once)
-    # When B is protected
+    monkeypatch.setattr(kite.KiteBroker, "gtts", gtts_with_a_landing_between)
+    # When B's protection finishes: the adapter's lost-answer lookup finds two new identical GTTs and answers with
+    # the older, A's G1
     got = place_protection(b.id)["gtt_id"]
-    # Then B's claim on G1 loses, the step starts over, and B adopts the GTT its create really made (no third GTT)
-    assert got == str(answers[0]) != g1
-    assert len(answers) == 1
-    assert sorted(str(g["id"]) for g in active_gtts(world)) == sorted([g1, got])
-    assert (stored(a.id).gtt_id, stored(b.id).gtt_id) == (g1, got)
-    assert (claim_of(world, g1) or {}).get("bracket_id") == a.id
+    # Then B's claim on G1 loses, the step starts over, and B adopts the GTT the broker really made for it: two GTTs,
+    # each its own bracket's
+    assert g1 and got != g1[0]
+    live = sorted(str(g["id"]) for g in active_gtts(world))
+    assert live == sorted([g1[0], got])
+    assert (stored(a.id).gtt_id, stored(b.id).gtt_id) == (g1[0], got)
+    assert (claim_of(world, g1[0]) or {}).get("bracket_id") == a.id
     assert (claim_of(world, got) or {}).get("bracket_id") == b.id
+    assert [e["type"] for e in BracketRepository().events(b.id)].count("ProtectionPlaced") == 1
 
 
 def test_two_protections_racing_for_one_unowned_gtt_end_with_distinct_owners(world, monkeypatch):

@@ -33,7 +33,7 @@ prints one JSON object on stdout and exits 0 if every import succeeded and found
 - refused: top-level modules the finder refused during the import (caught optional imports included);
 - traced (default true): the child gets LAMBDA_TASK_ROOT as in Lambda, so with the template's `Tracing: Active` the
   Powertools Tracer loads the X-Ray SDK and patches botocore/requests as deployed; --untraced leaves it out (tracing
-  off, as the local stack and the tests run; the X-Ray SDK is still imported, Powertools needs it to disable itself);
+  off, as the local stack and the tests run; only the X-Ray SDK's top package loads, Powertools switches it off);
 - version_mismatches: pinned (==) requirements whose installed version differs (the reproduction is then not exact);
 - --streamer: the streamer container instead (streamer/Dockerfile): streamer/requirements.txt's closure, no runtime
   boto3 unless listed, code = bracketflow + the streamer package, module streamer.main (what `python -m streamer` runs

@@ -196,11 +196,11 @@ def test_the_streamer_pins_the_layers_packages_at_the_layers_versions():
     layer = {canonicalize_name(r.name): str(r.specifier) for r in read_requirements(LAYER_REQUIREMENTS)}
     streamer = {canonicalize_name(r.name): str(r.specifier) for r in read_requirements(STREAMER_REQUIREMENTS)}
 
-    # Then bracketflow runs on the same versions in both (the streamer adds boto3 and websocket-client)
+    # Then bracketflow runs on the same versions in both (the streamer adds websocket-client)
     shared = set(layer) & set(streamer)
-    assert {"aws-lambda-powertools", "aws-xray-sdk", "pydantic", "requests"} <= shared
+    assert {"aws-lambda-powertools", "aws-xray-sdk", "pydantic", "requests", "boto3", "botocore"} <= shared
     assert {name: streamer[name] for name in shared} == {name: layer[name] for name in shared}
-    assert set(layer) - shared <= {"botocore"}  # the streamer gets botocore through its pinned boto3
+    assert set(layer) == shared
 
 
 def test_cli_prints_one_json_report_and_fails_with_exit_1(tmp_path):

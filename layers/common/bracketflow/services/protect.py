@@ -132,8 +132,10 @@ def _protect_once(bracket_id: str) -> dict[str, Any]:
     last = quote.last_price if quote is not None and quote.last_price > 0 else fill
     assert last is not None
     req = protection_request(bracket, quantity, last, tick, settings.stop_limit_buffer_percent)
-    # Ours to adopt: GTTs just like ours that no other bracket has claimed.
-    at_broker = _unclaimed([g for g in broker.gtts() if g.same_trigger_as(req)], bracket)
+    # Ours to adopt: GTTs just like ours, live or fired since the fill, that no other bracket has claimed (read
+    # only for these few, not for every dead twin the broker still lists).
+    twins = [g for g in broker.gtts() if g.same_trigger_as(req)]
+    at_broker = _unclaimed([g for g in twins if g.status == "active" or _fired_since_fill([g], bracket, req)], bracket)
     fired = _fired_since_fill(at_broker, bracket, req)
     if fired is not None:
         logger.warning(

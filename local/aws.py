@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import boto3
 from botocore.config import Config
@@ -68,6 +69,8 @@ class MotoServer:
         self._put_back_client_factory: Any = None
         self._saved_entrypoint: Any = None
         self._saved_moto_port: str | None = None
+        self._transport: InProcessTransport | None = None
+        self._transport_session: Any = None
         self.runtime: LambdaRuntime | None = None
 
     @property
@@ -108,6 +111,10 @@ class MotoServer:
         self.port = self._server.get_host_and_port()[1]
         self._saved_moto_port = os.environ.get("MOTO_PORT")
         os.environ["MOTO_PORT"] = str(self.port)  # where moto's ASL interpreter sends its Lambda invokes
+        # Clients built from boto3's default session from now on (our handlers', the interpreter's) skip the socket.
+        self._transport = InProcessTransport(self.host, self.port)
+        self._transport_session = boto3._get_default_session()
+        self._transport_session.events.register("before-send", self._transport)
 
     def stop(self) -> None:
         if self._server is not None:
@@ -200,13 +207,17 @@ class MotoServer:
             handler.serialized = serialized  # type: ignore[method-assign]
 
     def _query_only_what_a_query_reads(self) -> None:
-        """A Query looks at its partition (or, on an index, at every item, unsorted), not at the sorted table.
+        """A Query looks at the items its key condition names, not at the sorted table.
 
         moto starts every Query from all_items(): the whole table sorted by its keys, comparing DynamoType objects
-        in Python, then filters and sorts again. On the local stack's single table that is O(n log n) per Query and
-        grows for as long as `make run` runs (~15-25 ms at 400 items), under the DynamoDB lock. A table Query then
-        reads only the items under its hash key, and an index Query the items unsorted (moto sorts the matches by
-        the index and table keys, a total order, so the result and its pages are the same).
+        in Python, then filters and sorts again, and computes the size of every candidate (a recursive walk of the
+        item) before it even checks the sort-key condition. On the local stack's single table that is O(n log n)
+        per Query and grows for as long as `make run` runs (~15-25 ms at 400 items), under the DynamoDB lock; an
+        alert's risk checks run two such Queries over an account's whole history. Here a table Query starts from
+        the items under its hash key, an index Query from the items whose index hash key matches, and both keep only
+        those whose sort key meets the condition, using moto's own comparison. moto then applies every condition
+        again to that superset and sorts the matches by the index and table keys, a total order, so the results,
+        their pages and LastEvaluatedKey are the same.
         """
         from moto.dynamodb.models.table import Table
 
@@ -217,11 +228,27 @@ class MotoServer:
             index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
             if not index_name and hash_key is None:
                 return moto_query(table, hash_key, *args, **kwargs)
+            range_comparison = args[0] if args else kwargs.get("range_comparison")
+            range_objs = args[1] if len(args) > 1 else kwargs.get("range_objs")
             with _DYNAMODB_LOCK:  # all_items is swapped on the instance only while this Query runs
                 if index_name:
-                    table.all_items = lambda: _unsorted_items(table)
+                    candidates = _index_candidates(
+                        table,
+                        index_name,
+                        kwargs.get("hash_key_conditions") or [],
+                        kwargs.get("range_key_conditions") or [],
+                        range_comparison,
+                        range_objs,
+                    )
                 else:
-                    table.all_items = lambda: _items_under(table, hash_key)
+                    candidates = _items_under(table, hash_key)
+                    if range_comparison and table.range_key_attr:
+                        candidates = [
+                            i
+                            for i in candidates
+                            if i.range_key is not None and i.range_key.compare(range_comparison, range_objs)
+                        ]
+                table.all_items = lambda: candidates
                 try:
                     return moto_query(table, hash_key, *args, **kwargs)
                 finally:
@@ -231,6 +258,11 @@ class MotoServer:
 
     def _restore(self) -> None:
         from moto.awslambda_simple.models import LambdaSimpleBackend
+
+        if self._transport is not None:
+            self._transport.enabled = False  # clients built meanwhile keep a copy of the handler: make it inert
+            self._transport_session.events.unregister("before-send", self._transport)
+            self._transport = self._transport_session = None
         from moto.core.config import default_user_config
         from moto.dynamodb.models import DynamoDBBackend
         from moto.stepfunctions.responses import StepFunctionResponse
@@ -404,10 +436,117 @@ def _workflows_parsed_once() -> Any:
     return original
 
 
+class InProcessTransport:
+    """botocore `before-send`: a request from this process to our moto server goes to moto's WSGI app directly.
+
+    The local stack's Lambda handlers run in the moto server's own process, yet each of their AWS calls went over a
+    fresh TCP connection to it (moto's server closes every connection): a socket and a thread on each side, HTTP
+    parsing in pure Python, ~2-3 ms of an idle GetItem's ~4 ms, and more under load, all holding the GIL the workflow
+    threads need. botocore still builds, signs and parses every call exactly as for AWS; only the socket is skipped,
+    and moto answers through the same application the HTTP server runs (same routing, same locks and patches above).
+    The streamer and the paper exchange are other processes and keep using HTTP. Requests to any other host pass by.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+        self.netloc = f"{host}:{port}"
+        # moto's ASL interpreter addresses the server as localhost:$MOTO_PORT
+        self.netlocs = frozenset({self.netloc, f"localhost:{port}", f"127.0.0.1:{port}"})
+        self.host, self.port = host, str(port)
+        self.enabled = True
+        self._app = DomainDispatcherApplication(create_backend_app)
+
+    def __call__(self, request: Any, **_: Any) -> Any:
+        if not self.enabled:
+            return None
+        url = urlsplit(request.url)
+        if url.netloc not in self.netlocs:
+            return None
+        from botocore.awsrequest import AWSResponse
+        from moto.core.botocore_stubber import MockRawResponse
+
+        body = request.body
+        if body is None:
+            body = b""
+        elif isinstance(body, str):
+            body = body.encode("utf-8")
+        elif not isinstance(body, bytes | bytearray):
+            body = body.read()  # a file-like body (none of ours; S3 uploads would be)
+        environ = self._environ(request, url, bytes(body))
+        answer: dict[str, Any] = {}
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            answer["status"], answer["headers"] = int(status.split(" ", 1)[0]), headers
+            return lambda _chunk: None  # moto never writes through it
+
+        chunks = self._app(environ, start_response)
+        try:
+            content = b"".join(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        return AWSResponse(request.url, answer["status"], dict(answer["headers"]), MockRawResponse(content))
+
+    def _environ(self, request: Any, url: Any, body: bytes) -> dict[str, Any]:
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": request.method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote(url.path or "/", "latin-1"),
+            "QUERY_STRING": url.query,
+            "SERVER_NAME": self.host,
+            "SERVER_PORT": self.port,
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "REMOTE_PORT": 0,
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "HTTP_HOST": self.netloc,
+        }
+        for name, value in request.headers.items():
+            text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            key = name.upper().replace("-", "_")
+            if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                if key == "CONTENT_TYPE":
+                    environ[key] = text
+                continue
+            environ["HTTP_" + key] = text
+        return environ
+
+
 def _unsorted_items(table: Any) -> list[Any]:
     if not table.range_key_attr:
         return list(table.items.values())
     return [item for group in table.items.values() for item in group.values()]
+
+
+def _index_candidates(
+    table: Any,
+    index_name: str,
+    hash_conditions: list[tuple[str, Any]],
+    range_conditions: list[tuple[str, str, list[Any]]],
+    range_comparison: str | None,
+    range_objs: list[Any] | None,
+) -> list[Any]:
+    """The items an index Query can match: a superset moto filters again (see _query_only_what_a_query_reads)."""
+    items = _unsorted_items(table)
+    index = next((i for i in table.all_indexes() if i.name == index_name), None)
+    if index is None:
+        return items  # moto answers the unknown index itself
+    for name, wanted in hash_conditions:
+        items = [i for i in items if (v := i.attrs.get(name)) is not None and v == wanted]
+    range_keys = [k["AttributeName"] for k in index.schema if k["KeyType"] == "RANGE"]
+    if range_comparison and len(range_keys) == 1 and len(range_conditions) <= 1:
+        name = range_conditions[-1][0] if range_conditions else range_keys[0]
+        items = [i for i in items if (v := i.attrs.get(name)) is not None and v.compare(range_comparison, range_objs)]
+    return items
 
 
 def _items_under(table: Any, hash_key: Any) -> list[Any]:

@@ -250,3 +250,57 @@ def test_queries_find_and_page_exactly_as_the_table_and_index_order_them(server:
     assert table_pages == [f"Q/k{i}" for i in range(6, -1, -1)]
     assert index_pages == ["P/k0", "P/k6", "Q/k0", "Q/k6"]
     assert empty == []
+
+
+def test_sort_key_conditions_on_the_table_and_the_index_find_what_moto_finds(server: MotoServer) -> None:
+    # Given two partitions of items, every other one in the index, and moto's own Query kept aside for comparison
+    from moto.dynamodb.models.table import Table
+
+    ddb = server.client("dynamodb")
+    for p in ("P", "Q"):
+        for i in range(9):
+            extra = {"gpk": {"S": "ACC"}, "gsk": {"S": f"2026-11-{10 + i}#{p}{i}"}} if i % 2 == 0 else {}
+            ddb.put_item(TableName=TABLE, Item=_item(p, f"k{i}", **extra))
+    queries = [
+        {"KeyConditionExpression": "pk = :p AND sk BETWEEN :a AND :b", "Values": {":p": "P", ":a": "k2", ":b": "k6"}},
+        {"KeyConditionExpression": "pk = :p AND begins_with(sk, :a)", "Values": {":p": "Q", ":a": "k1"}},
+        {"KeyConditionExpression": "pk = :p AND sk > :a", "Values": {":p": "Q", ":a": "k4"}},
+        {
+            "IndexName": "gsi",
+            "KeyConditionExpression": "gpk = :p AND gsk BETWEEN :a AND :b",
+            "Values": {":p": "ACC", ":a": "2026-11-12", ":b": "2026-11-17"},
+        },
+        {
+            "IndexName": "gsi",
+            "KeyConditionExpression": "gpk = :p AND begins_with(gsk, :a)",
+            "Values": {":p": "ACC", ":a": "2026-11-14#"},
+        },
+        {"IndexName": "gsi", "KeyConditionExpression": "gpk = :p", "Values": {":p": "nobody"}},
+    ]
+
+    def pages(query: dict[str, Any]) -> list[str]:
+        seen: list[str] = []
+        values = {k: {"S": v} for k, v in query["Values"].items()}
+        kwargs: dict[str, Any] = {"TableName": TABLE, "Limit": 2, "ExpressionAttributeValues": values}
+        kwargs |= {k: v for k, v in query.items() if k != "Values"}
+        while True:
+            page = ddb.query(**kwargs)
+            seen += [f"{i['pk']['S']}/{i['sk']['S']}" for i in page["Items"]]
+            if "LastEvaluatedKey" not in page:
+                return seen
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # When each is read in pages with the local stack's Query, then with moto's
+    ours = [pages(q) for q in queries]
+    local_query, Table.query = Table.query, server._saved_query  # type: ignore[method-assign]
+    try:
+        moto = [pages(q) for q in queries]
+    finally:
+        Table.query = local_query  # type: ignore[method-assign]
+
+    # Then both find the same items in the same order, and the conditions really narrowed them
+    assert ours == moto
+    assert ours[0] == ["P/k2", "P/k3", "P/k4", "P/k5", "P/k6"]
+    assert ours[3] == ["P/k2", "Q/k2", "P/k4", "Q/k4", "P/k6", "Q/k6"]
+    assert ours[4] == ["P/k4", "Q/k4"]
+    assert ours[5] == []

@@ -26,7 +26,6 @@ from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import boto3
 from botocore.config import Config
@@ -69,7 +68,8 @@ class MotoServer:
         self._put_back_client_factory: Any = None
         self._saved_entrypoint: Any = None
         self._saved_moto_port: str | None = None
-        self._transport: InProcessTransport | None = None
+        self._put_back_item_init: Any = None
+        self._put_back_method_names: Any = None
         self._transport_session: Any = None
         self.runtime: LambdaRuntime | None = None
 
@@ -101,6 +101,8 @@ class MotoServer:
         self._saved_module_list = _list_moto_modules_once()
         self._put_back_client_factory = _workflow_clients_made_once()
         self._saved_entrypoint = _workflows_parsed_once()
+        self._put_back_item_init = _items_sized_once()
+        self._put_back_method_names = _action_names_listed_once()
 
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.requested_port, verbose=False)
         try:
@@ -111,10 +113,6 @@ class MotoServer:
         self.port = self._server.get_host_and_port()[1]
         self._saved_moto_port = os.environ.get("MOTO_PORT")
         os.environ["MOTO_PORT"] = str(self.port)  # where moto's ASL interpreter sends its Lambda invokes
-        # Clients built from boto3's default session from now on (our handlers', the interpreter's) skip the socket.
-        self._transport = InProcessTransport(self.host, self.port)
-        self._transport_session = boto3._get_default_session()
-        self._transport_session.events.register("before-send", self._transport)
 
     def stop(self) -> None:
         if self._server is not None:
@@ -258,11 +256,6 @@ class MotoServer:
 
     def _restore(self) -> None:
         from moto.awslambda_simple.models import LambdaSimpleBackend
-
-        if self._transport is not None:
-            self._transport.enabled = False  # clients built meanwhile keep a copy of the handler: make it inert
-            self._transport_session.events.unregister("before-send", self._transport)
-            self._transport = self._transport_session = None
         from moto.core.config import default_user_config
         from moto.dynamodb.models import DynamoDBBackend
         from moto.stepfunctions.responses import StepFunctionResponse
@@ -297,6 +290,10 @@ class MotoServer:
         if self._put_back_client_factory is not None:
             self._put_back_client_factory()
             self._put_back_client_factory = None
+        for put_back in (self._put_back_item_init, self._put_back_method_names):
+            if put_back is not None:
+                put_back()
+        self._put_back_item_init = self._put_back_method_names = None
         if self._saved_module_list is not None:
             from moto import backends
 
@@ -408,6 +405,51 @@ def _workflow_clients_made_once() -> Any:
     return lambda: swap(boto_client_for, original)
 
 
+def _items_sized_once() -> Any:
+    """moto builds an item attribute by attribute, and each insertion re-sums the size of every attribute already in
+    it to enforce DynamoDB's 400 KB limit: quadratic in the attributes, ~2 ms of an alert's CPU for the bracket's
+    ~30-attribute items. Sizes only add up, so summing once over the finished item refuses exactly the items moto's
+    running check refuses (tests/integration/test_local_dynamodb_fast_paths.py). Returns what puts moto's back."""
+    from moto.dynamodb.exceptions import ItemSizeTooLarge
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+    from moto.dynamodb.models.utilities import bytesize
+
+    original = Item.__dict__["__init__"]
+
+    def __init__(item: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -> None:
+        item.hash_key = hash_key
+        item.range_key = range_key
+        typed = {key: DynamoType(value) for key, value in attrs.items()}
+        if sum(bytesize(key) + value.size() for key, value in typed.items()) > _MOTO_ITEM_SIZE_LIMIT:
+            raise ItemSizeTooLarge
+        item.attrs = LimitedSizeDict.__new__(LimitedSizeDict)
+        dict.update(item.attrs, typed)  # later top-level writes still go through moto's own check
+
+    Item.__init__ = __init__  # type: ignore[method-assign]
+    return lambda: setattr(Item, "__init__", original)
+
+
+_MOTO_ITEM_SIZE_LIMIT = 405000  # moto's LimitedSizeDict: DynamoDB's 400 KB, as its authors measured it
+
+
+def _action_names_listed_once() -> Any:
+    """moto lists a response class's methods with inspect.getmembers on every request, to check the action exists
+    (~0.3 ms each). The classes' methods do not change while the stack runs. Returns what puts moto's back."""
+    from moto.core import responses
+
+    original = responses.method_names_from_class
+    listed: dict[type, list[str]] = {}
+
+    def method_names_from_class(clazz: Any) -> list[str]:
+        names = listed.get(clazz)
+        if names is None:
+            names = listed[clazz] = original(clazz)
+        return names
+
+    responses.method_names_from_class = method_names_from_class
+    return lambda: setattr(responses, "method_names_from_class", original)
+
+
 def _workflows_parsed_once() -> Any:
     """moto's interpreter parses a state machine's ASL with ANTLR at the start of every execution: ~80 ms of pure
     Python for the bracket workflow, taken with the GIL right as the webhook that started it writes its order log.
@@ -434,91 +476,6 @@ def _workflows_parsed_once() -> Any:
 
     ExecutionWorker._get_evaluation_entrypoint = _get_evaluation_entrypoint  # type: ignore[method-assign]
     return original
-
-
-class InProcessTransport:
-    """botocore `before-send`: a request from this process to our moto server goes to moto's WSGI app directly.
-
-    The local stack's Lambda handlers run in the moto server's own process, yet each of their AWS calls went over a
-    fresh TCP connection to it (moto's server closes every connection): a socket and a thread on each side, HTTP
-    parsing in pure Python, ~2-3 ms of an idle GetItem's ~4 ms, and more under load, all holding the GIL the workflow
-    threads need. botocore still builds, signs and parses every call exactly as for AWS; only the socket is skipped,
-    and moto answers through the same application the HTTP server runs (same routing, same locks and patches above).
-    The streamer and the paper exchange are other processes and keep using HTTP. Requests to any other host pass by.
-    """
-
-    def __init__(self, host: str, port: int) -> None:
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-
-        self.netloc = f"{host}:{port}"
-        # moto's ASL interpreter addresses the server as localhost:$MOTO_PORT
-        self.netlocs = frozenset({self.netloc, f"localhost:{port}", f"127.0.0.1:{port}"})
-        self.host, self.port = host, str(port)
-        self.enabled = True
-        self._app = DomainDispatcherApplication(create_backend_app)
-
-    def __call__(self, request: Any, **_: Any) -> Any:
-        if not self.enabled:
-            return None
-        url = urlsplit(request.url)
-        if url.netloc not in self.netlocs:
-            return None
-        from botocore.awsrequest import AWSResponse
-        from moto.core.botocore_stubber import MockRawResponse
-
-        body = request.body
-        if body is None:
-            body = b""
-        elif isinstance(body, str):
-            body = body.encode("utf-8")
-        elif not isinstance(body, bytes | bytearray):
-            body = body.read()  # a file-like body (none of ours; S3 uploads would be)
-        environ = self._environ(request, url, bytes(body))
-        answer: dict[str, Any] = {}
-
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            answer["status"], answer["headers"] = int(status.split(" ", 1)[0]), headers
-            return lambda _chunk: None  # moto never writes through it
-
-        chunks = self._app(environ, start_response)
-        try:
-            content = b"".join(chunks)
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
-        return AWSResponse(request.url, answer["status"], dict(answer["headers"]), MockRawResponse(content))
-
-    def _environ(self, request: Any, url: Any, body: bytes) -> dict[str, Any]:
-        environ: dict[str, Any] = {
-            "REQUEST_METHOD": request.method,
-            "SCRIPT_NAME": "",
-            "PATH_INFO": unquote(url.path or "/", "latin-1"),
-            "QUERY_STRING": url.query,
-            "SERVER_NAME": self.host,
-            "SERVER_PORT": self.port,
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "REMOTE_ADDR": "127.0.0.1",
-            "REMOTE_PORT": 0,
-            "CONTENT_LENGTH": str(len(body)),
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(body),
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-            "HTTP_HOST": self.netloc,
-        }
-        for name, value in request.headers.items():
-            text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-            key = name.upper().replace("-", "_")
-            if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-                if key == "CONTENT_TYPE":
-                    environ[key] = text
-                continue
-            environ["HTTP_" + key] = text
-        return environ
 
 
 def _unsorted_items(table: Any) -> list[Any]:

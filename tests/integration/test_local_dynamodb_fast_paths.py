@@ -304,3 +304,23 @@ def test_sort_key_conditions_on_the_table_and_the_index_find_what_moto_finds(ser
     assert ours[3] == ["P/k2", "Q/k2", "P/k4", "Q/k4", "P/k6", "Q/k6"]
     assert ours[4] == ["P/k4", "Q/k4"]
     assert ours[5] == []
+
+
+def test_an_item_over_dynamodbs_size_limit_is_refused_as_moto_refuses_it(server: MotoServer) -> None:
+    # Given an item just under moto's 400 KB limit in many attributes, and one just over it
+    ddb = server.client("dynamodb")
+    chunk = "x" * 9_000
+    under = _item("big", "under", **{f"a{i:02d}": {"S": chunk} for i in range(44)})
+    over = _item("big", "over", **{f"a{i:02d}": {"S": chunk} for i in range(46)})
+
+    # When both are written
+    ddb.put_item(TableName=TABLE, Item=under)
+    with pytest.raises(ClientError) as raised:
+        ddb.put_item(TableName=TABLE, Item=over)
+
+    # Then the first is stored whole, and the second is refused with DynamoDB's error and not stored
+    stored = ddb.get_item(TableName=TABLE, Key={"pk": {"S": "big"}, "sk": {"S": "under"}})["Item"]
+    assert stored == under
+    assert raised.value.response["Error"]["Code"] == "ValidationException"
+    assert "Item size has exceeded the maximum allowed size" in raised.value.response["Error"]["Message"]
+    assert "Item" not in ddb.get_item(TableName=TABLE, Key={"pk": {"S": "big"}, "sk": {"S": "over"}})

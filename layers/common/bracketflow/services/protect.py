@@ -33,8 +33,8 @@ from bracketflow import metrics_names
 from bracketflow.adapters.broker import get_broker
 from bracketflow.adapters.broker.port import BrokerPort, GttLeg, GttReport, GttRequest
 from bracketflow.adapters.dynamo import records as r
-from bracketflow.adapters.dynamo.brackets import BracketRepository, ExtraConditionFailed
-from bracketflow.adapters.dynamo.gtt_claims import GttClaimedElsewhere, claim_put, claimed_by_others
+from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.adapters.dynamo.gtt_claims import GttClaimedElsewhere, claimed_by_others, save_claiming
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus, LegRole, OrderStatus, PositionSide
 from bracketflow.domain.events import ProtectionPlaced
@@ -227,11 +227,7 @@ def _record_protection(bracket_id: str, gtt_id: str, req: GttRequest, quantity: 
             target_price=b.spec.target_price,
             quantity=quantity,
         )
-        claim = claim_put(b.account_id, gtt_id, b.id, nxt.updated_at)
-        try:
-            repo.save(b, nxt, [ev], legs=legs, extra=[claim])
-        except ExtraConditionFailed as taken:
-            raise GttClaimedElsewhere(gtt_id, b.id) from taken
+        save_claiming(repo, b, nxt, [ev], gtt_id, legs=legs)
         return nxt
 
     return retrying(bracket_id, step)

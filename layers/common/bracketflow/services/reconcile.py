@@ -46,8 +46,8 @@ from bracketflow.adapters.broker.port import GttLeg, GttReport, OrderReport, Pos
 from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo import reconcile as snapshots
 from bracketflow.adapters.dynamo import records as r
-from bracketflow.adapters.dynamo.brackets import BracketRepository, ExtraConditionFailed
-from bracketflow.adapters.dynamo.gtt_claims import GttClaimedElsewhere, claim_alone, claim_put
+from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.adapters.dynamo.gtt_claims import GttClaimedElsewhere, claim_alone, save_claiming
 from bracketflow.domain.bracket import Bracket, LegOrder
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus
 from bracketflow.domain.events import ExitFilled, ExitSkipped, FlaggedForReview, Reconciled
@@ -524,10 +524,7 @@ def _reprotect(bracket: Bracket, why: str) -> Outcome:
             return None
         nxt = b.update(gtt_id=new_id)
         ev = event(Reconciled, nxt, repair="REPROTECTED", detail=why, old_gtt_id=b.gtt_id, gtt_id=new_id)
-        try:  # the GTT becomes this bracket's only if no other bracket claimed it (gtt_claims.py)
-            repo.save(b, nxt, [ev], extra=[claim_put(b.account_id, new_id, b.id, nxt.updated_at)])
-        except ExtraConditionFailed as taken:
-            raise GttClaimedElsewhere(new_id, b.id) from taken
+        save_claiming(repo, b, nxt, [ev], new_id)  # the GTT becomes this bracket's only if no other holds it
         return nxt
 
     for _ in range(CLAIM_ATTEMPTS):

@@ -14,12 +14,14 @@ another's fired GTT for its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from bracketflow.adapters.dynamo import records as r
-from bracketflow.adapters.dynamo.brackets import ConditionalPut
+from bracketflow.adapters.dynamo.brackets import BracketRepository, ConditionalPut, ExtraConditionFailed
 from bracketflow.adapters.dynamo.table import table
+from bracketflow.domain.bracket import Bracket
 
 CLAIM_DAYS = 400
 CLAIM_CONDITION = "attribute_not_exists(pk) OR bracket_id = :me"
@@ -46,6 +48,25 @@ def claim_put(account_id: str, gtt_id: str, bracket_id: str, now: datetime) -> C
         "expires_at": int((now + timedelta(days=CLAIM_DAYS)).timestamp()),
     }
     return ConditionalPut(item=item, condition=CLAIM_CONDITION, values={":me": bracket_id})
+
+
+def save_claiming(
+    repo: BracketRepository,
+    previous: Bracket,
+    current: Bracket,
+    events: Sequence[Any],
+    gtt_id: str,
+    *,
+    legs: Iterable[dict[str, Any]] = (),
+) -> None:
+    """repo.save of a bracket that now records `gtt_id`, with the GTT's claim in the same transaction.
+
+    Raises GttClaimedElsewhere (nothing written) when another bracket holds the claim."""
+    claim = claim_put(current.account_id, gtt_id, current.id, current.updated_at)
+    try:
+        repo.save(previous, current, events, legs=legs, extra=[claim])
+    except ExtraConditionFailed as taken:
+        raise GttClaimedElsewhere(gtt_id, current.id) from taken
 
 
 def claim_alone(account_id: str, gtt_id: str, bracket_id: str, now: datetime) -> bool:

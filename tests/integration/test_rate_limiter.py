@@ -142,6 +142,35 @@ def table(monkeypatch) -> Iterator[object]:
         yield created
 
 
+@pytest.fixture
+def served_table(monkeypatch) -> Iterator[object]:
+    """The same table behind the local stack's moto server, which applies each DynamoDB call atomically as DynamoDB
+    does; moto in-process checks a condition and writes without a lock, so racing threads could both pass."""
+    from bracketflow.adapters.aws import reset_clients
+    from local.aws import MotoServer
+
+    server = MotoServer(port=0)
+    server.start()
+    try:
+        monkeypatch.setenv("TABLE_NAME", TABLE)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+        reset_clients()
+        yield server.client("dynamodb").create_table(
+            TableName=TABLE,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        )
+    finally:
+        server.stop()
+        reset_clients()
+
+
 def test_n_orders_at_one_instant_never_exceed_the_bucket(table):
     # Given the limiter at its defaults, the clock stopped at t
     clock = FakeClock()
@@ -193,7 +222,7 @@ def test_accounts_have_their_own_buckets(table):
     assert limiter.acquire("acct2", 0).waited_s == 0
 
 
-def test_concurrent_callers_at_one_instant_share_one_bucket(table):
+def test_concurrent_callers_at_one_instant_share_one_bucket(served_table):
     # Given 4 Lambdas (threads) racing for tokens at the same instant, each trying 10 times without waiting
     clock = FakeClock()
     limiter = OrderRateLimiter(8, 350, clock=clock, sleep=lambda s: None)

@@ -82,10 +82,10 @@ def stored(bracket_id: str) -> Any:
     return found
 
 
-def claim_of(world: Any, gtt_id: str, account: str = "acc_asha") -> dict[str, Any] | None:
+def claim_of(world: Any, gtt_id: str) -> dict[str, Any] | None:
     from bracketflow.adapters.dynamo import records as r
 
-    return world.table.get_item(Key=r.gtt_claim_key(account, gtt_id), ConsistentRead=True).get("Item")
+    return world.table.get_item(Key=r.gtt_claim_key(gtt_id), ConsistentRead=True).get("Item")
 
 
 def active_gtts(world: Any) -> list[dict[str, Any]]:
@@ -107,6 +107,25 @@ def test_two_identical_brackets_each_get_a_gtt_of_their_own(world):
     assert sorted(str(g["id"]) for g in active_gtts(world)) == sorted([one, two])
     assert (claim_of(world, one) or {}).get("bracket_id") == first.id
     assert (claim_of(world, two) or {}).get("bracket_id") == second.id
+
+
+def test_brackets_of_two_accounts_never_share_a_gtt(world):
+    from bracketflow.services.protect import place_protection
+
+    # Given the same filled INFY bracket in two of the stack's accounts: they trade through its one broker session,
+    # so each sees the other's GTTs at the broker
+    _quote(world.paper)
+    asha, ravi = seed_filled(world.paper, account="acc_asha"), seed_filled(world.paper, account="acc_ravi")
+    # When each is protected
+    one = place_protection(asha.id)["gtt_id"]
+    two = place_protection(ravi.id)["gtt_id"]
+    # Then the second did not adopt the first's GTT: each position has a broker-side stop of its own
+    assert one != two
+    assert sorted(str(g["id"]) for g in active_gtts(world)) == sorted([one, two])
+    assert ((claim_of(world, one) or {}).get("account_id"), (claim_of(world, two) or {}).get("account_id")) == (
+        "acc_asha",
+        "acc_ravi",
+    )
 
 
 def test_the_claim_expires_long_after_a_gtt_could_still_be_live(world):

@@ -15,12 +15,13 @@ is adopted too, before the level check: the broker has closed the position itsel
 exit would open a new one. The bracket is recorded PROTECTED by it, and the GTT's fill (the watcher, which could not
 match it while the bracket was ENTRY_FILLED, or reconciliation) closes it.
 
-A GTT protects one bracket only. Two brackets of one account with the same instrument, levels, side and quantity ask
-for identical GTTs, so a GTT found by its trigger may be the other bracket's: only GTTs no other bracket has claimed
-(adapters/dynamo/gtt_claims.py) are adopted, and the claim is written in the transaction that records the bracket
-PROTECTED. A claim lost there (the other bracket took that GTT first, or the broker's lost-create lookup answered
-with the other bracket's twin) starts the step over: list again, adopt an unclaimed twin (ours) or create. Identical
-twins are interchangeable (same instrument, levels, legs, quantity); what matters is that each bracket owns its own.
+A GTT protects one bracket only. Two brackets with the same instrument, levels, side and quantity ask for identical
+GTTs (of one account, or of two: the stack's accounts share one broker session), so a GTT found by its trigger may
+be the other bracket's: only GTTs no other bracket has claimed (adapters/dynamo/gtt_claims.py) are adopted, and the
+claim is written in the transaction that records the bracket PROTECTED. A claim lost there (the other bracket took
+that GTT first, or the broker's lost-create lookup answered with the other bracket's twin) starts the step over:
+list again, adopt an unclaimed twin (ours) or create. Identical twins are interchangeable (same instrument, levels,
+legs, quantity); what matters is that each bracket owns its own.
 """
 
 from __future__ import annotations
@@ -173,10 +174,10 @@ def own_twin_or_new_gtt(broker: BrokerPort, bracket: Bracket, req: GttRequest) -
 
 
 def _unclaimed(candidates: list[GttReport], bracket: Bracket) -> list[GttReport]:
-    """The candidates no other bracket of the account has claimed (its own claim, from a lost answer, is fine)."""
+    """The candidates no other bracket (of any account: they share the broker) has claimed; its own claim is fine."""
     if not candidates:
         return []
-    taken = claimed_by_others(bracket.account_id, [str(g.gtt_id) for g in candidates], bracket.id)
+    taken = claimed_by_others([str(g.gtt_id) for g in candidates], bracket.id)
     return [g for g in candidates if str(g.gtt_id) not in taken]
 
 

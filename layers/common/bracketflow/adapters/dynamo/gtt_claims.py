@@ -1,15 +1,20 @@
-"""Which bracket a GTT protects: at most one, enforced by DynamoDB (records.gtt_claim_key: GTT#<account>#<gtt_id>).
+"""Which bracket a GTT protects: at most one, enforced by DynamoDB (records.gtt_claim_key: GTT#<gtt_id>).
 
-GTTs take no tag, so a GTT is recognised at the broker only by instrument, triggers and legs. Two brackets of one
-account with the same instrument, levels, side and quantity (two alerts of one strategy filled at one price) ask
-for identical GTTs, and the one a retry finds "already at the broker" may be the other bracket's. So whoever records
-a gtt_id for a bracket writes this claim in the same TransactWriteItems (claim_put), on the condition that no other
-bracket holds it; adoption candidates are filtered by claimed_by_others first; a lost claim means start over.
+GTTs take no tag, so a GTT is recognised at the broker only by instrument, triggers and legs. Two brackets with the
+same instrument, levels, side and quantity (two alerts of one strategy filled at one price, or the same alert sent
+to two of the stack's accounts) ask for identical GTTs, and the one a retry finds "already at the broker" may be the
+other bracket's. So whoever records a gtt_id for a bracket writes this claim in the same TransactWriteItems
+(claim_put), on the condition that no other bracket holds it; adoption candidates are filtered by claimed_by_others
+first; a lost claim means start over.
 
 A claim outlives its GTT: it expires (the table's TTL) CLAIM_DAYS after it is written, more than the year a Kite GTT
 stays live, so a GTT that may still protect an open position is never up for adoption again. A claim is never
 released: a GTT that fired or was cancelled stays its bracket's, which is what keeps a second bracket from taking
 another's fired GTT for its own.
+
+The claim is keyed by the GTT id alone, not by account: a stack has one broker session (settings.
+broker_secret_name), so all of its accounts place their GTTs in the same broker account and every one of them sees
+(and could adopt) the others' GTTs. The account that claimed is kept on the item for the record.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ class GttClaimedElsewhere(Exception):
 def claim_put(account_id: str, gtt_id: str, bracket_id: str, now: datetime) -> ConditionalPut:
     """The claim, for the transaction that records `gtt_id` on the bracket (a repeat by the same bracket passes)."""
     item = {
-        **r.gtt_claim_key(account_id, gtt_id),
+        **r.gtt_claim_key(gtt_id),
         "type": "GTTCLAIM",
         "gtt_id": gtt_id,
         "bracket_id": bracket_id,
@@ -82,11 +87,11 @@ def claim_alone(account_id: str, gtt_id: str, bracket_id: str, now: datetime) ->
     return True
 
 
-def claimed_by_others(account_id: str, gtt_ids: Iterable[str], bracket_id: str) -> set[str]:
+def claimed_by_others(gtt_ids: Iterable[str], bracket_id: str) -> set[str]:
     """Those of `gtt_ids` another bracket has claimed (one consistent GetItem each: adoption candidates are few)."""
     taken = set()
     for gtt_id in dict.fromkeys(gtt_ids):
-        item = table().get_item(Key=r.gtt_claim_key(account_id, gtt_id), ConsistentRead=True).get("Item")
+        item = table().get_item(Key=r.gtt_claim_key(gtt_id), ConsistentRead=True).get("Item")
         if item is not None and item.get("bracket_id") != bracket_id:
             taken.add(gtt_id)
     return taken

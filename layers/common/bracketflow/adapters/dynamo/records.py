@@ -25,13 +25,13 @@ DEDUPE#<account>#BATCH#<client_batch_id>  KEY                        batch_id, r
 ORDERLOG#<account>#<yyyy-mm-dd>            <ts>#<request_id>          api_type, request (apikey redacted),
                                                                       response, status_code, expires_at
 KEYLIMIT#<key hash>                        BUCKET                     tat_ms: the per-key placement limiter (GCRA)
-GTT#<account_id>#<gtt_id>                  CLAIM                      bracket_id, account_id, claimed_at, expires_at:
+GTT#<gtt_id>                               CLAIM                      bracket_id, account_id, claimed_at, expires_at:
                                                                       the one bracket a GTT protects, written in the
                                                                       transaction that records that bracket's
                                                                       gtt_id, on `attribute_not_exists(pk) OR
                                                                       bracket_id = :me` (adapters/dynamo/
-                                                                      gtt_claims.py); per account, as GTT ids are
-                                                                      the broker account's
+                                                                      gtt_claims.py); not per account: all of a
+                                                                      stack's accounts share its broker session
 
 BRACKET STATE attributes: account_id, status, version (int; every write conditions on it), the spec (symbol,
 exchange, action, product, quantity, entry_price, sl_price, target_price, price_type, validity,
@@ -143,8 +143,8 @@ def key_limit_key(key_hash: str) -> dict[str, str]:
     return {"pk": f"KEYLIMIT#{key_hash}", "sk": BUCKET}
 
 
-def gtt_claim_key(account_id: str, gtt_id: str) -> dict[str, str]:
-    return {"pk": f"GTT#{account_id}#{gtt_id}", "sk": CLAIM}
+def gtt_claim_key(gtt_id: str) -> dict[str, str]:
+    return {"pk": f"GTT#{gtt_id}", "sk": CLAIM}
 
 
 def order_book_sk(created_at: str, bracket_id: str) -> str:

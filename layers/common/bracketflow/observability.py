@@ -4,6 +4,11 @@ The tracer only loads the X-Ray SDK when tracing can actually happen (in Lambda,
 see settings.tracing_wanted). Elsewhere — tests, the local stack, benchmarks, the streamer — it gets a provider that
 does nothing, so importing a handler does not pay the ~100+ ms the X-Ray SDK's import costs (the webhook's
 cold-start budget). A deployed stack with `Tracing: Active` still imports the SDK and traces as before.
+
+What is traced: the X-Ray SDK patches botocore only (every AWS call is a subsegment). Not `requests`, as Powertools'
+default (patch everything) would: the SDK records each request's URL in the trace, and a Telegram URL carries the
+bot token in its path. Broker calls are traced by subsegment() instead, named without a URL or a token; and the
+webhook, which never calls the broker, no longer imports `requests` at cold start for the patch's sake.
 """
 
 from __future__ import annotations
@@ -64,12 +69,26 @@ class _NoTracing(BaseProvider):
         return None
 
 
+PATCHED_MODULES = ("botocore",)
+
+
 def _make_tracer() -> Tracer:
     if tracing_wanted():
-        return Tracer(service="bracketflow")
+        return Tracer(service="bracketflow", patch_modules=PATCHED_MODULES)
     return Tracer(service="bracketflow", disabled=True, auto_patch=False, provider=_NoTracing())
 
 
 logger = Logger(service="bracketflow")
 tracer = _make_tracer()
 metrics = Metrics(namespace="bracketflow", service="bracketflow")
+
+
+@contextlib.contextmanager
+def subsegment(name: str, **annotations: str) -> Iterator[None]:
+    """A traced span around a call X-Ray does not patch (an HTTP call through requests), named by the caller: never
+    a URL, which may hold a secret. Nothing at all when tracing is off; an exception is recorded on it and re-raised."""
+    with tracer.provider.in_subsegment(name=name) as segment:
+        if segment is not None:  # the SDK gives None when there is no segment to hang it on (context missing)
+            for key, value in annotations.items():
+                segment.put_annotation(key, value)
+        yield

@@ -49,7 +49,7 @@ from bracketflow.errors import (
     BrokerUnavailable,
     SessionExpired,
 )
-from bracketflow.observability import logger, metrics
+from bracketflow.observability import logger, metrics, subsegment
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 KITE_VERSION = "3"
@@ -609,9 +609,12 @@ def send_kite_request(
     form: dict[str, str] | None = None,
     query: dict[str, Any] | None = None,
 ) -> Any:
-    """One Kite HTTP call: the envelope's `data`, or a named BrokerError. Shared with the login exchange."""
+    """One Kite HTTP call: the envelope's `data`, or a named BrokerError. Shared with the login exchange.
+
+    Traced (when tracing is on) as a subsegment "kite" annotated with the method and path, never the query or token."""
     try:
-        response = session.request(method, url, data=form, params=query, headers=headers, timeout=timeout)
+        with subsegment("kite", method=method, path=_path_of(url)):
+            response = session.request(method, url, data=form, params=query, headers=headers, timeout=timeout)
     except requests.RequestException as exc:
         if _never_sent(exc):
             raise _NeverSent(f"could not connect to the broker: {type(exc).__name__}") from exc

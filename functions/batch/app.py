@@ -25,7 +25,9 @@ from bracketflow.schemas.http import error_responses, make_resolver, success
 from bracketflow.services import batch
 from bracketflow.services.accounts import authenticate_api_key
 
-app = make_resolver("bracketflow batch orders API", "Multi-leg orders placed together, rolled back on failure.")
+app = make_resolver(
+    "bracketflow batch orders API", "Multi-leg orders placed together, rolled back on failure.", swagger=False
+)  # API Gateway routes /swagger to the REST API's function only
 ApiKeyHeader = Annotated[str | None, Header(alias="X-API-KEY", description="The account's API key")]
 IdempotencyHeader = Annotated[
     str | None,

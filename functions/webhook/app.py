@@ -17,8 +17,12 @@ from bracketflow.observability import logger, metrics, tracer
 from bracketflow.schemas.http import error_responses, make_resolver, success
 from bracketflow.services import intake
 
+# API Gateway routes only the two POSTs here; the REST API's function serves /swagger (and the cold start is
+# TradingView's: it waits for this function's first answer).
 app = make_resolver(
-    "bracketflow TradingView webhook", "Alerts in, brackets out. See README: REST API and TradingView alerts."
+    "bracketflow TradingView webhook",
+    "Alerts in, brackets out. See README: REST API and TradingView alerts.",
+    swagger=False,
 )
 _ALERT_BODY = {
     "requestBody": {

@@ -14,7 +14,9 @@ top-level module outside that world is refused, without network or a new venv:
   imports fail as they do in Lambda (botocore only loads urllib3.contrib.pyopenssl if pyOpenSSL imports: here it
   does not, so timings are representative);
 - the child runs `python -I -S` (no site, no .pth files, no PYTHONPATH) with sys.path = function dir, layers/common,
-  the standard library and this venv's site-packages, and cwd = the function dir, as the Lambda init does.
+  the standard library and this venv's site-packages, and cwd = the function dir, as the Lambda init does; its
+  environment has the function's literal variables from template.yaml (Globals and its own, e.g.
+  PYDANTIC_DISABLE_PLUGINS), as Lambda sets them (those given by !Ref and the like are deployment-specific: left out).
 
 CLI (stable; benchmarks/bench_webhook.py reads it for the cold-import number):
 
@@ -26,13 +28,17 @@ prints one JSON object on stdout and exits 0 if every import succeeded and found
     {"target": "functions/webhook", "module": "app", "entry_point": "lambda_handler",
      "requirements": "layers/common/requirements.txt", "runtime": ["boto3"], "traced": true,
      "ok": true, "entry_point_found": true, "error": null, "refused": ["OpenSSL"],
+     "third_party": ["aws_lambda_powertools", "boto3", ...],
+     "environment": {"PYDANTIC_DISABLE_PLUGINS": "__all__", ...},
      "import_ms": [412.3, ...], "import_ms_median": 412.3, "times": N,
      "distributions": {"aws-lambda-powertools": "3.37.0", ...}, "version_mismatches": []}
 
 - import_ms: wall time of importing the module in each fresh interpreter (interpreter start-up not included);
 - refused: top-level modules the finder refused during the import (caught optional imports included);
+- third_party: the top-level third-party modules the import loaded (what the function pays for at cold start);
+- environment: the template's literal variables the child was given (see above);
 - traced (default true): the child gets LAMBDA_TASK_ROOT as in Lambda, so with the template's `Tracing: Active` the
-  Powertools Tracer loads the X-Ray SDK and patches botocore/requests as deployed; --untraced leaves it out (tracing
+  Powertools Tracer loads the X-Ray SDK and patches botocore as deployed; --untraced leaves it out (tracing
   off, as the local stack and the tests run; only the X-Ray SDK's top package loads, Powertools switches it off);
 - version_mismatches: pinned (==) requirements whose installed version differs (the reproduction is then not exact);
 - --streamer: the streamer container instead (streamer/Dockerfile): streamer/requirements.txt's closure, no runtime
@@ -65,6 +71,7 @@ STREAMER_DIR = REPO / "streamer"
 STREAMER_REQUIREMENTS = STREAMER_DIR / "requirements.txt"
 # What the python3.11 Lambda runtime brings itself (boto3 and, through its requirements, botocore and the rest).
 LAMBDA_RUNTIME = ("boto3",)
+TEMPLATE = REPO / "template.yaml"
 # Markers are evaluated for the machine the code runs on (Lambda and the Fargate streamer: Linux on arm64).
 TARGET_PLATFORM = {
     "platform_machine": "aarch64",
@@ -92,6 +99,7 @@ class ImportWorld:
     requirements: Path
     runtime: tuple[str, ...] = ()
     version_mismatches: list[str] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)  # what the deployed process finds set
 
 
 # ---------- requirements and their closure ----------
@@ -176,6 +184,7 @@ def build_world(
     requirements: Path,
     runtime: tuple[str, ...] = (),
     bundled: Path | None = None,
+    environment: dict[str, str] | None = None,
 ) -> ImportWorld:
     listed = read_requirements(requirements) + (read_requirements(bundled) if bundled else [])
     wanted = [Requirement(name) for name in runtime] + listed
@@ -196,6 +205,7 @@ def build_world(
         requirements=requirements,
         runtime=runtime,
         version_mismatches=_pin_mismatches(listed, versions),
+        environment=dict(environment or {}),
     )
 
 
@@ -213,7 +223,28 @@ def lambda_world(function_dir: Path, requirements: Path = LAYER_REQUIREMENTS) ->
         requirements,
         LAMBDA_RUNTIME,
         bundled if bundled.exists() else None,
+        template_environment(function_dir),
     )
+
+
+def template_environment(function_dir: Path, template: Path = TEMPLATE) -> dict[str, str]:
+    """The literal (plain string) environment variables template.yaml gives the function at `function_dir`: the
+    Globals' and its own (its own win). Values from intrinsics (!Ref, !Sub, !GetAtt) differ per deployment: left out."""
+    from local.template import load_yaml
+
+    doc = load_yaml(template)
+    found: dict[str, str] = {}
+    layers = [((doc.get("Globals") or {}).get("Function") or {})]
+    for resource in (doc.get("Resources") or {}).values():
+        props = resource.get("Properties") or {}
+        code = props.get("CodeUri")
+        is_function = resource.get("Type") == "AWS::Serverless::Function" and isinstance(code, str)
+        if is_function and (REPO / code).resolve() == function_dir.resolve():
+            layers.append(props)
+    for props in layers:
+        variables = (props.get("Environment") or {}).get("Variables") or {}
+        found.update({k: v for k, v in variables.items() if isinstance(v, str)})
+    return found
 
 
 def streamer_world(requirements: Path = STREAMER_REQUIREMENTS) -> ImportWorld:
@@ -242,6 +273,7 @@ _ORIGINS = {origins!r}
 _SOURCE = {source!r}
 _MODULE = {module!r}
 _ENTRY = {entry!r}
+_OWN = {own!r}
 sys.path[:0] = _CODE_DIRS
 sys.path.extend(p for p in _SITE_DIRS if p not in sys.path)
 _STDLIB = sys.stdlib_module_names | set(sys.builtin_module_names) | _STDLIB_FILES
@@ -283,8 +315,10 @@ _elapsed_ms = (time.perf_counter() - _start) * 1000
 if _error is None:
     _found = callable(getattr(sys.modules[_MODULE], _ENTRY, None))
 import json
+_third_party = {{n.split(".", 1)[0] for n in list(sys.modules)}} - _STDLIB - set(_OWN)
+_third_party = sorted(_third_party - {{"__main__", "__mp_main__"}})
 print(json.dumps({{"ok": _error is None and _found, "entry_point_found": _found, "error": _error,
-                  "refused": _refused, "import_ms": round(_elapsed_ms, 1)}}))
+                  "refused": _refused, "import_ms": round(_elapsed_ms, 1), "third_party": _third_party}}))
 """
 
 
@@ -318,6 +352,7 @@ def _child_source(world: ImportWorld, module: str, entry_point: str) -> str:
         source=source,
         module=module,
         entry=entry_point,
+        own=sorted(world.own_modules),
     )
 
 
@@ -325,6 +360,7 @@ def _child_env(world: ImportWorld, traced: bool) -> dict[str, str]:
     env = dict(os.environ)
     for name in ("AWS_SAM_LOCAL", "AWS_CHALICE_CLI_MODE", "POWERTOOLS_TRACE_DISABLED", "LAMBDA_TASK_ROOT"):
         env.pop(name, None)
+    env.update(world.environment)
     if traced:  # what Lambda sets: with the template's Tracing: Active, observability builds the X-Ray tracer
         env["LAMBDA_TASK_ROOT"] = str(world.code_dirs[0])
     env.setdefault("AWS_DEFAULT_REGION", "ap-south-1")
@@ -352,6 +388,7 @@ def import_once(world: ImportWorld, module: str, entry_point: str, traced: bool 
             "error": f"child exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-2000:]}",
             "refused": [],
             "import_ms": None,
+            "third_party": [],
         }
     return json.loads(lines[-1])
 
@@ -374,6 +411,8 @@ def check_imports(
         "entry_point_found": all(run["entry_point_found"] for run in runs),
         "error": failed["error"] if failed else None,
         "refused": sorted({name for run in runs for name in run["refused"]}),
+        "third_party": sorted({name for run in runs for name in run["third_party"]}),
+        "environment": world.environment,
         "import_ms": timings,
         "import_ms_median": round(statistics.median(timings), 1) if timings else None,
         "times": len(runs),

@@ -25,6 +25,7 @@ from local.lambda_env import (
     check_streamer,
     distribution_closure,
     read_requirements,
+    template_environment,
 )
 from local.template import load_yaml
 
@@ -72,6 +73,29 @@ def test_function_imports_with_only_the_runtime_and_the_layer(function_dir):
     assert report["entry_point_found"] is True
     assert report["traced"] is True
     assert len(report["import_ms"]) == 1
+
+
+def test_the_webhook_loads_nothing_for_the_broker_at_cold_start():
+    # Given the webhook as deployed (traced), which never calls the broker (DESIGN §3: nothing in the request path
+    # does) and whose cold start TradingView's first alert waits for
+    report = check_function(ROOT / "functions" / "webhook")
+    # Then its import loads AWS, Powertools and pydantic, and no HTTP client library (the X-Ray SDK patching
+    # `requests`, Powertools' default, used to import it)
+    assert report["ok"] is True
+    assert {"boto3", "aws_lambda_powertools", "pydantic", "aws_xray_sdk"} <= set(report["third_party"])
+    assert not {"requests", "charset_normalizer", "idna"} & set(report["third_party"])
+
+
+def test_the_child_gets_the_literal_environment_the_template_gives_the_function():
+    # Given template.yaml's Globals (plain values and intrinsics) / When the webhook's deployed environment is read
+    env = template_environment(ROOT / "functions" / "webhook")
+    # Then the plain values are there, as Lambda sets them, and the per-deployment ones (!Ref) are not
+    assert env["PYDANTIC_DISABLE_PLUGINS"] == "__all__"
+    assert env["POWERTOOLS_SERVICE_NAME"] == "bracketflow"
+    assert "TABLE_NAME" not in env and "STAGE" not in env
+    # And the import child is given them
+    report = check_function(ROOT / "functions" / "webhook")
+    assert report["environment"] == env
 
 
 def test_a_layer_without_the_tracer_extra_is_refused_naming_the_xray_sdk(tmp_path):

@@ -17,9 +17,10 @@ top-level module outside that world is refused, without network or a new venv:
   the standard library and this venv's site-packages, and cwd = the function dir, as the Lambda init does; its
   environment has the function's literal variables from template.yaml (Globals and its own, e.g.
   PYDANTIC_DISABLE_PLUGINS), as Lambda sets them (those given by !Ref and the like are deployment-specific: left out);
-- our own code (the function's directory and bracketflow) is compiled from source in every child, whatever
-  __pycache__ the checkout has: it is deployed as source to a read-only filesystem, so a cold start compiles it and
-  cannot cache the bytecode (~50 ms for the webhook's 34 modules here). Installed packages keep their bytecode.
+- code deployed without bytecode is compiled from source in every child, whatever __pycache__ the checkout has: a
+  function's own directory (read-only in Lambda, so a cold start compiles it and cannot cache the result) and, for
+  the streamer, bracketflow and the streamer package (its image sets PYTHONDONTWRITEBYTECODE). The CommonLayer ships
+  bracketflow and its requirements compiled (layers/common/Makefile), as installed packages here have theirs.
 
 CLI (stable; benchmarks/bench_webhook.py reads it for the cold-import number):
 
@@ -103,6 +104,7 @@ class ImportWorld:
     runtime: tuple[str, ...] = ()
     version_mismatches: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)  # what the deployed process finds set
+    compiled_at_start: tuple[Path, ...] = ()  # code deployed without bytecode: compiled by every cold start
 
 
 # ---------- requirements and their closure ----------
@@ -188,6 +190,7 @@ def build_world(
     runtime: tuple[str, ...] = (),
     bundled: Path | None = None,
     environment: dict[str, str] | None = None,
+    compiled_at_start: tuple[Path, ...] = (),
 ) -> ImportWorld:
     listed = read_requirements(requirements) + (read_requirements(bundled) if bundled else [])
     wanted = [Requirement(name) for name in runtime] + listed
@@ -209,6 +212,7 @@ def build_world(
         runtime=runtime,
         version_mismatches=_pin_mismatches(listed, versions),
         environment=dict(environment or {}),
+        compiled_at_start=compiled_at_start,
     )
 
 
@@ -227,6 +231,7 @@ def lambda_world(function_dir: Path, requirements: Path = LAYER_REQUIREMENTS) ->
         LAMBDA_RUNTIME,
         bundled if bundled.exists() else None,
         template_environment(function_dir),
+        (function_dir,),  # the layer ships bytecode (layers/common/Makefile); the function's own files do not
     )
 
 
@@ -252,7 +257,8 @@ def template_environment(function_dir: Path, template: Path = TEMPLATE) -> dict[
 
 def streamer_world(requirements: Path = STREAMER_REQUIREMENTS) -> ImportWorld:
     """The streamer container: streamer/Dockerfile installs the requirements and copies bracketflow + streamer."""
-    return build_world("streamer", (LAYER_DIR, STREAMER_DIR), {"bracketflow", "streamer"}, requirements)
+    code = (LAYER_DIR, STREAMER_DIR)  # copied as source into an image run with PYTHONDONTWRITEBYTECODE
+    return build_world("streamer", code, {"bracketflow", "streamer"}, requirements, compiled_at_start=code)
 
 
 def _shown(path: Path) -> str:
@@ -277,6 +283,7 @@ _SOURCE = {source!r}
 _MODULE = {module!r}
 _ENTRY = {entry!r}
 _OWN = {own!r}
+_COMPILED_AT_START = {compiled_at_start!r}
 sys.path[:0] = _CODE_DIRS
 sys.path.extend(p for p in _SITE_DIRS if p not in sys.path)
 _STDLIB = sys.stdlib_module_names | set(sys.builtin_module_names) | _STDLIB_FILES
@@ -307,11 +314,11 @@ class DeployedImportsOnly:
 
 
 sys.meta_path.insert(0, DeployedImportsOnly)
-# Our code is deployed as source on a read-only filesystem: Lambda compiles it at every cold start and cannot cache
-# the bytecode. So it is compiled here too, whatever __pycache__ this checkout holds (installed packages keep theirs).
+# Code deployed as source on a read-only filesystem is compiled by every cold start, which cannot cache the bytecode:
+# so it is compiled here too, whatever __pycache__ this checkout holds.
 _source_loader = sys.modules["_frozen_importlib_external"].SourceFileLoader
 _cached_get_code = _source_loader.get_code
-_CODE_PREFIXES = tuple(d.rstrip("/") + "/" for d in _CODE_DIRS)
+_CODE_PREFIXES = tuple(d.rstrip("/") + "/" for d in _COMPILED_AT_START)
 def _compiled_from_source(self, fullname):
     path = self.get_filename(fullname)
     if path.startswith(_CODE_PREFIXES):
@@ -367,6 +374,7 @@ def _child_source(world: ImportWorld, module: str, entry_point: str) -> str:
         module=module,
         entry=entry_point,
         own=sorted(world.own_modules),
+        compiled_at_start=[str(p) for p in world.compiled_at_start],
     )
 
 

@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 from local.template import FunctionSpec
@@ -61,6 +61,64 @@ def _function_name_from(name_or_arn: str) -> str:
     if name_or_arn.startswith("arn:"):
         return name_or_arn.split(":")[6]
     return name_or_arn.split(":", 1)[0]
+
+
+class _PerThread(MutableMapping[str, Any]):
+    """A dict of its own for each thread: one Lambda invocation runs start to end in one thread here."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _own(self) -> dict[str, Any]:
+        own = getattr(self._local, "items", None)
+        if own is None:
+            own = self._local.items = {}
+        return own
+
+    def __getitem__(self, key: str) -> Any:
+        return self._own()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._own()[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._own()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._own())
+
+    def __len__(self) -> int:
+        return len(self._own())
+
+    def clear(self) -> None:
+        self._own().clear()
+
+
+_METRIC_SETS = ("metric_set", "dimension_set", "metadata_set")
+
+
+def metrics_per_invocation() -> Callable[[], None]:
+    """Give each thread its own Powertools metric, dimension and metadata sets; returns the undo.
+
+    On AWS one Lambda instance runs one invocation at a time, so Powertools keeps a function's pending metrics in one
+    process-wide set (shared by every Metrics object) that log_metrics prints and clears at the end. Here every
+    function runs in this process at once: one invocation's flush printed and cleared what another had just added,
+    so a metric could vanish (the EmergencyExits a workflow test waits for did, under the full suite's load).
+    """
+    from bracketflow.observability import metrics
+
+    holders = [metrics, metrics.provider]
+    saved = [(holder, name, getattr(holder, name)) for holder in holders for name in _METRIC_SETS]
+    per_thread = {name: _PerThread() for name in _METRIC_SETS}
+    for holder in holders:
+        for name in _METRIC_SETS:
+            setattr(holder, name, per_thread[name])
+
+    def undo() -> None:
+        for holder, name, value in saved:
+            setattr(holder, name, value)
+
+    return undo
 
 
 class LambdaRuntime:

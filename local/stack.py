@@ -28,7 +28,7 @@ from local.components import FAILED, STARTING, STOPPED, UP, Components
 from local.gateway import Gateway
 from local.pollers import ScheduleTimer, SqsPoller, StreamPoller, Worker, schedule_interval_s
 from local.processes import Child, ChildSpec
-from local.runtime import FunctionError, LambdaRuntime
+from local.runtime import FunctionError, LambdaRuntime, metrics_per_invocation
 from local.template import FunctionSpec, StateMachineSpec, Template, load_template
 from local.websocket_api import LocalWebSocketApi, read_websocket_routes
 
@@ -111,6 +111,7 @@ class LocalStack:
         self.runtime: LambdaRuntime | None = None
         self.moto: MotoServer | None = None
         self.gateway: Gateway | None = None
+        self._undo_metrics: Any = None  # local.runtime.metrics_per_invocation, undone on stop
         self.websocket: LocalWebSocketApi | None = None
         self.workers: list[Worker] = []
         self.children: list[Child] = []
@@ -196,6 +197,7 @@ class LocalStack:
             log.debug("not realised locally: %s", ", ".join(f"{k} ({v})" for k, v in template.skipped.items()))
         self.runtime = runtime = LambdaRuntime(template.functions)
         runtime.add_layers()
+        self._undo_metrics = metrics_per_invocation()
         want_paper = cfg.paper if cfg.paper is not None else (REPO_ROOT / "paper" / "__main__.py").is_file()
         want_streamer = (
             cfg.streamer
@@ -467,6 +469,9 @@ class LocalStack:
         if self.gateway is not None:
             self.gateway.stop()
             self.gateway = None
+        if self._undo_metrics is not None:
+            self._undo_metrics()
+            self._undo_metrics = None
         self._restore_environment()
         if self._frozen:
             gc.set_threshold(*self._saved_gc_threshold)

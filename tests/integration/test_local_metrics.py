@@ -50,7 +50,11 @@ def test_each_invocation_publishes_exactly_its_own_metrics(capsys, monkeypatch):
 
 def test_without_them_one_flush_takes_the_other_invocations_metric(capsys, monkeypatch):
     monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
-    # Given Powertools' process-wide set (as on AWS, where invocations never overlap in one process)
+    from bracketflow.observability import metrics
+
+    # Given Powertools' process-wide set (as on AWS, where invocations never overlap in one process), emptied of what
+    # earlier tests in this process left pending
+    metrics.clear_metrics()
     _two_invocations_at_once()
     # Then the first flush publishes both metrics and the second finds none: what the local stack must not do
     assert _published(capsys.readouterr().out) == [{"BracketsClosed", "EmergencyExits"}]

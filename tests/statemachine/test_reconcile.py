@@ -205,6 +205,80 @@ def test_without_reprotect_a_vanished_gtt_flags_the_bracket_for_review(market, k
     assert [g for g in kite.get_gtts() if g["status"] == "active"] == []  # nothing placed behind the trader's back
 
 
+def _filled_with_its_workflow_stopped(stack: LocalStack) -> str:
+    """A bracket whose entry filled after its workflow was stopped by hand: ENTRY_FILLED, nothing left to protect it."""
+    bracket_id = place(stack, entry_price="1490", sl_price="1470", target_price="1540")
+    wait_for_status(bracket_id, "ENTRY_PENDING")
+    wait_for("the entry wait's token", lambda: token_stored(bracket_id, "entry_task_token"))
+    machine = stack.state_machine_arn("BracketStateMachine")
+    execution = machine.replace(":stateMachine:", ":execution:") + ":" + bracket_id
+    stack.client("stepfunctions").stop_execution(executionArn=execution, error="Stopped", cause="by hand")
+    quote(stack, "1490", "1489.95", "1490")
+    run_reconcile(stack)  # records the missed fill; the stopped workflow cannot go on to protect it
+    assert bracket(bracket_id).status.value == "ENTRY_FILLED"
+    assert stack.client("stepfunctions").describe_execution(executionArn=execution)["status"] == "ABORTED"
+    return bracket_id
+
+
+def test_a_filled_entry_whose_workflow_ended_is_protected(market, kite, setting):
+    bracket_id = _filled_with_its_workflow_stopped(market)
+    # When the next run finds it unprotected for over the limit (zero here) and its workflow no longer running
+    setting("RECONCILE_RESUME_AFTER_S", "0")
+    summary = run_reconcile(market)
+    # Then it is protected exactly as PlaceProtection would have: one GTT OCO for the filled quantity
+    after = bracket(bracket_id)
+    assert summary["repairs"] == {"PROTECTION_RESUMED": 1} and "PROTECTION_RESUMED" in reconciled(bracket_id)
+    assert after.status.value == "PROTECTED" and after.gtt_id
+    gtt = kite.get_gtt(int(after.gtt_id))
+    assert gtt["status"] == "active" and gtt["condition"]["trigger_values"] == [1470, 1540]
+    assert [o["quantity"] for o in gtt["orders"]] == [10, 10]
+    # And a further run leaves it alone (protected, its GTT active)
+    assert run_reconcile(market)["repairs"] == {}
+
+
+def test_a_filled_entry_whose_workflow_ended_is_not_protected_too_early(market, kite):
+    bracket_id = _filled_with_its_workflow_stopped(market)
+    # Within RECONCILE_RESUME_AFTER_S (60 s) of the fill, a workflow may still be placing its GTT: nothing is done
+    assert run_reconcile(market)["repairs"] == {}
+    assert bracket(bracket_id).status.value == "ENTRY_FILLED" and kite.get_gtts() == []
+
+
+def test_a_filled_entry_whose_workflow_ended_is_flattened_when_no_gtt_is_possible(market, kite, setting):
+    bracket_id = _filled_with_its_workflow_stopped(market)
+    # When the market has fallen through the stop (1470) before the run finds it: a GTT would fire at once
+    quote(market, "1460", "1459.95", "1460")
+    setting("RECONCILE_RESUME_AFTER_S", "0")
+    summary = run_reconcile(market)
+    # Then the position is flattened at market, as the workflow's EmergencyExit would, and no GTT is placed
+    after = bracket(bracket_id)
+    assert summary["repairs"] == {"FLATTENED": 1} and "FLATTENED" in reconciled(bracket_id)
+    assert after.status.value == "EXITING" and after.exit_reason.value == "EMERGENCY"
+    exit_order = kite.order_history(after.exit.broker_order_id)[-1]
+    assert (exit_order["transaction_type"], exit_order["quantity"], exit_order["status"]) == ("SELL", 10, "COMPLETE")
+    assert kite.get_gtts() == []
+
+
+def test_a_filled_entry_whose_workflow_ended_and_position_is_gone_is_flagged(market, kite, setting):
+    bracket_id = _filled_with_its_workflow_stopped(market)
+    # When the trader has sold the 10 shares by hand before the run
+    kite.place_order(
+        kite.VARIETY_REGULAR,
+        exchange="NSE",
+        tradingsymbol="INFY",
+        transaction_type="SELL",
+        quantity=10,
+        product="MIS",
+        order_type="LIMIT",
+        price=1489.95,
+    )
+    setting("RECONCILE_RESUME_AFTER_S", "0")
+    run_reconcile(market)
+    # Then nothing is placed behind the trader's back, and the bracket waits for a human
+    assert bracket(bracket_id).status.value == "NEEDS_REVIEW" and kite.get_gtts() == []
+    flagged = [e for e in events(bracket_id) if e["type"] == "FlaggedForReview"][-1]
+    assert "UNPROTECTED_FILL" in flagged["reason"] and flagged["previous_status"] == "ENTRY_FILLED"
+
+
 def test_an_entry_open_for_over_the_frozen_limit_is_flagged(market, setting):
     setting("RECONCILE_FROZEN_AFTER_S", "0")
     bracket_id = place(market, entry_price="1490", sl_price="1470", target_price="1540")

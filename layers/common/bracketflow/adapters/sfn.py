@@ -16,6 +16,24 @@ class WorkflowStartFailed(Exception):
     """The execution could not be started (not configured, throttled, AWS unavailable)."""
 
 
+def bracket_workflow_status(bracket_id: str) -> str | None:
+    """The status of the bracket's execution (RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED), None if none exists.
+
+    The execution ARN is the state machine's with `:execution:` for `:stateMachine:` and the bracket id appended,
+    because executions are named by their bracket id.
+    """
+    machine = get_settings().bracket_state_machine_arn
+    if not machine:
+        raise WorkflowStartFailed("BRACKET_STATE_MACHINE_ARN is not set")
+    arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + bracket_id
+    try:
+        return str(client("stepfunctions").describe_execution(executionArn=arn)["status"])
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ExecutionDoesNotExist":
+            return None
+        raise
+
+
 def start_bracket_workflow(bracket_id: str, payload: dict[str, Any]) -> str | None:
     """Start the bracket state machine; returns the execution ARN, or None when it was already started."""
     return _start_named(get_settings().bracket_state_machine_arn, "BRACKET_STATE_MACHINE_ARN", bracket_id, payload)

@@ -8,6 +8,10 @@ run id and the open brackets (the sparse OPEN index). ReconcileBracket compares 
                                                      (fill/reject/cancel; the waiting task is completed)
   ENTRY_PENDING / EXITING, order still open or       SENT_TO_BROKER for over RECONCILE_FROZEN_AFTER_S ("frozen",
   missing from the book for that long                the lifecycle note) -> NEEDS_REVIEW
+  ENTRY_FILLED for RECONCILE_RESUME_AFTER_S, its    a filled position without a stop -> protected here as
+  workflow ended (Step Functions: not RUNNING)       PlaceProtection would (PROTECTION_RESUMED; the streamer told to
+                                                     watch it), flattened at market when no GTT is possible
+                                                     (FLATTENED), NEEDS_REVIEW when the broker shows no position
   PROTECTED, GTT triggered and its order COMPLETE    closed by the broker -> exit recorded (reason TARGET, STOP or
                                                      TRAIL_STOP by the fill price), then WaitForExit completed (or,
                                                      with no workflow waiting, Finalize run here) -> CLOSED
@@ -48,6 +52,8 @@ from bracketflow.adapters.dynamo import reconcile as snapshots
 from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.dynamo.gtt_claims import GttClaimedElsewhere, claim_alone, save_claiming
+from bracketflow.adapters.sfn import bracket_workflow_status
+from bracketflow.adapters.sqs import send_control
 from bracketflow.domain.bracket import Bracket, LegOrder
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus
 from bracketflow.domain.events import ExitFilled, ExitSkipped, FlaggedForReview, Reconciled
@@ -55,13 +61,20 @@ from bracketflow.domain.ids import BrokerOrderId
 from bracketflow.domain.instruments import default_master
 from bracketflow.domain.states import is_terminal
 from bracketflow.domain.validation import check_levels
-from bracketflow.errors import BracketflowError, ConcurrentModification, ValidationFailed
+from bracketflow.errors import (
+    BracketflowError,
+    ConcurrentModification,
+    InvalidStateTransition,
+    ProtectionNotPossible,
+    ValidationFailed,
+)
 from bracketflow.observability import logger, metrics
 from bracketflow.services import lifecycle
+from bracketflow.services.emergency_exit import emergency_exit
 from bracketflow.services.finalize import finalize
 from bracketflow.services.lifecycle import OrderFact, event, retrying
 from bracketflow.services.order_updates import gtt_exit_reason
-from bracketflow.services.protect import CLAIM_ATTEMPTS, own_twin_or_new_gtt, protection_request
+from bracketflow.services.protect import CLAIM_ATTEMPTS, own_twin_or_new_gtt, place_protection, protection_request
 from bracketflow.services.register_bracket import start_workflow
 from bracketflow.settings import get_settings
 
@@ -267,6 +280,35 @@ def _check_entry_pending(bracket: Bracket, view: BrokerView, now: datetime) -> O
     return None
 
 
+def _check_entry_filled(bracket: Bracket, view: BrokerView, now: datetime) -> Outcome:
+    """A filled entry is protected by its workflow within seconds; one still unprotected after
+    RECONCILE_RESUME_AFTER_S whose workflow has ended (stopped by hand, or failed where even its failure could not
+    be recorded) is protected here as PlaceProtection would, or flattened where no GTT is possible."""
+    if (now - _aware(bracket.updated_at)).total_seconds() < get_settings().reconcile_resume_after_s:
+        return None
+    workflow = bracket_workflow_status(bracket.id)
+    if workflow == "RUNNING":
+        return None  # protecting it, or flattening it: the workflow's own retries are still going
+    current = BracketRepository().get(bracket.id)
+    if current is None or current.version != bracket.version:
+        return None  # it moved on since it was read: look again next run
+    ended = f"its workflow is {workflow or 'missing'}"
+    spec = bracket.spec
+    if view.net_quantity(spec.exchange.value, spec.symbol, spec.product.value) == 0:
+        return _flag(bracket, f"UNPROTECTED_FILL: entry filled, {ended}, and the broker shows no position")
+    try:
+        placed = place_protection(bracket.id)
+    except ProtectionNotPossible as exc:
+        emergency_exit(bracket.id, f"{ended}; no GTT possible: {exc}")
+        _note(bracket.id, "FLATTENED", f"entry filled, {ended}; no GTT possible, exited at market")
+        return "FLATTENED", str(exc)
+    except InvalidStateTransition:
+        return None  # it moved on since it was read: look again next run
+    send_control(placed["watch"])  # the streamer trails it (its periodic resync would find it too)
+    _note(bracket.id, "PROTECTION_RESUMED", f"entry filled, {ended}; GTT {placed['gtt_id']} placed")
+    return "PROTECTION_RESUMED", f"{ended}; GTT {placed['gtt_id']}"
+
+
 def _check_protected(bracket: Bracket, view: BrokerView, now: datetime) -> Outcome:
     spec = bracket.spec
     gtt = view.gtts.get(str(bracket.gtt_id)) if bracket.gtt_id else None
@@ -383,11 +425,13 @@ def _check(bracket: Bracket, view: BrokerView, now: datetime) -> Outcome:
         return _check_created(bracket, view, now)
     if status is BracketStatus.ENTRY_PENDING:
         return _check_entry_pending(bracket, view, now)
+    if status is BracketStatus.ENTRY_FILLED:
+        return _check_entry_filled(bracket, view, now)
     if status is BracketStatus.PROTECTED:
         return _check_protected(bracket, view, now)
     if status is BracketStatus.EXITING:
         return _check_exiting(bracket, view, now)
-    return None  # ENTRY_FILLED (being protected), EXIT_FAILED (exit retried), NEEDS_REVIEW (a human's)
+    return None  # EXIT_FAILED (exit retried), NEEDS_REVIEW (a human's)
 
 
 # ---------- repairs ----------

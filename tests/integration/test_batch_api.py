@@ -204,3 +204,23 @@ def test_placing_under_another_accounts_path_is_not_found_and_records_nothing(ba
         headers={"X-API-KEY": trader.api_key},
     )
     assert answer.status == 404 and batch_items(batch_aws) == [] and batch_executions(batch_aws) == []
+
+
+def test_batches_share_the_keys_placement_limit_and_a_refused_one_records_nothing(batch_aws, trader, monkeypatch):
+    from test_intake_support import bracket_request, call_api
+
+    from bracketflow.services import register_bracket
+
+    # Given a clock that does not move (every request in the same instant) and the default 2 placements a second
+    monkeypatch.setattr(register_bracket, "now_ms", lambda: 1_775_000_000_000)
+    # When Asha places a bracket, then a batch, then another batch with the same API key
+    bracket = call_api("POST", "/api/v1/placebracketorder", bracket_request(trader.api_key))
+    first = post_batch(trader, iron_condor())
+    second = post_batch(trader, iron_condor(), client_batch_id="condor-2")
+    # Then the bracket and the first batch go through, and the second batch is a 429 that says why
+    assert (bracket.status, first.status, second.status) == (200, 202, 429)
+    why = "rate limit exceeded: at most 2 placement requests (brackets or batches) per second for this API key"
+    assert second.body == {"status": "error", "message": why}
+    # And the refused batch left no record and started no saga
+    assert {i["pk"] for i in batch_items(batch_aws)} == {f"BATCH#{first.body['batch_id']}"}
+    assert [e["name"] for e in batch_executions(batch_aws)] == [first.body["batch_id"]]

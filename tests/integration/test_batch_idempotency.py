@@ -122,6 +122,12 @@ def test_concurrent_resends_make_exactly_one_batch_and_one_execution(batch_aws, 
             return original(self)
 
     monkeypatch.setattr(DynamoHandler, "call_action", atomic_call)
+    # (the per-key placement limit is not what this is about: the test clock moves 1 s per read, in whichever order
+    # the threads read it, so a thread can arrive "earlier" than a token already spent)
+    from bracketflow.adapters.aws import reset_clients
+
+    monkeypatch.setenv("PLACEMENT_RATE_LIMIT_PER_SECOND", "1000")
+    reset_clients()
     # Given the same batch sent four times at once (a client retrying eagerly)
     answers = []
     lock = threading.Lock()

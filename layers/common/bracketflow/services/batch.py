@@ -65,6 +65,7 @@ from bracketflow.domain.validation import (
 from bracketflow.errors import BrokerError, BrokerRejected, Conflict, NotFound, ValidationFailed
 from bracketflow.observability import logger, metrics
 from bracketflow.services.models import Caller
+from bracketflow.services.register_bracket import check_placement_rate
 from bracketflow.settings import get_settings
 
 MAX_LEGS = 10
@@ -855,6 +856,9 @@ def place_batch(
     """
     if account_id is not None and account_id != caller.account_id:
         raise NotFound(f"account {account_id} not found")
+    # The key's placement limit (PLACEMENT_RATE_LIMIT_PER_SECOND) counts a batch as one placing request, like a
+    # bracket: a runaway script cannot place batches faster than brackets. A resend spends a token too.
+    check_placement_rate(caller, what="placement requests (brackets or batches)")
     view = register_batch(caller, orders, rollback_on_failure, client_batch_id)
     duplicate = bool(view.get("duplicate"))
     if wait and not is_final(view):

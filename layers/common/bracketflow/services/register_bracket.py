@@ -60,13 +60,18 @@ class Placement:
     workflow_started: bool = True
 
 
-def check_placement_rate(caller: Caller, account: Account | None = None) -> Account | None:
-    """Spend one placement token for the caller's key (429 when none is left); returns the account it read."""
+def check_placement_rate(
+    caller: Caller, account: Account | None = None, *, what: str = "bracket orders"
+) -> Account | None:
+    """Spend one placement token for the caller's key (429 when none is left); returns the account it read.
+
+    One bucket per key for every placing request (a bracket, an alert, a batch): `what` only names them in the 429.
+    """
     account = account or account_store.get_account(caller.account_id)
     rate = (account.placement_rate_per_second if account else None) or get_settings().placement_rate_per_second
     if not keylimit.try_acquire(caller.key_hash, rate, now_ms()):
         shown = int(rate) if float(rate).is_integer() else rate
-        raise RateLimited(f"rate limit exceeded: at most {shown} bracket orders per second for this API key")
+        raise RateLimited(f"rate limit exceeded: at most {shown} {what} per second for this API key")
     return account
 
 

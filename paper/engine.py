@@ -471,7 +471,19 @@ class Engine:
             found = None
         if found is None:
             raise KiteError("Couldn't find that trigger.", "InputException", 404)
-        return found
+        return self._expired_if_due(found, self._now())
+
+    def all_gtts(self) -> list[Gtt]:
+        now = self._now()
+        return [self._expired_if_due(g, now) for g in self.gtts.values()]
+
+    @staticmethod
+    def _expired_if_due(gtt: Gtt, now: str) -> Gtt:
+        """Kite GTTs live a year: an active one past its expires_at is `expired` and can no longer fire."""
+        if gtt.status == "active" and gtt.expires_at <= now:  # both Kite timestamps in IST: they sort as text
+            gtt.status = "expired"
+            gtt.updated_at = gtt.expires_at
+        return gtt
 
     def quote(self, instrument: Instrument) -> Quote | None:
         return self.quotes.get(instrument.instrument_token)
@@ -837,8 +849,10 @@ class Engine:
                 ltp >= order.trigger_price if order.is_buy else ltp <= order.trigger_price
             ):
                 self._trigger(order, ltp)
-        for gtt in list(self._watching.get(token, ())):
-            if gtt.status == "active":
+        watched = self._watching.get(token, ())
+        now = self._now() if watched else ""
+        for gtt in list(watched):
+            if self._expired_if_due(gtt, now).status == "active":
                 self._check_gtt(gtt, ltp)
         for order in list(self._resting.get(token, ())):
             if order.status == OPEN:
@@ -1041,7 +1055,7 @@ class Engine:
     def state(self) -> dict[str, Any]:
         return {
             "orders": [o.as_kite() for o in self.orders.values()],
-            "gtts": [g.as_kite() for g in self.gtts.values()],
+            "gtts": [g.as_kite() for g in self.all_gtts()],
             "positions": self.positions_view()["net"],
             "trades": [t.as_kite() for t in self.trades],
             "quotes": {

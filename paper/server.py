@@ -542,7 +542,7 @@ async def place_gtt(request: web.Request) -> web.Response:
 
 
 async def list_gtts(request: web.Request) -> web.Response:
-    return success([g.as_kite() for g in _exchange(request).engine.gtts.values()])
+    return success([g.as_kite() for g in _exchange(request).engine.all_gtts()])
 
 
 async def get_gtt(request: web.Request) -> web.Response:

@@ -5,6 +5,7 @@ failed placements resolved without a second order."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -105,6 +106,36 @@ def test_a_triggered_gtt_means_the_broker_closed_the_position_and_no_exit_is_pla
     assert world.orders(exit_tag(bracket.id)) == []
     assert bracket_of(bracket.id).status.value == "EXITING"
     assert events_of(bracket.id)[-1] == "ExitSkipped"
+
+
+def _delete_by_hand(world, gtt_id: int, monkeypatch) -> None:
+    from bracketflow.adapters.broker import get_broker
+
+    get_broker().delete_gtt(gtt_id)
+
+
+def _let_a_year_pass(world, gtt_id: int, monkeypatch) -> None:
+    engine = world.paper.exchange.engine  # the session's exchange: its clock is put back after the test
+    now = engine._clock()
+    monkeypatch.setattr(engine, "_clock", lambda: now + timedelta(days=366))  # Kite GTTs live a year
+
+
+@pytest.mark.parametrize(("gone", "status"), [(_delete_by_hand, "deleted"), (_let_a_year_pass, "expired")])
+def test_a_gtt_that_can_no_longer_fire_does_not_stop_the_exit(world, gone, status, monkeypatch):
+    # Given a protected bracket whose GTT was deleted by hand at the broker, or expired there
+    bracket = seed_protected(world.paper)
+    gone(world, int(bracket.gtt_id), monkeypatch)
+    assert world.gtt(bracket.gtt_id)["status"] == status
+    world.paper.set_quotes(
+        [{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": "1479", "bid": "1478.95", "ask": "1479"}]
+    )
+    # When the stop is hit (nothing at the broker protects the position any more)
+    response = invoke(("m-1", exit_message(bracket.id, stop="1480", ltp="1479", reason="STOP")))
+    # Then the exit is placed all the same: a GTT that cannot fire has nothing left to cancel
+    assert failed_ids(response) == []
+    exits = world.orders(exit_tag(bracket.id))
+    assert [(o["transaction_type"], o["order_type"], o["quantity"]) for o in exits] == [("SELL", "MARKET", 10)]
+    assert bracket_of(bracket.id).exit.broker_order_id == exits[0]["order_id"]
 
 
 def test_a_bracket_someone_else_is_exiting_is_left_alone(world):

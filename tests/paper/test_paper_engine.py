@@ -415,6 +415,25 @@ def test_gtt_modify_replaces_the_triggers_and_delete_stops_it_firing(engine: Eng
         engine.modify_gtt(second.id, two_leg())
 
 
+def test_a_gtt_expires_a_year_after_it_was_placed_and_never_fires_after(clock: FakeClock) -> None:
+    # Given an engine whose wall clock the test moves, and a GTT placed on 20 Nov 2026
+    now = [datetime(2026, 11, 20, 10, 0, tzinfo=IST)]
+    engine = Engine(MASTER, clock=lambda: now[0], monotonic=clock.monotonic)
+    quote(engine, 1500, 1499.95, 1500.05)
+    gtt = engine.place_gtt(two_leg())
+    assert gtt.as_kite()["expires_at"] == "2027-11-20 10:00:00"
+    # When a day before its expiry passes, it is still active; a year on, Kite says `expired`
+    now[0] = datetime(2027, 11, 19, 10, 0, tzinfo=IST)
+    assert engine.gtt(gtt.id).status == "active"
+    now[0] = datetime(2027, 11, 20, 10, 0, 1, tzinfo=IST)
+    assert [g.status for g in engine.all_gtts()] == ["expired"]
+    # Then the market crossing its stop fires nothing, and it can no longer be deleted or modified
+    quote(engine, 1470, 1469.95, 1470.05)
+    assert gtt.status == "expired" and not engine.orders
+    with pytest.raises(KiteError, match="expired"):
+        engine.delete_gtt(gtt.id)
+
+
 # ---- positions ------------------------------------------------------------------------------------------
 
 

@@ -46,7 +46,7 @@ from decimal import Decimal
 from typing import Any
 
 from bracketflow.adapters.broker import get_broker
-from bracketflow.adapters.broker.port import GttLeg, GttReport, OrderReport, PositionReport
+from bracketflow.adapters.broker.port import GTT_INERT, GttLeg, GttReport, OrderReport, PositionReport
 from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo import reconcile as snapshots
 from bracketflow.adapters.dynamo import records as r
@@ -79,7 +79,7 @@ from bracketflow.services.register_bracket import start_workflow
 from bracketflow.settings import get_settings
 
 FINAL = frozenset({"COMPLETE", "CANCELLED", "REJECTED"})
-GTT_GONE = frozenset({"cancelled", "deleted", "disabled", "expired", "rejected"})
+GTT_GONE = GTT_INERT
 ORPHAN_MIN_AGE_S = 300
 SETTLE_S = 60  # an exit filled this long ago and still not closed has lost its WaitForExit
 

@@ -28,6 +28,7 @@ from urllib3.exceptions import NewConnectionError
 
 from bracketflow import metrics_names
 from bracketflow.adapters.broker.port import (
+    GTT_INERT,
     MARKET_LIKE_ORDER_TYPES,
     GttLeg,
     GttReport,
@@ -451,12 +452,13 @@ class KiteBroker:
         return int(data["trigger_id"])
 
     def delete_gtt(self, gtt_id: int) -> int:
-        """Delete a GTT. Already deleted/cancelled counts as done; a triggered GTT raises BrokerRejected."""
+        """Delete a GTT. One that can no longer fire (deleted, expired, ...) counts as done; a triggered GTT raises
+        BrokerRejected."""
         try:
             data = self._retrying("DELETE", f"/gtt/triggers/{gtt_id}")
             return int(data["trigger_id"])
         except BrokerRejected as exc:
-            if self.gtt(gtt_id).status in ("deleted", "cancelled"):
+            if self.gtt(gtt_id).status in GTT_INERT:
                 return gtt_id
             raise exc
 

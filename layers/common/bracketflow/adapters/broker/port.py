@@ -164,6 +164,11 @@ class GttRequest:
         return "single" if len(self.trigger_values) == 1 else "two-leg"
 
 
+# GTT statuses in which it can no longer fire (Kite's: a GTT lives a year, then `expired`): nothing left to cancel, and
+# nothing protects the position any more.
+GTT_INERT = frozenset({"cancelled", "deleted", "disabled", "expired", "rejected"})
+
+
 @dataclass(frozen=True)
 class GttReport:
     """A GTT as the broker reports it; `triggered_order_ids` are the orders it placed when it fired."""

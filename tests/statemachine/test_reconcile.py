@@ -191,6 +191,33 @@ def setting(monkeypatch):
     get_settings.cache_clear()
 
 
+def test_a_vanished_gtt_with_the_market_through_the_stop_is_exited_at_stop(market, kite):
+    # Given a protected bracket (stop 1480) whose GTT the trader deleted, and a market that has since fallen to 1475
+    b = protected_bracket(market)
+    kite.delete_gtt(int(b.gtt_id))
+    quote(market, "1475", "1474.95", "1475")
+    summary = run_reconcile(market)
+    # Then no GTT is placed (it would fire at once): the position is exited as a stop, through the exit Lambda
+    assert summary["repairs"] == {"STOP_EXIT_QUEUED": 1} and "STOP_EXIT_QUEUED" in reconciled(b.id)
+    after = wait_for("the exit order", lambda: (x := bracket(b.id)).exit and x.exit.broker_order_id and x)
+    assert after.status.value == "EXITING" and after.exit_reason.value == "STOP"
+    exit_order = kite.order_history(after.exit.broker_order_id)[-1]
+    assert (exit_order["transaction_type"], exit_order["order_type"], exit_order["quantity"]) == ("SELL", "MARKET", 10)
+    assert [g for g in kite.get_gtts() if g["status"] == "active"] == []
+
+
+def test_a_vanished_gtt_with_the_market_beyond_the_target_is_flagged(market, kite):
+    # Given the same, but the market has risen past the target (1550): a GTT would fire at once, and no stop was hit
+    b = protected_bracket(market)
+    kite.delete_gtt(int(b.gtt_id))
+    quote(market, "1555", "1554.95", "1555")
+    summary = run_reconcile(market)
+    # Then nothing is placed behind the trader's back, and the bracket waits for a human
+    assert bracket(b.id).status.value == "NEEDS_REVIEW" and summary["repairs"] == {"FLAGGED": 1}
+    assert "cannot re-protect" in [e for e in events(b.id) if e["type"] == "FlaggedForReview"][-1]["reason"]
+    assert [g for g in kite.get_gtts() if g["status"] == "active"] == []
+
+
 def test_without_reprotect_a_vanished_gtt_flags_the_bracket_for_review(market, kite, setting):
     setting("RECONCILE_REPROTECT", "false")
     b = protected_bracket(market)

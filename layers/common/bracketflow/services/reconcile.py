@@ -18,7 +18,8 @@ run id and the open brackets (the sparse OPEN index). ReconcileBracket compares 
   PROTECTED, position flat at the broker             closed by hand -> the GTT (if still active) cancelled first, exit
                                                      recorded from the broker's closing order, reason MANUAL -> CLOSED
   PROTECTED, GTT gone but position open              re-protected with a new GTT (RECONCILE_REPROTECT, default) or
-                                                     NEEDS_REVIEW
+                                                     NEEDS_REVIEW; with the market already through the stop, a STOP
+                                                     exit intent on the ExitQueue (STOP_EXIT_QUEUED)
   EXITING, no exit order, ExitSkipped recorded      the exit Lambda found the GTT triggered and placed nothing;
                                                      the GTT's child order (its orders/result ids, else the one
                                                      untagged fill in the order book) COMPLETE -> exit recorded
@@ -53,9 +54,9 @@ from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.dynamo.gtt_claims import GttClaimedElsewhere, claim_alone, save_claiming
 from bracketflow.adapters.sfn import bracket_workflow_status
-from bracketflow.adapters.sqs import send_control
+from bracketflow.adapters.sqs import send_control, send_json
 from bracketflow.domain.bracket import Bracket, LegOrder
-from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus
+from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, PositionSide
 from bracketflow.domain.events import ExitFilled, ExitSkipped, FlaggedForReview, Reconciled
 from bracketflow.domain.ids import BrokerOrderId
 from bracketflow.domain.instruments import default_master
@@ -558,6 +559,8 @@ def _reprotect(bracket: Bracket, why: str) -> Outcome:
         assert last is not None
         check_levels(spec.action, last, bracket.stop_price, spec.target_price, note=" (the last traded price)")
     except (ValidationFailed, AssertionError):
+        if last is not None and _through_the_stop(bracket, last) and settings.exit_queue_url:
+            return _queue_stop_exit(bracket, last, why)
         return _flag(bracket, f"{why}; cannot re-protect: the market ({last}) is beyond the stop or target")
     request = protection_request(bracket, bracket.entry.filled_quantity, last, tick, settings.stop_limit_buffer_percent)
     new_id = str(broker.create_gtt(request))
@@ -586,6 +589,31 @@ def _reprotect(bracket: Bracket, why: str) -> Outcome:
             _cancel_gtt(int(new_id))
         return None
     return "REPROTECTED", f"{why}; new GTT {new_id}"
+
+
+def _through_the_stop(bracket: Bracket, last: Decimal) -> bool:
+    if bracket.position_side is PositionSide.LONG:
+        return last <= bracket.stop_price
+    return last >= bracket.stop_price
+
+
+def _queue_stop_exit(bracket: Bracket, last: Decimal, why: str) -> Outcome:
+    """The market went through the stop while no GTT stood: exit as the streamer would have (reason STOP), through
+    the ExitQueue, so the exit Lambda claims it exactly once with the queue's retries (flagging it for review
+    instead would make the exit Lambda refuse it, and leave the position open)."""
+    detail = f"{why}; the market ({last}) is through the stop ({bracket.stop_price}): STOP exit queued"
+    _note(bracket.id, "STOP_EXIT_QUEUED", detail)
+    intent = {
+        "bracket_id": bracket.id,
+        "reason": ExitReason.STOP.value,
+        "ltp": str(last),
+        "stop_price": str(bracket.stop_price),
+        "detected_at": utc_now().isoformat().replace("+00:00", "Z"),
+        "message_index": None,
+        "packet_index": None,
+    }
+    send_json(get_settings().exit_queue_url, intent)
+    return "STOP_EXIT_QUEUED", detail
 
 
 # ---------- the run's summary ----------

@@ -598,14 +598,17 @@ def _through_the_stop(bracket: Bracket, last: Decimal) -> bool:
 
 
 def _queue_stop_exit(bracket: Bracket, last: Decimal, why: str) -> Outcome:
-    """The market went through the stop while no GTT stood: exit as the streamer would have (reason STOP), through
-    the ExitQueue, so the exit Lambda claims it exactly once with the queue's retries (flagging it for review
-    instead would make the exit Lambda refuse it, and leave the position open)."""
-    detail = f"{why}; the market ({last}) is through the stop ({bracket.stop_price}): STOP exit queued"
+    """The market went through the stop while no GTT stood: exit as the streamer would have (STOP, or TRAIL_STOP for
+    a trailed stop) through the ExitQueue, so the exit Lambda claims it exactly once with the queue's retries
+    (flagging it for review instead would make the exit Lambda refuse it, and leave the position open)."""
+    stop, initial = bracket.stop_price, bracket.spec.sl_price
+    trailed = stop > initial if bracket.position_side is PositionSide.LONG else stop < initial
+    reason = ExitReason.TRAIL_STOP if trailed else ExitReason.STOP
+    detail = f"{why}; the market ({last}) is through the stop ({stop}): {reason.value} exit queued"
     _note(bracket.id, "STOP_EXIT_QUEUED", detail)
     intent = {
         "bracket_id": bracket.id,
-        "reason": ExitReason.STOP.value,
+        "reason": reason.value,
         "ltp": str(last),
         "stop_price": str(bracket.stop_price),
         "detected_at": utc_now().isoformat().replace("+00:00", "Z"),

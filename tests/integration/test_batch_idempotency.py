@@ -123,10 +123,13 @@ def test_concurrent_resends_make_exactly_one_batch_and_one_execution(batch_aws, 
 
     monkeypatch.setattr(DynamoHandler, "call_action", atomic_call)
     # (the per-key placement limit is not what this is about: the test clock moves 1 s per read, in whichever order
-    # the threads read it, so a thread can arrive "earlier" than a token already spent)
+    # the threads read it, so a thread can arrive "earlier" than a token already spent; here all four arrive in one
+    # instant, within a burst the limit allows)
     from bracketflow.adapters.aws import reset_clients
+    from bracketflow.services import register_bracket
 
     monkeypatch.setenv("PLACEMENT_RATE_LIMIT_PER_SECOND", "1000")
+    monkeypatch.setattr(register_bracket, "now_ms", lambda: 1_775_000_000_000)
     reset_clients()
     # Given the same batch sent four times at once (a client retrying eagerly)
     answers = []

@@ -46,6 +46,20 @@ def market(stack: LocalStack) -> LocalStack:
     return stack
 
 
+def sell_by_hand(kite, price: float) -> None:
+    """The trader sells the bracket's 10 INFY (MIS) at the broker, outside bracketflow."""
+    kite.place_order(
+        kite.VARIETY_REGULAR,
+        exchange="NSE",
+        tradingsymbol="INFY",
+        transaction_type="SELL",
+        quantity=10,
+        product="MIS",
+        order_type="LIMIT",
+        price=price,
+    )
+
+
 def reconciled(bracket_id: str) -> list[str]:
     return [e["repair"] for e in events(bracket_id) if e["type"] == "Reconciled"]
 
@@ -101,16 +115,7 @@ def test_a_gtt_cancelled_at_the_broker_is_replaced_while_the_position_is_open(ma
 def test_a_position_closed_at_the_broker_closes_the_bracket_and_cancels_its_gtt(market, kite):
     b = protected_bracket(market)
     # When the trader sells the 10 shares by hand at the broker (the GTT is still there)
-    kite.place_order(
-        kite.VARIETY_REGULAR,
-        exchange="NSE",
-        tradingsymbol="INFY",
-        transaction_type="SELL",
-        quantity=10,
-        product="MIS",
-        order_type="LIMIT",
-        price=1499.95,
-    )
+    sell_by_hand(kite, 1499.95)
     run_reconcile(market)
     # Then the bracket is CLOSED (MANUAL) at the broker's price with its P&L, and the GTT can no longer fire
     done = wait_for_status(b.id, "CLOSED")
@@ -290,16 +295,7 @@ def test_a_filled_entry_whose_workflow_ended_is_flattened_when_no_gtt_is_possibl
 def test_a_filled_entry_whose_workflow_ended_and_position_is_gone_is_flagged(market, kite, setting):
     bracket_id = _filled_with_its_workflow_stopped(market)
     # When the trader has sold the 10 shares by hand before the run
-    kite.place_order(
-        kite.VARIETY_REGULAR,
-        exchange="NSE",
-        tradingsymbol="INFY",
-        transaction_type="SELL",
-        quantity=10,
-        product="MIS",
-        order_type="LIMIT",
-        price=1489.95,
-    )
+    sell_by_hand(kite, 1489.95)
     setting("RECONCILE_RESUME_AFTER_S", "0")
     run_reconcile(market)
     # Then nothing is placed behind the trader's back, and the bracket waits for a human

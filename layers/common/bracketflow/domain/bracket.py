@@ -236,6 +236,13 @@ class Bracket:
     def filled_quantity(self) -> int:
         return self.entry.filled_quantity
 
+    @property
+    def stop_has_trailed(self) -> bool:
+        """The current stop is tighter than the one placed: an exit at it is a TRAIL_STOP, not a STOP."""
+        if self.position_side is PositionSide.LONG:
+            return self.stop_price > self.spec.sl_price
+        return self.stop_price < self.spec.sl_price
+
     def transition(self, to: BracketStatus, *, now: datetime | None = None, **changes: Any) -> Bracket:
         """The bracket in status `to`, version + 1; raises InvalidStateTransition if the table forbids it."""
         ensure_bracket_transition(self.status, to)

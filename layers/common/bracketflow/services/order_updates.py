@@ -46,7 +46,7 @@ from typing import Any
 from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.domain.bracket import Bracket, LegOrder
-from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, PositionSide
+from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus
 from bracketflow.domain.events import ExitFilled, ExitSkipped
 from bracketflow.domain.ids import BRACKET_REF_PREFIX, BrokerOrderId, bracket_ref, order_tag
 from bracketflow.observability import logger, metrics
@@ -243,10 +243,7 @@ def gtt_exit_reason(bracket: Bracket, price: Decimal) -> ExitReason:
     target, stop = bracket.spec.target_price, bracket.stop_price
     if abs(price - target) < abs(price - stop):
         return ExitReason.TARGET
-    trailed = (
-        stop > bracket.spec.sl_price if bracket.position_side is PositionSide.LONG else stop < bracket.spec.sl_price
-    )
-    return ExitReason.TRAIL_STOP if trailed else ExitReason.STOP
+    return ExitReason.TRAIL_STOP if bracket.stop_has_trailed else ExitReason.STOP
 
 
 def _record_gtt_exit(bracket_id: str, fact: OrderFact) -> Bracket:

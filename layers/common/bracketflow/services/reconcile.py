@@ -80,7 +80,6 @@ from bracketflow.services.register_bracket import start_workflow
 from bracketflow.settings import get_settings
 
 FINAL = frozenset({"COMPLETE", "CANCELLED", "REJECTED"})
-GTT_GONE = GTT_INERT
 ORPHAN_MIN_AGE_S = 300
 SETTLE_S = 60  # an exit filled this long ago and still not closed has lost its WaitForExit
 
@@ -333,7 +332,7 @@ def _check_protected(bracket: Bracket, view: BrokerView, now: datetime) -> Outco
         return _close_from_broker(
             bracket, closing, ExitReason.MANUAL, "POSITION_CLOSED_AT_BROKER", "position closed at the broker"
         )
-    if gtt is None or gtt.status in GTT_GONE:
+    if gtt is None or gtt.status in GTT_INERT:
         what = "missing" if gtt is None else gtt.status
         if get_settings().reconcile_reprotect:
             return _reprotect(bracket, f"GTT {bracket.gtt_id} {what} at the broker")
@@ -601,10 +600,8 @@ def _queue_stop_exit(bracket: Bracket, last: Decimal, why: str) -> Outcome:
     """The market went through the stop while no GTT stood: exit as the streamer would have (STOP, or TRAIL_STOP for
     a trailed stop) through the ExitQueue, so the exit Lambda claims it exactly once with the queue's retries
     (flagging it for review instead would make the exit Lambda refuse it, and leave the position open)."""
-    stop, initial = bracket.stop_price, bracket.spec.sl_price
-    trailed = stop > initial if bracket.position_side is PositionSide.LONG else stop < initial
-    reason = ExitReason.TRAIL_STOP if trailed else ExitReason.STOP
-    detail = f"{why}; the market ({last}) is through the stop ({stop}): {reason.value} exit queued"
+    reason = ExitReason.TRAIL_STOP if bracket.stop_has_trailed else ExitReason.STOP
+    detail = f"{why}; the market ({last}) is through the stop ({bracket.stop_price}): {reason.value} exit queued"
     _note(bracket.id, "STOP_EXIT_QUEUED", detail)
     intent = {
         "bracket_id": bracket.id,

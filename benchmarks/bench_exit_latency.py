@@ -7,7 +7,7 @@ workflow does. For each: the market sits above the stop, then one POST /_paper/q
 from just before that call until the exit order (tagged for the bracket) shows in the paper exchange's state,
 polled every few milliseconds. The path measured: paper ticker -> streamer (parse, trail, exit intent) -> SQS ->
 the local SQS poller -> functions/exit (claim, cancel GTT, look up the tag, place) -> paper exchange.
-DESIGN §14 target: p50 < 250 ms.
+Target: p50 < 250 ms.
 """
 
 from __future__ import annotations

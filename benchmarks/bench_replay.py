@@ -5,7 +5,7 @@ A deterministic session (seed 7: 1500 instruments, 400 messages of 500 full pack
 TrailingEngine; packets/s is the best of several timed runs after a warm-up, each on a fresh engine, with the
 process pinned to one CPU. Also measured: a mixed-mode session (ltp/quote/full, index packets, heartbeats),
 the general-purpose parser alone, and the straightforward parser + calculator engine on a slice, for scale.
-DESIGN §14 target: 1,000,000+ packets/s on one core for the full-mode session.
+Target: 1,000,000+ packets/s on one core for the full-mode session.
 
 Run alone: `python -m benchmarks bench_replay` (or `python -m benchmarks.bench_replay`).
 """

@@ -1,4 +1,4 @@
-"""REST API: place a bracket, read it, cancel it, the order book and the order log (DESIGN §6).
+"""REST API: place a bracket, read it, cancel it, the order book and the order log (the README's API section).
 
 Thin: each route authenticates, calls one service function and shapes the answer; errors are mapped in
 bracketflow.schemas.http. The OpenAPI document is at /swagger?format=json, Swagger UI at /swagger.

@@ -1,7 +1,7 @@
-"""Batch orders API (issue 7): place 1..10 orders all-or-nothing, and read a batch back (DESIGN §6).
+"""Batch orders API (issue 7): place 1..10 orders all-or-nothing, and read a batch back (the README's API section).
 
-POST /api/v1/batchorders                      the batch note's request (see bracketflow.schemas.batch)
-POST /accounts/{account_id}/batch-orders      the note's alias; the path account must be the caller's own
+POST /api/v1/batchorders                      the batch API's request (see bracketflow.schemas.batch)
+POST /accounts/{account_id}/batch-orders      the API's alias; the path account must be the caller's own
 GET  /api/v1/batches/{batch_id}               the batch, its legs and its audit events
 
 A final batch answers 200; one still running answers 202 with batch_status IN_PROGRESS or ROLLING_BACK (poll the
@@ -60,7 +60,7 @@ def place_batch_orders(
 
 @app.post(
     "/accounts/<account_id>/batch-orders",
-    summary="Place a batch of orders (the note's path)",
+    summary="Place a batch of orders (the API's path)",
     responses=_POST_RESPONSES,
 )
 def place_account_batch_orders(

@@ -1,4 +1,4 @@
-"""ExitQueue -> exit orders, exactly once per bracket (DESIGN §9; the rules are in services/execute_exit.py).
+"""ExitQueue -> exit orders, exactly once per bracket (docs/reliability.md; the rules are in services/execute_exit.py).
 
 SQS batch with partial failures: a message whose exit could not be finished is reported failed and comes back after
 the visibility timeout (it resumes where it stopped); after maxReceiveCount it lands in ExitDeadLetterQueue, whose

@@ -1,4 +1,4 @@
-"""TradingView alerts -> brackets, answered in milliseconds (nothing here calls the broker; DESIGN §3).
+"""TradingView alerts -> brackets, answered in milliseconds (nothing here calls the broker; docs/architecture.md).
 
 POST /tradingview/webhook/bracket          token or apikey in the JSON body
 POST /tradingview/webhook/bracket/{token}  a per-strategy webhook token in the path

@@ -1,11 +1,11 @@
-"""The trailing engine: brackets in memory keyed by instrument token, DESIGN §8 applied to every packet.
+"""The trailing engine: brackets in memory keyed by instrument token, docs/trailing.md applied to every packet.
 
 This is the streamer's hot path, so it is written for CPython speed while producing exactly what the plain
 calculator (bracketflow.domain.trailing.evaluate) produces, packet for packet:
 
 - unwatched tokens cost one dict lookup; index tokens are never in the dict, so index packets are skipped;
 - a packet whose LTP is <= 0 is no price (Kite sends 0 before an instrument's first trade): it is skipped for its
-  brackets, no trigger and no trail (the calculator's step 0, our deviation from DESIGN §8's literal rule);
+  brackets, no trigger and no trail (the calculator's step 0, see docs/trailing.md);
 - a message whose packets are all full-mode (the normal case for a full subscription) is decoded in C by
   one struct.iter_unpack over a fixed 186-byte stride, after checking every length field in one slice;
 - per bracket the state is a small list of ints; a tick costs two comparisons unless it exits or moves

@@ -1,4 +1,4 @@
-"""The live streamer (one Fargate task; `python -m streamer`): ticker in, exits and trailed stops out (DESIGN §8).
+"""The live streamer (one Fargate task; `python -m streamer`): ticker in, exits and trailed stops out.
 
 Threads, and what each may touch:
   tick      ConnectionSupervisor.run: reads the websocket; binary messages -> engine.feed() under the engine lock;

@@ -1,4 +1,4 @@
-"""The Kite Ticker binary protocol, parsed with no I/O (DESIGN §8, "Ticker byte layout").
+"""The Kite Ticker binary protocol, parsed with no I/O (docs/trailing.md, "The ticker's bytes").
 
 A binary message is: int16 packet count, then per packet an int16 length and the packet. Everything is
 big-endian; prices are int32 paise. Packets by length:

@@ -1,4 +1,4 @@
-"""The ticker connection's lifecycle, and nothing else (DESIGN §8; pykiteconnect's and cryptofeed's handlers).
+"""The ticker connection's lifecycle, and nothing else (docs/trailing.md).
 
     connect -> subscribe (+ mode full) for every watched token -> read until the socket fails, the feed goes
     silent for `watchdog_s`, or stop() -> wait a capped exponential backoff with full jitter -> connect again.

@@ -1,4 +1,4 @@
-"""The watchlist: the open brackets the engine trails, in the JSON shape of DESIGN §8.
+"""The watchlist: the open brackets the engine trails, in the JSON shape of docs/trailing.md.
 
     [{"bracket_id": "...", "instrument_token": 408065, "side": "LONG"|"SHORT", "product": "MIS"|"CNC"|"NRML",
       "entry_price": 1500.0, "stop_price": 1480.0, "tick_size": 0.05,

@@ -85,7 +85,7 @@ def test_a_subscriber_receives_every_status_change_of_a_bracket_in_order(manual_
     assert stored is not None and stored.status.value == "PROTECTED" and versions[-1] <= stored.version
     trail_versions = {e["version"] for e in BracketRepository().events(bracket_id)}
     assert set(versions) <= trail_versions
-    # And the placed entry was announced, and its fill came as an order_update in the streaming note's shape
+    # And the placed entry was announced, and its fill came as an order_update in the order-update shape
     assert any(m.get("status") == "entry_order_placed" for m in received)
     fills = [m for m in received if m["type"] == "order_update" and m["data"]["status"] == "COMPLETE"]
     assert fills and fills[0]["data"]["order_id"] == stored.entry.broker_order_id

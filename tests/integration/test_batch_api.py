@@ -30,7 +30,7 @@ def test_a_good_batch_is_recorded_and_its_saga_started(batch_aws, trader):
     # Given an iron condor
     # When Asha posts it
     answer = post_batch(trader, iron_condor(), rollback_on_failure=True)
-    # Then 202: accepted and still running (the stand-in saga does nothing), in the note's shape
+    # Then 202: accepted and still running (the stand-in saga does nothing), in the API's shape
     body = answer.body
     assert answer.status == 202 and body["status"] == "success", body
     assert body["batch_id"].startswith("bt_") and body["account_id"] == trader.account_id

@@ -1,4 +1,4 @@
-"""POST /api/v1/placebracketorder: the bracket note's contract, every validation rule and error code, the block
+"""POST /api/v1/placebracketorder: the bracket API's contract, every validation rule and error code, the block
 tags, idempotency by client_order_id, the per-key limit and a workflow start that fails."""
 
 # ruff: noqa: F811  (pytest fixtures imported from test_intake_support are redefined as test parameters)
@@ -18,10 +18,10 @@ def brackets(aws):
 
 
 def test_a_valid_bracket_is_registered_and_its_workflow_started_by_bracket_id(aws, trader):
-    # Given the bracket note's example request
+    # Given the bracket API's example request
     # When it is placed
     answer = call_api("POST", PLACE, bracket_request(trader.api_key))
-    # Then 200 with the note's fields plus bracket_id
+    # Then 200 with the API's fields plus bracket_id
     assert answer.status == 200, answer.body
     body = answer.body
     assert body["status"] == "success" and body["bracket_id"].startswith("br_")
@@ -118,7 +118,7 @@ def test_every_invalid_request_is_a_400_naming_the_problem_and_writes_nothing(
     # Given a request broken in one way
     # When it is placed
     answer = call_api("POST", PLACE, bracket_request(trader.api_key, **overrides))
-    # Then the status and a message that names the problem, in the note's envelope
+    # Then the status and a message that names the problem, in the API's envelope
     assert answer.status == status, answer.body
     assert answer.body["status"] == "error" and message_part.lower() in answer.body["message"].lower()
     # And no bracket, leg, event or dedupe key was written, and no workflow started

@@ -181,7 +181,7 @@ def call_webhook(body: Any = None, *, token: str | None = None, **kwargs: Any) -
 
 
 def bracket_request(api_key: str | None = None, **overrides: Any) -> dict[str, Any]:
-    """A valid BUY bracket on INFY (tick 0.05, lot 1), the bracket note's own example."""
+    """A valid BUY bracket on INFY (tick 0.05, lot 1), the bracket API's own example."""
     body: dict[str, Any] = {
         "symbol": "INFY",
         "exchange": "NSE",

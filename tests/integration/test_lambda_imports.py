@@ -76,8 +76,8 @@ def test_function_imports_with_only_the_runtime_and_the_layer(function_dir):
 
 
 def test_the_webhook_loads_nothing_for_the_broker_at_cold_start():
-    # Given the webhook as deployed (traced), which never calls the broker (DESIGN §3: nothing in the request path
-    # does) and whose cold start TradingView's first alert waits for
+    # Given the webhook as deployed (traced), which never calls the broker (nothing in the request
+    # path does: docs/architecture.md) and whose cold start TradingView's first alert waits for
     report = check_function(ROOT / "functions" / "webhook")
     # Then its import loads AWS, Powertools and pydantic, and no HTTP client library (the X-Ray SDK patching
     # `requests`, Powertools' default, used to import it)

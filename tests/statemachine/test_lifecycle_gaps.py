@@ -40,7 +40,7 @@ API_KEY = "lifecycle-gaps-key"
 # stacks at once).
 STATUS_BOUND_S = 90
 
-# What each status change MEANS, from the domain (DESIGN §5 and the event names), written here rather than read
+# What each status change MEANS, from the domain (docs/state-machines.md, the event names), written here, not read
 # from the code: the audit event(s) that may be recorded with the version that made the change.
 EXPECTED_EVENTS = {
     (None, "CREATED"): {"BracketRegistered"},  # the request was accepted
@@ -51,7 +51,7 @@ EXPECTED_EVENTS = {
     # GTT child already filled it and the bracket waits only for Finalize's P&L
     ("PROTECTED", "EXITING"): {"ExitRequested", "ExitFilled"},
     ("EXITING", "CLOSED"): {"BracketClosed"},  # the exit filled; P&L booked
-    ("PROTECTED", "CLOSED"): {"BracketClosed"},  # the GTT's stop or target filled at the broker (DESIGN §5's edge)
+    ("PROTECTED", "CLOSED"): {"BracketClosed"},  # the GTT's stop or target filled at the broker
 }
 
 

@@ -1,4 +1,4 @@
-"""Hand-built ticker messages for tests, straight from the byte layout in DESIGN §8 (no project code)."""
+"""Hand-built ticker messages for tests, straight from the byte layout in docs/trailing.md (no project code)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""An independent, deliberately plain reading of DESIGN §8, for checking the streamer against.
+"""An independent, deliberately plain reading of docs/trailing.md, for checking the streamer against.
 
 It shares no code with the project: its own frames reader, its own byte decoding, its own arithmetic
 (Fractions with math.floor/ceil instead of the engine's integer tricks). Slow and obvious on purpose.

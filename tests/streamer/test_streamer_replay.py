@@ -1,4 +1,4 @@
-"""Replays of synthetic sessions agree exactly with an independent reading of DESIGN §8 (reference.py here)."""
+"""Replays of synthetic sessions agree exactly with an independent reading of docs/trailing.md (reference.py here)."""
 
 from __future__ import annotations
 

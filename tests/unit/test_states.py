@@ -1,4 +1,4 @@
-"""The bracket and order state machines, checked against DESIGN §5 edge by edge.
+"""The bracket and order state machines, checked against docs/state-machines.md edge by edge.
 
 The expected edges are written out here from the design text, NOT derived from the table under test, and every
 pair of statuses is tried: each allowed edge must pass and every other pair must be refused.
@@ -23,7 +23,7 @@ from bracketflow.domain.states import (
 )
 from bracketflow.errors import InvalidStateTransition
 
-# DESIGN §5, one line per sentence of the design (plus the decisions documented in states.py).
+# docs/state-machines.md, one line per sentence of the design (plus the decisions documented in states.py).
 EXPECTED_BRACKET_EDGES = {
     # the happy path
     ("CREATED", "ENTRY_PENDING"),
@@ -44,7 +44,7 @@ EXPECTED_BRACKET_EDGES = {
     # exit retry loop
     ("EXITING", "EXIT_FAILED"),
     ("EXIT_FAILED", "EXITING"),
-    # protection failed: EmergencyExit flattens the filled quantity (DESIGN §7)
+    # protection failed: EmergencyExit flattens the filled quantity (docs/state-machines.md)
     ("ENTRY_FILLED", "EXITING"),
     # a human (or reconciliation) resolves a review
     ("NEEDS_REVIEW", "EXITING"),
@@ -55,7 +55,7 @@ ALL_BRACKET = [s.value for s in BracketStatus]
 # "* -> NEEDS_REVIEW": from every status except NEEDS_REVIEW itself, terminal ones included.
 EXPECTED_BRACKET_EDGES |= {(s, "NEEDS_REVIEW") for s in ALL_BRACKET if s != "NEEDS_REVIEW"}
 
-# The lifecycle note: CREATED -> SENT_TO_BROKER -> EXECUTED | FAILED | CANCELLED; CREATED -> FAILED when blocked.
+# The order lifecycle: CREATED -> SENT_TO_BROKER -> EXECUTED | FAILED | CANCELLED; CREATED -> FAILED when blocked.
 EXPECTED_ORDER_EDGES = {
     ("CREATED", "SENT_TO_BROKER"),
     ("CREATED", "FAILED"),

@@ -1,4 +1,4 @@
-"""The trailing calculator (DESIGN §8): worked examples, then properties over random tick streams."""
+"""The trailing calculator (docs/trailing.md): worked examples, then properties over random tick streams."""
 
 from __future__ import annotations
 

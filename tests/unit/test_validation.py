@@ -1,4 +1,4 @@
-"""Bracket validation: every rule of DESIGN §5 and the bracket note, with the message the trader sees."""
+"""Bracket validation: every rule of the API's field rules, with the message the trader sees."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def refused(s: BracketSpec, **kw) -> str:
     return err.value.message
 
 
-# ---- the note's examples ------------------------------------------------------------------------------------
+# ---- the API's examples ------------------------------------------------------------------------------------
 
 
 def test_the_notes_buy_example_passes_unchanged():

@@ -1,7 +1,7 @@
 """An LTP of 0 (Kite's value before an instrument's first trade) or below (a glitch) is no price: it never exits a
 position and never trails a stop — in the calculator, the live engine, the simple engine and the tests' reference.
 
-DESIGN §8 read literally ("LONG exits if ltp <= stop") would market-exit a LONG on such a packet; this is the one
+The trigger rule read literally ("LONG exits if ltp <= stop") would market-exit a LONG on such a packet; this is the one
 place we deviate from it (README, streamer section).
 """
 

@@ -74,7 +74,7 @@ class IntakeSettings(_Base):
 
 
 class StreamerSettings(_Base):
-    """The live streamer and the queues between it and the exit/sync-stop/watcher Lambdas (DESIGN §8, §9)."""
+    """The live streamer and the queues between it and the exit/sync-stop/watcher Lambdas (docs/reliability.md)."""
 
     exit_queue_url: str = Field("", alias="EXIT_QUEUE_URL")
     stop_sync_queue_url: str = Field("", alias="STOP_SYNC_QUEUE_URL")

@@ -148,7 +148,7 @@ class BracketSpec:
 
 @dataclass(frozen=True, slots=True)
 class LegOrder:
-    """Our record of one order at the broker (entry or exit), in the lifecycle note's statuses."""
+    """Our record of one order at the broker (entry or exit), in the order lifecycle's statuses."""
 
     role: LegRole
     status: OrderStatus = OrderStatus.CREATED

@@ -97,7 +97,7 @@ class BracketStatus(_WireEnum):
 
 
 class OrderStatus(_WireEnum):
-    """A leg's status, in the lifecycle note's words."""
+    """A leg's status, in the order lifecycle's words."""
 
     CREATED = "CREATED"
     SENT_TO_BROKER = "SENT_TO_BROKER"

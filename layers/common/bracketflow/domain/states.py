@@ -1,6 +1,6 @@
 """The bracket and order (leg) state machines: every allowed status change, in this one place.
 
-Bracket (DESIGN §5):
+Bracket (docs/state-machines.md):
     CREATED -> ENTRY_PENDING -> ENTRY_FILLED -> PROTECTED -> EXITING -> CLOSED
     CREATED -> FAILED                        blocked (risk/guard/duplicate) or invalid
     CREATED -> CANCELLED                     the trader's DELETE before the entry was sent (PlaceEntry sees it)
@@ -17,7 +17,7 @@ after CLOSED) — that is exactly when a human must look. NEEDS_REVIEW is not te
 reconciliation that sees the broker flat) resolves it to EXITING (flatten what is left), CLOSED (flat, with
 a position that was traded) or CANCELLED (flat, the entry never filled — e.g. an order frozen at the broker).
 
-Order (leg), from the lifecycle note: CREATED -> SENT_TO_BROKER -> EXECUTED | FAILED | CANCELLED,
+Order (leg), the order lifecycle: CREATED -> SENT_TO_BROKER -> EXECUTED | FAILED | CANCELLED,
 plus CREATED -> FAILED (blocked, or the broker refused the place call outright) and CREATED -> CANCELLED (the
 trader cancelled the bracket before the order was sent). EXECUTED, FAILED and
 CANCELLED are final: a later broker view that disagrees is a bracket-level NEEDS_REVIEW, not a leg rewrite.

@@ -1,11 +1,11 @@
-"""The trailing stop-loss calculator: DESIGN §8, exactly, in integer paise.
+"""The trailing stop-loss calculator: docs/trailing.md, exactly, in integer paise.
 
 Pure and small on purpose: the streamer's fast engine, the replay tool and the tests all agree with it.
 For one bracket and one tick the rule is:
 
-0. (our addition to §8) an LTP <= 0 is no price at all — Kite sends 0 for an instrument with no trade yet, and a
-   glitch can too — so the tick is skipped for that bracket: no trigger check, no trailing. §8 read literally
-   ("LONG exits if ltp <= stop") would market-exit a position on such a packet;
+0. (our addition) an LTP <= 0 is no price at all — Kite sends 0 for an instrument with no trade yet, and a
+   glitch can too — so the tick is skipped for that bracket: no trigger check, no trailing. The trigger rule
+   read literally ("LONG exits if ltp <= stop") would market-exit a position on such a packet;
 1. trigger first, on LTP: LONG exits if ltp <= stop, SHORT if ltp >= stop (and is then done);
 2. reference price: for MIS, the best bid (LONG) / best ask (SHORT) of a full packet when it is > 0,
    otherwise LTP;

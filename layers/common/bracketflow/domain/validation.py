@@ -1,7 +1,7 @@
-"""Bracket validation (DESIGN §5 and the bracket API note) and the pure parsers the API layer uses on wire input.
+"""Bracket validation (the API's field rules) and the pure parsers the API layer uses on wire input.
 
 Every rule raises bracketflow.errors.ValidationFailed with a message that says what is wrong and why, in the
-bracket note's wording where it has one ("For BUY orders, SL price must be less than entry price"). The API maps
+wording traders know where there is one ("For BUY orders, SL price must be less than entry price"). The API maps
 it to 400 {"status": "error", "message": ...}. The first broken rule wins, checked in the order a trader would
 fix them: fields, quantity, prices, the tick, then the price relations.
 """
@@ -60,7 +60,7 @@ def parse_product(raw: object) -> Product:
 
 
 def parse_price_type(raw: object) -> PriceType:
-    """LIMIT when absent (the note's default); also accepts "SL_M"/"SLM" for SL-M, as traders type it."""
+    """LIMIT when absent (the API's default); also accepts "SL_M"/"SLM" for SL-M, as traders type it."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return DEFAULT_PRICE_TYPE
     if isinstance(raw, str) and raw.strip().upper() in ("SL_M", "SLM"):
@@ -181,7 +181,7 @@ def validate_bracket(
     round_to_tick: bool = False,
     reference_price: Decimal | None = None,
 ) -> BracketSpec:
-    """Check a bracket against DESIGN §5 and the bracket note; return it normalised (enums parsed, symbol
+    """Check a bracket against the API's field rules; return it normalised (enums parsed, symbol
     uppercased, empty optionals as None, prices rounded when round_to_tick).
 
     tick_size / lot_size come from the instrument master (0.05 and 1 when the caller does not know better).
@@ -342,7 +342,7 @@ def validate_bracket(
 
 
 def check_levels(action: Action, reference: Decimal | None, sl: Decimal, target: Decimal, *, note: str = "") -> None:
-    """BUY needs sl < reference < target; SELL needs sl > reference > target (the bracket note's rule).
+    """BUY needs sl < reference < target; SELL needs sl > reference > target (the bracket API's rule).
 
     Without a reference, only sl vs target is checked. Services call this again with the entry's average fill
     price before placing protection, since a MARKET entry's fill is known only then.

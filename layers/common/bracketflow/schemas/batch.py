@@ -1,4 +1,4 @@
-"""Wire models of batch orders (the batch note): the request Powertools validates, and the saga's task messages.
+"""Wire models of batch orders (the batch API): the request Powertools validates, and the saga's task messages.
 
 POST /api/v1/batchorders (and POST /accounts/{account_id}/batch-orders):
   {"orders": [<1..10 legs>], "rollback_on_failure": true, "wait": false, "apikey": "..." (or X-API-KEY),
@@ -27,7 +27,7 @@ Text = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class BatchLegIn(BaseModel):
-    """One order of the batch, in the note's (and Kite's) field names."""
+    """One order of the batch, in the API's (and Kite's) field names."""
 
     model_config = ConfigDict(extra="forbid")
 

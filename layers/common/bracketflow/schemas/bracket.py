@@ -3,7 +3,7 @@
 REST (`POST /api/v1/placebracketorder`) is typed by PlaceBracketOrderRequest: Powertools validates it and
 publishes it in the OpenAPI document. TradingView alerts are looser (text/plain bodies, "NSE:INFY", numbers as
 strings, lowercase actions, levels as percent/points), so alert_to_spec() reads the parsed JSON by hand.
-Either way the domain's validate_bracket() applies the bracket note's rules afterwards.
+Either way the domain's validate_bracket() applies the bracket API's rules afterwards.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class TrailIn(BaseModel):
 
 
 class PlaceBracketOrderRequest(BaseModel):
-    """The bracket API note's request, plus bracketflow's optional fields (DESIGN §6)."""
+    """The bracket API's request, plus bracketflow's optional fields (the README's API section)."""
 
     model_config = ConfigDict(
         extra="ignore",
@@ -67,7 +67,7 @@ class PlaceBracketOrderRequest(BaseModel):
     entry_price: Price
     sl_price: Price
     target_price: Price
-    ordertype: str = Field("REGULAR", max_length=16, description="Accepted for the note's compatibility: REGULAR")
+    ordertype: str = Field("REGULAR", max_length=16, description="Accepted for compatibility: REGULAR")
     pricetype: str = Field("LIMIT", max_length=8, description="LIMIT (default), MARKET, SL or SL-M")
     trigger_price: Price | None = Field(None, description="For SL and SL-M entries")
     disclosed_quantity: Annotated[int, Field(ge=0, le=MAX_QUANTITY)] = 0

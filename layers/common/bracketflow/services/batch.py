@@ -1,4 +1,4 @@
-"""Batch orders (DESIGN §6, §7; the batch note): 1..10 orders placed together, all-or-nothing when asked.
+"""Batch orders (docs/state-machines.md): 1..10 orders placed together, all-or-nothing when asked.
 
 The use cases, in the order the saga (statemachine/batch.asl.json) runs them:
   register_batch   validate every leg like a single order, record the batch + legs + event, start the saga
@@ -7,9 +7,9 @@ The use cases, in the order the saga (statemachine/batch.asl.json) runs them:
                    rollback and hand back the legs to undo in REVERSE order
   rollback_leg     compensate one leg: cancel it while open, square off what filled (MARKET, market protection)
   finish_batch     after the rollback Map: ROLLED_BACK, or FAILED with an alarm metric when a compensation gave up
-and the reads: get_batch (the note's response shape + each leg + the batch status) and wait_for_batch.
+and the reads: get_batch (the API's response shape + each leg + the batch status) and wait_for_batch.
 
-Quantity: `quantity` is in UNITS, as Kite takes it and as the note's example sends it (50 = one NIFTY lot then);
+Quantity: `quantity` is in UNITS, as Kite takes it and as the API's example sends it (50 = one NIFTY lot then);
 it must be a positive multiple of the instrument's lot size (NIFTY options: 75), or the leg is refused.
 
 A resent POST (a client timeout, a retry) is made safe by an optional client_batch_id (or the Idempotency-Key
@@ -785,7 +785,7 @@ def _leg_view(leg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def batch_view(batch: Mapping[str, Any], legs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The note's response fields, plus the batch status and each leg."""
+    """The batch API's response fields, plus the batch status and each leg."""
     placed = [leg for leg in legs if leg["status"] in (LEG_PLACED, LEG_CANCELLED, LEG_SQUARED_OFF)]
     return {
         "account_id": batch["account_id"],

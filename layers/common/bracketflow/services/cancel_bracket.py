@@ -1,4 +1,5 @@
-"""DELETE /api/v1/brackets/{id}: cancel the entry, or exit the position (DESIGN §6). Nothing here calls the broker.
+"""DELETE /api/v1/brackets/{id}: cancel the entry, or exit the position (README, API). Nothing here calls
+the broker.
 
 The request is recorded first, as a CancelRequested event written with the bracket's version as its condition (so it
 is ordered against every other change), then handed to whoever acts for that status:

@@ -1,4 +1,4 @@
-"""EmergencyExit: protection could not be placed, so the filled quantity is flattened at market (DESIGN §7, §12.3).
+"""EmergencyExit: protection could not be placed, so the filled quantity is flattened at market (docs/reliability.md).
 
 A MARKET order on the exit side for the filled quantity, with market_protection (Kite requires it for MARKET orders
 from April 2026), tagged order_tag(bracket, EXIT). The broker's book is searched for that tag first, so a retry after

@@ -1,4 +1,4 @@
-"""Exit a bracket whose stop the streamer saw crossed — exactly once (DESIGN §9).
+"""Exit a bracket whose stop the streamer saw crossed — exactly once (docs/reliability.md).
 
 Input: the streamer's exit intent (ExitQueue, SQS Standard, so it may arrive twice or concurrently):
     {"bracket_id", "reason": "STOP|TRAIL_STOP", "ltp": "<decimal>", "stop_price": "<decimal>",

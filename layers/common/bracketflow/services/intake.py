@@ -65,7 +65,7 @@ def _verify(kind: str, secret: Any, authenticate: Callable[[Any], Caller]) -> tu
 
 
 def placement_response(p: Placement) -> dict[str, Any]:
-    """The bracket note's success fields, plus bracket_id, bracket_status and duplicate."""
+    """The bracket API's success fields, plus bracket_id, bracket_status and duplicate."""
     b, s = p.bracket, p.bracket.spec
     if p.duplicate:
         message = "Duplicate request: this bracket was already registered; nothing new was placed"

@@ -15,7 +15,7 @@ Input: DynamoDB Streams records (NEW_AND_OLD_IMAGES) of the brackets table, in s
 * a leg (entry or exit order) on the STATE item whose broker status, filled quantity or average price changed ->
     {"type": "order_update", "account_id", "data": {"order_id", "status" (Kite's words: OPEN, COMPLETE, REJECTED,
      CANCELLED), "filled_quantity", "quantity", "average_price", "role", "bracket_id", "tradingsymbol", "exchange",
-     "transaction_type", "product", "status_message"}, "timestamp"}   (the order-streaming note's shape)
+     "transaction_type", "product", "status_message"}, "timestamp"}   (the order-update shape)
 * EVENT items of the notice kinds (services/telegram.NOTICE_EVENTS) -> Telegram lines, sent after the pushes.
 
 Pushes go to every connection subscribed to the bracket's account; a connection that is gone (410) is forgotten.

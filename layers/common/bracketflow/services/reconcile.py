@@ -7,7 +7,7 @@ run id and the open brackets (the sparse OPEN index). ReconcileBracket compares 
   ENTRY_PENDING, entry final at the broker           a missed order update -> recorded as the watcher would
                                                      (fill/reject/cancel; the waiting task is completed)
   ENTRY_PENDING / EXITING, order still open or       SENT_TO_BROKER for over RECONCILE_FROZEN_AFTER_S ("frozen",
-  missing from the book for that long                the lifecycle note) -> NEEDS_REVIEW
+  missing from the book for that long                the order lifecycle) -> NEEDS_REVIEW
   ENTRY_FILLED for RECONCILE_RESUME_AFTER_S, its    a filled position without a stop -> protected here as
   workflow ended (Step Functions: not RUNNING)       PlaceProtection would (PROTECTION_RESUMED; the streamer told to
                                                      watch it), flattened at market when no GTT is possible

@@ -5,7 +5,7 @@
 3. The bracket, its three legs (ENTRY, STOP, TARGET) and its BracketRegistered event are written as CREATED in
    ONE transaction, together with its dedupe keys (client_order_id for 24 h, a webhook alert's hash for 5 min).
    A dedupe key already taken by the same request means a resend: 200 "duplicate": true with the original id,
-   and nothing new is written, so concurrent resends still make exactly one bracket (DESIGN §12.1).
+   and nothing new is written, so concurrent resends still make exactly one bracket (docs/reliability.md).
 4. Risk, guard and duplicate checks (services/risk.py) -> FAILED with the block tag + BracketBlocked event,
    answered 403 (risk) or 409 (guard, duplicate) with the bracket id and tag. Blocked brackets stay in the book.
 5. StartExecution(name=bracket_id). If it fails for our reasons the bracket stays CREATED with a

@@ -1,5 +1,5 @@
 """Move the GTT's stop leg up to the streamer's trailed stop, so a streamer outage still leaves a recent stop at
-the broker (DESIGN §8, "Broker-side stop"). Only Lambdas change orders at the broker; the streamer asks via
+the broker (docs/trailing.md, "The stop at the broker"). Only Lambdas change orders at the broker; the streamer asks via
 StopSyncQueue: {"bracket_id", "stop_price": "<decimal>", "at": "<ISO UTC>"} (already coalesced and rate-limited
 by the streamer: a step and an interval per bracket).
 

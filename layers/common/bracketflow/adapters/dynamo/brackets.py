@@ -2,7 +2,7 @@
 
 Every write of the STATE item is conditional: a create on the key not existing, a change on the version and
 status it was read at. Each change carries its audit event(s) in the same TransactWriteItems, so a bracket
-never changes without a record of why (DESIGN §12.5). A lost race raises ConcurrentModification.
+never changes without a record of why (docs/reliability.md). A lost race raises ConcurrentModification.
 """
 
 from __future__ import annotations

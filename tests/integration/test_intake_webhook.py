@@ -224,3 +224,28 @@ def test_concurrent_resends_make_exactly_one_bracket(aws, trader, monkeypatch):
     assert len({a.body["bracket_id"] for a in answers}) == 1
     assert sorted(a.body["duplicate"] for a in answers) == [False, True, True, True]
     assert len(states(aws)) == 1 and len(aws.executions()) == 1
+
+
+@pytest.mark.parametrize(
+    ("action", "sl", "target", "priced_at"),
+    [("buy", "1480", "1550", "the target"), ("sell", "1550", "1480", "the stop")],
+)
+def test_a_market_alert_without_a_price_is_held_to_the_max_order_value(aws, trader, action, sl, target, priced_at):
+    # Given an account allowed orders up to 500,000 and a MARKET alert of 330 INFY with no price (absolute levels)
+    from bracketflow.domain.enums import BlockKind
+
+    body = alert(apikey=trader.api_key, action=action, quantity="330", entry_price=None, pricetype="MARKET",
+                 sl_price=sl, target_price=target)  # fmt: skip
+    # When it arrives (330 x 1480 = 488,400 would pass; at the level it may be held to, 330 x 1550 = 511,500)
+    answer = call_webhook(body)
+    # Then it is refused for its value, counted at {priced_at}, never sent to the broker
+    assert answer.status == 403, answer.body
+    assert answer.body["tag"] == BlockKind.RISK_BLOCKED.tag("MAX_ORDER_VALUE")
+    assert aws.executions() == []
+
+
+def test_a_market_alert_within_the_max_order_value_is_placed(aws, trader):
+    body = alert(apikey=trader.api_key, quantity="100", entry_price=None, pricetype="MARKET")
+    answer = call_webhook(body)
+    assert answer.status == 200, answer.body
+    assert states(aws)[0]["price_type"] == "MARKET"

@@ -115,6 +115,9 @@ class LifecycleSettings(_Base):
     stop_limit_buffer_percent: Decimal = Field(Decimal("0.5"), alias="STOP_LIMIT_BUFFER_PERCENT")
     # How long an order update's dedupe key (order_id, status, filled_quantity) is kept.
     order_update_dedupe_s: int = Field(2 * 86400, alias="ORDER_UPDATE_DEDUPE_SECONDS")
+    # How long a watcher's claim on an order update holds before another delivery may act on it: longer than the
+    # watcher's timeout (20 s in template.yaml), so only a watcher that died loses its claim.
+    order_update_lease_s: int = Field(30, alias="ORDER_UPDATE_LEASE_SECONDS")
 
 
 class LiveUpdateSettings(_Base):

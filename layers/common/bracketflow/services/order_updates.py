@@ -3,7 +3,8 @@
 Sources (same path for both): the streamer's order-events queue ({"source":"ticker","received_at","order":{...}}) and
 Kite postbacks (POST JSON of the order, authenticated by checksum = sha256(order_id + order_timestamp + api_secret)).
 Each update is claimed once on (order_id, status, filled_quantity) with a TTL'd conditional put, so the ticker and the
-postback delivering the same update act once; a claim whose processing fails is released for the redelivery.
+postback delivering the same update act once; a claim whose processing fails is released for the redelivery, and
+a claim whose watcher died (no release ran) lapses after ORDER_UPDATE_LEASE_SECONDS, so the redelivery acts.
 
 The broker order is mapped to its bracket by BROKERORDER#<id>/MAP, written with the order id once the placing Lambda
 has it. An update can outrun that write (a MARKET exit fills in milliseconds), so every tagged order we place has a
@@ -131,7 +132,8 @@ def ingest(order: dict[str, Any], source: str) -> str:
     if fact.status in _QUIET or (fact.status in ("OPEN", "UPDATE") and fact.filled_quantity == 0):
         return "ignored"
     settings = get_settings()
-    if not store.claim_order_update(fact.order_id, fact.status, fact.filled_quantity, settings.order_update_dedupe_s):
+    keep_s, lease_s = settings.order_update_dedupe_s, settings.order_update_lease_s
+    if not store.claim_order_update(fact.order_id, fact.status, fact.filled_quantity, keep_s, lease_s):
         metrics.add_metric(name="OrderUpdateDuplicates", unit="Count", value=1)
         return "duplicate"
     try:
@@ -140,6 +142,7 @@ def ingest(order: dict[str, Any], source: str) -> str:
         # Released so the redelivery (or the same update from the other source) is acted on, not deduplicated away.
         store.release_order_update(fact.order_id, fact.status, fact.filled_quantity)
         raise
+    store.finish_order_update(fact.order_id, fact.status, fact.filled_quantity)
     logger.info(
         "order update",
         extra={"order_id": fact.order_id, "status": fact.status, "source": source, "outcome": outcome},

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, time, timedelta, timezone
 from decimal import Decimal
 
 from bracketflow.domain.bracket import Bracket, BracketSpec
-from bracketflow.domain.enums import BlockKind, Exchange
+from bracketflow.domain.enums import Action, BlockKind, Exchange
 from bracketflow.services.models import RiskLimits
 
 # India has no daylight saving: a fixed offset needs no tz database in the Lambda image.
@@ -72,11 +72,26 @@ def check_risk(
         return Block(BlockKind.RISK_BLOCKED, "DAILY_LOSS_LIMIT")
     if open_count >= limits.max_open_brackets:
         return Block(BlockKind.RISK_BLOCKED, "MAX_OPEN_BRACKETS")
-    if spec.entry_price is not None and spec.entry_price * spec.quantity > limits.max_order_value:
+    if order_value_price(spec) * spec.quantity > limits.max_order_value:
         return Block(BlockKind.RISK_BLOCKED, "MAX_ORDER_VALUE")
     if not market_always_open and not in_trading_window(spec.exchange, now):
         return Block(BlockKind.RISK_BLOCKED, "OUTSIDE_TRADING_WINDOW")
     return None
+
+
+def order_value_price(spec: BracketSpec) -> Decimal:
+    """The price an entry's value is counted at, with no call to the broker (intake answers in milliseconds).
+
+    The limit price; else an SL-M's trigger; else, for a MARKET entry, the price the alert sent with it (TradingView's
+    {{close}}, which relative levels are measured from too) or, with none, the farthest price the position can be
+    held at: a BUY filled above its target (a SELL above its stop) cannot be protected and is flattened at once, so
+    the target (the stop) bounds what a MARKET entry can leave open.
+    """
+    if spec.entry_price is not None:
+        return spec.entry_price
+    if spec.trigger_price is not None:
+        return spec.trigger_price
+    return spec.target_price if spec.action is Action.BUY else spec.sl_price
 
 
 def check_guard(spec: BracketSpec, open_brackets: list[Bracket]) -> Block | None:

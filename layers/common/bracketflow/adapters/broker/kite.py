@@ -82,8 +82,12 @@ def static_credentials(api_key: str, access_token: str) -> CredentialsProvider:
     return provide
 
 
-class _NeverSent(BrokerUnavailable):
-    """The connection never opened: the broker cannot have acted, so even a placement may be repeated."""
+class BrokerUnreachable(BrokerUnavailable):
+    """The connection never opened: the broker cannot have acted, so even a placement may be repeated. Its name is
+    what a task reports when the retries run out (the workflows retry it like BrokerUnavailable)."""
+
+
+_NeverSent = BrokerUnreachable
 
 
 def error_from_response(http_status: int, body: Any) -> BrokerError:

@@ -8,7 +8,8 @@ TAG#<order_tag>                             MAP      bracket_id, account_id, rol
                                                      order is placed, so its first update can never outrun it
 BRACKET#<bracket_id>                        STATE    + entry_task_token / exit_task_token (the waiting Step Functions
                                                      tasks); not part of the aggregate, so save() leaves them alone
-ORDERUPDATE#<order_id>#<status>#<filled>    DEDUPE   one order update seen (TTL expires_at)
+ORDERUPDATE#<order_id>#<status>#<filled>    DEDUPE   one order update seen (TTL expires_at): CLAIMED while a watcher
+                                                     acts on it (until lease_until), DONE once it has
 """
 
 from __future__ import annotations
@@ -133,24 +134,47 @@ def order_update_key(order_id: str, status: str, filled_quantity: int) -> dict[s
     return {"pk": f"ORDERUPDATE#{order_id}#{status}#{filled_quantity}", "sk": DEDUPE}
 
 
-def claim_order_update(order_id: str, status: str, filled_quantity: int, keep_s: int) -> bool:
-    """True the first time this (order_id, status, filled_quantity) is seen; False for a repeat."""
+CLAIMED, DONE = "CLAIMED", "DONE"
+
+
+def claim_order_update(order_id: str, status: str, filled_quantity: int, keep_s: int, lease_s: int) -> bool:
+    """True the first time this (order_id, status, filled_quantity) is seen; False for a repeat.
+
+    A claim is a lease: a watcher that dies while acting on the update (a crash, a Lambda timeout) never marks it
+    DONE nor releases it, so once lease_until has passed the next delivery claims it again and acts (every fact is
+    applied idempotently). While the lease runs, the same update from the other source is a duplicate."""
     now = int(time.time())
     try:
         table().put_item(
             Item={
                 **order_update_key(order_id, status, filled_quantity),
                 "type": "ORDERUPDATE",
+                "claim": CLAIMED,
+                "claimed_at": now,
+                "lease_until": now + lease_s,
                 "expires_at": now + keep_s,
             },
-            ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
-            ExpressionAttributeValues={":now": now},
+            ConditionExpression=(
+                "attribute_not_exists(pk) OR expires_at < :now OR (#claim = :claimed AND lease_until < :now)"
+            ),
+            ExpressionAttributeNames={"#claim": "claim"},
+            ExpressionAttributeValues={":now": now, ":claimed": CLAIMED},
         )
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
             return False
         raise
     return True
+
+
+def finish_order_update(order_id: str, status: str, filled_quantity: int) -> None:
+    """The update was acted on: its key now only deduplicates (no lease left to expire)."""
+    table().update_item(
+        Key=order_update_key(order_id, status, filled_quantity),
+        UpdateExpression="SET #claim = :done REMOVE lease_until",
+        ExpressionAttributeNames={"#claim": "claim"},
+        ExpressionAttributeValues={":done": DONE},
+    )
 
 
 def release_order_update(order_id: str, status: str, filled_quantity: int) -> None:

@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= ap-south-1
 
-.PHONY: run test lint fmt bench build deploy validate account record replay demo clean venv sam-venv paper
+.PHONY: run test lint fmt bench build deploy validate account record replay demo clean venv sam-venv paper console browser
 
 venv: $(VENV)/.installed
 sam-venv: $(SAM_VENV)/.installed
@@ -23,6 +23,23 @@ $(VENV)/.installed: requirements/dev.txt layers/common/requirements.txt
 	@$(PY) -m pip install -qq -r requirements/dev.txt
 	@touch $@
 
+# The console's charting library, from its pinned npm package (console/package-lock.json), built into the console
+# function's static files; never copied into the repository.
+CONSOLE_VENDOR := functions/console/static/vendor/lightweight-charts.standalone.production.js
+console: $(CONSOLE_VENDOR)
+
+$(CONSOLE_VENDOR): console/package.json console/package-lock.json
+	@echo "installing the console's charting library (npm ci) ..."
+	@npm ci --prefix console --no-audit --no-fund --loglevel=error
+	@mkdir -p $(dir $@)
+	@cp console/node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js $@
+	@cp console/node_modules/lightweight-charts/LICENSE $(dir $@)lightweight-charts.LICENSE
+
+# Browser tests drive Debian's Chromium (Playwright's Python package, never its own browser downloads).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Chromium for the browser tests (apt-get) ..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 $(SAM_VENV)/.installed: requirements/sam.txt
 	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
 	@echo "installing SAM CLI into $(SAM_VENV) ..."
@@ -31,11 +48,11 @@ $(SAM_VENV)/.installed: requirements/sam.txt
 	@touch $@
 
 ## make run: the whole system on this machine, paper mode, no AWS account, no Docker.
-run: venv
+run: venv console
 	@$(PY) -m local
 
 ## make test: lint, every test, and the template checks (sam validate --lint, sam build).
-test: venv sam-venv lint validate build
+test: venv sam-venv console browser lint validate build
 	@$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: venv
@@ -80,7 +97,7 @@ account: venv
 	@test -n "$(NAME)" || (echo 'usage: make account NAME="Your Name"' && exit 2)
 	@$(PY) -m bracketflow.admin create-account "$(NAME)"
 
-build: sam-venv
+build: sam-venv console
 	@$(SAM) build --template template.yaml > .aws-sam-build.log 2>&1 || (cat .aws-sam-build.log; exit 1)
 	@echo "sam build: ok (.aws-sam/build)"
 
@@ -88,4 +105,4 @@ deploy: build
 	@$(SAM) deploy --guided
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .mypy_cache console/node_modules functions/console/static/vendor

@@ -45,6 +45,18 @@ def get_bracket(bracket_id: Annotated[str, Path(max_length=64)], x_api_key: ApiK
     return success({"data": orderbook.get_bracket(caller, bracket_id)})
 
 
+@app.get(
+    "/api/v1/brackets/<bracket_id>/prices",
+    summary="The market price of the bracket's instrument over its life (for charts)",
+    responses=error_responses(401, 404),
+)
+def get_bracket_prices(
+    bracket_id: Annotated[str, Path(max_length=64)], x_api_key: ApiKeyHeader = None
+) -> Response[dict]:
+    caller = authenticate_api_key(x_api_key)
+    return success({"data": orderbook.bracket_prices(caller, bracket_id)})
+
+
 @app.delete(
     "/api/v1/brackets/<bracket_id>",
     summary="Cancel the entry, or exit the position",

@@ -6,7 +6,9 @@ Threads, and what each may touch:
             on this thread waits on the network or the disk (the socket read aside).
   control   long-polls StreamerControlQueue: watch/unwatch.
   store     every STREAMER_PERSIST_INTERVAL_S: coalesced stop writes + stop-sync intents; every
-            STREAMER_RESYNC_INTERVAL_S: resync with the OPEN index. The only thread that uses DynamoDB.
+            STREAMER_RESYNC_INTERVAL_S: resync with the OPEN index; every STREAMER_PRICE_INTERVAL_S: the last
+            prices of watched instruments for the console's chart (parsed here from the latest binary messages,
+            which the tick thread only appends to a bounded deque). The only thread that uses DynamoDB.
   publish:* one per SQS queue (exits, order events, stop sync).
   metrics   EMF every STREAMER_METRICS_INTERVAL_S.
 SIGTERM/SIGINT: stop reading, stop the control poller, write the last stops, flush the publishers, exit 0.
@@ -26,12 +28,14 @@ import signal
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from bracketflow.adapters.dynamo import prices as price_store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.dynamo.records import iso
 from bracketflow.domain.enums import ExitReason
@@ -42,7 +46,7 @@ from bracketflow.settings import Settings, get_settings
 from streamer.control import ControlPoller, Unwatch, Watch
 from streamer.engine import ExitIntent, TrailingEngine
 from streamer.metrics import Counters, MetricsFlusher
-from streamer.parser import FULL_PACKET_LEN, TEXT_FIRST_BYTES
+from streamer.parser import FULL_PACKET_LEN, TEXT_FIRST_BYTES, parse_message
 from streamer.publishers import QueuePublisher
 from streamer.record import ticker_url
 from streamer.resync import protected_watches
@@ -56,6 +60,8 @@ EXIT_QUIET_S = 120.0
 _EXCHANGE_TIME_AT = 4 + 60
 _UINT32 = struct.Struct(">I")
 LAG_SAMPLE_EVERY_S = 1.0
+# Binary messages kept for the console's price recording between two rounds (Kite sends about one a second).
+PRICE_MESSAGES_KEPT = 64
 
 
 @dataclass
@@ -108,6 +114,12 @@ class Streamer:
         self.exits_detected = 0
         self.feed_lag_s: float | None = None
         self._lag_sampled_at = 0.0
+        # The console's prices: the latest binary messages, appended by the tick thread (a reference, no copy; the
+        # deque drops the oldest) and parsed by the store thread; the last price seen per token, and what was
+        # last written.
+        self._recent_messages: deque[bytes] = deque(maxlen=PRICE_MESSAGES_KEPT)
+        self._last_prices: dict[int, int] = {}
+        self._written_prices: dict[int, int] = {}
 
         self.exit_publisher = QueuePublisher("exits", s.exit_queue_url)
         self.order_publisher = QueuePublisher("order-events", s.order_events_queue_url, linger_s=0.01)
@@ -203,6 +215,7 @@ class Streamer:
             exits = self.engine.feed(data)
             if exits:
                 self._on_exits(exits)
+        self._recent_messages.append(data)
         if len(data) >= _EXCHANGE_TIME_AT + 4 and self._clock() - self._lag_sampled_at >= LAG_SAMPLE_EVERY_S:
             self._sample_lag(data)
 
@@ -279,19 +292,49 @@ class Streamer:
             self.keeper.persist(changes)
         self.keeper.sync(stops, lambda b: ticks.get(b, 5))
 
+    def record_prices(self) -> int:
+        """Append the last price of each watched instrument that moved since the last write (the console's chart)."""
+        while self._recent_messages:
+            for tick in parse_message(self._recent_messages.popleft()).ticks:
+                if tick.ltp > 0:
+                    self._last_prices[tick.token] = tick.ltp
+        with self._lock:
+            instruments = {
+                w.token: f"{w.watch.exchange}:{w.watch.tradingsymbol}"
+                for w in self._watched.values()
+                if w.watch.exchange and w.watch.tradingsymbol
+            }
+        now = datetime.now(UTC)
+        points = [
+            (name, now, to_rupees(self._last_prices[token]))
+            for token, name in instruments.items()
+            if token in self._last_prices and self._written_prices.get(token) != self._last_prices[token]
+        ]
+        if points:
+            price_store.append_prices(points)
+            for token in instruments:
+                if token in self._last_prices:
+                    self._written_prices[token] = self._last_prices[token]
+        return len(points)
+
     def _store_loop(self) -> None:
         s = self.settings
         next_resync = self._clock() + s.streamer_resync_interval_s
         next_persist = self._clock() + s.streamer_persist_interval_s
+        price_every = s.streamer_price_interval_s
+        next_prices = self._clock() + price_every if price_every > 0 else float("inf")
         while not self._stopping.is_set():
             now = self._clock()
             if now >= next_persist:
                 self._guarded(self.persist_round, "stop persistence")
                 next_persist = now + s.streamer_persist_interval_s
+            if now >= next_prices:
+                self._guarded(self.record_prices, "price recording")
+                next_prices = now + price_every
             if now >= next_resync:
                 self._guarded(self.resync, "resync")
                 next_resync = now + s.streamer_resync_interval_s
-            self._stopping.wait(max(0.01, min(next_persist, next_resync) - self._clock()))
+            self._stopping.wait(max(0.01, min(next_persist, next_resync, next_prices) - self._clock()))
 
     def _metrics_loop(self) -> None:
         while not self._stopping.wait(self.settings.streamer_metrics_interval_s):

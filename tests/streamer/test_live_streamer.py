@@ -217,3 +217,24 @@ def test_stop_flushes_what_is_queued_and_ends_every_thread(fast, start_streamer)
     # Then the message was sent and the tick thread is gone
     assert [m["bracket_id"] for m in drain(fast, "exits")] == ["br_flush"]
     assert not any(t.is_alive() for t in streamer._threads)
+
+
+def test_the_last_prices_of_watched_instruments_are_recorded_for_the_console(fast, start_streamer, monkeypatch):
+    from datetime import UTC, datetime, timedelta
+
+    from bracketflow.adapters.dynamo.prices import prices_between
+
+    # Given a watched bracket, and prices recorded every 0.1 s
+    monkeypatch.setenv("STREAMER_PRICE_INTERVAL_S", "0.1")
+    bracket = seed_protected(fast.paper)
+    streamer = start_streamer()
+    eventually(lambda: bracket.id in streamer.watched_ids(), "resync to watch the bracket")
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    # When the market moves
+    quote(fast.paper, "1507.5")
+    # Then its last price is recorded under the instrument, in rupees, once per change
+    recorded = eventually(
+        lambda: [p for _, p in prices_between("NSE:INFY", since, datetime.now(UTC)) if p == Decimal("1507.5")],
+        "the price 1507.50 in the console's price history",
+    )
+    assert recorded == [Decimal("1507.5")]

@@ -88,6 +88,8 @@ class StreamerSettings(_Base):
     streamer_resync_interval_s: float = Field(30.0, alias="STREAMER_RESYNC_INTERVAL_S")
     # At most one stop write per bracket per interval (coalesced: only the latest stop is written).
     streamer_persist_interval_s: float = Field(2.0, alias="STREAMER_PERSIST_INTERVAL_S")
+    # The console's price chart: the last price of each watched instrument is recorded this often (0: never).
+    streamer_price_interval_s: float = Field(2.0, alias="STREAMER_PRICE_INTERVAL_S")
     # Broker-side stop (the GTT's stop leg) follows when improved by >= step percent, at most once per interval.
     streamer_stop_sync_interval_s: float = Field(60.0, alias="STREAMER_STOP_SYNC_INTERVAL_S")
     streamer_stop_sync_step_percent: Decimal = Field(Decimal("0.25"), alias="STREAMER_STOP_SYNC_STEP_PERCENT")

@@ -8,13 +8,16 @@ import re
 import time
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from bracketflow.adapters.dynamo import intake as intake_store
+from bracketflow.adapters.dynamo import prices as price_store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.domain.bracket import Bracket
-from bracketflow.domain.enums import BracketStatus
+from bracketflow.domain.enums import BlockKind, BracketStatus
+from bracketflow.domain.states import is_terminal
 from bracketflow.errors import ValidationFailed
 from bracketflow.observability import logger
 from bracketflow.services.models import Caller, OrderLogEntry
@@ -25,8 +28,28 @@ _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 REDACTED = "***"
 _SECRET_FIELDS = {"apikey", "api_key", "token", "x-api-key"}
 
+# What each block reason means, in the trader's words (the order book's tooltip).
+BLOCK_EXPLANATIONS = {
+    "DAILY_LOSS_LIMIT": "today's realised loss has reached the account's daily loss limit",
+    "MAX_OPEN_BRACKETS": "the account already has its maximum number of open brackets",
+    "MAX_ORDER_VALUE": "the order's value is above the account's maximum order value",
+    "OUTSIDE_TRADING_WINDOW": "the market is not open for new entries now",
+    "OPPOSITE_OPEN_BRACKET": "this strategy has an open bracket on the same symbol in the other direction",
+    "OPEN_BRACKET_SAME_SYMBOL_STRATEGY": "this strategy already has an open bracket on the same symbol",
+}
 
-def bracket_summary(b: Bracket) -> dict[str, Any]:
+
+def block_of(b: Bracket) -> dict[str, str] | None:
+    """The bracket's block tag, its reason and what the reason means; None when it was not blocked."""
+    kinds = {k.value for k in BlockKind}
+    for tag in b.tags:
+        kind, _, reason = tag.partition(":")
+        if kind in kinds:
+            return {"tag": tag, "reason": reason, "explanation": BLOCK_EXPLANATIONS.get(reason, reason)}
+    return None
+
+
+def bracket_summary(b: Bracket, realised_pnl: Decimal | None = None) -> dict[str, Any]:
     s = b.spec
     return {
         "bracket_id": b.id,
@@ -41,6 +64,11 @@ def bracket_summary(b: Bracket) -> dict[str, Any]:
         "stop_price": b.stop_price,
         "target_price": s.target_price,
         "tags": list(b.tags),
+        "block": block_of(b),
+        "filled_quantity": b.entry.filled_quantity,
+        "average_price": b.entry.average_price,
+        "exit_reason": None if b.exit_reason is None else b.exit_reason.value,
+        "realised_pnl": realised_pnl,
         "created_at": b.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
     }
 
@@ -119,19 +147,51 @@ def order_book(
             wanted_status = BracketStatus.parse(status)
         except ValueError as exc:
             raise ValidationFailed(f"status {exc}") from None
-    rows = BracketRepository().order_book(caller.account_id, _check_day(day))
+    rows = BracketRepository().order_book_with_pnl(caller.account_id, _check_day(day))
     if symbol:
         wanted_symbol = symbol.strip().upper().split(":")[-1]
-        rows = [b for b in rows if b.spec.symbol == wanted_symbol]
+        rows = [(b, p) for b, p in rows if b.spec.symbol == wanted_symbol]
     if strategy:
-        rows = [b for b in rows if (b.spec.strategy or "") == strategy]
-    counts = Counter(b.status.value for b in rows)
+        rows = [(b, p) for b, p in rows if (b.spec.strategy or "") == strategy]
+    counts = Counter(b.status.value for b, _ in rows)
     if wanted_status is not None:
-        rows = [b for b in rows if b.status is wanted_status]
+        rows = [(b, p) for b, p in rows if b.status is wanted_status]
     return {
-        "orders": [bracket_summary(b) for b in rows],
+        "orders": [bracket_summary(b, p) for b, p in rows],
         "counts": {s.value: counts.get(s.value, 0) for s in BracketStatus},
         "total": sum(counts.values()),
+        "pnl": pnl_totals(rows),
+    }
+
+
+def pnl_totals(rows: list[tuple[Bracket, Decimal | None]]) -> dict[str, Any]:
+    """Realised P&L of the rows: in all, per day (UTC, the order book's day) and per strategy."""
+    total = Decimal(0)
+    by_day: dict[str, Decimal] = {}
+    by_strategy: dict[str, Decimal] = {}
+    for b, pnl in rows:
+        if pnl is None:
+            continue
+        total += pnl
+        day = b.created_at.astimezone(UTC).strftime("%Y-%m-%d")
+        by_day[day] = by_day.get(day, Decimal(0)) + pnl
+        name = b.spec.strategy or ""
+        by_strategy[name] = by_strategy.get(name, Decimal(0)) + pnl
+    return {"total": total, "by_day": by_day, "by_strategy": by_strategy}
+
+
+def bracket_prices(caller: Caller, bracket_id: str, *, now: datetime | None = None) -> dict[str, Any]:
+    """The market price of a bracket's instrument over its life, as the streamer recorded it (the console's chart):
+    from a minute before it was registered to its last change (a finished bracket) or now."""
+    bracket = get_caller_bracket(caller, bracket_id)
+    now = now or datetime.now(UTC)
+    end = bracket.updated_at + timedelta(minutes=1) if is_terminal(bracket.status) else now
+    instrument = f"{bracket.spec.exchange.value}:{bracket.spec.symbol}"
+    points = price_store.prices_between(instrument, bracket.created_at - timedelta(minutes=1), min(end, now))
+    return {
+        "bracket_id": bracket.id,
+        "instrument": instrument,
+        "points": [[at.astimezone(UTC).isoformat().replace("+00:00", "Z"), price] for at, price in points],
     }
 
 

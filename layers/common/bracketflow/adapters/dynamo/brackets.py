@@ -91,10 +91,16 @@ class BracketRepository:
 
     def order_book(self, account_id: str, day: str | None = None, limit: int = 1000) -> list[Bracket]:
         """An account's brackets, newest first; `day` (YYYY-MM-DD, UTC) narrows to one day."""
+        return [b for b, _ in self.order_book_with_pnl(account_id, day, limit)]
+
+    def order_book_with_pnl(
+        self, account_id: str, day: str | None = None, limit: int = 1000
+    ) -> list[tuple[Bracket, Decimal | None]]:
+        """order_book, each bracket with the realised P&L its close recorded (None while it is not closed)."""
         cond = Key("gsi1pk").eq(r.account_pk(account_id))
         cond = cond & (Key("gsi1sk").begins_with(day) if day else Key("gsi1sk").begins_with("2"))
         items = self._query_index("gsi1", cond, forward=False, limit=limit)
-        return [r.bracket_from_item(i) for i in items]
+        return [(r.bracket_from_item(i), _decimal_or_none(i.get("realised_pnl"))) for i in items]
 
     def realised_pnl_between(self, account_id: str, start: str, end: str) -> Decimal:
         """Sum of `realised_pnl` (written when a bracket closes) over brackets created in [start, end) (ISO UTC)."""
@@ -262,3 +268,7 @@ class BracketRepository:
             if "LastEvaluatedKey" not in page:
                 return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _decimal_or_none(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(value)

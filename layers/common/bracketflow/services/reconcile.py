@@ -333,10 +333,15 @@ def _check_entry_pending(bracket: Bracket, view: BrokerView, now: datetime) -> O
             return None  # the watcher got there first
         _note(bracket.id, "MISSED_ENTRY_UPDATE", f"entry {order_id} is {order.status} at the broker", order=order)
         return "MISSED_ENTRY_UPDATE", f"entry {order.status}"
-    if _age_s(bracket, order, now) > get_settings().reconcile_frozen_after_s:
+    if order is not None:
+        # Working at the broker (OPEN, TRIGGER PENDING ...): a DAY limit or a stop-entry breakout may rest all
+        # session. Never "frozen": its fill must find the bracket waiting for it, not under review.
+        return None
+    limit = get_settings().reconcile_frozen_after_s
+    if bracket.status is BracketStatus.ENTRY_PENDING and _age_s(bracket, None, now) > limit:
         _confirm(view)
-        why = "not in the broker's order book" if order is None else f"still {order.status} at the broker"
-        return _flag(bracket, f"FROZEN_ORDER: entry {order_id} sent over an hour ago is {why}", order=order)
+        why = f"FROZEN_ORDER: entry {order_id} sent over {limit} s ago is not in the broker's order book"
+        return _flag(bracket, why)
     return None
 
 
@@ -515,6 +520,10 @@ def _check(bracket: Bracket, view: BrokerView, now: datetime) -> Outcome:
         return _check_protected(bracket, view, now)
     if status is BracketStatus.EXITING:
         return _check_exiting(bracket, view, now)
+    if lifecycle.entry_undecided(bracket):
+        # NEEDS_REVIEW while its entry still works: the broker's answer is recorded all the same (a fill goes on
+        # to be protected), or the fill whose update was lost would sit unprotected behind the review
+        return _check_entry_pending(bracket, view, now)
     return None  # EXIT_FAILED (exit retried), NEEDS_REVIEW (a human's)
 
 

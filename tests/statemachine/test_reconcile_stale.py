@@ -184,3 +184,22 @@ def test_a_position_closed_in_pieces_is_not_closed_with_an_order_from_before_its
     assert after.status.value == "NEEDS_REVIEW" and after.exit is None
     assert "POSITION_FLAT" in [e for e in events(b.id) if e["type"] == "FlaggedForReview"][-1]["reason"]
     assert active_gtts(market) == []
+
+
+def test_a_run_with_no_open_bracket_reads_only_the_gtts_and_still_reports_orphans(market, kite):
+    # (the schedule runs all evening for the commodity and currency sessions, mostly with nothing open)
+    from bracketflow.adapters.dynamo.reconcile import get_snapshot
+
+    # Given orders in the broker's book, a GTT no bracket owns, and no open bracket
+    by_hand(kite, "BUY", 10)
+    by_hand(kite, "SELL", 10)
+    legs = [{"transaction_type": "SELL", "quantity": 5, "order_type": "LIMIT", "product": "CNC", "price": 1400}]
+    stray = kite.place_gtt(kite.GTT_TYPE_SINGLE, "INFY", "NSE", [1400], 1500, legs)["trigger_id"]
+    # When a run goes through
+    run_id = snapshot(market)
+    summary = market.runtime.invoke("ReconcileSummaryFunction", {"run_id": run_id, "results": []})
+    # Then it read the GTTs only (no orders, no positions) and still reports the orphan
+    stored = get_snapshot(run_id)
+    assert stored is not None and stored["orders"] == [] and stored["positions"] == []
+    assert [str(g["gtt_id"]) for g in stored["gtts"]] == [str(stray)]
+    assert summary["orphan_gtts"] == [str(stray)]

@@ -67,8 +67,8 @@ PRICES = {
     "secretsmanager_per_call": 0.05 / 10_000,
 }
 
-# The default ReconcileSchedule: every minute 03:00-09:59 UTC, Monday to Friday (~22 weekdays a month).
-RECONCILE_RUNS_PER_MONTH = 7 * 60 * 22
+# The default ReconcileSchedule: every minute 03:00-18:59 UTC, Monday to Friday (~22 weekdays a month).
+RECONCILE_RUNS_PER_MONTH = 16 * 60 * 22
 
 # DynamoDB Streams reads and the pollers' empty receives are the fixed cost of an event source, not per bracket.
 _FREE_OR_FIXED = {("dynamodbstreams", a) for a in ("GetRecords", "GetShardIterator", "DescribeStream", "ListStreams")}

@@ -50,6 +50,8 @@ EXPECTED_BRACKET_EDGES = {
     ("NEEDS_REVIEW", "EXITING"),
     ("NEEDS_REVIEW", "CLOSED"),
     ("NEEDS_REVIEW", "CANCELLED"),
+    # flagged while its entry still worked at the broker, which then filled: protected like any fill
+    ("NEEDS_REVIEW", "ENTRY_FILLED"),
 }
 ALL_BRACKET = [s.value for s in BracketStatus]
 # "* -> NEEDS_REVIEW": from every status except NEEDS_REVIEW itself, terminal ones included.

@@ -10,12 +10,16 @@ Bracket (docs/state-machines.md):
     PROTECTED -> CLOSED                      the GTT's stop or target filled at the broker
     EXITING -> EXIT_FAILED -> EXITING        exit order failed; retry
     * -> NEEDS_REVIEW                        reconciliation found something it cannot explain
+    NEEDS_REVIEW -> ENTRY_FILLED             the entry it was flagged over (still working at the broker) filled
+                                             after all: that fill is protected like any other, never ignored
 
 Decision on NEEDS_REVIEW: it is reachable from EVERY status except itself, terminal ones included, because
 reconciliation may find the broker disagreeing with a bracket we already closed (e.g. a position still open
 after CLOSED) — that is exactly when a human must look. NEEDS_REVIEW is not terminal: the human (or a later
 reconciliation that sees the broker flat) resolves it to EXITING (flatten what is left), CLOSED (flat, with
-a position that was traded) or CANCELLED (flat, the entry never filled — e.g. an order frozen at the broker).
+a position that was traded) or CANCELLED (flat, the entry never filled — e.g. an order frozen at the broker); and
+the broker itself resolves one flagged while its entry was still working: a fill makes it ENTRY_FILLED (then
+protected or flattened), a cancel or rejection CANCELLED.
 
 Order (leg), the order lifecycle: CREATED -> SENT_TO_BROKER -> EXECUTED | FAILED | CANCELLED,
 plus CREATED -> FAILED (blocked, or the broker refused the place call outright) and CREATED -> CANCELLED (the
@@ -43,7 +47,7 @@ _BRACKET_EDGES: dict[B, frozenset[B]] = {
     B.FAILED: frozenset(),
     B.CANCELLED: frozenset(),
     B.EXPIRED: frozenset(),
-    B.NEEDS_REVIEW: frozenset({B.EXITING, B.CLOSED, B.CANCELLED}),
+    B.NEEDS_REVIEW: frozenset({B.ENTRY_FILLED, B.EXITING, B.CLOSED, B.CANCELLED}),
 }
 
 BRACKET_TRANSITIONS: Final = MappingProxyType(

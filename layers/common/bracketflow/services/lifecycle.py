@@ -165,10 +165,20 @@ def event(cls: type[BracketEvent], bracket: Bracket, **data: Any) -> BracketEven
 # ---------- outcomes ----------
 
 
+def entry_undecided(bracket: Bracket) -> bool:
+    """The entry order is at the broker and its outcome not recorded: ENTRY_PENDING, or NEEDS_REVIEW flagged while
+    the entry was still working (its leg still SENT_TO_BROKER). Either way the broker's answer decides what comes
+    next, and a fill is recorded, then protected or flattened: never ignored because a review is pending."""
+    return bracket.entry.status is OrderStatus.SENT_TO_BROKER and bracket.status in (
+        BracketStatus.ENTRY_PENDING,
+        BracketStatus.NEEDS_REVIEW,
+    )
+
+
 def entry_outcome(bracket: Bracket) -> dict[str, Any] | None:
-    """What WaitForEntryFill reports for this bracket, or None while the entry is still working."""
+    """What WaitForEntryFill reports for this bracket, or None while the entry is still working (or undecided)."""
     status = bracket.status
-    if status is BracketStatus.ENTRY_PENDING or status is BracketStatus.CREATED:
+    if status is BracketStatus.ENTRY_PENDING or status is BracketStatus.CREATED or entry_undecided(bracket):
         return None
     if status is BracketStatus.FAILED:
         return {"outcome": REJECTED, "message": bracket.entry.message}
@@ -176,6 +186,8 @@ def entry_outcome(bracket: Bracket) -> dict[str, Any] | None:
         return {"outcome": CANCELLED, "message": bracket.entry.message}
     if status is BracketStatus.EXPIRED:
         return {"outcome": EXPIRED, "message": bracket.entry.message}
+    if bracket.entry.status is not OrderStatus.EXECUTED:
+        return None  # flagged for review before any of the entry filled: nothing to protect, never FILLED with 0
     return {
         "outcome": FILLED,
         "filled_quantity": bracket.entry.filled_quantity,
@@ -348,8 +360,11 @@ def apply_entry_fact(bracket_id: str, fact: OrderFact, *, cancelled_by: str = "b
         cancelled_by = "user"
 
     def step(b: Bracket) -> Bracket | None:
-        if b.status is not BracketStatus.ENTRY_PENDING or b.entry.broker_order_id != fact.order_id:
+        if not entry_undecided(b) or b.entry.broker_order_id != fact.order_id:
             return None
+        # Flagged for review while the entry still worked: the broker's answer settles it (a fill -> ENTRY_FILLED,
+        # protected or flattened as any fill; a cancel or rejection -> CANCELLED, nothing at the broker).
+        reviewed = {"previous_status": b.status.value} if b.status is BracketStatus.NEEDS_REVIEW else {}
         leg = b.entry
         filled = max(fact.filled_quantity, leg.filled_quantity)
         avg = fact.average_price if fact.average_price else leg.average_price
@@ -360,20 +375,21 @@ def apply_entry_fact(bracket_id: str, fact: OrderFact, *, cancelled_by: str = "b
             data: dict[str, Any] = {"filled_quantity": filled, "average_price": avg, "broker_order_id": fact.order_id}
             if partial:
                 data.update(partial=True, cancelled_quantity=leg.quantity - filled, cancelled_by=cancelled_by)
-            evs = [event(EntryFilled, nxt, **data)]
+            evs = [event(EntryFilled, nxt, **data, **reviewed)]
         elif fact.status == "REJECTED":
             message = fact.status_message or "rejected by the broker"
             new_leg = leg.transition(OrderStatus.FAILED, message=message)
-            nxt = b.transition(BracketStatus.FAILED, entry=new_leg)
-            evs = [event(EntryRejected, nxt, message=message, broker_order_id=fact.order_id)]
+            nxt = b.transition(BracketStatus.CANCELLED if reviewed else BracketStatus.FAILED, entry=new_leg)
+            evs = [event(EntryRejected, nxt, message=message, broker_order_id=fact.order_id, **reviewed)]
             metrics.add_metric(name="EntriesRejected", unit="Count", value=1)
         elif fact.status == "CANCELLED":
             expired = cancelled_by == "broker" and "expir" in (fact.status_message or "").lower()
             message = fact.status_message or _CANCEL_MESSAGES.get(cancelled_by, "cancelled at the broker")
             new_leg = leg.transition(OrderStatus.CANCELLED, message=message)
-            nxt = b.transition(BracketStatus.EXPIRED if expired else BracketStatus.CANCELLED, entry=new_leg)
+            ended = BracketStatus.EXPIRED if expired and not reviewed else BracketStatus.CANCELLED
+            nxt = b.transition(ended, entry=new_leg)
             cls = EntryExpired if expired else EntryCancelled
-            evs = [event(cls, nxt, by=cancelled_by, message=message, broker_order_id=fact.order_id)]
+            evs = [event(cls, nxt, by=cancelled_by, message=message, broker_order_id=fact.order_id, **reviewed)]
         elif filled > leg.filled_quantity:
             new_leg = dataclasses.replace(leg, filled_quantity=filled, average_price=avg)
             nxt = b.update(entry=new_leg)
@@ -410,7 +426,9 @@ def complete_entry_wait(bracket: Bracket) -> bool:
 
 def store_entry_token(bracket_id: str, token: str) -> dict[str, Any]:
     """WaitForEntryFill: keep the token, then look again (the bracket, then the broker) so no fill is missed."""
-    store.store_task_token(bracket_id, store.ENTRY_TOKEN, token, (BracketStatus.ENTRY_PENDING.value,))
+    # NEEDS_REVIEW too: flagged while the entry still works, its fill must still reach this wait
+    waiting = (BracketStatus.ENTRY_PENDING.value, BracketStatus.NEEDS_REVIEW.value)
+    store.store_task_token(bracket_id, store.ENTRY_TOKEN, token, waiting)
     bracket = load(bracket_id)
     if entry_outcome(bracket) is None and bracket.entry.broker_order_id:
         history = get_broker().order_history(bracket.entry.broker_order_id)
@@ -437,7 +455,7 @@ def cancel_entry(
     `by`: "timeout" (WaitForEntryFill ran out) or "user" (the trader's DELETE), recorded on EntryCancelled/EntryFilled.
     """
     bracket = load(bracket_id)
-    if bracket.status is BracketStatus.ENTRY_PENDING and bracket.entry.broker_order_id:
+    if entry_undecided(bracket) and bracket.entry.broker_order_id:
         broker = get_broker()
         order_id = bracket.entry.broker_order_id
         try:

@@ -57,7 +57,7 @@ from bracketflow.adapters.sfn import bracket_workflow_status
 from bracketflow.adapters.sqs import send_control, send_json
 from bracketflow.domain.bracket import Bracket, LegOrder
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, PositionSide
-from bracketflow.domain.events import ExitFilled, ExitSkipped, FlaggedForReview, Reconciled
+from bracketflow.domain.events import EntryFilled, ExitFilled, ExitSkipped, FlaggedForReview, Reconciled
 from bracketflow.domain.ids import BrokerOrderId
 from bracketflow.domain.instruments import default_master
 from bracketflow.domain.states import is_terminal
@@ -109,10 +109,14 @@ def _when(value: Any) -> datetime | None:
 
 @dataclass(frozen=True)
 class BrokerView:
+    """The broker's orders, positions and GTTs as read at `taken_at` (the moment before the first read, so nothing
+    in it is older than that). live: read just now for one repair, not the run's stored snapshot."""
+
     taken_at: datetime
     orders: dict[str, OrderReport]
     positions: list[PositionReport]
     gtts: dict[str, GttReport]
+    live: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -167,9 +171,16 @@ class BrokerView:
             if p.exchange == exchange and p.tradingsymbol == symbol and p.product == product
         )
 
-    def closing_order(self, bracket: Bracket) -> OrderReport | None:
-        """The broker's latest COMPLETE order that closed this bracket's position (exit side, same product)."""
+    def closing_order(self, bracket: Bracket, filled_at: datetime | None) -> OrderReport | None:
+        """The order that closed this bracket's position at the broker: COMPLETE, the exit side of the same
+        instrument and product, for the bracket's whole filled quantity, placed at or after the entry's last fill
+        (`filled_at`; the broker's stamps are whole seconds) and recorded for no other bracket. The first such order
+        after the fill closed it; None when there is none (an earlier order of the trader's, a close in several
+        pieces, or no fill time to compare with: a human looks)."""
         spec = bracket.spec
+        if filled_at is None:
+            return None
+        since = _aware(filled_at).replace(microsecond=0)
         candidates = [
             o
             for o in self.orders.values()
@@ -178,11 +189,17 @@ class BrokerView:
             and o.tradingsymbol == spec.symbol
             and o.product == spec.product.value
             and o.transaction_type == spec.exit_action.value
+            and o.filled_quantity == bracket.entry.filled_quantity
             and o.order_id != bracket.entry.broker_order_id
+            and o.order_timestamp is not None
+            and _aware(o.order_timestamp) >= since
         ]
-        if not candidates:
-            return None
-        return max(candidates, key=lambda o: (o.order_timestamp or datetime.min.replace(tzinfo=UTC), str(o.order_id)))
+        candidates.sort(key=lambda o: (_aware(o.order_timestamp or since), str(o.order_id)))
+        for order in candidates:
+            mapped = store.get_broker_order_map(str(order.order_id))
+            if mapped is None or mapped.get("bracket_id") == bracket.id:
+                return order
+        return None
 
 
 def utc_now() -> datetime:
@@ -190,23 +207,38 @@ def utc_now() -> datetime:
 
 
 def take_snapshot(now: datetime | None = None) -> dict[str, Any]:
-    """TakeSnapshot: the broker's view stored for this run; returns {"run_id", "taken_at", "brackets": [...]}."""
-    broker = get_broker()
+    """TakeSnapshot: the broker's view stored for this run; returns {"run_id", "taken_at", "brackets": [...]}.
+
+    The run is scheduled through every session of every segment (into the commodity evening), most of it with no
+    bracket open: then only the GTTs are read (for the orphan report), not the orders and positions."""
     at = now or utc_now()
-    view = BrokerView(
-        taken_at=at,
-        orders={str(o.order_id): o for o in broker.orders()},
-        positions=list(broker.positions()),
-        gtts={str(g.gtt_id): g for g in broker.gtts()},
-    )
+    brackets = [{"bracket_id": b.id, "account_id": b.account_id} for b in BracketRepository().list_open()]
+    view = read_broker(at, everything=bool(brackets))
     run_id = f"{at.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     snapshots.put_snapshot(run_id, r.iso(at), view.to_json())
-    brackets = [{"bracket_id": b.id, "account_id": b.account_id} for b in BracketRepository().list_open()]
     logger.info(
         "broker snapshot taken",
         extra={"run_id": run_id, "orders": len(view.orders), "gtts": len(view.gtts), "open_brackets": len(brackets)},
     )
     return {"run_id": run_id, "taken_at": r.iso(at), "brackets": brackets}
+
+
+def read_broker(at: datetime, *, everything: bool = True, live: bool = False) -> BrokerView:
+    """The broker's orders, positions and GTTs (only its GTTs unless `everything`), stamped `at`: a moment taken
+    before the first read, so every fact in the view is at least that recent."""
+    broker = get_broker()
+    return BrokerView(
+        taken_at=at,
+        orders={str(o.order_id): o for o in broker.orders()} if everything else {},
+        positions=list(broker.positions()) if everything else [],
+        gtts={str(g.gtt_id): g for g in broker.gtts()},
+        live=live,
+    )
+
+
+def live_view() -> BrokerView:
+    """The broker as it is now: what every repair that places, cancels, closes or flags decides on."""
+    return read_broker(utc_now(), live=True)
 
 
 def load_view(run_id: str) -> BrokerView:
@@ -220,14 +252,25 @@ def load_view(run_id: str) -> BrokerView:
 
 
 def reconcile_bracket(run_id: str, bracket_id: str, now: datetime | None = None) -> dict[str, Any]:
-    """ReconcileBracket: repair what drifted; returns {"bracket_id", "status", "repair": str | None, "detail"}."""
+    """ReconcileBracket: repair what drifted; returns {"bracket_id", "status", "repair": str | None, "detail"}.
+
+    The run's snapshot only says where to look. A bracket that changed after it was taken is left for the next run
+    (its facts are older than the bracket's last change: a GTT placed or a fill recorded since is not in it), and
+    a repair is decided again, before it acts, on the broker's live state (live_view) and a fresh read of the bracket.
+    """
     view = load_view(run_id)
     repo = BracketRepository()
     bracket = repo.get(bracket_id)
     if bracket is None or is_terminal(bracket.status):
         return {"bracket_id": bracket_id, "status": None if bracket is None else bracket.status.value, "repair": None}
     at = now or utc_now()
-    outcome = _check(bracket, view, at)
+    try:
+        outcome = None if _changed_since(bracket, view) else _check(bracket, view, at)
+    except _LookLive:
+        live = live_view()
+        current = repo.get(bracket_id)
+        fresh = current is not None and not is_terminal(current.status) and not _changed_since(current, live)
+        outcome = _check(current, live, at) if fresh and current is not None else None
     after = repo.get(bracket_id)
     result = {
         "bracket_id": bracket_id,
@@ -241,6 +284,21 @@ def reconcile_bracket(run_id: str, bracket_id: str, now: datetime | None = None)
             metrics.add_metric(name="ReconcileFlagged", unit="Count", value=1)
         logger.warning("reconciliation repaired a bracket", extra=result)
     return result
+
+
+class _LookLive(Exception):
+    """The snapshot suggests a repair: decide again on the broker's live state before acting."""
+
+
+def _confirm(view: BrokerView) -> None:
+    """Called before every repair that acts on what the broker showed: a stored snapshot is never acted on."""
+    if not view.live:
+        raise _LookLive
+
+
+def _changed_since(bracket: Bracket, view: BrokerView) -> bool:
+    """The bracket changed after the view was taken: the view may lack what that change did at the broker."""
+    return _aware(bracket.updated_at) > _aware(view.taken_at)
 
 
 Outcome = tuple[str, str] | None
@@ -269,14 +327,21 @@ def _check_entry_pending(bracket: Bracket, view: BrokerView, now: datetime) -> O
         return None
     order = view.orders.get(str(order_id))
     if order is not None and order.status in FINAL:
+        _confirm(view)
         after = lifecycle.apply_entry_fact(bracket.id, OrderFact.from_report(order), cancelled_by="broker")
         if after.status is bracket.status and after.entry == bracket.entry:
             return None  # the watcher got there first
         _note(bracket.id, "MISSED_ENTRY_UPDATE", f"entry {order_id} is {order.status} at the broker", order=order)
         return "MISSED_ENTRY_UPDATE", f"entry {order.status}"
-    if _age_s(bracket, order, now) > get_settings().reconcile_frozen_after_s:
-        why = "not in the broker's order book" if order is None else f"still {order.status} at the broker"
-        return _flag(bracket, f"FROZEN_ORDER: entry {order_id} sent over an hour ago is {why}", order=order)
+    if order is not None:
+        # Working at the broker (OPEN, TRIGGER PENDING ...): a DAY limit or a stop-entry breakout may rest all
+        # session. Never "frozen": its fill must find the bracket waiting for it, not under review.
+        return None
+    limit = get_settings().reconcile_frozen_after_s
+    if bracket.status is BracketStatus.ENTRY_PENDING and _age_s(bracket, None, now) > limit:
+        _confirm(view)
+        why = f"FROZEN_ORDER: entry {order_id} sent over {limit} s ago is not in the broker's order book"
+        return _flag(bracket, why)
     return None
 
 
@@ -294,6 +359,7 @@ def _check_entry_filled(bracket: Bracket, view: BrokerView, now: datetime) -> Ou
         return None  # it moved on since it was read: look again next run
     ended = f"its workflow is {workflow or 'missing'}"
     spec = bracket.spec
+    _confirm(view)
     if view.net_quantity(spec.exchange.value, spec.symbol, spec.product.value) == 0:
         return _flag(bracket, f"UNPROTECTED_FILL: entry filled, {ended}, and the broker shows no position")
     try:
@@ -317,22 +383,27 @@ def _check_protected(bracket: Bracket, view: BrokerView, now: datetime) -> Outco
         fills = [view.orders[i] for i in gtt.triggered_order_ids if i in view.orders]
         done = [o for o in fills if o.status == "COMPLETE"]
         if done:
+            _confirm(view)
             fill = done[0]
             reason = gtt_exit_reason(bracket, fill.average_price or Decimal(0))
             return _close_from_broker(bracket, fill, reason, "GTT_TRIGGERED", f"GTT {gtt.gtt_id} triggered")
         if fills and all(o.status in ("REJECTED", "CANCELLED") for o in fills) and net != 0:
+            _confirm(view)
             return _flag(bracket, f"GTT {gtt.gtt_id} triggered but its order was {fills[0].status}: position open")
         return None  # the GTT's order is still working
     if net == 0:
-        closing = view.closing_order(bracket)
-        if closing is None:
-            return _flag(bracket, "POSITION_FLAT: the broker shows no position and no closing order")
+        _confirm(view)
         if gtt is not None and gtt.status == "active":
-            _cancel_gtt(gtt.gtt_id)
+            _cancel_gtt(gtt.gtt_id)  # with no position at the broker, it could only open one
+        closing = view.closing_order(bracket, _entry_filled_at(bracket))
+        if closing is None:
+            why = "no single order of its quantity closed it after its fill; its GTT cancelled"
+            return _flag(bracket, f"POSITION_FLAT: the broker shows no position and {why}")
         return _close_from_broker(
             bracket, closing, ExitReason.MANUAL, "POSITION_CLOSED_AT_BROKER", "position closed at the broker"
         )
     if gtt is None or gtt.status in GTT_INERT:
+        _confirm(view)
         what = "missing" if gtt is None else gtt.status
         if get_settings().reconcile_reprotect:
             return _reprotect(bracket, f"GTT {bracket.gtt_id} {what} at the broker")
@@ -349,12 +420,14 @@ def _check_exiting(bracket: Bracket, view: BrokerView, now: datetime) -> Outcome
     if leg.status is OrderStatus.SENT_TO_BROKER:
         order = view.orders.get(str(leg.broker_order_id))
         if order is not None and order.status in FINAL:
+            _confirm(view)
             after = lifecycle.apply_exit_fact(bracket.id, OrderFact.from_report(order))
             if after.exit == bracket.exit:
                 return None
             _note(bracket.id, "MISSED_EXIT_UPDATE", f"exit {leg.broker_order_id} is {order.status}", order=order)
             return "MISSED_EXIT_UPDATE", f"exit {order.status}"
         if _age_s(bracket, order, now) > get_settings().reconcile_frozen_after_s:
+            _confirm(view)
             return _flag(bracket, f"FROZEN_ORDER: exit {leg.broker_order_id} sent over an hour ago is not final")
         return None
     if leg.status is OrderStatus.EXECUTED and (now - bracket.updated_at).total_seconds() > SETTLE_S:
@@ -378,18 +451,22 @@ def _check_skipped_exit(bracket: Bracket, view: BrokerView, now: datetime) -> Ou
         children = _untagged_fills(bracket, view)  # a GTT report without its orders' ids: the order book's
     done = [o for o in children if o.status == "COMPLETE"]
     if len(done) == 1:
+        _confirm(view)
         fill = done[0]
         reason = gtt_exit_reason(bracket, fill.average_price or Decimal(0))
         detail = f"GTT {gtt_id} fired as the exit was claimed (no exit placed)"
         return _close_from_broker(bracket, fill, reason, "GTT_FIRED_DURING_EXIT", detail)
     net = view.net_quantity(bracket.spec.exchange.value, bracket.spec.symbol, bracket.spec.product.value)
     if len(done) > 1:
+        _confirm(view)
         return _flag(bracket, f"GTT {gtt_id} fired and several orders could be its fill; no exit placed")
     if children and all(o.status in ("REJECTED", "CANCELLED") for o in children):
+        _confirm(view)
         return _flag(
             bracket, f"GTT {gtt_id} fired but its order was {children[0].status} and no exit was placed (net {net})"
         )
     if _age_s(bracket, None, now) > get_settings().reconcile_frozen_after_s:
+        _confirm(view)
         return _flag(bracket, f"FROZEN_ORDER: GTT {gtt_id} fired but its order has not filled (net {net})")
     return None  # the GTT's order is still working
 
@@ -418,6 +495,18 @@ def _aware(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
+def _entry_filled_at(bracket: Bracket) -> datetime | None:
+    """When the entry's last fill happened: the broker's own trade stamps, else when the fill was recorded (never
+    earlier than the fill itself, so an order of the trader's from before it is still never taken as its close)."""
+    order_id = bracket.entry.broker_order_id
+    if order_id:
+        stamps = [t.fill_timestamp for t in get_broker().order_trades(str(order_id)) if t.fill_timestamp is not None]
+        if stamps:
+            return max(_aware(t) for t in stamps)
+    recorded = [e.get("at") for e in BracketRepository().events(bracket.id) if e.get("type") == EntryFilled.type]
+    return _when(recorded[-1]) if recorded and recorded[-1] else None
+
+
 def _check(bracket: Bracket, view: BrokerView, now: datetime) -> Outcome:
     """The check for the bracket's status (plain calls, so the least-privilege test can follow them)."""
     status = bracket.status
@@ -431,6 +520,10 @@ def _check(bracket: Bracket, view: BrokerView, now: datetime) -> Outcome:
         return _check_protected(bracket, view, now)
     if status is BracketStatus.EXITING:
         return _check_exiting(bracket, view, now)
+    if lifecycle.entry_undecided(bracket):
+        # NEEDS_REVIEW while its entry still works: the broker's answer is recorded all the same (a fill goes on
+        # to be protected), or the fill whose update was lost would sit unprotected behind the review
+        return _check_entry_pending(bracket, view, now)
     return None  # EXIT_FAILED (exit retried), NEEDS_REVIEW (a human's)
 
 

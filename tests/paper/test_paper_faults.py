@@ -246,7 +246,9 @@ def test_slow_visibility_hides_a_created_gtt_from_the_gtt_list_for_its_seconds(p
     assert kite.get_gtts() == []
     with pytest.raises(kite_errors.InputException):
         kite.get_gtt(trigger_id)
+    assert requests.get(f"{paper_exchange.base_url}/_paper/state", timeout=5).json()["data"]["hidden"] == 1
     time.sleep(1.1)
+    assert requests.get(f"{paper_exchange.base_url}/_paper/state", timeout=5).json()["data"]["hidden"] == 0
     assert [g["id"] for g in kite.get_gtts()] == [trigger_id]
     assert kite.get_gtt(trigger_id)["status"] == "active"
 

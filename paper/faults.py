@@ -6,7 +6,10 @@ Kinds: reject (the order is placed REJECTED), http_500, http_429 (refused before
 (the request IS processed, then answered 500: the broker acted but said it failed), timeout (the request IS processed,
 the answer is held back), drop_ws (ticker sockets are closed), delay_fill (a fill is held for `seconds`),
 drop_order_update (an order update for the matching tradingsymbol is never sent on the ticker, the connection stays
-up: a lost update, one per count, for testing what recovers it).
+up: a lost update, one per count, for testing what recovers it), slow_visibility (an order or GTT the matching POST
+creates is left out of GET /orders, /orders/{id}, /gtt/triggers and /gtt/triggers/{id} for `seconds`: a broker whose
+books show a new entry late), outage_after (the matching request IS processed and answered 500, then every request
+on the rule's path is refused with a 500, unprocessed, for `seconds`: the broker acted, then went down).
 """
 
 from __future__ import annotations
@@ -15,8 +18,19 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-KINDS = ("reject", "http_500", "http_429", "http_500_after", "timeout", "drop_ws", "delay_fill", "drop_order_update")
-DEFAULT_SECONDS = {"timeout": 30.0, "delay_fill": 2.0}
+KINDS = (
+    "reject",
+    "http_500",
+    "http_429",
+    "http_500_after",
+    "timeout",
+    "drop_ws",
+    "delay_fill",
+    "drop_order_update",
+    "slow_visibility",
+    "outage_after",
+)
+DEFAULT_SECONDS = {"timeout": 30.0, "delay_fill": 2.0, "slow_visibility": 3.0, "outage_after": 5.0}
 
 
 class FaultRuleError(ValueError):

@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -118,6 +119,10 @@ class PaperExchange:
         self._pending_updates: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._replay_task: asyncio.Task[Any] | None = None
+        # slow_visibility: ("order", id) / ("gtt", id) -> the monotonic time from which GET shows it.
+        self.hidden: dict[tuple[str, str], float] = {}
+        # outage_after: (the rule whose path is down, the monotonic time the outage ends).
+        self.outages: list[tuple[FaultRule, float]] = []
         self.engine.listeners.append(self._on_order_update)
         self.engine.reject_gate = self._reject_gate
         self.engine.fill_gate = self._fill_gate
@@ -139,6 +144,27 @@ class PaperExchange:
             f" ({order['status_message']})" if order.get("status_message") else "",
         )
         self._pending_updates.append(order)
+
+    def hide_if_slow(self, kind: str, object_id: str, path: str, tradingsymbol: str) -> None:
+        """The slow_visibility fault: what this POST created stays out of GET answers for the rule's seconds."""
+        rule = self.faults.take({"slow_visibility"}, path=path, method="POST", tradingsymbol=tradingsymbol)
+        if rule is not None:
+            log.info("fault: %s %s hidden from GET for %ss", kind, object_id, rule.seconds)
+            self.hidden[(kind, object_id)] = time.monotonic() + (rule.seconds or 0)
+
+    def visible(self, kind: str, object_id: str | int) -> bool:
+        until = self.hidden.get((kind, str(object_id)))
+        if until is None:
+            return True
+        if time.monotonic() >= until:
+            del self.hidden[(kind, str(object_id))]
+            return True
+        return False
+
+    def in_outage(self, path: str) -> bool:
+        now = time.monotonic()
+        self.outages = [(rule, until) for rule, until in self.outages if until > now]
+        return any(rule.matches(path, None, None) for rule, _ in self.outages)
 
     def _reject_gate(self, path: str, instrument: Instrument) -> str | None:
         rule = self.faults.take({"reject"}, path=path, method="POST", tradingsymbol=instrument.tradingsymbol)
@@ -332,6 +358,8 @@ class PaperExchange:
     def reset(self) -> None:
         """Back to the configured start: no orders, GTTs, positions, quotes or faults; configured market."""
         self.engine.reset()
+        self.hidden = {}
+        self.outages = []
         self.engine.partial_fills = self.config.partial_fills
         self.market = self.config.market
         self.faults.clear()
@@ -409,6 +437,9 @@ async def kite_middleware(request: web.Request, handler: Handler) -> web.StreamR
             return error("Incorrect `api_key` or `access_token`.", "TokenException", 403)
     try:
         if not is_socket:
+            if exchange.in_outage(path):
+                log.info("fault: outage, %s %s refused", request.method, path)
+                return error("Something went wrong at the exchange.", "GeneralException", 500)
             symbol = await _tradingsymbol_of(request, exchange)
             rule = exchange.faults.take(
                 {"http_500", "http_429"}, path=path, method=request.method, tradingsymbol=symbol
@@ -419,13 +450,23 @@ async def kite_middleware(request: web.Request, handler: Handler) -> web.StreamR
                     return error(rule.message or "Too many requests", "NetworkException", 429)
                 return error(rule.message or "Something went wrong at the exchange.", "GeneralException", 500)
             timeout_rule = exchange.faults.take(
-                {"timeout", "http_500_after"}, path=path, method=request.method, tradingsymbol=symbol
+                {"timeout", "http_500_after", "outage_after"}, path=path, method=request.method, tradingsymbol=symbol
             )
         else:
             timeout_rule = None
         response = await handler(request)
         exchange.flush_updates()
-        if timeout_rule is not None and timeout_rule.kind == "http_500_after":
+        if timeout_rule is not None and timeout_rule.kind == "outage_after":
+            down = FaultRule(kind="outage_after", path=timeout_rule.path or path)
+            exchange.outages.append((down, time.monotonic() + (timeout_rule.seconds or 0)))
+            log.info(
+                "fault: %s %s done, answered 500; %s down for %ss",
+                request.method,
+                path,
+                down.path,
+                timeout_rule.seconds,
+            )
+        if timeout_rule is not None and timeout_rule.kind in ("http_500_after", "outage_after"):
             log.info("fault: %s %s done, answered 500", request.method, path)
             return error(timeout_rule.message or "Something went wrong at the exchange.", "GeneralException", 500)
         if timeout_rule is not None:
@@ -456,6 +497,7 @@ async def place_order(request: web.Request) -> web.Response:
     )
     reason = (reject.message or "Paper exchange fault: order rejected.") if reject else None
     order = exchange.engine.place_order(request.match_info["variety"], params, reject_reason=reason)
+    exchange.hide_if_slow("order", order.order_id, request.path, order.instrument.tradingsymbol)
     return success({"order_id": order.order_id})
 
 
@@ -474,16 +516,23 @@ async def cancel_order(request: web.Request) -> web.Response:
 
 
 async def list_orders(request: web.Request) -> web.Response:
-    return success([o.as_kite() for o in _exchange(request).engine.orders.values()])
+    exchange = _exchange(request)
+    return success([o.as_kite() for o in exchange.engine.orders.values() if exchange.visible("order", o.order_id)])
+
+
+def _visible_order(exchange: PaperExchange, order_id: str) -> Order:
+    if not exchange.visible("order", order_id):
+        raise KiteError("Couldn't find that `order_id`.", "InputException", 404)
+    return exchange.engine.order(order_id)
 
 
 async def order_history(request: web.Request) -> web.Response:
-    return success(list(_exchange(request).engine.order(request.match_info["order_id"]).history))
+    return success(list(_visible_order(_exchange(request), request.match_info["order_id"]).history))
 
 
 async def order_trades(request: web.Request) -> web.Response:
     engine = _exchange(request).engine
-    order = engine.order(request.match_info["order_id"])
+    order = _visible_order(_exchange(request), request.match_info["order_id"])
     return success([t.as_kite() for t in engine.trades if t.order is order])
 
 
@@ -538,15 +587,20 @@ async def instrument_list(request: web.Request) -> web.Response:
 async def place_gtt(request: web.Request) -> web.Response:
     exchange = _exchange(request)
     gtt = exchange.engine.place_gtt(await _params(request))
+    exchange.hide_if_slow("gtt", str(gtt.id), request.path, gtt.instrument.tradingsymbol)
     return success({"trigger_id": gtt.id})
 
 
 async def list_gtts(request: web.Request) -> web.Response:
-    return success([g.as_kite() for g in _exchange(request).engine.all_gtts()])
+    exchange = _exchange(request)
+    return success([g.as_kite() for g in exchange.engine.all_gtts() if exchange.visible("gtt", g.id)])
 
 
 async def get_gtt(request: web.Request) -> web.Response:
-    return success(_exchange(request).engine.gtt(request.match_info["trigger_id"]).as_kite())
+    exchange = _exchange(request)
+    if not exchange.visible("gtt", request.match_info["trigger_id"]):
+        raise KiteError("Couldn't find that trigger.", "InputException", 404)
+    return success(exchange.engine.gtt(request.match_info["trigger_id"]).as_kite())
 
 
 async def modify_gtt(request: web.Request) -> web.Response:
@@ -725,6 +779,8 @@ async def control_state(request: web.Request) -> web.Response:
         {str(token): mode for token, mode in client.modes.items()} for client in exchange.clients
     ]
     state["faults"] = [r.as_dict() for r in exchange.faults.rules]
+    # What slow_visibility still keeps out of GET answers, so a test can wait until the books show everything.
+    state["hidden"] = sum(1 for kind, object_id in list(exchange.hidden) if not exchange.visible(kind, object_id))
     return web.Response(text=dumps({"status": "success", "data": state}), content_type="application/json")
 
 

@@ -9,6 +9,7 @@ exchange's books as an independent witness.
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 
 import boto3
@@ -66,15 +67,9 @@ class Sleeps(list):
 def make_broker(paper, **kw) -> tuple[KiteBroker, RecordingSession, Sleeps]:
     http = RecordingSession()
     sleeps = Sleeps()
-    options = {"read_timeout_s": 0.5, "lookup_pause_s": 0.05, "jitter": lambda: 1.0}
+    options = {"read_timeout_s": 0.5, "lookup_pause_s": 0.05, "jitter": lambda: 1.0, "sleep": sleeps}
     options.update(kw)
-    broker = KiteBroker(
-        paper.base_url,
-        static_credentials(paper.api_key, paper.access_token),
-        session=http,
-        sleep=sleeps,
-        **options,
-    )
+    broker = KiteBroker(paper.base_url, static_credentials(paper.api_key, paper.access_token), session=http, **options)
     return broker, http, sleeps
 
 
@@ -147,17 +142,37 @@ def test_an_earlier_order_with_the_same_tag_is_not_mistaken_for_the_lost_one(pap
     assert statuses == {earlier: "CANCELLED", order_id: "OPEN"}
 
 
-def test_a_5xx_on_placement_is_repeated_only_after_the_book_shows_it_absent(paper, witness):
+def test_a_5xx_on_placement_is_never_repeated_in_the_call_only_looked_for_over_the_window(paper, witness):
     # Given the broker answers 500 to the first placement (and did not place it)
     paper.set_faults([{"kind": "http_500", "match": {"path": "/orders/regular", "method": "POST"}, "count": 1}])
-    broker, http, _ = make_broker(paper)
-    # When we place an order
+    broker, http, sleeps = make_broker(paper, lookup_pause_s=0.25, lookup_window_s=1.0)
+    # When we place an order, the outcome is unknown: it is not in the book over the whole window
+    with pytest.raises(BrokerTimeout, match="outcome unknown"):
+        broker.place_order(resting_buy())
+    # Then the book was read, a pause apart, until the window was over (by the pauses or the clock, whichever ends it
+    # first), and the placement was not repeated
+    assert [c for c in http.calls if c[0] == "POST"] == [("POST", "/orders/regular")]
+    looks = http.calls.count(("GET", "/orders")) - 1  # after the `before` look
+    assert 1 <= looks <= 5 and len(sleeps) == looks - 1
+    assert all(0 < pause <= 0.25 for pause in sleeps) and sum(sleeps) <= 1.0
+    assert our_orders(witness) == []
+    # And the caller's retry, after the window, places it once
     order_id = broker.place_order(resting_buy())
-    # Then between the two POSTs the order book was read twice (now, and after a pause) and exactly one order exists
-    posts = [i for i, c in enumerate(http.calls) if c == ("POST", "/orders/regular")]
-    assert len(posts) == 2
-    between = http.calls[posts[0] + 1 : posts[1]]
-    assert between == [("GET", "/orders"), ("GET", "/orders")]
+    assert [o["order_id"] for o in our_orders(witness)] == [order_id]
+
+
+def test_a_lost_placement_the_broker_shows_late_is_found_within_the_window(paper, witness):
+    # Given the broker places the order, answers 500 and shows it in its book only after a second
+    paper.set_faults(
+        [
+            {"kind": "http_500_after", "match": {"path": "/orders/regular", "method": "POST"}},
+            {"kind": "slow_visibility", "match": {"path": "/orders/regular", "method": "POST"}, "seconds": 1},
+        ]
+    )
+    broker, http, _ = make_broker(paper, sleep=time.sleep, lookup_pause_s=0.2, lookup_window_s=3.0)
+    # When we place it / Then the adapter keeps looking until the broker shows it, and places nothing more
+    order_id = broker.place_order(resting_buy())
+    assert [c for c in http.calls if c[0] == "POST"] == [("POST", "/orders/regular")]
     assert [o["order_id"] for o in our_orders(witness)] == [order_id]
 
 
@@ -288,13 +303,28 @@ def test_a_gtt_create_whose_answer_was_lost_is_found_and_not_created_twice(paper
     assert [g["id"] for g in witness.get_gtts()] == [gtt_id]
 
 
-def test_a_gtt_create_that_failed_with_5xx_is_made_once_after_checking(paper, witness):
+def test_a_gtt_create_that_failed_with_5xx_is_not_repeated_in_the_call(paper, witness):
     paper.set_faults([{"kind": "http_500", "match": {"path": "/gtt/triggers", "method": "POST"}, "count": 1}])
-    broker, http, _ = make_broker(paper)
+    broker, http, _ = make_broker(paper, lookup_window_s=0.2)
+    with pytest.raises(BrokerTimeout, match="outcome unknown"):
+        broker.create_gtt(protection())
+    assert [c for c in http.calls if c[0] == "POST"] == [("POST", "/gtt/triggers")]
+    assert witness.get_gtts() == []
+    # The caller's retry, after the window, creates it once
     gtt_id = broker.create_gtt(protection())
-    posts = [i for i, c in enumerate(http.calls) if c == ("POST", "/gtt/triggers")]
-    assert len(posts) == 2
-    assert http.calls[posts[0] + 1 : posts[1]] == [("GET", "/gtt/triggers")] * 2
+    assert [g["id"] for g in witness.get_gtts()] == [gtt_id]
+
+
+def test_a_lost_gtt_create_the_broker_lists_late_is_found_not_made_twice(paper, witness):
+    paper.set_faults(
+        [
+            {"kind": "http_500_after", "match": {"path": "/gtt/triggers", "method": "POST"}},
+            {"kind": "slow_visibility", "match": {"path": "/gtt/triggers", "method": "POST"}, "seconds": 1},
+        ]
+    )
+    broker, http, _ = make_broker(paper, sleep=time.sleep, lookup_pause_s=0.2, lookup_window_s=3.0)
+    gtt_id = broker.create_gtt(protection())
+    assert [c for c in http.calls if c[0] == "POST"] == [("POST", "/gtt/triggers")]
     assert [g["id"] for g in witness.get_gtts()] == [gtt_id]
 
 
@@ -303,7 +333,11 @@ def test_an_existing_identical_gtt_is_not_taken_for_the_new_one(paper, witness):
     broker, _, _ = make_broker(paper)
     first = broker.create_gtt(protection())
     paper.set_faults([{"kind": "http_500", "match": {"path": "/gtt/triggers", "method": "POST"}, "count": 1}])
-    # When a create fails with 5xx / Then it is made again rather than mistaken for the existing one
+    # When a create fails with 5xx, the existing one is not taken for the lost answer (outcome unknown)
+    broker, _, _ = make_broker(paper, lookup_window_s=0.2)
+    with pytest.raises(BrokerTimeout, match="outcome unknown"):
+        broker.create_gtt(protection())
+    # Then the retry makes a second one rather than mistaking the existing one for it
     second = broker.create_gtt(protection())
     assert second != first
     assert sorted(g["id"] for g in witness.get_gtts()) == sorted([first, second])

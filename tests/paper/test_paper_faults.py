@@ -209,3 +209,65 @@ def test_reset_clears_faults(paper_exchange, kite) -> None:
     paper_exchange.reset()
 
     assert kite.orders() == []
+
+
+OCO_LEGS = [
+    {"transaction_type": "SELL", "quantity": 1, "price": 1479, "order_type": "LIMIT", "product": "CNC"},
+    {"transaction_type": "SELL", "quantity": 1, "price": 1550, "order_type": "LIMIT", "product": "CNC"},
+]
+
+
+def test_slow_visibility_hides_a_placed_order_from_the_order_book_for_its_seconds(paper_exchange, kite) -> None:
+    # Given a broker whose order book shows a new order only a second after placing it
+    paper_exchange.set_faults(
+        [{"kind": "slow_visibility", "match": {"path": "/orders", "method": "POST"}, "seconds": 1}]
+    )
+    # When an order is placed, its id comes back at once
+    order_id = place(kite, tag="SLOWSEEN")
+    # Then neither the book nor the order's own history shows it yet
+    assert kite.orders() == []
+    with pytest.raises(kite_errors.InputException):
+        kite.order_history(order_id)
+    # And once the second has passed it is there, once, with its tag
+    time.sleep(1.1)
+    assert [o["order_id"] for o in kite.orders() if o["tag"] == "SLOWSEEN"] == [order_id]
+    assert kite.order_history(order_id)[-1]["order_id"] == order_id
+    # And the next order is visible at once (count 1)
+    other = place(kite, tag="ATONCE")
+    assert other in {o["order_id"] for o in kite.orders()}
+
+
+def test_slow_visibility_hides_a_created_gtt_from_the_gtt_list_for_its_seconds(paper_exchange, kite) -> None:
+    paper_exchange.set_quotes([INFY_BOOK])
+    paper_exchange.set_faults(
+        [{"kind": "slow_visibility", "match": {"path": "/gtt/triggers", "method": "POST"}, "seconds": 1}]
+    )
+    trigger_id = kite.place_gtt(kite.GTT_TYPE_OCO, "INFY", "NSE", [1480, 1550], 1500, OCO_LEGS)["trigger_id"]
+    assert kite.get_gtts() == []
+    with pytest.raises(kite_errors.InputException):
+        kite.get_gtt(trigger_id)
+    assert requests.get(f"{paper_exchange.base_url}/_paper/state", timeout=5).json()["data"]["hidden"] == 1
+    time.sleep(1.1)
+    assert requests.get(f"{paper_exchange.base_url}/_paper/state", timeout=5).json()["data"]["hidden"] == 0
+    assert [g["id"] for g in kite.get_gtts()] == [trigger_id]
+    assert kite.get_gtt(trigger_id)["status"] == "active"
+
+
+def test_outage_after_acts_on_the_request_then_refuses_its_path_for_its_seconds(paper_exchange, kite) -> None:
+    # Given a GTT service that goes down right after acting on a create
+    paper_exchange.set_quotes([INFY_BOOK])
+    paper_exchange.set_faults(
+        [{"kind": "outage_after", "match": {"path": "/gtt/triggers", "method": "POST"}, "seconds": 1}]
+    )
+    # When a GTT is created, the client sees a 500
+    with pytest.raises(kite_errors.GeneralException):
+        kite.place_gtt(kite.GTT_TYPE_OCO, "INFY", "NSE", [1480, 1550], 1500, OCO_LEGS)
+    # Then the GTT list is refused for the outage, while other paths answer
+    with pytest.raises(kite_errors.GeneralException) as down:
+        kite.get_gtts()
+    assert down.value.code == 500
+    assert kite.orders() == []
+    # And afterwards the GTT the failed call created is there, once
+    time.sleep(1.1)
+    (created,) = kite.get_gtts()
+    assert created["status"] == "active" and created["condition"]["tradingsymbol"] == "INFY"

@@ -42,6 +42,9 @@ class BrokerSettings(_Base):
     broker_market_protection: Decimal = Field(Decimal("5"), alias="BROKER_MARKET_PROTECTION")
     # Pause before re-checking the order book for a placement whose answer was lost.
     broker_lookup_pause_s: float = Field(0.5, alias="BROKER_LOOKUP_PAUSE_S")
+    # How long after a lost answer the broker's book is searched for the order or GTT before the outcome is called
+    # unknown (a broker may show a new one seconds late); the request is never repeated inside this window.
+    broker_lookup_window_s: float = Field(3.0, alias="BROKER_LOOKUP_WINDOW_S")
     # Name of the account-wide order rate bucket every order-placing Lambda shares.
     broker_account: str = Field("primary", alias="BROKER_ACCOUNT")
     order_rate_wait_s: float = Field(5.0, alias="ORDER_RATE_LIMIT_WAIT_S")

@@ -6,6 +6,12 @@ a lost answer adopts the order already placed instead of flattening twice. The b
 EXITING with exit_reason EMERGENCY, its ProtectionFailed and EmergencyExitPlaced events in the same write, and the
 EmergencyExits metric (alarmed in template.yaml) counts it. WaitForExit then waits for the exit's fill.
 
+A GTT an earlier PlaceProtection attempt created without recording it (its answer lost, its Lambda timed out) would
+outlive the flattened position and later fire into a flat account, opening a reverse one. So the GTTs that may
+protect this fill (services/protect.py leftover_gtts) are deleted before flattening when the broker's GTT list can be
+read (the flatten never waits for it), and again after it, where a failure to read or delete fails the step so the
+workflow's retry sweeps once more; a retry that finds the flatten already placed only sweeps.
+
 The same flatten serves the trader's DELETE of a bracket whose entry had (partly) filled (ExitCancelledFill in the
 workflow): exit_reason MANUAL, recorded as ExitRequested + ExitPlaced, with no ProtectionFailed and no alarm.
 """
@@ -22,9 +28,10 @@ from bracketflow.domain.bracket import Bracket, LegOrder
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus
 from bracketflow.domain.events import EmergencyExitPlaced, ExitPlaced, ExitRequested, ProtectionFailed
 from bracketflow.domain.ids import BrokerOrderId, order_tag
-from bracketflow.errors import InvalidStateTransition
+from bracketflow.errors import BrokerError, InvalidStateTransition
 from bracketflow.observability import logger, metrics
 from bracketflow.services.lifecycle import event, load, retrying
+from bracketflow.services.protect import delete_leftover_gtts
 from bracketflow.settings import get_settings
 
 
@@ -46,7 +53,9 @@ def emergency_exit(bracket_id: str, reason: str, exit_reason: ExitReason = ExitR
     """Flatten the filled quantity; returns {"broker_order_id", "quantity", "status"}. Safe to repeat."""
     bracket = load(bracket_id)
     if bracket.exit is not None and bracket.exit.broker_order_id and bracket.status is not BracketStatus.ENTRY_FILLED:
-        # Someone already exits it (an earlier attempt of ours, or the exit Lambda): wait for that exit.
+        # Someone already exits it (an earlier attempt of ours, or the exit Lambda): wait for that exit, with no GTT
+        # of ours left behind (an earlier attempt may have failed on the sweep after its flatten).
+        delete_leftover_gtts(bracket)
         return _result(bracket)
     if bracket.status is not BracketStatus.ENTRY_FILLED:
         raise InvalidStateTransition("bracket", bracket.status.value, f"{BracketStatus.EXITING.value} (emergency)")
@@ -59,6 +68,10 @@ def emergency_exit(bracket_id: str, reason: str, exit_reason: ExitReason = ExitR
         req.tag, bracket, LegRole.EXIT.value, exit_reason=exit_reason, message=reason, quantity=quantity
     )
     broker = get_broker()
+    try:
+        delete_leftover_gtts(bracket)
+    except BrokerError as exc:  # flatten first; the sweep after it must succeed
+        logger.warning("GTT sweep before the flatten failed", extra={"bracket_id": bracket_id, "error": exc.message})
     earlier = [o for o in broker.find_orders_by_tag(req.tag) if o.status != "REJECTED"]
     order_id: BrokerOrderId = earlier[0].order_id if earlier else broker.place_order(req)
     if exit_reason is ExitReason.EMERGENCY:
@@ -69,7 +82,9 @@ def emergency_exit(bracket_id: str, reason: str, exit_reason: ExitReason = ExitR
         )
     else:
         logger.info("filled entry exited at market", extra={"bracket_id": bracket_id, "order_id": order_id})
-    return _result(_record(bracket_id, order_id, quantity, reason, exit_reason))
+    recorded = _record(bracket_id, order_id, quantity, reason, exit_reason)
+    delete_leftover_gtts(bracket)
+    return _result(recorded)
 
 
 def record_exit_seen(bracket_id: str, order_id: str, tag_map: dict[str, Any]) -> Bracket:

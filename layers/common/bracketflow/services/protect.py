@@ -167,6 +167,36 @@ def _protect_once(bracket_id: str) -> dict[str, Any]:
     return {"gtt_id": str(gtt_id), "watch": watch_message(protected, token, tick)}
 
 
+def leftover_gtts(broker: BrokerPort, bracket: Bracket) -> list[GttReport]:
+    """Active GTTs at the broker that may protect this bracket's fill: its recorded one, and any GTT exactly like its
+    protection request that no other bracket claims (one an earlier PlaceProtection attempt made and never recorded:
+    its answer lost, its Lambda timed out). Raises BrokerError when the broker's GTTs cannot be read."""
+    settings = get_settings()
+    spec = bracket.spec
+    instrument = default_master().get(spec.exchange.value, spec.symbol)
+    tick = instrument.tick_size if instrument and instrument.tick_size > 0 else settings.default_tick_size
+    fill = bracket.entry.average_price or bracket.stop_price
+    req = protection_request(bracket, bracket.entry.filled_quantity, fill, tick, settings.stop_limit_buffer_percent)
+    live = [g for g in broker.gtts() if g.status == "active"]
+    recorded = [g for g in live if bracket.gtt_id and str(g.gtt_id) == str(bracket.gtt_id)]
+    twins = _unclaimed([g for g in live if g.same_trigger_as(req) and g not in recorded], bracket)
+    return recorded + twins
+
+
+def delete_leftover_gtts(bracket: Bracket) -> list[str]:
+    """Delete every GTT leftover_gtts finds (a position being flattened must not keep a GTT that could later fire
+    into a flat account and open a reverse one); returns their ids. Raises BrokerError when one cannot be read or
+    deleted, so the caller's retry does it again."""
+    broker = get_broker()
+    deleted = []
+    for gtt in leftover_gtts(broker, bracket):
+        broker.delete_gtt(gtt.gtt_id)
+        deleted.append(str(gtt.gtt_id))
+    if deleted:
+        logger.warning("GTTs left by protection deleted", extra={"bracket_id": bracket.id, "gtt_ids": deleted})
+    return deleted
+
+
 def own_twin_or_new_gtt(broker: BrokerPort, bracket: Bracket, req: GttRequest) -> str:
     """An active GTT like `req` that no other bracket claims (one a lost create answer left), else a new one."""
     free = _unclaimed([g for g in broker.gtts() if g.status == "active" and g.same_trigger_as(req)], bracket)

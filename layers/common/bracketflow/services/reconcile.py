@@ -655,7 +655,8 @@ def _reprotect(bracket: Bracket, why: str) -> Outcome:
             return _queue_stop_exit(bracket, last, why)
         return _flag(bracket, f"{why}; cannot re-protect: the market ({last}) is beyond the stop or target")
     request = protection_request(bracket, bracket.entry.filled_quantity, last, tick, settings.stop_limit_buffer_percent)
-    new_id = str(broker.create_gtt(request))
+    # A GTT an earlier re-protect made and never recorded (its answer lost) is adopted, not made again.
+    new_id = own_twin_or_new_gtt(broker, bracket, request)
     repo = BracketRepository()
 
     def step(b: Bracket) -> Bracket | None:

@@ -56,6 +56,7 @@ def _build(settings: Any) -> KiteBroker:
         max_attempts=settings.broker_max_attempts,
         market_protection=settings.broker_market_protection,
         lookup_pause_s=settings.broker_lookup_pause_s,
+        lookup_window_s=settings.broker_lookup_window_s,
         order_throttle=take_order_token,
     )
 

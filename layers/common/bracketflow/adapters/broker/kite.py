@@ -4,10 +4,13 @@ Rules this adapter keeps, because real money rides on them:
 - every HTTP call has a (connect, read) timeout;
 - only calls that are safe to repeat are retried (GETs; modify, which sets absolute values; cancel and GTT delete,
   where "already cancelled/deleted" counts as done), with capped exponential backoff and jitter;
-- placing an order or creating a GTT is never repeated blindly: a 429 (refused before acting) or a connection that
-  never opened may be retried; after a timeout or a 5xx the order book is searched for the request first (by our tag
-  for orders, by instrument + triggers + legs for GTTs, ignoring what existed before the call) and the call is only
-  repeated when the request is certainly absent — two looks, a short pause apart;
+- placing an order or creating a GTT is never repeated within a call once the broker may have acted: a 429 (refused
+  before acting) or a connection that never opened may be retried; after a timeout or a 5xx the broker's book is
+  searched (by our tag for orders, by instrument + triggers + legs for GTTs, ignoring what existed before the call)
+  over `lookup_window_s`, several looks `lookup_pause_s` apart, because a broker may show a new order or GTT only
+  seconds after acting. Found: it is the answer. Not found, or the book could not be read: BrokerTimeout, outcome
+  unknown. The caller's retry (the workflow's, seconds later) looks again before it places anything, so a request
+  is made twice only if the broker shows it later than the window;
 - MARKET and SL-M orders always carry `market_protection`;
 - broker errors become the named exceptions in bracketflow.errors; an expired session says "log in again".
 """
@@ -271,6 +274,7 @@ class KiteBroker:
         backoff_cap_s: float = 4.0,
         market_protection: Decimal = Decimal("5"),
         lookup_pause_s: float = 0.5,
+        lookup_window_s: float = 3.0,
         order_throttle: Callable[[], object] | None = None,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -283,7 +287,8 @@ class KiteBroker:
         self._backoff_base_s = backoff_base_s
         self._backoff_cap_s = backoff_cap_s
         self._market_protection = market_protection
-        self._lookup_pause_s = lookup_pause_s
+        self._lookup_pause_s = max(0.01, lookup_pause_s)
+        self._lookup_window_s = max(0.0, lookup_window_s)
         self._order_throttle = order_throttle
         self._session = session or requests.Session()
         self._sleep = sleep
@@ -318,15 +323,11 @@ class KiteBroker:
                         error_type=exc.error_type,
                     ) from exc
                 found = self._find_placed_order(req, req.tag, before, exc)
-                if found is not None:
-                    logger.warning(
-                        "order placement answer was lost but the order exists",
-                        extra={"order_id": found, "tag": req.tag, "error": exc.message},
-                    )
-                    return found
-                if attempt >= self._max_attempts:
-                    raise
-                self._backoff(attempt, exc, "place_order")
+                logger.warning(
+                    "order placement answer was lost but the order exists",
+                    extra={"order_id": found, "tag": req.tag, "error": exc.message},
+                )
+                return found
 
     def order_form(self, req: OrderRequest) -> dict[str, str]:
         """The form Kite expects for this order; MARKET and SL-M always carry market_protection."""
@@ -406,7 +407,9 @@ class KiteBroker:
     # ---- GTT ----------------------------------------------------------------------------------------------------
 
     def create_gtt(self, req: GttRequest) -> int:
-        """Create a GTT; never twice. GTTs take no tag, so a lost answer is resolved by instrument, triggers, legs."""
+        """Create a GTT; never twice. GTTs take no tag, so a lost answer is resolved by instrument, triggers, legs
+        (a GTT found that way after a lost answer may also be an identical one another caller made meanwhile: the
+        services claim each GTT for one bracket, see adapters/dynamo/gtt_claims.py)."""
         form = self.gtt_form(req)
         before = {g.gtt_id for g in self.gtts()}
         attempt = 0
@@ -421,12 +424,8 @@ class KiteBroker:
                 self._backoff(attempt, exc, "create_gtt")
             except (BrokerTimeout, BrokerUnavailable) as exc:
                 found = self._find_created_gtt(req, before, exc)
-                if found is not None:
-                    logger.warning("GTT create answer was lost but the GTT exists", extra={"gtt_id": found})
-                    return found
-                if attempt >= self._max_attempts:
-                    raise
-                self._backoff(attempt, exc, "create_gtt")
+                logger.warning("GTT create answer was lost but the GTT exists", extra={"gtt_id": found})
+                return found
 
     def gtt_form(self, req: GttRequest) -> dict[str, str]:
         # Kite takes condition and orders as JSON text; JSON numbers are where our Decimals meet the wire.
@@ -486,7 +485,7 @@ class KiteBroker:
 
     def _find_placed_order(
         self, req: OrderRequest, tag: str, before: set[BrokerOrderId], cause: BrokerError
-    ) -> BrokerOrderId | None:
+    ) -> BrokerOrderId:
         def look() -> list[OrderReport]:
             return [
                 o
@@ -497,39 +496,51 @@ class KiteBroker:
                 and o.quantity == req.quantity
             ]
 
-        matches = self._look_twice(look, cause, f"order {tag}")
-        if not matches:
-            return None
+        matches = self._look_over_window(look, cause, f"order {tag}")
         if len(matches) > 1:
             logger.error(
                 "more than one order carries our tag", extra={"tag": tag, "ids": [o.order_id for o in matches]}
             )
         return min(matches, key=lambda o: (o.order_timestamp or datetime.max.replace(tzinfo=IST), o.order_id)).order_id
 
-    def _find_created_gtt(self, req: GttRequest, before: set[int], cause: BrokerError) -> int | None:
+    def _find_created_gtt(self, req: GttRequest, before: set[int], cause: BrokerError) -> int:
         def look() -> list[GttReport]:
             return [g for g in self.gtts() if g.gtt_id not in before and g.same_trigger_as(req)]
 
-        matches = self._look_twice(look, cause, f"GTT on {req.tradingsymbol}")
-        return min(g.gtt_id for g in matches) if matches else None
+        matches = self._look_over_window(look, cause, f"GTT on {req.tradingsymbol}")
+        return min(g.gtt_id for g in matches)
 
-    def _look_twice(self, look: Callable[[], list[Any]], cause: BrokerError, what: str) -> list[Any]:
-        """Search now and once more after a pause (the broker may show a new order late); empty = certainly absent."""
-        try:
-            for check in range(2):
-                if check:
-                    self._sleep(self._lookup_pause_s)
+    def _look_over_window(self, look: Callable[[], list[Any]], cause: BrokerError, what: str) -> list[Any]:
+        """Search the broker's book now and every lookup_pause_s until lookup_window_s has passed: a broker may show
+        a new order or GTT seconds after acting. What was found, else BrokerTimeout (outcome unknown: the request is
+        not repeated here; the caller's retry looks again before it places anything)."""
+        # The window is over when the pauses add up to it or the clock says so (a failing look takes time too).
+        waited, started = 0.0, time.monotonic()
+        unreadable: BrokerError | None = None
+        while True:
+            try:
                 found = look()
                 if found:
                     return found
-        except BrokerError as lookup_failed:
-            raise BrokerTimeout(
-                f"{what}: the broker's answer was lost ({cause.message}) and the order book could not be read "
-                f"({lookup_failed.message}); outcome unknown, not retried",
-                http_status=cause.http_status,
-                error_type=cause.error_type,
-            ) from lookup_failed
-        return []
+                unreadable = None
+            except BrokerError as lookup_failed:
+                unreadable = lookup_failed
+            waited = max(waited, time.monotonic() - started)
+            if waited >= self._lookup_window_s:
+                break
+            pause = min(self._lookup_pause_s, self._lookup_window_s - waited)
+            self._sleep(pause)
+            waited += pause
+        seen = (
+            f"the broker's book could not be read ({unreadable.message})"
+            if unreadable is not None
+            else f"it is not in the broker's book after {self._lookup_window_s:g} s"
+        )
+        raise BrokerTimeout(
+            f"{what}: the broker's answer was lost ({cause.message}) and {seen}; outcome unknown, not repeated",
+            http_status=cause.http_status,
+            error_type=cause.error_type,
+        ) from unreadable
 
     def _throttle(self) -> None:
         if self._order_throttle is not None:

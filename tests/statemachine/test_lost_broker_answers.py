@@ -1,0 +1,136 @@
+"""Answers the broker loses, through the whole local stack against the paper exchange: a placement or GTT create it
+carried out but answered 500, with the result showing in its books only seconds later, or its GTT service down right
+after acting. Whatever retries (the adapter, the workflow's Retry, reconciliation), the broker ends with one entry and
+one GTT per bracket, and a bracket flattened because protection failed leaves no GTT behind.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from bracketflow.domain.ids import order_tag
+from local.stack import LocalStack
+from tests.stack_support import (
+    BRACKET_STACK_ENV,
+    KITE_HEADERS,
+    broker_orders,
+    event_types,
+    gtts,
+    net_position,
+    paper,
+    place,
+    quote,
+    reset_market,
+    run_reconcile,
+    set_aside_open_brackets,
+    stack_fixture,
+    wait_for,
+    wait_for_status,
+)
+
+pytestmark = pytest.mark.xdist_group("stack")
+
+API_KEY = "lost-answers-key"
+STATUS_BOUND_S = 90  # a bound for a busy 2-core machine, not a speed claim
+# The broker shows a new order or GTT this late (under the window the adapter looks over, BROKER_LOOKUP_WINDOW_S).
+SLOW_S = 2
+
+stack = stack_fixture(API_KEY, relay=True, extra_env={**BRACKET_STACK_ENV, "BROKER_LOOKUP_WINDOW_S": "4"})
+
+LEVELS = {"price_type": "MARKET", "sl_price": "1485", "target_price": "1530"}
+
+
+@pytest.fixture
+def market(stack: LocalStack) -> LocalStack:
+    """A clean paper exchange quoting INFY 1499.95 / 1500.00, and no bracket left open by an earlier test."""
+    reset_market(stack)
+    quote(stack, "1500", "1499.95", "1500")
+    set_aside_open_brackets()
+    return stack
+
+
+def lost_and_late(path: str, seconds: float = SLOW_S) -> list[dict]:
+    """The broker carries out one POST on `path`, answers it 500, and shows what it made only `seconds` later."""
+    return [
+        {"kind": "http_500_after", "match": {"path": path, "method": "POST"}},
+        {"kind": "slow_visibility", "match": {"path": path, "method": "POST"}, "seconds": seconds},
+    ]
+
+
+def fired(stack: LocalStack, kind: str) -> int:
+    return sum(r["fired"] for r in paper(stack, "faults", method="GET")["rules"] if r["kind"] == kind)
+
+
+def wait_for_the_books(stack: LocalStack) -> None:
+    """Until the broker's books show every order and GTT it made (nothing left hidden by slow_visibility)."""
+    wait_for("the broker to show everything it made", lambda: paper(stack, "state", method="GET")["hidden"] == 0)
+
+
+def active_gtts(stack: LocalStack) -> list[str]:
+    return sorted(str(g["id"]) for g in gtts(stack) if g["status"] == "active")
+
+
+def test_a_gtt_create_answered_500_and_listed_late_is_adopted_not_made_twice(market):
+    # Given the broker creates the first GTT, answers 500, and lists it only two seconds later
+    paper(market, "faults", {"rules": lost_and_late("/gtt/triggers")})
+    # When a MARKET BUY 10 INFY bracket fills and is protected
+    bracket_id = place(market, **LEVELS)
+    protected = wait_for_status(bracket_id, "PROTECTED", timeout_s=STATUS_BOUND_S)
+    assert fired(market, "http_500_after") == 1 and fired(market, "slow_visibility") == 1
+    # Then, once the broker shows everything, one GTT stands for the position, and it is the bracket's
+    wait_for_the_books(market)
+    assert active_gtts(market) == [protected.gtt_id]
+    assert len(gtts(market)) == 1
+    assert net_position(market, "INFY") == 10
+
+
+def test_a_reprotect_whose_create_answer_was_lost_makes_one_gtt(market, kite):
+    # Given a protected bracket whose GTT someone deleted at the broker
+    bracket_id = place(market, **LEVELS)
+    first = wait_for_status(bracket_id, "PROTECTED", timeout_s=STATUS_BOUND_S)
+    kite.delete_gtt(int(first.gtt_id))
+    # When reconciliation re-protects it and the broker loses the create's answer and lists the GTT late
+    paper(market, "faults", {"rules": lost_and_late("/gtt/triggers")})
+    summary = run_reconcile(market)
+    assert summary["repairs"].get("REPROTECTED") == 1, summary
+    # Then one new GTT stands for the position, the one the bracket records
+    after = wait_for_status(bracket_id, "PROTECTED")
+    wait_for_the_books(market)
+    assert active_gtts(market) == [after.gtt_id]
+    assert after.gtt_id != first.gtt_id
+
+
+def test_an_entry_answered_500_and_listed_late_is_placed_once(market):
+    # Given the broker places the entry, answers 500, and shows it in its order book only two seconds later
+    paper(market, "faults", {"rules": lost_and_late("/orders")})
+    # When a MARKET BUY 10 INFY bracket is placed
+    bracket_id = place(market, **LEVELS)
+    wait_for_status(bracket_id, "PROTECTED", timeout_s=STATUS_BOUND_S)
+    # Then the broker has one entry with the bracket's tag, and a position of 10, not 20
+    wait_for_the_books(market)
+    entries = [o for o in broker_orders(market, "INFY") if o["tag"] == order_tag(bracket_id, "ENTRY")]
+    assert len(entries) == 1, entries
+    assert net_position(market, "INFY") == 10
+    assert len(active_gtts(market)) == 1
+
+
+def test_an_emergency_exit_deletes_the_gtt_a_failed_protection_left_at_the_broker(market):
+    # Given the broker creates the GTT, answers 500, and its GTT service is then down until protection gives up
+    rule = {"kind": "outage_after", "match": {"path": "/gtt/triggers", "method": "POST"}, "seconds": 15}
+    paper(market, "faults", {"rules": [rule]})
+    # When a MARKET BUY 10 INFY bracket fills, protection fails and the position is flattened
+    bracket_id = place(market, **LEVELS)
+    closed = wait_for_status(bracket_id, "CLOSED", "NEEDS_REVIEW", timeout_s=STATUS_BOUND_S)
+    assert closed.status.value == "CLOSED" and closed.exit_reason.value == "EMERGENCY", event_types(bracket_id)
+    assert net_position(market, "INFY") == 0
+    # Then no GTT outlives the bracket: the one the lost create made is deleted, so it can never fire into the
+    # flat account (the bound covers the GTT service's outage)
+    assert fired(market, "outage_after") == 1
+    wait_for("the GTT service to answer again", lambda: _listable(market))
+    wait_for("no live GTT at the broker", lambda: active_gtts(market) == [], timeout_s=STATUS_BOUND_S)
+    assert [g["status"] for g in gtts(market)] == ["deleted"]
+
+
+def _listable(stack: LocalStack) -> bool:
+    return requests.get(f"{stack.paper_url}/gtt/triggers", headers=KITE_HEADERS, timeout=10).status_code == 200

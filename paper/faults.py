@@ -6,7 +6,9 @@ Kinds: reject (the order is placed REJECTED), http_500, http_429 (refused before
 (the request IS processed, then answered 500: the broker acted but said it failed), timeout (the request IS processed,
 the answer is held back), drop_ws (ticker sockets are closed), delay_fill (a fill is held for `seconds`),
 drop_order_update (an order update for the matching tradingsymbol is never sent on the ticker, the connection stays
-up: a lost update, one per count, for testing what recovers it).
+up: a lost update, one per count, for testing what recovers it), partial_cancel (a MARKET order the exchange accepts
+fills only `fill_ratio` of its quantity, rounded down to the lot, and the rest is CANCELLED with a market-protection
+message: what Kite's market protection does to a market order in a fast market).
 """
 
 from __future__ import annotations
@@ -15,7 +17,17 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-KINDS = ("reject", "http_500", "http_429", "http_500_after", "timeout", "drop_ws", "delay_fill", "drop_order_update")
+KINDS = (
+    "reject",
+    "http_500",
+    "http_429",
+    "http_500_after",
+    "timeout",
+    "drop_ws",
+    "delay_fill",
+    "drop_order_update",
+    "partial_cancel",
+)
 DEFAULT_SECONDS = {"timeout": 30.0, "delay_fill": 2.0}
 
 
@@ -33,6 +45,7 @@ class FaultRule:
     rate: float = 1.0
     seconds: float | None = None
     message: str | None = None
+    fill_ratio: float = 0.5  # partial_cancel: the share of the order that fills before the rest is cancelled
     fired: int = 0
 
     @classmethod
@@ -50,14 +63,17 @@ class FaultRule:
             rate = float(raw.get("rate", 1.0))
             seconds = raw.get("seconds", DEFAULT_SECONDS.get(kind))
             seconds = float(seconds) if seconds is not None else None
+            fill_ratio = float(raw.get("fill_ratio", 0.5))
         except (TypeError, ValueError):
-            raise FaultRuleError("count, rate and seconds must be numbers") from None
+            raise FaultRuleError("count, rate, seconds and fill_ratio must be numbers") from None
         if count < 1:
             raise FaultRuleError("count must be at least 1")
         if not 0 < rate <= 1:
             raise FaultRuleError("rate must be a probability above 0 up to 1")
         if seconds is not None and seconds < 0:
             raise FaultRuleError("seconds cannot be negative")
+        if not 0 <= fill_ratio < 1:
+            raise FaultRuleError("fill_ratio must be at least 0 and below 1 (some of the order is cancelled)")
         return cls(
             kind=kind,
             path=match.get("path"),
@@ -67,6 +83,7 @@ class FaultRule:
             rate=rate,
             seconds=seconds,
             message=raw.get("message"),
+            fill_ratio=fill_ratio,
         )
 
     def matches(self, path: str | None, method: str | None, tradingsymbol: str | None) -> bool:

@@ -115,6 +115,9 @@ class LifecycleSettings(_Base):
     stop_limit_buffer_percent: Decimal = Field(Decimal("0.5"), alias="STOP_LIMIT_BUFFER_PERCENT")
     # How long an order update's dedupe key (order_id, status, filled_quantity) is kept.
     order_update_dedupe_s: int = Field(2 * 86400, alias="ORDER_UPDATE_DEDUPE_SECONDS")
+    # A GTT that fired but whose LIMIT child has not filled this long after (the market gapped past its price) is
+    # exited at market by the exit Lambda, the child cancelled first.
+    gtt_child_grace_s: float = Field(3.0, alias="GTT_CHILD_GRACE_S")
 
 
 class LiveUpdateSettings(_Base):

@@ -371,6 +371,14 @@ OrderListener = Callable[[dict[str, Any]], None]
 RejectGate = Callable[[str, Instrument], str | None]
 # (order) -> seconds to hold its fill, or None. Lets fault rules delay fills.
 FillGate = Callable[[Order], float | None]
+# (order) -> (share of the order to fill, cancel message) for a MARKET order, or None. Lets fault rules play Kite's
+# market protection cancelling the unfilled rest of a market order in a fast market.
+PartialCancelGate = Callable[[Order], tuple[float, str] | None]
+
+# Our wording (Kite's own text is not published): the exchange cancelled what market protection would not fill.
+MARKET_PROTECTION_CANCELLED = (
+    "Order cancelled by the exchange: the rest could not be filled within the market protection price."
+)
 
 
 def _decimal(params: Mapping[str, Any], name: str, default: Decimal | None = None) -> Decimal | None:
@@ -417,6 +425,7 @@ class Engine:
         self.listeners: list[OrderListener] = []
         self.reject_gate: RejectGate | None = None
         self.fill_gate: FillGate | None = None
+        self.partial_cancel_gate: PartialCancelGate | None = None
         self.reset()
 
     # ---- state -------------------------------------------------------------------------------------------
@@ -634,9 +643,27 @@ class Engine:
         elif ltp is not None:
             order.working_price = self._protection_price(order, ltp)
         self._emit(order)
+        partial = self.partial_cancel_gate(order) if self.partial_cancel_gate and order_type == "MARKET" else None
+        if partial is not None:
+            self._fill_part_then_cancel(order, *partial)
+            return order
         self._try_fill(order, aggressive=True)
         self._expire_ioc(order)
         return order
+
+    def _fill_part_then_cancel(self, order: Order, ratio: float, message: str) -> None:
+        """Fill `ratio` of the order (whole lots, at the touch) and cancel the rest, as market protection does."""
+        quote = self.quotes.get(order.instrument.instrument_token)
+        lot = max(order.instrument.lot_size, 1)
+        part = int(order.quantity * Decimal(str(ratio))) // lot * lot
+        if quote is not None and part > 0 and self.market_is_open():
+            touch = (quote.ask if quote.ask > 0 else quote.ltp) if order.is_buy else (quote.bid or quote.ltp)
+            self._fill(order, part, touch)
+        order.cancelled_quantity = order.quantity - order.filled_quantity
+        order.status = CANCELLED
+        order.status_message = message
+        order.exchange_timestamp = self._now()
+        self._emit(order)
 
     def _reject(self, order: Order, reason: str) -> None:
         order.status = REJECTED

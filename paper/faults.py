@@ -9,7 +9,9 @@ drop_order_update (an order update for the matching tradingsymbol is never sent 
 up: a lost update, one per count, for testing what recovers it), slow_visibility (an order or GTT the matching POST
 creates is left out of GET /orders, /orders/{id}, /gtt/triggers and /gtt/triggers/{id} for `seconds`: a broker whose
 books show a new entry late), outage_after (the matching request IS processed and answered 500, then every request
-on the rule's path is refused with a 500, unprocessed, for `seconds`: the broker acted, then went down).
+on the rule's path is refused with a 500, unprocessed, for `seconds`: the broker acted, then went down),
+partial_cancel (a MARKET order the exchange accepts fills only `fill_ratio` of its quantity, rounded down to the lot,
+and the rest is CANCELLED with a market-protection message: what Kite's market protection does in a fast market).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ KINDS = (
     "drop_order_update",
     "slow_visibility",
     "outage_after",
+    "partial_cancel",
 )
 DEFAULT_SECONDS = {"timeout": 30.0, "delay_fill": 2.0, "slow_visibility": 3.0, "outage_after": 5.0}
 
@@ -47,6 +50,7 @@ class FaultRule:
     rate: float = 1.0
     seconds: float | None = None
     message: str | None = None
+    fill_ratio: float = 0.5  # partial_cancel: the share of the order that fills before the rest is cancelled
     fired: int = 0
 
     @classmethod
@@ -64,14 +68,17 @@ class FaultRule:
             rate = float(raw.get("rate", 1.0))
             seconds = raw.get("seconds", DEFAULT_SECONDS.get(kind))
             seconds = float(seconds) if seconds is not None else None
+            fill_ratio = float(raw.get("fill_ratio", 0.5))
         except (TypeError, ValueError):
-            raise FaultRuleError("count, rate and seconds must be numbers") from None
+            raise FaultRuleError("count, rate, seconds and fill_ratio must be numbers") from None
         if count < 1:
             raise FaultRuleError("count must be at least 1")
         if not 0 < rate <= 1:
             raise FaultRuleError("rate must be a probability above 0 up to 1")
         if seconds is not None and seconds < 0:
             raise FaultRuleError("seconds cannot be negative")
+        if not 0 <= fill_ratio < 1:
+            raise FaultRuleError("fill_ratio must be at least 0 and below 1 (some of the order is cancelled)")
         return cls(
             kind=kind,
             path=match.get("path"),
@@ -81,6 +88,7 @@ class FaultRule:
             rate=rate,
             seconds=seconds,
             message=raw.get("message"),
+            fill_ratio=fill_ratio,
         )
 
     def matches(self, path: str | None, method: str | None, tradingsymbol: str | None) -> bool:

@@ -24,7 +24,17 @@ from aiohttp import WSMsgType, web
 from bracketflow.domain.instruments import Instrument, InstrumentMaster, default_master, instruments_csv_text
 from paper import ticker
 from paper.config import PaperConfig
-from paper.engine import DEFAULT_TICK, IST, USER_ID, Engine, KiteError, Order, kite_timestamp, parse_market_hours
+from paper.engine import (
+    DEFAULT_TICK,
+    IST,
+    MARKET_PROTECTION_CANCELLED,
+    USER_ID,
+    Engine,
+    KiteError,
+    Order,
+    kite_timestamp,
+    parse_market_hours,
+)
 from paper.faults import FaultRule, FaultRuleError, Faults
 
 log = logging.getLogger("paper")
@@ -126,6 +136,7 @@ class PaperExchange:
         self.engine.listeners.append(self._on_order_update)
         self.engine.reject_gate = self._reject_gate
         self.engine.fill_gate = self._fill_gate
+        self.engine.partial_cancel_gate = self._partial_cancel_gate
 
     # ---- engine hooks --------------------------------------------------------------------------------------
 
@@ -173,6 +184,12 @@ class PaperExchange:
     def _fill_gate(self, order: Order) -> float | None:
         rule = self.faults.take({"delay_fill"}, tradingsymbol=order.instrument.tradingsymbol)
         return rule.seconds if rule else None
+
+    def _partial_cancel_gate(self, order: Order) -> tuple[float, str] | None:
+        rule = self.faults.take(
+            {"partial_cancel"}, path="/orders", method="POST", tradingsymbol=order.instrument.tradingsymbol
+        )
+        return (rule.fill_ratio, rule.message or MARKET_PROTECTION_CANCELLED) if rule else None
 
     def flush_updates(self) -> None:
         """Send order updates (after the ticks that caused them) to every ticker connection, as Kite does."""

@@ -93,14 +93,15 @@ def test_a_redelivered_or_duplicate_exit_message_places_nothing(world):
 
 
 def test_a_triggered_gtt_means_the_broker_closed_the_position_and_no_exit_is_placed(world):
-    # Given the market crossed the GTT's stop trigger before the exit intent was handled
+    # Given the market crossed the GTT's stop trigger before the exit intent was handled, and its child (a LIMIT sell
+    # at 1475) filled
     bracket = seed_protected(world.paper)
     world.paper.set_quotes(
-        [{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": "1470", "bid": "1469.95", "ask": "1470"}]
+        [{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": "1478", "bid": "1477.95", "ask": "1478"}]
     )
     assert world.gtt(bracket.gtt_id)["status"] == "triggered"
     # When the exit intent arrives
-    response = invoke(("m-1", exit_message(bracket.id, stop="1480", ltp="1470", reason="STOP")))
+    response = invoke(("m-1", exit_message(bracket.id, stop="1480", ltp="1478", reason="STOP")))
     # Then it is acknowledged, no exit order exists, and the skip is on the audit trail
     assert failed_ids(response) == []
     assert world.orders(exit_tag(bracket.id)) == []
@@ -223,3 +224,30 @@ def test_a_malformed_exit_message_fails_so_it_reaches_the_dead_letter_queue(worl
     # Then it is reported failed (after maxReceiveCount, SQS moves it to the DLQ) and nothing was placed
     assert failed_ids(response) == ["bad"]
     assert world.orders() == []
+
+
+def test_an_exit_cancelled_in_part_at_the_broker_is_retried_for_the_unfilled_quantity_only(world):
+    # Given a protected BUY 10 INFY whose exit order the broker fills 3 of, then cancels (market protection)
+    from bracketflow.services.order_updates import ingest
+
+    bracket = seed_protected(world.paper)
+    world.paper.set_faults([{"kind": "partial_cancel", "match": {"tradingsymbol": "INFY"}, "fill_ratio": 0.3}])
+    assert failed_ids(invoke(("m-1", exit_message(bracket.id, stop="1480", ltp="1479", reason="STOP")))) == []
+    (first,) = world.orders(exit_tag(bracket.id))
+    assert (first["status"], first["filled_quantity"]) == ("CANCELLED", 3)
+    # When the watcher gets the cancel
+    ingest(first, "ticker")
+    # Then the bracket is EXIT_FAILED with what filled kept, and a retry is queued for the exit Lambda
+    failed = bracket_of(bracket.id)
+    assert failed.status.value == "EXIT_FAILED"
+    assert (failed.exit.filled_quantity, failed.exit.status.value) == (3, "CANCELLED")
+    (retry,) = world.messages("exits")
+    assert retry["bracket_id"] == bracket.id and retry["reason"] == "STOP"
+    # And the retry exits the 7 still open, not 10 (which would open a short of 3)
+    assert failed_ids(invoke(("m-2", retry))) == []
+    second = [o for o in world.orders(exit_tag(bracket.id)) if o["order_id"] != first["order_id"]]
+    assert [(o["quantity"], o["status"]) for o in second] == [(7, "COMPLETE")]
+    ingest(second[0], "ticker")
+    done = bracket_of(bracket.id)
+    assert done.exit.filled_quantity == 7 and [leg.filled_quantity for leg in done.earlier_exits] == [3]
+    assert sum(p["quantity"] for p in world.paper.state()["positions"] if p["tradingsymbol"] == "INFY") == 0

@@ -130,6 +130,65 @@ def test_delay_fill_holds_a_crossing_order_open_then_fills_it(paper_exchange, ki
     assert kite.order_history(order_id)[-1]["average_price"] == 1500.05
 
 
+def test_partial_cancel_fills_part_of_a_market_order_and_cancels_the_rest(paper_exchange, kite) -> None:
+    # Given a market protection fault that lets 3 of 10 fill on SBIN only
+    paper_exchange.set_quotes(
+        [INFY_BOOK, {"exchange": "NSE", "tradingsymbol": "SBIN", "ltp": 700, "bid": 699.95, "ask": 700.05}]
+    )
+    paper_exchange.set_faults(
+        [{"kind": "partial_cancel", "match": {"tradingsymbol": "SBIN"}, "fill_ratio": 0.3, "count": 1}]
+    )
+    # When a MARKET sell of 10 SBIN is placed
+    order_id = place(
+        kite, "SBIN", transaction_type="SELL", quantity=10, product="MIS", order_type="MARKET", market_protection=2
+    )
+    # Then the exchange accepted it, filled 3 at the bid and cancelled the other 7 with a market-protection message
+    last = kite.order_history(order_id)[-1]
+    assert (last["status"], last["filled_quantity"], last["cancelled_quantity"]) == ("CANCELLED", 3, 7)
+    assert last["average_price"] == 699.95 and "market protection" in last["status_message"]
+    assert [p["quantity"] for p in kite.positions()["net"] if p["tradingsymbol"] == "SBIN"] == [-3]
+    # And it fires for MARKET orders only, count times: a LIMIT order and the next MARKET order fill in full
+    limit_id = place(kite, "INFY", quantity=5, price=1500.05)
+    market_id = place(
+        kite, "SBIN", transaction_type="SELL", quantity=10, product="MIS", order_type="MARKET", market_protection=2
+    )
+    assert kite.order_history(limit_id)[-1]["status"] == "COMPLETE"
+    assert kite.order_history(market_id)[-1]["status"] == "COMPLETE"
+
+
+def test_partial_cancel_rules_need_a_fill_ratio_below_one(paper_exchange) -> None:
+    answer = requests.post(
+        f"{paper_exchange.base_url}/_paper/faults",
+        data=json.dumps({"rules": [{"kind": "partial_cancel", "fill_ratio": 1}]}),
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+    )
+
+    assert answer.status_code == 400 and "fill_ratio" in answer.json()["message"]
+    assert paper_exchange.state()["faults"] == []
+
+
+def test_a_gtt_child_the_market_gapped_past_rests_unfilled(paper_exchange, kite) -> None:
+    # Given a two-leg GTT protecting a long: stop trigger 1480 with its LIMIT sell at 1478
+    paper_exchange.set_quotes([INFY_BOOK])
+    legs = [
+        {"transaction_type": "SELL", "quantity": 1, "order_type": "LIMIT", "product": "CNC", "price": 1478},
+        {"transaction_type": "SELL", "quantity": 1, "order_type": "LIMIT", "product": "CNC", "price": 1550},
+    ]
+    trigger_id = kite.place_gtt("two-leg", "INFY", "NSE", [1480, 1550], 1500, legs)["trigger_id"]
+    # When the market gaps straight through the stop to 1460, below the child's limit
+    paper_exchange.set_quotes([{**INFY_BOOK, "ltp": 1460, "bid": 1459.95, "ask": 1460.05}])
+    # Then the GTT fired, but its LIMIT child rests OPEN with nothing filled: the position is still open
+    gtt = kite.get_gtt(trigger_id)
+    child_id = gtt["orders"][0]["result"]["order_result"]["order_id"]
+    assert gtt["status"] == "triggered"
+    child = kite.order_history(child_id)[-1]
+    assert (child["status"], child["filled_quantity"], child["price"]) == ("OPEN", 0, 1478)
+    # And it fills only if the market comes back to its price
+    paper_exchange.set_quotes([{**INFY_BOOK, "ltp": 1478, "bid": 1478, "ask": 1478.05}])
+    assert kite.order_history(child_id)[-1]["status"] == "COMPLETE"
+
+
 def test_drop_ws_closes_ticker_connections(paper_exchange) -> None:
     ws = websocket.create_connection(paper_exchange.ticker_url, timeout=5)
     try:

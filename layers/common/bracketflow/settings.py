@@ -123,6 +123,9 @@ class LifecycleSettings(_Base):
     # How long a watcher's claim on an order update holds before another delivery may act on it: longer than the
     # watcher's timeout (20 s in template.yaml), so only a watcher that died loses its claim.
     order_update_lease_s: int = Field(30, alias="ORDER_UPDATE_LEASE_SECONDS")
+    # A GTT that fired but whose LIMIT child has not filled this long after (the market gapped past its price) is
+    # exited at market by the exit Lambda, the child cancelled first.
+    gtt_child_grace_s: float = Field(3.0, alias="GTT_CHILD_GRACE_S")
 
 
 class LiveUpdateSettings(_Base):

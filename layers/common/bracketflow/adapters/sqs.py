@@ -28,3 +28,11 @@ def send_control(message: dict[str, Any]) -> str | None:
     if not url:
         return None
     return send_json(url, message)
+
+
+def retry_in(queue_url: str, receipt_handle: str, seconds: int) -> None:
+    """Make a received message visible again in `seconds` (ChangeMessageVisibility): a failed message comes back when
+    its handler says, not after the queue's whole visibility timeout."""
+    client("sqs").change_message_visibility(
+        QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=max(0, int(seconds))
+    )

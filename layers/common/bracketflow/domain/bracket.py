@@ -209,6 +209,9 @@ class Bracket:
     exit_reason: ExitReason | None = None
     # System tags such as block tags ("RISK_BLOCKED:DAILY_LOSS_HIT"); the trader's own label is spec.tag.
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # Exit orders that ended (cancelled, rejected) after filling part of the position: the exit that follows sells only
+    # the rest, and the P&L counts these fills too.
+    earlier_exits: tuple[LegOrder, ...] = field(default_factory=tuple)
 
     @classmethod
     def register(
@@ -288,6 +291,7 @@ class Bracket:
             "gtt_id": self.gtt_id,
             "exit_reason": None if self.exit_reason is None else self.exit_reason.value,
             "tags": list(self.tags),
+            "earlier_exits": [leg.to_dict() for leg in self.earlier_exits],
         }
 
     @classmethod
@@ -306,4 +310,5 @@ class Bracket:
             gtt_id=data.get("gtt_id"),
             exit_reason=None if not data.get("exit_reason") else ExitReason(data["exit_reason"]),
             tags=tuple(data.get("tags") or ()),
+            earlier_exits=tuple(LegOrder.from_dict(leg) for leg in data.get("earlier_exits") or ()),
         )

@@ -206,5 +206,12 @@ class ExitSkipped(BracketEvent):
 
 
 @_register
+class GttOrderCancelled(BracketEvent):
+    """The GTT fired but its order did not fill (the market gapped past its LIMIT price, or the broker refused it): the
+    exit cancelled it and exits at market what is still open. data: gtt_id, orders [{order_id, status,
+    filled_quantity}]."""
+
+
+@_register
 class BrokerStopMoved(BracketEvent):
     """The GTT's stop leg at the broker was moved to the trailed stop. data: gtt_id, old_stop, new_stop."""

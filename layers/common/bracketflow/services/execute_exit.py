@@ -17,37 +17,52 @@ and a claim id: the SQS message id, which stays the same across redeliveries of 
    between claim and placement: it resumes.
 2. Cancel the GTT first. If it already triggered, the broker has closed (or is closing) the position itself: no
    exit is placed (that would open a new position); an ExitSkipped event records it and the watcher or
-   reconciliation closes the bracket from the GTT's order.
+   reconciliation closes the bracket from the GTT's order. Unless its LIMIT child has not filled within
+   GTT_CHILD_GRACE_S (the market gapped past the child's price) or the broker refused it: then the child is
+   cancelled first, confirmed dead at the broker (GttOrderCancelled event, with what it filled), and the bracket is
+   exited at market like any other — never a live child and an exit at once.
 3. Look for an exit order with our tag (order_tag(bracket, EXIT)) that is not rejected/cancelled: a placement
-   whose answer was lost is adopted, never repeated. Otherwise place the MARKET exit with market_protection.
+   whose answer was lost is adopted, never repeated. Otherwise place the MARKET exit with market_protection for
+   what is still open: the filled entry less what earlier exit orders of ours (cancelled in part by market
+   protection, say) and the GTT's cancelled child filled, as the broker's own order book says.
    The Kite adapter itself resolves an ambiguous placement (timeout) by tag before retrying.
 4. Record the exit leg (SENT_TO_BROKER, order id), an ExitPlaced event and the BROKERORDER#<id> map in one
    transaction; the watcher completes WaitForExit when that order fills.
-A broker rejection moves the bracket to EXIT_FAILED (ExitFailed event) and raises, so SQS delivers the message
-again (EXIT_FAILED -> EXITING is the retry) until its maxReceiveCount sends it to the DLQ and its alarm.
+An exit order the broker cancels or rejects after accepting it moves the bracket to EXIT_FAILED (the watcher), which
+queues a new intent (services/lifecycle.queue_exit_retry): the exit is retried for the unfilled quantity until flat.
+A placement that fails here (a rejection, the broker unreachable) raises, and the handler hands the message back to
+SQS for a retry in seconds (retry_delay_s), not after the queue's visibility timeout, until its maxReceiveCount
+sends it to the DLQ and its alarm; ExitRetries counts every failed attempt (its alarm: exits are failing).
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
 from bracketflow.adapters.broker import get_broker
-from bracketflow.adapters.broker.port import BrokerPort, OrderRequest
+from bracketflow.adapters.broker.port import BrokerPort, OrderReport, OrderRequest
 from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.domain.bracket import Bracket, LegOrder
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, PositionSide
 from bracketflow.domain.events import ExitFailed, ExitPlaced, ExitRequested
 from bracketflow.domain.ids import order_tag
-from bracketflow.errors import BrokerRejected, ConcurrentModification, ValidationFailed
+from bracketflow.errors import BrokerError, BrokerRejected, ConcurrentModification, ValidationFailed
 from bracketflow.observability import logger, metrics
+from bracketflow.services.lifecycle import EXIT_RETRIES_METRIC
 from bracketflow.settings import get_settings
 
 _ATTEMPTS = 4
+# A failed exit comes back after 1, 2, 4, 8, then every RETRY_CAP_S seconds (SQS visibility, per receive).
+RETRY_BASE_S = 1
+RETRY_CAP_S = 10
+_CHILD_POLL_S = 0.25
 _DEAD_ORDER_STATUSES = frozenset({"REJECTED", "CANCELLED"})
 _QUEUED_REASONS = frozenset({ExitReason.STOP, ExitReason.TRAIL_STOP, ExitReason.MANUAL, ExitReason.EOD})
 # Exits nobody saw a price for: the trader's DELETE and the square-off clock. A stop hit always carries its LTP.
@@ -83,9 +98,10 @@ class ExitIntent:
             raise ValidationFailed("exit intent must be a JSON object")
         try:
             reason = ExitReason(raw["reason"])
-            if reason not in _QUEUED_REASONS:
+            retry = raw.get("retry_of") is not None  # an exit that failed at the broker, retried (any reason)
+            if reason not in _QUEUED_REASONS and not retry:
                 raise ValueError(f"reason must be STOP, TRAIL_STOP, MANUAL or EOD, got {reason.value}")
-            ltp = raw.get("ltp") if reason in _PRICELESS_REASONS else raw["ltp"]
+            ltp = raw.get("ltp") if reason in _PRICELESS_REASONS or retry else raw["ltp"]
             return cls(
                 bracket_id=str(raw["bracket_id"]),
                 reason=reason,
@@ -115,6 +131,7 @@ def execute_exit(
     *,
     repo: BracketRepository | None = None,
     broker: BrokerPort | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> ExitResult:
     repo = repo or BracketRepository()
     claimed = _claim(repo, intent, claim_id)
@@ -124,26 +141,32 @@ def execute_exit(
     broker = broker or get_broker()
     bracket = claimed
 
+    gtt_orders: list[OrderReport] = []
     if bracket.gtt_id:
-        skipped = _cancel_gtt(repo, broker, bracket)
-        if skipped is not None:
-            return skipped
+        settled = _cancel_gtt(repo, broker, bracket, sleep)
+        if isinstance(settled, ExitResult):
+            return settled
+        gtt_orders = settled
 
     tag = order_tag(bracket.id, LegRole.EXIT.value)
     # The tag map before the order: its COMPLETE may reach the watcher before _record_placed writes the order id.
     store.put_order_tag_map(tag, bracket, LegRole.EXIT.value, exit_reason=bracket.exit_reason)
-    existing = [o for o in broker.find_orders_by_tag(tag) if o.status.upper() not in _DEAD_ORDER_STATUSES]
+    tagged = broker.find_orders_by_tag(tag)
+    existing = [o for o in tagged if o.status.upper() not in _DEAD_ORDER_STATUSES]
     if existing:
-        order_id = min(existing, key=lambda o: o.order_id).order_id
-        _record_placed(repo, bracket.id, order_id, adopted=True)
-        return ExitResult(ExitOutcome.ADOPTED, bracket.id, order_id)
+        adopted = min(existing, key=lambda o: o.order_id)
+        _record_placed(repo, bracket.id, adopted.order_id, adopted=True, quantity=adopted.quantity)
+        return ExitResult(ExitOutcome.ADOPTED, bracket.id, adopted.order_id)
 
+    quantity = open_quantity(bracket, [*tagged, *gtt_orders])
+    if quantity <= 0:
+        raise ValueError(f"bracket {bracket.id}: earlier exit orders filled all {bracket.entry.filled_quantity}")
     spec = bracket.spec
     request = OrderRequest(
         exchange=spec.exchange.value,
         tradingsymbol=spec.symbol,
         transaction_type=spec.exit_action.value,
-        quantity=_exit_quantity(bracket),
+        quantity=quantity,
         product=spec.product.value,
         order_type="MARKET",
         tag=tag,
@@ -155,10 +178,39 @@ def execute_exit(
         _record_failed(repo, bracket.id, exc.message)
         metrics.add_metric(name="ExitRejected", unit="Count", value=1)
         raise
-    _record_placed(repo, bracket.id, order_id, adopted=False)
+    _record_placed(repo, bracket.id, order_id, adopted=False, quantity=quantity)
     metrics.add_metric(name="ExitsPlaced", unit="Count", value=1)
-    logger.info("exit placed", extra={"bracket_id": bracket.id, "order_id": order_id, "reason": intent.reason})
+    logger.info(
+        "exit placed",
+        extra={"bracket_id": bracket.id, "order_id": order_id, "reason": intent.reason, "quantity": quantity},
+    )
     return ExitResult(ExitOutcome.PLACED, bracket.id, order_id)
+
+
+def open_quantity(bracket: Bracket, dead_exits: list[OrderReport]) -> int:
+    """What is still to exit: the filled entry less what dead exit orders (ours, and a GTT child we cancelled) filled
+    before they ended. From the broker's book, never from our records alone: a fill counted twice would exit too
+    little, one missed would sell into a reverse position."""
+    filled = _exit_quantity(bracket)
+    gone = sum(o.filled_quantity for o in dead_exits if o.status.upper() in _DEAD_ORDER_STATUSES)
+    recorded = sum(leg.filled_quantity for leg in bracket.earlier_exits)
+    if gone != recorded:
+        logger.warning(
+            "earlier exits filled a different quantity at the broker than recorded; the broker's count is used",
+            extra={"bracket_id": bracket.id, "broker": gone, "recorded": recorded},
+        )
+    return filled - gone
+
+
+def retry_delay_s(receive_count: int) -> int:
+    """Seconds before a failed exit intent is delivered again: 1, 2, 4, 8, then RETRY_CAP_S."""
+    return int(min(RETRY_CAP_S, RETRY_BASE_S * 2 ** max(receive_count - 1, 0)))
+
+
+def exit_attempt_failed(bracket_id: str | None, error: Exception) -> None:
+    """The handler's note of an exit intent that raised: it comes back in seconds; ExitRetries feeds the alarm."""
+    metrics.add_metric(name=EXIT_RETRIES_METRIC, unit="Count", value=1)
+    logger.warning("exit attempt failed; retrying", extra={"bracket_id": bracket_id, "error": str(error)})
 
 
 def _exit_quantity(bracket: Bracket) -> int:
@@ -192,6 +244,8 @@ def _claim(repo: BracketRepository, intent: ExitIntent, claim_id: str) -> Bracke
             changes: dict[str, Any] = {"exit_reason": intent.reason, "stop_price": _tighter(bracket, intent.stop_price)}
             if bracket.exit is not None and bracket.exit.status in (OrderStatus.FAILED, OrderStatus.CANCELLED):
                 changes["exit"] = None  # the failed attempt stays in the audit trail; a new exit leg follows
+                if bracket.exit.filled_quantity > 0:  # what it sold before it was cancelled counts in the P&L
+                    changes["earlier_exits"] = (*bracket.earlier_exits, bracket.exit)
             try:
                 return repo.transition(bracket, BracketStatus.EXITING, event, **changes)
             except ConcurrentModification:
@@ -209,22 +263,108 @@ def _claimed_by(repo: BracketRepository, bracket: Bracket, claim_id: str) -> boo
     return bool(requests) and requests[-1].get("claim_id") == claim_id
 
 
-def _cancel_gtt(repo: BracketRepository, broker: BrokerPort, bracket: Bracket) -> ExitResult | None:
-    """Delete the GTT before exiting; an ExitResult when it had already triggered (then we must not exit)."""
+def _cancel_gtt(
+    repo: BracketRepository, broker: BrokerPort, bracket: Bracket, sleep: Callable[[float], None]
+) -> ExitResult | list[OrderReport]:
+    """Delete the GTT before exiting. An ExitResult when it had already triggered and its order filled (or is filling
+    within the grace): then we must not exit. Otherwise the GTT's orders that ended unfilled or in part (a child
+    the market gapped past, cancelled here; one the broker refused): their fills count, and we exit the rest."""
     gtt_id = int(str(bracket.gtt_id))
     try:
         broker.delete_gtt(gtt_id)
-        return None
+        return []
     except BrokerRejected as refused:
         report = broker.gtt(gtt_id)
         if report.status != "triggered":
             raise
         detail = f"GTT {gtt_id} already triggered ({refused.message})"
+    child_ids = [str(i) for i in report.triggered_order_ids]
+    children = _await_children(broker, child_ids, sleep) if child_ids else []
+    if not child_ids or any(c.status == "COMPLETE" for c in children):
+        return _skip_exit(repo, bracket, gtt_id, child_ids, detail)
+    live = [c for c in children if not c.is_terminal]
+    for child in live:
+        try:
+            broker.cancel_order(str(child.order_id), child.variety or "regular")
+        except BrokerRejected as exc:  # it filled as we cancelled: the history below says so
+            logger.info("GTT order cancel refused", extra={"order_id": child.order_id, "error": exc.message})
+    children = [_last_state(broker, i) for i in child_ids]
+    if any(c.status == "COMPLETE" for c in children):
+        return _skip_exit(repo, bracket, gtt_id, child_ids, detail)
+    if any(not c.is_terminal for c in children):
+        raise BrokerError(f"bracket {bracket.id}: the GTT's order is not confirmed cancelled yet; exit retried")
+    _record_gtt_orders_dead(repo, bracket, gtt_id, children)
+    return children
+
+
+def _await_children(broker: BrokerPort, child_ids: list[str], sleep: Callable[[float], None]) -> list[OrderReport]:
+    """The GTT's orders once any filled or all ended, or as they are after GTT_CHILD_GRACE_S (a LIMIT child the market
+    gapped past rests unfilled for as long as the market stays beyond it)."""
+    deadline = time.monotonic() + get_settings().gtt_child_grace_s
+    while True:
+        children = [_last_state(broker, i) for i in child_ids]
+        if any(c.status == "COMPLETE" for c in children) or all(c.is_terminal for c in children):
+            return children
+        if time.monotonic() >= deadline:
+            return children
+        sleep(_CHILD_POLL_S)
+
+
+def _last_state(broker: BrokerPort, order_id: str) -> OrderReport:
+    history = broker.order_history(order_id)
+    if not history:
+        raise BrokerError(f"order {order_id} has no history at the broker yet")
+    return history[-1]
+
+
+def _record_gtt_orders_dead(
+    repo: BracketRepository, bracket: Bracket, gtt_id: int, children: list[OrderReport]
+) -> None:
+    """A GttOrderCancelled event names the GTT's orders that ended without closing the position; what they filled
+    joins earlier_exits (the P&L, and the exit that follows sells only the rest)."""
+    legs = tuple(
+        LegOrder(
+            role=LegRole.EXIT,
+            status=OrderStatus.FAILED if c.status == "REJECTED" else OrderStatus.CANCELLED,
+            broker_order_id=c.order_id,
+            quantity=c.quantity,
+            filled_quantity=c.filled_quantity,
+            average_price=c.average_price if c.filled_quantity else None,
+            message=c.status_message,
+        )
+        for c in children
+    )
+    event = {
+        "type": "GttOrderCancelled",
+        "gtt_id": str(gtt_id),
+        "orders": [
+            {"order_id": str(c.order_id), "status": c.status, "filled_quantity": c.filled_quantity} for c in children
+        ],
+    }
+    for _ in range(_ATTEMPTS):
+        current = repo.get(bracket.id)
+        if current is None or current.status is not BracketStatus.EXITING:
+            return
+        known = {leg.broker_order_id for leg in current.earlier_exits}
+        fresh = tuple(leg for leg in legs if leg.filled_quantity > 0 and leg.broker_order_id not in known)
+        try:
+            repo.save(current, current.update(earlier_exits=(*current.earlier_exits, *fresh)), [event])
+            break
+        except ConcurrentModification:
+            continue
+    metrics.add_metric(name="GttOrdersCancelled", unit="Count", value=1)
+    logger.warning(
+        "GTT fired but its order did not fill; cancelled it, exiting at market",
+        extra={"bracket_id": bracket.id, "gtt_id": gtt_id, "orders": [c.order_id for c in children]},
+    )
+
+
+def _skip_exit(repo: BracketRepository, bracket: Bracket, gtt_id: int, child_ids: list[str], detail: str) -> ExitResult:
     event = {
         "type": "ExitSkipped",
         "reason": "GTT_TRIGGERED",
         "gtt_id": str(gtt_id),
-        "triggered_order_ids": list(report.triggered_order_ids),
+        "triggered_order_ids": child_ids,
     }
     for _ in range(_ATTEMPTS):
         current = repo.get(bracket.id)
@@ -240,7 +380,7 @@ def _cancel_gtt(repo: BracketRepository, broker: BrokerPort, bracket: Bracket) -
     return ExitResult(ExitOutcome.BROKER_CLOSED, bracket.id, detail=detail)
 
 
-def record_exit_seen(bracket_id: str, order_id: str) -> bool:
+def record_exit_seen(bracket_id: str, order_id: str, quantity: int | None = None) -> bool:
     """The watcher matched an update of our exit order by its tag before this Lambda recorded the order id: record it
     the way the Lambda does (exit leg SENT_TO_BROKER, ExitPlaced, the BROKERORDER map), but only on a bracket this
     Lambda claimed and has not recorded an exit order for yet. True when the bracket's exit leg is now that order;
@@ -250,13 +390,19 @@ def record_exit_seen(bracket_id: str, order_id: str) -> bool:
     if bracket is None or bracket.status is not BracketStatus.EXITING:
         return False
     if bracket.exit is None:
-        _record_placed(repo, bracket_id, order_id, adopted=False, only_if_none=True)
+        _record_placed(repo, bracket_id, order_id, adopted=False, only_if_none=True, quantity=quantity)
         bracket = repo.get(bracket_id)
     return bracket is not None and bracket.exit is not None and bracket.exit.broker_order_id == order_id
 
 
 def _record_placed(
-    repo: BracketRepository, bracket_id: str, order_id: str, *, adopted: bool, only_if_none: bool = False
+    repo: BracketRepository,
+    bracket_id: str,
+    order_id: str,
+    *,
+    adopted: bool,
+    only_if_none: bool = False,
+    quantity: int | None = None,
 ) -> None:
     for _ in range(_ATTEMPTS):
         bracket = repo.get(bracket_id)
@@ -270,7 +416,7 @@ def _record_placed(
             role=LegRole.EXIT,
             status=OrderStatus.SENT_TO_BROKER,
             broker_order_id=order_id,  # type: ignore[arg-type]
-            quantity=_exit_quantity(bracket),
+            quantity=quantity or _exit_quantity(bracket),
         )
         current = bracket.update(exit=leg)
         event = ExitPlaced(

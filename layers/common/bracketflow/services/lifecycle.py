@@ -77,7 +77,7 @@ _ATTEMPTS = 8
 FILLED, REJECTED, CANCELLED, EXPIRED = "FILLED", "REJECTED", "CANCELLED", "EXPIRED"
 CANCEL_REQUESTED = "CANCEL_REQUESTED"  # WaitForEntryFill's outcome when the trader asked to cancel
 CANCEL_REQUESTED_EVENT = "CancelRequested"
-EXIT_ORDER_FAILED = "ExitOrderFailed"  # the error WaitForExit fails with when the exit order is refused
+EXIT_RETRIES_METRIC = "ExitRetries"  # an exit attempt failed and another was queued (its alarm: exits are failing)
 
 
 @dataclass(frozen=True)
@@ -196,16 +196,22 @@ def entry_outcome(bracket: Bracket) -> dict[str, Any] | None:
 
 
 def exit_outcome(bracket: Bracket) -> dict[str, Any] | None:
-    """WaitForExit's output once the exit order has filled, else None."""
+    """WaitForExit's output once the exit order has filled, else None. Earlier exit orders that filled part of the
+    position before they were cancelled count too: quantity is the sum, price the average over every fill."""
     leg = bracket.exit
     if leg is None or leg.status is not OrderStatus.EXECUTED:
         return None
+    fills = [f for f in (*bracket.earlier_exits, leg) if f.filled_quantity > 0 and f.average_price is not None]
+    quantity = sum(f.filled_quantity for f in fills) or leg.filled_quantity
+    price = leg.average_price
+    if len(fills) > 1:
+        price = sum((f.average_price or Decimal(0)) * f.filled_quantity for f in fills) / quantity
     return {
         "exit": {
             "reason": None if bracket.exit_reason is None else bracket.exit_reason.value,
-            "price": str(leg.average_price),
+            "price": str(price),
             "order_id": leg.broker_order_id,
-            "quantity": leg.filled_quantity,
+            "quantity": quantity,
         }
     }
 
@@ -508,12 +514,24 @@ def apply_exit_fact(bracket_id: str, fact: OrderFact) -> Bracket:
         elif fact.status in ("REJECTED", "CANCELLED"):
             message = fact.status_message or f"exit order {fact.status.lower()}"
             status = OrderStatus.FAILED if fact.status == "REJECTED" else OrderStatus.CANCELLED
-            new_leg = leg.transition(status, message=message)
+            # What filled before the cancel stays on the leg: the retry exits only the rest.
+            filled = fact.filled_quantity if fact.filled_quantity > 0 else 0
+            price = fact.average_price if filled else None
+            new_leg = leg.transition(status, message=message, filled_quantity=filled, average_price=price)
             if b.status is BracketStatus.EXITING:
                 nxt = b.transition(BracketStatus.EXIT_FAILED, exit=new_leg)
             else:
                 nxt = b.update(exit=new_leg)
-            evs = [event(ExitFailed, nxt, message=message, broker_order_id=fact.order_id)]
+            evs = [
+                event(
+                    ExitFailed,
+                    nxt,
+                    message=message,
+                    broker_order_id=fact.order_id,
+                    filled_quantity=filled,
+                    unfilled_quantity=max(leg.quantity - filled, 0),
+                )
+            ]
             failed = True
             metrics.add_metric(name="ExitFailures", unit="Count", value=1)
         else:
@@ -522,14 +540,41 @@ def apply_exit_fact(bracket_id: str, fact: OrderFact) -> Bracket:
         return nxt
 
     bracket = retrying(bracket_id, step)
-    if failed:
-        token = store.get_task_token(bracket_id, store.EXIT_TOKEN)
-        if token:
-            why = (bracket.exit.message if bracket.exit else None) or "exit failed"
-            sfn.send_task_failure(token, EXIT_ORDER_FAILED, why)
+    if failed or (bracket.status is BracketStatus.EXIT_FAILED and _exit_is(bracket, fact.order_id)):
+        # The position is (partly) open and its GTT already gone: exit again, for the rest, until flat. A redelivered
+        # update queues the retry again (the send may have failed); the exit Lambda's claim keeps it to one exit.
+        queue_exit_retry(bracket)
     else:
         complete_exit_wait(bracket)
     return bracket
+
+
+def _exit_is(bracket: Bracket, order_id: str) -> bool:
+    return bracket.exit is not None and bracket.exit.broker_order_id == order_id
+
+
+def queue_exit_retry(bracket: Bracket) -> None:
+    """Put an exit intent for a bracket whose exit order failed (EXIT_FAILED) on the ExitQueue: the exit Lambda claims
+    it (EXIT_FAILED -> EXITING) and exits what is still open. The exit keeps its reason."""
+    url = get_settings().exit_queue_url
+    if not url:
+        raise RuntimeError(f"bracket {bracket.id}: its exit failed and no EXIT_QUEUE_URL is set to retry it")
+    from bracketflow.adapters.sqs import send_json
+
+    reason = bracket.exit_reason.value if bracket.exit_reason is not None else "MANUAL"
+    send_json(
+        url,
+        {
+            "bracket_id": bracket.id,
+            "reason": reason,
+            "ltp": None,
+            "stop_price": str(bracket.stop_price),
+            "detected_at": utc_now().isoformat().replace("+00:00", "Z"),
+            "retry_of": None if bracket.exit is None else bracket.exit.broker_order_id,
+        },
+    )
+    metrics.add_metric(name=EXIT_RETRIES_METRIC, unit="Count", value=1)
+    logger.warning("exit failed at the broker; retry queued", extra={"bracket_id": bracket.id})
 
 
 def complete_exit_wait(bracket: Bracket) -> bool:
@@ -556,8 +601,8 @@ def store_exit_token(bracket_id: str, token: str) -> dict[str, Any]:
             history = get_broker().order_history(leg.broker_order_id)
             if history and history[-1].is_terminal:
                 bracket = apply_exit_fact(bracket_id, OrderFact.from_report(history[-1]))
-        elif leg.status in (OrderStatus.FAILED, OrderStatus.CANCELLED):
-            sfn.send_task_failure(token, EXIT_ORDER_FAILED, leg.message or "exit order failed")
+        elif leg.status in (OrderStatus.FAILED, OrderStatus.CANCELLED) and bracket.status is BracketStatus.EXIT_FAILED:
+            queue_exit_retry(bracket)  # the wait goes on: the retry's fill completes it
     outcome = exit_outcome(bracket)
     if outcome is not None:
         sfn.send_task_success(token, outcome)

@@ -27,14 +27,15 @@ Roles:
          (or ENTRY_FILLED for what filled); a partial fill is recorded on the leg. The WaitForEntryFill token is
          completed with the outcome. With no token stored yet, the fact is still recorded: the waiting task looks at
          the bracket right after storing its token (services/lifecycle.store_entry_token), so nothing is lost.
-  EXIT:  COMPLETE -> the exit leg filled, WaitForExit completed; REJECTED/CANCELLED -> EXIT_FAILED, WaitForExit
-         failed with ExitOrderFailed.
-GTT children carry no tag and no map: a COMPLETE untagged order is matched to the one open PROTECTED bracket with
-the same instrument, exit side, product and quantity; anything ambiguous is left to reconciliation (a later issue).
-Also matched: an EXITING bracket with no exit order whose ExitSkipped event names this very order as its GTT's.
-That is the stop hit by the streamer and the GTT at once: the exit Lambda claimed the bracket, found the GTT
-triggered and skipped its own exit; nothing else would record that fill (reconciliation leaves EXITING-without-an-
-order alone). Such a bracket without its ExitSkipped yet hands the update back for redelivery (UpdateNotYetMatched).
+  EXIT:  COMPLETE -> the exit leg filled, WaitForExit completed; REJECTED/CANCELLED -> EXIT_FAILED (what filled
+         kept on the leg) and an exit intent queued to retry for the rest; WaitForExit keeps waiting for that fill.
+GTT children carry no tag and no map: a COMPLETE untagged order is a bracket's GTT fill only when the broker names it
+as that GTT's own order (GET /gtt/triggers/<id>: the order result of the leg that fired), asked of the open brackets
+of the same instrument, exit side and product. Any other untagged fill (a close by hand in the Kite app, the broker's
+square-off, another tool) is not the GTT's: it is left to reconciliation, which closes the bracket MANUAL and cancels
+its GTT, so a GTT never outlives its position. Also matched: an EXITING bracket with no exit order whose ExitSkipped
+event says the exit Lambda found the GTT fired and skipped its own exit; nothing else would record that fill. Such a
+bracket without its ExitSkipped yet hands the update back for redelivery (UpdateNotYetMatched).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import hmac
 from decimal import Decimal
 from typing import Any
 
+from bracketflow.adapters.broker import get_broker
 from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.domain.bracket import Bracket, LegOrder
@@ -197,7 +199,7 @@ def _apply_by_tag(tag_map: dict[str, Any], fact: OrderFact) -> str:
         record_entry_seen(bracket_id, fact.order_id)
     elif role == LegRole.EXIT.value and bracket.exit is None:
         if bracket.status is BracketStatus.EXITING:
-            execute_exit.record_exit_seen(bracket_id, fact.order_id)
+            execute_exit.record_exit_seen(bracket_id, fact.order_id, fact.quantity or None)
         elif bracket.status is BracketStatus.ENTRY_FILLED and tag_map.get("exit_reason") and tag_map.get("quantity"):
             emergency_exit.record_exit_seen(bracket_id, fact.order_id, tag_map)
     # The facts below act only when the bracket's leg now carries this order id; a stray order changes nothing.
@@ -206,15 +208,21 @@ def _apply_by_tag(tag_map: dict[str, Any], fact: OrderFact) -> str:
 
 def _fired_into(bracket: Bracket, fact: OrderFact) -> bool:
     """A bracket the exit Lambda claimed (EXITING, no exit order) whose GTT fired first, so the Lambda skipped its own
-    exit: the ExitSkipped event names the GTT's orders, so only that very order is taken as the exit (no broker call
-    here). Claimed but no ExitSkipped yet (the Lambda is between its claim and the GTT's refusal): hand it back."""
-    if bracket.status is not BracketStatus.EXITING or bracket.exit is not None or not bracket.gtt_id:
+    exit (ExitSkipped). Claimed but no ExitSkipped yet (the Lambda is between its claim and its look at the GTT's
+    order): hand it back."""
+    if bracket.status is not BracketStatus.EXITING or bracket.exit is not None:
         return False
     skipped = [e for e in BracketRepository().events(bracket.id) if e.get("type") == ExitSkipped.type]
     if not skipped:
         metrics.add_metric(name="OrderUpdatesRetried", unit="Count", value=1)
         raise UpdateNotYetMatched(f"order {fact.order_id} may be the GTT fill of {bracket.id}, whose exit is undecided")
-    return fact.order_id in [str(i) for i in skipped[-1].get("triggered_order_ids") or ()]
+    return True
+
+
+def _placed_by_its_gtt(bracket: Bracket, order_id: str) -> bool:
+    """The broker names this order as one the bracket's GTT placed when it fired."""
+    report = get_broker().gtt(int(str(bracket.gtt_id)))
+    return order_id in {str(i) for i in report.triggered_order_ids}
 
 
 def _gtt_child_filled(fact: OrderFact) -> str:
@@ -222,16 +230,17 @@ def _gtt_child_filled(fact: OrderFact) -> str:
         b
         for b in BracketRepository().list_open()
         if b.status in (BracketStatus.PROTECTED, BracketStatus.EXITING)
+        and b.gtt_id
         and b.spec.exchange.value == fact.exchange
         and b.spec.symbol == fact.tradingsymbol
         and b.spec.exit_action.value == fact.transaction_type
         and b.spec.product.value == fact.product
-        and b.entry.filled_quantity == fact.filled_quantity
     ]
-    candidates = [b for b in same_position if b.status is BracketStatus.PROTECTED or _fired_into(b, fact)]
+    owners = [b for b in same_position if _placed_by_its_gtt(b, fact.order_id)]
+    candidates = [b for b in owners if b.status is BracketStatus.PROTECTED or _fired_into(b, fact)]
     if len(candidates) != 1:
         logger.warning(
-            "untagged fill not matched to one protected bracket; left to reconciliation",
+            "untagged fill that no open bracket's GTT placed; left to reconciliation",
             extra={"order_id": fact.order_id, "candidates": [b.id for b in candidates]},
         )
         metrics.add_metric(name="UnmatchedOrderUpdates", unit="Count", value=1)

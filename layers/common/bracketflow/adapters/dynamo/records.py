@@ -307,6 +307,7 @@ _OPTIONAL_STATE_ATTRS = (
     "exit",
     "gtt_id",
     "exit_reason",
+    "earlier_exits",
     "gsi2pk",
     "gsi2sk",
 )
@@ -387,6 +388,7 @@ def bracket_to_item(b: Bracket) -> dict[str, Any]:
         "exit": None if b.exit is None else _leg_to_map(b.exit),
         "gtt_id": b.gtt_id,
         "exit_reason": None if b.exit_reason is None else b.exit_reason.value,
+        "earlier_exits": [_leg_to_map(leg) for leg in b.earlier_exits] or None,
     }
     item.update({k: v for k, v in optional.items() if v is not None})
     if not is_terminal(b.status):
@@ -438,6 +440,7 @@ def bracket_from_item(item: dict[str, Any]) -> Bracket:
         gtt_id=item.get("gtt_id"),
         exit_reason=None if not item.get("exit_reason") else ExitReason(item["exit_reason"]),
         tags=tuple(item.get("tags") or ()),
+        earlier_exits=tuple(_leg_from_map(leg) for leg in item.get("earlier_exits") or ()),
     )
 
 

@@ -1,0 +1,216 @@
+"""The exit path under real broker behaviour, on the local stack (moto's Step Functions, our Lambdas in-process, the
+ExitQueue and its poller, the watcher fed by the paper ticker) with the paper exchange (manual market) as the broker:
+
+- an exit the broker accepts and then cancels in part (market protection in a fast market) is retried for the
+  unfilled quantity only, until the position is flat, never for the whole quantity again;
+- an exit whose placement fails after the GTT was deleted is retried within seconds, not after the ExitQueue's
+  visibility timeout;
+- a GTT that fired while the market gapped past its LIMIT child is exited at market, the child cancelled first;
+- a position closed by hand at the broker is not taken for the GTT's fill: the bracket closes MANUAL and its GTT does
+  not outlive it.
+
+The streamer's part (seeing the stop crossed) is played by the test: it puts the streamer's exit intent on the queue.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from kiteconnect import KiteConnect
+
+from bracketflow.domain.ids import order_tag
+from local.stack import LocalStack
+from tests.stack_support import (
+    broker_orders,
+    event_types,
+    events,
+    fresh_strategy,
+    gtts,
+    net_position,
+    paper,
+    protected_bracket,
+    quote,
+    reset_market,
+    run_reconcile,
+    set_aside_open_brackets,
+    stack_fixture,
+    wait_for,
+    wait_for_status,
+)
+
+pytestmark = pytest.mark.xdist_group("stack")
+
+API_KEY = "exit-never-naked-key"
+STATUS_BOUND_S = 90  # a bound for a busy 2-core machine, not a speed claim
+
+stack = stack_fixture(API_KEY, relay=True)
+
+
+@pytest.fixture
+def market(stack: LocalStack) -> LocalStack:
+    """A clean paper exchange quoting INFY 1499.95 / 1500.00, and no bracket left open by an earlier test."""
+    reset_market(stack)
+    quote(stack, "1500", "1499.95", "1500")
+    set_aside_open_brackets()
+    return stack
+
+
+def stop_hit(stack: LocalStack, bracket_id: str, ltp: str, stop: str = "1480") -> None:
+    """What the streamer sends when it sees the stop crossed: a STOP exit intent on the ExitQueue. (The paper market
+    is left where it is unless a test moves it: quoting through the stop would fire the GTT, another story.)"""
+    stack.client("sqs").send_message(
+        QueueUrl=stack.queue_url("ExitQueue"),
+        MessageBody=json.dumps(
+            {
+                "bracket_id": bracket_id,
+                "reason": "STOP",
+                "ltp": ltp,
+                "stop_price": stop,
+                "detected_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                "message_index": 0,
+                "packet_index": 0,
+            }
+        ),
+    )
+
+
+def exit_orders(stack: LocalStack, bracket_id: str) -> list[dict[str, Any]]:
+    tag = order_tag(bracket_id, "EXIT")
+    return sorted((o for o in broker_orders(stack, "INFY") if o["tag"] == tag), key=lambda o: o["order_id"])
+
+
+def live_gtts(stack: LocalStack) -> list[str]:
+    return [str(g["id"]) for g in gtts(stack) if g["status"] == "active"]
+
+
+# ---------- an exit the broker cancels in part ----------
+
+
+def test_an_exit_cancelled_in_part_by_market_protection_is_retried_for_the_rest_until_flat(market):
+    # Given a protected BUY 10 INFY (stop 1480), and a fast market in which the exchange's market protection lets
+    # only 30 % of each of the next two market orders fill and cancels the rest
+    b = protected_bracket(market, fresh_strategy("partial-cancel"), timeout_s=STATUS_BOUND_S)
+    paper(
+        market,
+        "faults",
+        {"rules": [{"kind": "partial_cancel", "match": {"tradingsymbol": "INFY"}, "count": 2, "fill_ratio": 0.3}]},
+    )
+    # When the streamer reports the stop crossed
+    stop_hit(market, b.id, "1479.95")
+    # Then the bracket ends CLOSED, flat at the broker: 3 sold, then 2 of the 7 left, then the last 5
+    done = wait_for_status(b.id, "CLOSED", "NEEDS_REVIEW", timeout_s=STATUS_BOUND_S)
+    orders = exit_orders(market, b.id)
+    assert [(o["status"], o["quantity"], o["filled_quantity"]) for o in orders] == [
+        ("CANCELLED", 10, 3),
+        ("CANCELLED", 7, 2),
+        ("COMPLETE", 5, 5),
+    ]
+    assert done.status.value == "CLOSED", event_types(b.id)
+    assert net_position(market, "INFY") == 0
+    # And nothing protects a position that is gone, and the P&L is booked on all 10 at what they really sold for
+    assert live_gtts(market) == []
+    closed = next(e for e in events(b.id) if e["type"] == "BracketClosed")
+    sold = sum(float(o["average_price"]) * int(o["filled_quantity"]) for o in orders)
+    assert int(closed["quantity"]) == 10
+    assert float(closed["pnl"]) == pytest.approx(sold - 10 * float(done.entry.average_price))
+    assert done.exit_reason.value == "STOP"
+
+
+# ---------- an exit whose placement fails is retried within seconds ----------
+
+
+def test_an_exit_that_fails_after_the_gtt_was_deleted_is_retried_well_within_the_visibility_timeout(market):
+    # Given a protected BUY 10 INFY, and a broker that answers the next two order placements with a 500 (refused,
+    # nothing placed: the exit Lambda's own retries run out and the message fails)
+    b = protected_bracket(market, fresh_strategy("exit-retry"), timeout_s=STATUS_BOUND_S)
+    paper(
+        market,
+        "faults",
+        {"rules": [{"kind": "http_500", "match": {"path": "/orders/regular", "method": "POST"}, "count": 2}]},
+    )
+    # When the streamer reports the stop crossed
+    stop_hit(market, b.id, "1479.95")
+    # Then the first attempt deleted the GTT and failed: nothing protects the position now
+    wait_for("the GTT deleted by the exit", lambda: str(b.gtt_id) not in live_gtts(market), STATUS_BOUND_S)
+    # And the retry comes in seconds: the bracket is CLOSED before half the ExitQueue's visibility timeout (the wait
+    # it had before) has passed — a bound that only an exit retried on the visibility timeout cannot meet
+    attrs = market.client("sqs").get_queue_attributes(
+        QueueUrl=market.queue_url("ExitQueue"), AttributeNames=["VisibilityTimeout"]
+    )["Attributes"]
+    visibility_s = int(attrs["VisibilityTimeout"])
+    assert visibility_s >= 180  # >= 6 x the exit Lambda's timeout, for an exit that is merely slow
+    done = wait_for_status(b.id, "CLOSED", timeout_s=visibility_s / 2)
+    assert [(o["status"], o["filled_quantity"]) for o in exit_orders(market, b.id)] == [("COMPLETE", 10)]
+    assert net_position(market, "INFY") == 0
+    assert done.exit_reason.value == "STOP"
+
+
+# ---------- a GTT child the market gapped past ----------
+
+
+def test_a_gtt_fired_through_a_gap_whose_child_does_not_fill_is_exited_at_market(market):
+    # Given a protected BUY 10 INFY: GTT stop trigger 1480 with its LIMIT sell child at 1472.60
+    b = protected_bracket(market, fresh_strategy("gap"), timeout_s=STATUS_BOUND_S)
+    # When the market gaps through the stop to 1460: the GTT fires, its LIMIT child rests unfilled below the market
+    quote(market, "1460", "1459.95", "1460.05")
+    gtt = next(g for g in gtts(market) if str(g["id"]) == str(b.gtt_id))
+    assert gtt["status"] == "triggered"
+    child_id = str(gtt["orders"][0]["result"]["order_result"]["order_id"])
+    # And the streamer reports the stop crossed
+    stop_hit(market, b.id, "1460")
+    # Then the bracket is exited at market and CLOSED, flat at the broker
+    done = wait_for_status(b.id, "CLOSED", "NEEDS_REVIEW", timeout_s=STATUS_BOUND_S)
+    assert done.status.value == "CLOSED", event_types(b.id)
+    assert net_position(market, "INFY") == 0
+    # And the child was cancelled before the exit: never a live child and an exit at once, never a reverse position
+    child = next(o for o in broker_orders(market, "INFY") if str(o["order_id"]) == child_id)
+    assert (child["status"], child["filled_quantity"]) == ("CANCELLED", 0)
+    assert [(o["status"], o["filled_quantity"]) for o in exit_orders(market, b.id)] == [("COMPLETE", 10)]
+    # And a market that later comes back to the child's price sells nothing more
+    quote(market, "1473", "1472.95", "1473.05")
+    assert net_position(market, "INFY") == 0
+    assert done.exit_reason.value == "STOP"
+
+
+# ---------- a position closed by hand at the broker ----------
+
+
+def test_a_position_closed_by_hand_is_not_taken_for_the_gtt_fill_and_its_gtt_does_not_outlive_it(
+    market, kite: KiteConnect
+):
+    # Given a protected BUY 10 INFY MIS, its GTT live at the broker
+    b = protected_bracket(market, fresh_strategy("by-hand"), timeout_s=STATUS_BOUND_S)
+    assert str(b.gtt_id) in live_gtts(market)
+    # When the trader sells 10 INFY MIS by hand in the Kite app (an untagged order of the GTT's side and size)
+    by_hand = kite.place_order(
+        variety="regular",
+        exchange="NSE",
+        tradingsymbol="INFY",
+        transaction_type="SELL",
+        quantity=10,
+        product="MIS",
+        order_type="LIMIT",
+        price=1499.95,
+    )
+    assert kite.order_history(by_hand)[-1]["status"] == "COMPLETE"
+    # And reconciliation runs (the schedule's job)
+    wait_for("the watcher to have seen the hand order", lambda: _seen(by_hand), STATUS_BOUND_S)
+    run_reconcile(market)
+    # Then the bracket is CLOSED as a MANUAL exit at the trader's order, not as its GTT's stop or target
+    done = wait_for_status(b.id, "CLOSED", timeout_s=STATUS_BOUND_S)
+    assert done.exit_reason.value == "MANUAL"
+    assert done.exit.broker_order_id == by_hand
+    # And its GTT no longer lives at the broker: it can never fire into the flat account and open a short
+    assert str(b.gtt_id) not in live_gtts(market)
+    quote(market, "1479", "1478.95", "1479.05")
+    assert net_position(market, "INFY") == 0
+
+
+def _seen(order_id: str) -> bool:
+    """The watcher has acted on (or ruled out) the order's COMPLETE update: it keeps a claim of every update it took."""
+    from bracketflow.adapters.dynamo import lifecycle as store
+
+    return "Item" in store.table().get_item(Key=store.order_update_key(order_id, "COMPLETE", 10))

@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= ap-south-1
 
-.PHONY: run test lint fmt bench build deploy validate account record replay demo clean venv sam-venv paper
+.PHONY: run test lint fmt bench build deploy validate account token record replay demo clean venv sam-venv paper browser
 
 venv: $(VENV)/.installed
 sam-venv: $(SAM_VENV)/.installed
@@ -35,8 +35,13 @@ run: venv
 	@$(PY) -m local
 
 ## make test: lint, every test, and the template checks (sam validate --lint, sam build).
-test: venv sam-venv lint validate build
+test: venv sam-venv browser lint validate build
 	@$(PY) -m pytest -q -n 2 --dist loadgroup
+
+## make browser: the headless Chromium the login test drives (Debian's package; installed only when missing).
+browser:
+	@test -x /usr/bin/chromium || (echo "installing chromium (Debian package) for the browser tests ..." && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 lint: venv
 	@$(VENV)/bin/ruff check .

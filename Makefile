@@ -80,10 +80,17 @@ record: venv
 	@test -n "$(OUT)" || (echo 'usage: make record OUT=file [SECONDS=n] [TOKENS="t1 t2"]' && exit 2)
 	@$(PY) -m streamer.record --out "$(OUT)" $(if $(SECONDS),--seconds $(SECONDS)) $(if $(TOKENS),--tokens $(TOKENS))
 
-## make account NAME="Asha": a new account on the stack TABLE_NAME/AWS_ENDPOINT_URL point at; prints its API key once.
+## make account NAME="Asha" [STACK=bracketflow-dev]: a new account, its API key printed once. With STACK, on that
+## deployed stack (its outputs name the region, table and pepper; AWS_DEFAULT_REGION finds it); without, on the stack
+## TABLE_NAME/AWS_ENDPOINT_URL point at.
 account: venv
-	@test -n "$(NAME)" || (echo 'usage: make account NAME="Your Name"' && exit 2)
-	@$(PY) -m bracketflow.admin create-account "$(NAME)"
+	@test -n "$(NAME)" || (echo 'usage: make account NAME="Your Name" [STACK=bracketflow-dev]' && exit 2)
+	@$(PY) -m bracketflow.admin $(if $(STACK),--stack "$(STACK)") create-account "$(NAME)"
+
+## make token ACCOUNT=<account_id> STRATEGY=<name> [STACK=bracketflow-dev]: a webhook token for one strategy.
+token: venv
+	@test -n "$(ACCOUNT)" -a -n "$(STRATEGY)" || (echo 'usage: make token ACCOUNT=id STRATEGY=name [STACK=..]' && exit 2)
+	@$(PY) -m bracketflow.admin $(if $(STACK),--stack "$(STACK)") create-token "$(ACCOUNT)" "$(STRATEGY)"
 
 build: sam-venv
 	@$(SAM) build --template template.yaml > .aws-sam-build.log 2>&1 || (cat .aws-sam-build.log; exit 1)

@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= ap-south-1
 
-.PHONY: run test lint fmt bench build deploy validate account record replay demo clean venv sam-venv paper console browser
+.PHONY: run test lint fmt bench build deploy validate account token record replay demo clean venv sam-venv paper console browser
 
 venv: $(VENV)/.installed
 sam-venv: $(SAM_VENV)/.installed
@@ -35,11 +35,6 @@ $(CONSOLE_VENDOR): console/package.json console/package-lock.json
 	@cp console/node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js $@
 	@cp console/node_modules/lightweight-charts/LICENSE $(dir $@)lightweight-charts.LICENSE
 
-# Browser tests drive Debian's Chromium (Playwright's Python package, never its own browser downloads).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { echo "installing Chromium for the browser tests (apt-get) ..."; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
-
 $(SAM_VENV)/.installed: requirements/sam.txt
 	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
 	@echo "installing SAM CLI into $(SAM_VENV) ..."
@@ -54,6 +49,11 @@ run: venv console
 ## make test: lint, every test, and the template checks (sam validate --lint, sam build).
 test: venv sam-venv console browser lint validate build
 	@$(PY) -m pytest -q -n 2 --dist loadgroup
+
+## make browser: the headless Chromium the browser tests drive (Debian's package; installed only when missing).
+browser:
+	@test -x /usr/bin/chromium || (echo "installing chromium (Debian package) for the browser tests ..." && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 lint: venv
 	@$(VENV)/bin/ruff check .
@@ -92,10 +92,17 @@ record: venv
 	@test -n "$(OUT)" || (echo 'usage: make record OUT=file [SECONDS=n] [TOKENS="t1 t2"]' && exit 2)
 	@$(PY) -m streamer.record --out "$(OUT)" $(if $(SECONDS),--seconds $(SECONDS)) $(if $(TOKENS),--tokens $(TOKENS))
 
-## make account NAME="Asha": a new account on the stack TABLE_NAME/AWS_ENDPOINT_URL point at; prints its API key once.
+## make account NAME="Asha" [STACK=bracketflow-dev]: a new account, its API key printed once. With STACK, on that
+## deployed stack (its outputs name the region, table and pepper; AWS_DEFAULT_REGION finds it); without, on the stack
+## TABLE_NAME/AWS_ENDPOINT_URL point at.
 account: venv
-	@test -n "$(NAME)" || (echo 'usage: make account NAME="Your Name"' && exit 2)
-	@$(PY) -m bracketflow.admin create-account "$(NAME)"
+	@test -n "$(NAME)" || (echo 'usage: make account NAME="Your Name" [STACK=bracketflow-dev]' && exit 2)
+	@$(PY) -m bracketflow.admin $(if $(STACK),--stack "$(STACK)") create-account "$(NAME)"
+
+## make token ACCOUNT=<account_id> STRATEGY=<name> [STACK=bracketflow-dev]: a webhook token for one strategy.
+token: venv
+	@test -n "$(ACCOUNT)" -a -n "$(STRATEGY)" || (echo 'usage: make token ACCOUNT=id STRATEGY=name [STACK=..]' && exit 2)
+	@$(PY) -m bracketflow.admin $(if $(STACK),--stack "$(STACK)") create-token "$(ACCOUNT)" "$(STRATEGY)"
 
 build: sam-venv console
 	@$(SAM) build --template template.yaml > .aws-sam-build.log 2>&1 || (cat .aws-sam-build.log; exit 1)

@@ -135,7 +135,9 @@ class Gateway:
 
         if path == "/health" and request.command in ("GET", "HEAD"):
             ok, components = self.health()
-            body = {"status": "ok" if ok else "starting", "components": components}
+            body: dict[str, Any] = {"status": "ok" if ok else "starting", "components": components}
+            if ok:
+                body.update(self._deployed_health(request, split.query))
             self._write(request, 200 if ok else 503, {"Content-Type": "application/json"}, json.dumps(body).encode())
             return
         if not self.accepting.is_set():
@@ -171,6 +173,21 @@ class Gateway:
             route.function,
             (time.monotonic() - started) * 1000,
         )
+
+    def _deployed_health(self, request: BaseHTTPRequestHandler, query: str) -> dict[str, Any]:
+        """What the template's own GET /health function adds (stage, broker, the broker session), if it has one."""
+        route, params, _ = self._match("/health", "GET")
+        if route is None:
+            return {}
+        try:
+            status, _, data = self._proxy_response(
+                self.runtime.invoke(route.function, self._event(request, route, "/health", query, params, b""))
+            )
+            found = json.loads(data) if status == 200 else {}
+        except (FunctionError, ValueError) as err:
+            log.warning("GET /health: the %s function failed: %s", route.function, err)
+            return {}
+        return {k: v for k, v in found.items() if k not in ("status", "components")} if isinstance(found, dict) else {}
 
     def _match(self, path: str, method: str) -> tuple[Route | None, dict[str, str], list[str]]:
         allowed = []

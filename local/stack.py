@@ -185,7 +185,7 @@ class LocalStack:
         moto_port = free_port(cfg.host) if cfg.moto_port == 0 else cfg.moto_port
         self.paper_port = free_port(cfg.host) if cfg.paper_port == 0 else cfg.paper_port
         paper_url = f"http://{cfg.host}:{self.paper_port}"
-        overrides = {"Broker": "paper", "BrokerBaseUrl": paper_url, **cfg.parameter_overrides}
+        overrides = {"Broker": "paper", **cfg.parameter_overrides}
         self.template = template = load_template(
             cfg.template_path,
             parameter_overrides=overrides,
@@ -267,7 +267,12 @@ class LocalStack:
                     ChildSpec(
                         "paper",
                         [sys.executable, "-m", "paper"],
-                        env={"PAPER_PORT": str(self.paper_port), "PAPER_HOST": cfg.host},
+                        env={
+                            "PAPER_PORT": str(self.paper_port),
+                            "PAPER_HOST": cfg.host,
+                            # the "Kite app's" registered redirect URL: this stack's login callback
+                            "PAPER_REDIRECT_URL": f"{self.api_url}/broker/callback",
+                        },
                         cwd=REPO_ROOT,
                         ready_port=self.paper_port,
                     )
@@ -329,7 +334,8 @@ class LocalStack:
             "AWS_SECRET_ACCESS_KEY": "local",
             "AWS_SESSION_TOKEN": "local",
             "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon on a laptop
-            "BROKER_BASE_URL": template.function_environment().get("BROKER_BASE_URL", paper_url),
+            # Paper mode's broker is this stack's own paper exchange (the template's address is its default port).
+            "BROKER_BASE_URL": paper_url,
             "BROKER_TICKER_URL": f"ws://{cfg.host}:{self.paper_port}/ws",
             "PAPER_PORT": str(self.paper_port),
             "LOCAL_API_URL": f"http://{cfg.host}:{self.gateway.port if self.gateway else cfg.api_port}",

@@ -21,6 +21,8 @@ class PaperConfig:
     api_key: str = "paper"
     access_token: str = "paper-token"
     api_secret: str = "paper-secret"
+    # The Kite app's registered redirect URL: where /connect/login sends the browser with a request_token.
+    redirect_url: str = "http://127.0.0.1:3000/broker/callback"
     partial_fills: bool = False
     # "09:15-15:30" (IST) closes the market outside those hours; empty: open around the clock.
     market_hours: str = ""
@@ -42,6 +44,7 @@ class PaperConfig:
             api_key=env.get("PAPER_API_KEY", "paper"),
             access_token=env.get("PAPER_ACCESS_TOKEN", "paper-token"),
             api_secret=env.get("PAPER_API_SECRET", "paper-secret"),
+            redirect_url=env.get("PAPER_REDIRECT_URL") or "http://127.0.0.1:3000/broker/callback",
             partial_fills=env.get("PAPER_PARTIAL_FILLS", "0").strip().lower() in {"1", "true", "yes"},
             market_hours=env.get("PAPER_MARKET_HOURS", "").strip(),
         )

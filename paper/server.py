@@ -1,6 +1,12 @@
 """The paper exchange over HTTP and websocket: Kite Connect v3 REST, the Kite Ticker, and /_paper/ test controls.
 
 One aiohttp app on one port. Everything runs on one event loop, so the engine needs no locks.
+
+Sessions work as Kite's do: GET /connect/login?api_key=..&v=3 is a login page whose button sends the browser to the
+app's redirect URL (PAPER_REDIRECT_URL) with a one-time request_token and status=success; POST /session/token trades
+it (with checksum = sha256(api_key + request_token + api_secret)) for a new access_token, and the previous one stops
+working (its ticker connections are closed). Until the first login the configured PAPER_ACCESS_TOKEN works, so
+tests and `make run` need no login. POST /_paper/session {"expire": true} ends every session, as 06:00 IST does.
 """
 
 from __future__ import annotations
@@ -9,15 +15,18 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import html
 import json
 import logging
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import WSMsgType, web
 
@@ -67,8 +76,9 @@ def error(message: str, error_type: str, status: int) -> web.Response:
 class TickerClient:
     """One ticker connection: its subscriptions and an outbound queue so messages leave in order."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, access_token: str = "") -> None:
         self.ws = ws
+        self.access_token = access_token
         self.modes: dict[int, str] = {}
         self.outbox: asyncio.Queue[bytes | str | None] = asyncio.Queue()
 
@@ -125,6 +135,9 @@ class PaperExchange:
         self.market = config.market
         self.walk = RandomWalk(self.instruments, config.seed)
         self.clients: set[TickerClient] = set()
+        # Access tokens that work now (the configured one until the first login), and request tokens not yet used.
+        self.access_tokens: set[str] = {config.access_token}
+        self.request_tokens: set[str] = set()
         self.stopping = asyncio.Event()
         self._pending_updates: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task[Any]] = []
@@ -229,6 +242,30 @@ class PaperExchange:
                 packets.append(ticker.encode_packet(ticker.snapshot_from_quote(instrument, quote), client.modes[token]))
         if packets:
             client.send(ticker.encode_message(packets))
+
+    def issue_request_token(self) -> str:
+        token = secrets.token_urlsafe(24)
+        self.request_tokens.add(token)
+        return token
+
+    def start_session(self) -> str:
+        """A new access token; the previous ones stop working and their ticker connections are closed."""
+        token = "paper-" + secrets.token_hex(16)
+        self.end_sessions(keep={token})
+        return token
+
+    def end_sessions(self, keep: set[str] | None = None) -> None:
+        self.access_tokens = set(keep or ())
+        stale = [c for c in self.clients if c.access_token not in self.access_tokens]
+        if stale:
+            log.info("session ended: closing %d ticker connection(s) on the old token", len(stale))
+        for client in stale:
+            self.clients.discard(client)
+            client.send(None)
+            asyncio.get_running_loop().create_task(client.ws.close(code=1000, message=b"session ended"))
+
+    def token_works(self, access_token: str) -> bool:
+        return any(hmac.compare_digest(access_token, known) for known in self.access_tokens)
 
     def drop_sockets(self) -> None:
         log.info("fault: dropping %d ticker connection(s)", len(self.clients))
@@ -380,6 +417,8 @@ class PaperExchange:
         self.engine.partial_fills = self.config.partial_fills
         self.market = self.config.market
         self.faults.clear()
+        self.access_tokens = {self.config.access_token}
+        self.request_tokens = set()
         self.walk = RandomWalk(self.instruments, self.config.seed)
         self._pending_updates = []
         if self.market == "walk":
@@ -448,9 +487,12 @@ async def kite_middleware(request: web.Request, handler: Handler) -> web.StreamR
         except KiteError as exc:
             return web.json_response({"status": "error", "message": exc.message}, status=exc.http_status)
     is_socket = request.headers.get("Upgrade", "").lower() == "websocket"
+    if path.startswith("/connect/"):  # Kite's login pages: a browser's, no API session
+        return await handler(request)
     if not is_socket and path != "/session/token":
-        expected = f"token {exchange.config.api_key}:{exchange.config.access_token}"
-        if not hmac.compare_digest(request.headers.get("Authorization", ""), expected):
+        prefix = f"token {exchange.config.api_key}:"
+        given = request.headers.get("Authorization", "")
+        if not (given.startswith(prefix) and exchange.token_works(given[len(prefix) :])):
             return error("Incorrect `api_key` or `access_token`.", "TokenException", 403)
     try:
         if not is_socket:
@@ -645,6 +687,10 @@ async def session_token(request: web.Request) -> web.Response:
     expected = hashlib.sha256((api_key + request_token + config.api_secret).encode()).hexdigest()
     if not hmac.compare_digest(checksum, expected):
         raise KiteError("Invalid `checksum`.", "TokenException", 403)
+    if request_token not in exchange.request_tokens:
+        raise KiteError("Token is invalid or has expired.", "TokenException", 403)
+    exchange.request_tokens.discard(request_token)  # one use, as Kite's
+    access_token = exchange.start_session()
     return success(
         {
             "user_type": "individual",
@@ -658,7 +704,7 @@ async def session_token(request: web.Request) -> web.Response:
             "avatar_url": None,
             "user_id": USER_ID,
             "api_key": config.api_key,
-            "access_token": config.access_token,
+            "access_token": access_token,
             "public_token": "paper-public-token",
             "refresh_token": "",
             "enctoken": "",
@@ -670,6 +716,41 @@ async def session_token(request: web.Request) -> web.Response:
 
 async def delete_session(request: web.Request) -> web.Response:
     return success(True)
+
+
+def _html(status: int, title: str, body: str) -> web.Response:
+    page = (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
+    return web.Response(text=page, status=status, content_type="text/html")
+
+
+async def connect_login_page(request: web.Request) -> web.Response:
+    """Kite's login page for an app: here one button logs the paper trader in."""
+    exchange = _exchange(request)
+    api_key = request.query.get("api_key", "")
+    if not hmac.compare_digest(api_key, exchange.config.api_key):
+        return _html(400, "Invalid api_key", "<p>No app has this api_key.</p>")
+    if request.query.get("v") != "3":
+        return _html(400, "Unsupported version", "<p>Kite Connect login needs v=3.</p>")
+    form = (
+        f'<form method="post" action="/connect/login?{html.escape(urlencode({"api_key": api_key, "v": "3"}))}">'
+        f"<p>Log in to the paper exchange as {html.escape(USER_ID)} (Paper Trader).</p>"
+        '<button type="submit" id="login">Login</button></form>'
+    )
+    return _html(200, "Login to Kite (paper exchange)", form)
+
+
+async def connect_login_submit(request: web.Request) -> web.StreamResponse:
+    """The login button: back to the app's redirect URL with a one-time request_token, as Kite does."""
+    exchange = _exchange(request)
+    api_key = request.query.get("api_key", "")
+    if not hmac.compare_digest(api_key, exchange.config.api_key):
+        return _html(400, "Invalid api_key", "<p>No app has this api_key.</p>")
+    query = {"action": "login", "type": "login", "status": "success", "request_token": exchange.issue_request_token()}
+    target = exchange.config.redirect_url
+    raise web.HTTPFound(target + ("&" if "?" in target else "?") + urlencode(query))
 
 
 async def profile(request: web.Request) -> web.Response:
@@ -699,13 +780,13 @@ async def ticker_socket(request: web.Request) -> web.StreamResponse:
             return web.json_response({"status": "success", "data": {"service": "bracketflow paper exchange"}})
         return error("The ticker needs a websocket upgrade.", "InputException", 400)
     config = exchange.config
+    access_token = request.query.get("access_token", "")
     if not (
-        hmac.compare_digest(request.query.get("api_key", ""), config.api_key)
-        and hmac.compare_digest(request.query.get("access_token", ""), config.access_token)
+        hmac.compare_digest(request.query.get("api_key", ""), config.api_key) and exchange.token_works(access_token)
     ):
         return error("Incorrect `api_key` or `access_token`.", "TokenException", 403)
     ws = web.WebSocketResponse(autoping=True)
-    client = TickerClient(ws)
+    client = TickerClient(ws, access_token)
     # Registered before the handshake completes, so no order update can slip past a client that just connected.
     exchange.clients.add(client)
     try:
@@ -806,6 +887,17 @@ async def control_reset(request: web.Request) -> web.Response:
     return web.json_response({"status": "success", "data": True})
 
 
+async def control_session(request: web.Request) -> web.Response:
+    """GET: how many sessions work; POST {"expire": true}: end them all (06:00 IST), until the next login."""
+    exchange = _exchange(request)
+    if request.method == "POST":
+        body = await _json_body(request)
+        if not isinstance(body, dict) or body.get("expire") is not True:
+            raise KiteError('The body must be {"expire": true}.')
+        exchange.end_sessions()
+    return web.json_response({"status": "success", "data": {"sessions": len(exchange.access_tokens)}})
+
+
 async def control_config(request: web.Request) -> web.Response:
     exchange = _exchange(request)
     body = await _json_body(request)
@@ -847,6 +939,8 @@ def build_app(config: PaperConfig, instruments: InstrumentMaster | None = None) 
         [
             web.get("/ws", ticker_socket),
             web.get("/", ticker_socket),
+            web.get("/connect/login", connect_login_page),
+            web.post("/connect/login", connect_login_submit),
             web.post("/session/token", session_token),
             web.delete("/session/token", delete_session),
             web.get("/user/profile", profile),
@@ -874,6 +968,8 @@ def build_app(config: PaperConfig, instruments: InstrumentMaster | None = None) 
             web.get("/_paper/state", control_state),
             web.post("/_paper/reset", control_reset),
             web.post("/_paper/config", control_config),
+            web.get("/_paper/session", control_session),
+            web.post("/_paper/session", control_session),
             web.post("/_paper/replay", control_replay),
         ]
     )

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import threading
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 from aiohttp import web
@@ -120,6 +121,27 @@ class PaperExchangeHandle:
 
     def reset(self) -> Any:
         return self._control("POST", "reset")
+
+    def expire_sessions(self) -> Any:
+        """End every session, as 06:00 IST does: nothing works until the next login."""
+        return self._control("POST", "session", {"expire": True})
+
+    def login_request_token(self) -> str:
+        """Press the login page's button as a browser would; the request_token of the redirect (not followed)."""
+        return login_request_token(self.base_url, self.api_key)
+
+
+def login_request_token(base_url: str, api_key: str = "paper") -> str:
+    """The one-time request_token the paper exchange's login button hands to the app's redirect URL."""
+    answer = requests.post(
+        f"{base_url}/connect/login",
+        params={"api_key": api_key, "v": "3"},
+        allow_redirects=False,
+        timeout=CONTROL_TIMEOUT_S,
+    )
+    if answer.status_code != 302:
+        raise RuntimeError(f"the paper login answered {answer.status_code}, not a redirect")
+    return parse_qs(urlsplit(answer.headers["Location"]).query)["request_token"][0]
 
 
 def start_paper_exchange(market: str = "manual", port: int = 0, seed: int = 7, **overrides: Any) -> PaperExchangeHandle:

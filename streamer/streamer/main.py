@@ -74,19 +74,19 @@ class Watched:
 
 
 def credentialed_ticker_url(settings: Settings, refresh: bool = False) -> str:
-    """BROKER_TICKER_URL with api_key/access_token added (paper: its fixed ones; kite: the day's session)."""
+    """BROKER_TICKER_URL with api_key/access_token added: the day's stored session (paper: the paper exchange's own
+    until someone logs in there). refresh=True (after a failed connect) reads the secret again, so a new login
+    reaches the ticker without a restart. Paper mode never gets a real broker's URL or credentials."""
+    from bracketflow.adapters.broker import credentials_provider
+    from bracketflow.adapters.broker.endpoints import check_paper_safety
+
+    check_paper_safety(settings)
     base = settings.broker_ticker_url
     query = parse_qs(urlsplit(base).query)
     if "api_key" in query and "access_token" in query:
         return base
-    if settings.broker == "kite":
-        from bracketflow.adapters.broker.session import read_credentials
-
-        creds = read_credentials(refresh)
-        return ticker_url(base, creds.api_key, creds.access_token)
-    from bracketflow.adapters.broker import PAPER_ACCESS_TOKEN, PAPER_API_KEY
-
-    return ticker_url(base, PAPER_API_KEY, PAPER_ACCESS_TOKEN)
+    creds = credentials_provider(settings)(refresh)
+    return ticker_url(base, creds.api_key, creds.access_token)
 
 
 class Streamer:

@@ -155,9 +155,33 @@ class _Module:
         self.tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         self.defs: dict[str, ast.AST] = {}
         self.imports: dict[str, tuple[str, str | None]] = {}  # local name -> (module, name in it | None = module)
+        self.dicts: set[str] = set()  # module-level names bound to a dict: `name.get(...)` is a mapping lookup
         for node in self.tree.body:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 self.defs[node.name] = node
+            elif (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(node.value, ast.Dict)
+            ):
+                self.dicts.add(node.target.id)
+            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+                self.dicts.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        self.self_dicts: set[str] = set()  # `self.name = {}` anywhere: `self.name.get(...)` is a mapping lookup
+        for node in ast.walk(self.tree):
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AnnAssign)
+                else []
+            )
+            if isinstance(getattr(node, "value", None), ast.Dict):
+                self.self_dicts.update(
+                    t.attr
+                    for t in targets
+                    if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"
+                )
         for node in ast.walk(self.tree):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 for alias in node.names:
@@ -236,7 +260,9 @@ def reachable(code_dir: str) -> list[tuple[_Module, ast.AST]]:
     """Every def (and the handler module itself) reachable from functions/<dir>/app.py.
 
     A plain name resolves through the module's own defs and imports; `module.name` through that module; any other
-    `x.name` to every method called `name` in the package (we cannot know x's type, so we take them all)."""
+    `x.name` to every method called `name` in the package (we cannot know x's type, so we take them all) — except
+    `x.get("literal", ...)` and `d.get(...)` on a module-level dict: mapping lookups (no repository's get is called
+    with a literal, nor on a dict)."""
     app = _Module(ROOT / code_dir / "app.py")
     pending: list[tuple[_Module, ast.AST]] = [(app, app.tree)]
     pending.extend(
@@ -255,6 +281,23 @@ def reachable(code_dir: str) -> list[tuple[_Module, ast.AST]]:
                 (module, item) for item in node.body if isinstance(item, ast.FunctionDef) and item.name.startswith("__")
             )
         body = list(_body_nodes(node))
+        mapping_gets = {
+            id(sub.func)
+            for sub in body
+            if isinstance(sub, ast.Call)
+            and isinstance(sub.func, ast.Attribute)
+            and sub.func.attr == "get"
+            and (
+                (sub.args and isinstance(sub.args[0], ast.Constant) and isinstance(sub.args[0].value, str))
+                or (isinstance(sub.func.value, ast.Name) and sub.func.value.id in module.dicts)
+                or (
+                    isinstance(sub.func.value, ast.Attribute)
+                    and isinstance(sub.func.value.value, ast.Name)
+                    and sub.func.value.value.id == "self"
+                    and sub.func.value.attr in module.self_dicts
+                )
+            )
+        }
         nested = {n.name: n for n in body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
         for sub in body:
             if isinstance(sub, ast.Name):
@@ -266,7 +309,7 @@ def reachable(code_dir: str) -> list[tuple[_Module, ast.AST]]:
                 alias = _module_alias(module, sub.value.id) if isinstance(sub.value, ast.Name) else None
                 if alias is not None:
                     pending.extend(_lookup(alias, sub.attr))
-                else:
+                elif id(sub) not in mapping_gets:
                     pending.extend(_methods().get(sub.attr, []))
     return out
 

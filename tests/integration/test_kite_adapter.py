@@ -417,14 +417,14 @@ def test_login_exchanges_the_request_token_and_stores_the_session(aws, paper):
         Name="bracketflow/test-broker",
         SecretString=json.dumps({"api_key": paper.api_key, "api_secret": "paper-secret"}),
     )
-    # When the login callback hands us a request_token
-    session = exchange_request_token("request-token-from-redirect")
-    # Then the access token is in the secret (not in the answer), and the stored session works
+    # When the login callback hands us the request_token of the login page's redirect
+    session = exchange_request_token(paper.login_request_token())
+    # Then the day's new access token is in the secret (not in the answer), and the stored session works
     stored = json.loads(aws.get_secret_value(SecretId="bracketflow/test-broker")["SecretString"])
-    assert stored["access_token"] == paper.access_token
+    assert stored["access_token"].startswith("paper-") and stored["access_token"] != paper.access_token
     assert stored["api_secret"] == "paper-secret"
     assert "access_token" not in session and session["user_id"] == "PAPER1"
-    assert read_credentials().access_token == paper.access_token
+    assert read_credentials().access_token == stored["access_token"]
     assert verify_session() == "PAPER1"
 
 

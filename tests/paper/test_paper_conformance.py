@@ -169,12 +169,40 @@ def test_a_wrong_access_token_is_a_token_exception(paper_exchange) -> None:
 
 def test_the_session_token_exchange_checks_the_checksum(paper_exchange) -> None:
     client = KiteConnect(api_key="paper", root=paper_exchange.base_url, timeout=5)
+    request_token = paper_exchange.login_request_token()
 
-    session = client.generate_session("request-123", api_secret="paper-secret")
-
-    assert session["access_token"] == "paper-token" and client.access_token == "paper-token"
     with pytest.raises(kite_errors.TokenException):
-        client.generate_session("request-123", api_secret="wrong-secret")
+        client.generate_session(request_token, api_secret="wrong-secret")
+    session = client.generate_session(request_token, api_secret="paper-secret")
+
+    assert session["access_token"].startswith("paper-") and client.access_token == session["access_token"]
+    assert client.profile()["user_id"] == "PAPER1"
+
+
+def test_a_request_token_works_once_and_only_if_the_login_issued_it(paper_exchange) -> None:
+    client = KiteConnect(api_key="paper", root=paper_exchange.base_url, timeout=5)
+    with pytest.raises(kite_errors.TokenException, match="invalid or has expired"):
+        client.generate_session("made-up-request-token", api_secret="paper-secret")
+    request_token = paper_exchange.login_request_token()
+    client.generate_session(request_token, api_secret="paper-secret")
+    with pytest.raises(kite_errors.TokenException, match="invalid or has expired"):
+        client.generate_session(request_token, api_secret="paper-secret")
+
+
+def test_a_new_session_ends_the_previous_token(paper_exchange, kite: KiteConnect) -> None:
+    # Given the configured token works before anyone logs in
+    assert kite.profile()["user_id"] == "PAPER1"
+    # When the trader logs in
+    fresh = KiteConnect(api_key="paper", root=paper_exchange.base_url, timeout=5)
+    fresh.generate_session(paper_exchange.login_request_token(), api_secret="paper-secret")
+    # Then the new token works and the old one is refused, as Kite refuses a replaced session
+    assert fresh.profile()["user_id"] == "PAPER1"
+    with pytest.raises(kite_errors.TokenException):
+        kite.profile()
+    # And when the session ends (06:00 IST), nothing works until the next login
+    paper_exchange.expire_sessions()
+    with pytest.raises(kite_errors.TokenException):
+        fresh.profile()
 
 
 def test_unknown_routes_and_orders_answer_in_kites_envelope(paper_exchange) -> None:
@@ -192,10 +220,11 @@ def test_unknown_routes_and_orders_answer_in_kites_envelope(paper_exchange) -> N
 
 
 def test_the_checksum_is_sha256_of_key_request_token_and_secret(paper_exchange) -> None:
-    checksum = hashlib.sha256(b"paperreq-9paper-secret").hexdigest()
+    request_token = paper_exchange.login_request_token()
+    checksum = hashlib.sha256(f"paper{request_token}paper-secret".encode()).hexdigest()
     answer = requests.post(
         f"{paper_exchange.base_url}/session/token",
-        data={"api_key": "paper", "request_token": "req-9", "checksum": checksum},
+        data={"api_key": "paper", "request_token": request_token, "checksum": checksum},
         timeout=5,
     )
     assert answer.status_code == 200 and answer.json()["data"]["user_id"] == "PAPER1"

@@ -4,12 +4,16 @@
   create-token ACCOUNT_ID STRATEGY         a webhook token for one strategy; printed once
   revoke-token ACCOUNT_ID TOKEN            the token stops working at once
 
-It talks to whatever TABLE_NAME / AWS_ENDPOINT_URL point at (the local stack's moto server, or your AWS account).
+Without --stack it talks to whatever TABLE_NAME / AWS_ENDPOINT_URL point at (the local stack's moto server).
+With --stack NAME (make account STACK=bracketflow-dev) it reads that deployed stack's outputs (CloudFormation
+DescribeStacks in AWS_DEFAULT_REGION): its region, table and API-key pepper secret, so the key works against that
+stack. It never creates a secret there: a missing pepper is an error, not a new pepper that no key would match.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from bracketflow.errors import BracketflowError
@@ -18,6 +22,7 @@ from bracketflow.services import accounts
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bracketflow.admin", description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", default=None, help="a deployed stack's name: use its table and pepper secret")
     sub = parser.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create-account", help="create an account and print its API key once")
     create.add_argument("name")
@@ -29,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     revoke.add_argument("account_id")
     revoke.add_argument("token")
     args = parser.parse_args(argv)
+    if args.stack and not _point_at_stack(args.stack):
+        return 2
     try:
         if args.command == "create-account":
             account, key = accounts.create_account(args.name, account_id=args.account_id)
@@ -46,6 +53,42 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     return 0
+
+
+def _point_at_stack(stack_name: str) -> bool:
+    """Point this process at the deployed stack's region, table and pepper; False (and why, on stderr) if it can't."""
+    from bracketflow.adapters import stack as deployed
+    from bracketflow.adapters.aws import reset_clients
+    from bracketflow.adapters.secrets import reset_pepper_cache
+    from bracketflow.settings import get_settings
+
+    region = get_settings().region
+    try:
+        found = deployed.describe(stack_name, region)
+        if not deployed.pepper_exists(found):
+            print(
+                f"error: stack {stack_name!r} names the pepper secret {found.pepper_secret!r}, which does not exist "
+                f"in {found.region}; nothing was created (a new pepper would make every key fail). Redeploy the stack.",
+                file=sys.stderr,
+            )
+            return False
+    except deployed.StackNotReady as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    # The settings are read from the environment, once: set them, then let them be read again.
+    os.environ.update(
+        {
+            "AWS_DEFAULT_REGION": found.region,
+            "AWS_REGION": found.region,
+            "TABLE_NAME": found.table_name,
+            "API_KEY_PEPPER_SECRET_NAME": found.pepper_secret,
+            "STAGE": found.stage if found.stage != "local" else "deployed",  # never the local stack's create-on-read
+        }
+    )
+    reset_clients()
+    reset_pepper_cache()
+    print(f"stack {stack_name} ({found.region}, stage {found.stage}): table {found.table_name}", file=sys.stderr)
+    return True
 
 
 if __name__ == "__main__":

@@ -71,6 +71,13 @@ class BracketBlocked(BracketflowError):
         self.status_code = status_code
 
 
+class BrokerMisconfigured(BracketflowError):
+    """The broker settings are unsafe or incomplete: paper mode pointed at a real broker or at real credentials,
+    or no api_key to log in with. Nothing is sent to any broker."""
+
+    status_code = 503
+
+
 class BrokerError(BracketflowError):
     """The broker did not do what we asked. Carries the HTTP status and Kite's error_type when there was one."""
 

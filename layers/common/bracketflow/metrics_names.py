@@ -43,6 +43,8 @@ BROKER_ERRORS = "BrokerErrors"  # every failed broker HTTP attempt (retries coun
 ORDER_RATE_LIMIT_WAIT = "OrderRateLimitWait"  # milliseconds a placement waited for the account-wide limiter
 ORDER_RATE_LIMITED = "OrderRateLimited"
 
+BROKER_SESSION_MISSING = "BrokerSessionMissing"  # pre-market check: 1 = no working Kite session, 0 = verified
+
 # ---- batch orders ----
 BATCHES_REGISTERED = "BatchesRegistered"
 DUPLICATE_BATCHES = "DuplicateBatches"  # a resent batch (same client_batch_id) answered with the first one

@@ -9,7 +9,7 @@ import os
 from decimal import Decimal
 from functools import lru_cache
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Base(BaseModel):
@@ -31,7 +31,8 @@ class BrokerSettings(_Base):
     broker: str = Field("paper", alias="BROKER")
     broker_base_url: str = Field("http://127.0.0.1:8700", alias="BROKER_BASE_URL")
     broker_ticker_url: str = Field("ws://127.0.0.1:8700/ws", alias="BROKER_TICKER_URL")
-    broker_secret_name: str = Field("bracketflow/broker", alias="BROKER_SECRET_NAME")
+    # Empty: bracketflow/<stage>/<broker> (Settings.broker_secret), so paper and each stage have their own secret.
+    broker_secret_name: str = Field("", alias="BROKER_SECRET_NAME")
     broker_timeout_s: float = Field(5.0, alias="BROKER_TIMEOUT_S")
     order_rate_per_second: int = Field(8, alias="ORDER_RATE_LIMIT_PER_SECOND")
     order_rate_per_minute: int = Field(350, alias="ORDER_RATE_LIMIT_PER_MINUTE")
@@ -49,6 +50,9 @@ class BrokerSettings(_Base):
     broker_account: str = Field("primary", alias="BROKER_ACCOUNT")
     order_rate_wait_s: float = Field(5.0, alias="ORDER_RATE_LIMIT_WAIT_S")
     broker_credentials_cache_s: int = Field(300, alias="BROKER_CREDENTIALS_CACHE_S")
+    # The pre-market session check: Telegram at most once per IST day (the metric and its alarm every run).
+    # <ApiUrl>/broker/login, for the pre-market check's Telegram message (empty: the message has no link).
+    broker_login_link: str = Field("", alias="LOGIN_URL")
 
 
 class BracketSettings(_Base):
@@ -178,6 +182,24 @@ class Settings(
     ReconcileSettings,
 ):
     stage: str = Field("local", alias="STAGE")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _broker_urls_follow_the_broker(cls, data: object) -> object:
+        """Unset broker URLs follow from BROKER: Kite's own for kite, the local paper exchange's for paper."""
+        if not isinstance(data, dict):
+            return data
+        kite = str(data.get("BROKER") or "paper").strip().lower() == "kite"
+        defaults = {
+            "BROKER_BASE_URL": "https://api.kite.trade" if kite else "http://127.0.0.1:8700",
+            "BROKER_TICKER_URL": "wss://ws.kite.trade" if kite else "ws://127.0.0.1:8700/ws",
+        }
+        return {**data, **{key: value for key, value in defaults.items() if not data.get(key)}}
+
+    @property
+    def broker_secret(self) -> str:
+        """The broker secret's name (or ARN): BROKER_SECRET_NAME, else bracketflow/<stage>/<broker>."""
+        return self.broker_secret_name or f"bracketflow/{self.stage}/{self.broker}"
 
 
 def tracing_wanted() -> bool:

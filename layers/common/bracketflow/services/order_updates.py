@@ -100,21 +100,25 @@ def postback_checksum(order_id: str, order_timestamp: str, api_secret: str) -> s
 
 
 def api_secret() -> str:
-    """The Kite app's api_secret from the broker secret; the paper exchange's default when paper has no secret."""
+    """The Kite app's api_secret from the stage's broker secret; paper mode (local stack only) falls back to the
+    paper exchange's. Kite mode never accepts that public default, nor verifies anything without a real secret."""
     from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
     from bracketflow.adapters.broker.session import read_secret
 
+    paper = get_settings().broker == "paper"
     try:
         value = read_secret().get("api_secret")
-    except GetParameterError:
-        if get_settings().broker != "paper":
-            raise
+    except GetParameterError as exc:
+        if not paper:
+            raise BadPostback("the broker secret cannot be read, so no postback can be verified") from exc
         value = None
-    if not value and get_settings().broker == "paper":
+    if not value and paper:
         return PAPER_API_SECRET
     if not value:
         raise BadPostback("no api_secret configured to verify postbacks with")
+    if not paper and value == PAPER_API_SECRET:
+        raise BadPostback("the broker secret holds the paper exchange's public api_secret, not the Kite app's")
     return str(value)
 
 

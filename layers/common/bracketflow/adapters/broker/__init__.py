@@ -1,8 +1,9 @@
 """Broker adapters: the port services use (port.py), Kite v3 on requests (kite.py), the login session (session.py).
 
 `get_broker()` builds the configured broker once per settings object: BROKER=kite talks to Kite with the trader's
-stored session; BROKER=paper talks to the local paper exchange, which speaks the same Kite v3 API. Order-placing
-calls take a token from the account-wide DynamoDB rate limiter first.
+stored session; BROKER=paper talks to the local paper exchange, which speaks the same Kite v3 API, and is refused
+anywhere it could reach the real broker or its credentials (endpoints.check_paper_safety). Order-placing calls take
+a token from the account-wide DynamoDB rate limiter first.
 """
 
 from __future__ import annotations
@@ -34,15 +35,12 @@ def get_broker() -> KiteBroker:
 
 
 def _build(settings: Any) -> KiteBroker:
-    from bracketflow.adapters.broker.kite import CredentialsProvider, KiteBroker, KiteCredentials
-    from bracketflow.adapters.broker.session import read_credentials
+    from bracketflow.adapters.broker.endpoints import check_paper_safety
+    from bracketflow.adapters.broker.kite import KiteBroker
     from bracketflow.adapters.dynamo.ratelimit import OrderRateLimiter
 
-    if settings.broker not in ("kite", "paper"):
-        raise ValueError(f"BROKER must be 'kite' or 'paper', got {settings.broker!r}")
-    credentials: CredentialsProvider = read_credentials
-    if settings.broker == "paper":
-        credentials = _paper_credentials(read_credentials, KiteCredentials(PAPER_API_KEY, PAPER_ACCESS_TOKEN))
+    check_paper_safety(settings)
+    credentials = credentials_provider(settings)
     limiter = OrderRateLimiter.from_settings()
 
     def take_order_token() -> None:
@@ -61,9 +59,21 @@ def _build(settings: Any) -> KiteBroker:
     )
 
 
+def credentials_provider(settings: Any) -> Any:
+    """read_credentials for kite; for paper, the paper secret's session when someone logged in, else the fixed one."""
+    from bracketflow.adapters.broker.kite import KiteCredentials
+    from bracketflow.adapters.broker.session import read_credentials
+
+    if settings.broker == "kite":
+        return read_credentials
+    return _paper_credentials(read_credentials, KiteCredentials(PAPER_API_KEY, PAPER_ACCESS_TOKEN))
+
+
 def _paper_credentials(read: Any, fallback: Any) -> Any:
     """Paper mode uses the stored secret when there is one (to rehearse the login flow), else fixed paper ones."""
     from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+    from bracketflow.errors import SessionExpired
 
     def provide(refresh: bool = False) -> Any:
         try:
@@ -71,6 +81,8 @@ def _paper_credentials(read: Any, fallback: Any) -> Any:
         except GetParameterError as exc:
             if "ResourceNotFoundException" not in str(exc):
                 raise
+            return fallback
+        except SessionExpired:  # the paper secret holds the app's key but nobody has logged in yet
             return fallback
 
     return provide

@@ -1,6 +1,6 @@
 """The Kite session: the trader's daily login, and where the credentials live.
 
-One Secrets Manager secret (settings.broker_secret_name) holds JSON {"api_key", "api_secret", "access_token",
+One Secrets Manager secret (settings.broker_secret) holds JSON {"api_key", "api_secret", "access_token",
 "user_id", "login_time"}. The trader creates it with api_key and api_secret; the login callback trades Kite's
 one-time request_token for the day's access_token (`exchange_request_token`) and stores it there. Lambdas read it
 through Powertools parameters with an in-memory cache (settings.broker_credentials_cache_s), and read it again at
@@ -20,6 +20,7 @@ import requests
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 from bracketflow.adapters.aws import client
+from bracketflow.adapters.broker.endpoints import check_paper_safety
 from bracketflow.adapters.broker.kite import IST, KITE_VERSION, KiteCredentials, send_kite_request
 from bracketflow.errors import BrokerError, SessionExpired
 from bracketflow.observability import logger
@@ -48,15 +49,32 @@ def _secrets() -> SecretsProvider:
 
 
 def read_secret(refresh: bool = False) -> dict[str, Any]:
+    """The broker secret's JSON; refused before any read when paper mode could reach real credentials."""
     settings = get_settings()
+    check_paper_safety(settings)
     value = _secrets().get(
-        settings.broker_secret_name,
+        settings.broker_secret,
         transform="json",
         max_age=settings.broker_credentials_cache_s,
         force_fetch=refresh,
     )
     if not isinstance(value, dict):
-        raise BrokerError(f"broker secret {settings.broker_secret_name!r} is not a JSON object")
+        raise BrokerError(f"broker secret {settings.broker_secret!r} is not a JSON object")
+    return value
+
+
+def read_secret_now() -> dict[str, Any]:
+    """The broker secret's JSON straight from Secrets Manager, no cache: for the login, its check and /health,
+    which run rarely and must see the latest session. ResourceNotFound and the like come as botocore ClientError."""
+    settings = get_settings()
+    check_paper_safety(settings)
+    raw = client("secretsmanager").get_secret_value(SecretId=settings.broker_secret)["SecretString"]
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise BrokerError(f"broker secret {settings.broker_secret!r} is not a JSON object")
     return value
 
 
@@ -64,7 +82,7 @@ def read_credentials(refresh: bool = False) -> KiteCredentials:
     """The api_key and today's access_token; SessionExpired when nobody has logged in yet."""
     secret = read_secret(refresh)
     if not secret.get("api_key"):
-        raise BrokerError(f"broker secret {get_settings().broker_secret_name!r} has no api_key")
+        raise BrokerError(f"broker secret {get_settings().broker_secret!r} has no api_key")
     if not secret.get("access_token"):
         raise SessionExpired(NO_SESSION)
     return KiteCredentials(api_key=str(secret["api_key"]), access_token=str(secret["access_token"]))
@@ -81,10 +99,10 @@ def exchange_request_token(
     Returns {"user_id", "login_time"} (never the token). A refused token raises SessionExpired with a clear message.
     """
     settings = get_settings()
-    secret = read_secret(refresh=True)
+    secret = read_secret_now()
     api_key, api_secret = secret.get("api_key"), secret.get("api_secret")
     if not api_key or not api_secret:
-        raise BrokerError(f"broker secret {settings.broker_secret_name!r} needs api_key and api_secret to log in")
+        raise BrokerError(f"broker secret {settings.broker_secret!r} needs api_key and api_secret to log in")
     form = {
         "api_key": str(api_key),
         "request_token": request_token,
@@ -110,7 +128,7 @@ def exchange_request_token(
         "user_id": str(data.get("user_id") or ""),
         "login_time": login_time,
     }
-    client("secretsmanager").put_secret_value(SecretId=settings.broker_secret_name, SecretString=json.dumps(stored))
+    client("secretsmanager").put_secret_value(SecretId=settings.broker_secret, SecretString=json.dumps(stored))
     _secrets().clear_cache()
     logger.info("Kite session started", extra={"user_id": stored["user_id"], "login_time": login_time})
     return {"user_id": stored["user_id"], "login_time": login_time}
@@ -119,7 +137,10 @@ def exchange_request_token(
 def verify_session(http: requests.Session | None = None) -> str:
     """The logged-in user id if the stored session works; SessionExpired ("log in again") if not."""
     settings = get_settings()
-    creds = read_credentials(refresh=True)
+    secret = read_secret_now()
+    if not secret.get("api_key") or not secret.get("access_token"):
+        raise SessionExpired(NO_SESSION)
+    creds = KiteCredentials(api_key=str(secret["api_key"]), access_token=str(secret["access_token"]))
     data = send_kite_request(
         http or requests.Session(),
         "GET",

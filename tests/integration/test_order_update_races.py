@@ -349,3 +349,40 @@ def test_a_gtt_that_fires_under_the_exit_lambdas_claim_still_closes_the_bracket_
     assert output["exit"]["order_id"] == str(child["order_id"])
     assert finalize(protected.id, output["exit"])["status"] == "CLOSED"
     assert not [o for o in world.state()["orders"] if (o.get("tag") or "").endswith("X")]
+
+
+# ---------- an emergency flatten that races a GTT an earlier attempt left ----------
+
+
+def test_an_emergency_exit_adopts_a_gtt_of_an_earlier_attempt_that_already_fired_instead_of_flattening(
+    world, monkeypatch
+):
+    import time
+
+    from bracketflow.adapters.broker import get_broker
+    from bracketflow.domain.ids import order_tag
+    from bracketflow.services import emergency_exit as flatten
+    from bracketflow.services.protect import protection_request
+
+    # Given a filled BUY 10 INFY (stop 1480) whose protection step created its GTT at the broker but never recorded
+    # it (the answer was lost and the step gave up, so the workflow flattens)
+    monkeypatch.setenv("BROKER_LOOKUP_WINDOW_S", "0")
+    bracket_id, _ = fill_entry_at_1500(world, monkeypatch, update_first=False)
+    filled = bracket(bracket_id)
+    request = protection_request(filled, 10, Decimal("1500"), Decimal("0.05"), Decimal("0.5"))
+    gtt_id = get_broker().create_gtt(request)
+    # And the market fell through the stop before the flatten: that GTT fired and its SELL filled
+    world.set_quotes([{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": 1475, "bid": 1474.95, "ask": 1475}])
+    deadline = time.monotonic() + 10
+    while next(g for g in world.state()["gtts"] if g["id"] == gtt_id)["status"] != "triggered":
+        assert time.monotonic() < deadline, "the GTT never fired"
+        time.sleep(0.05)
+    # When the emergency exit runs
+    result = flatten.emergency_exit(bracket_id, "protection failed")
+    # Then it places no second SELL (that would leave the account short 10): the fired GTT is the exit, and the
+    # bracket is recorded PROTECTED by it, for its fill to close it
+    assert [o for o in world.state()["orders"] if o.get("tag") == order_tag(bracket_id, "EXIT")] == []
+    adopted = bracket(bracket_id)
+    assert (adopted.status.value, adopted.gtt_id, result["status"]) == ("PROTECTED", str(gtt_id), "PROTECTED")
+    positions = [p for p in world.state()["positions"] if p["tradingsymbol"] == "INFY"]
+    assert sum(int(p["quantity"]) for p in positions) == 0

@@ -10,7 +10,13 @@ A GTT an earlier PlaceProtection attempt created without recording it (its answe
 outlive the flattened position and later fire into a flat account, opening a reverse one. So the GTTs that may
 protect this fill (services/protect.py leftover_gtts) are deleted before flattening when the broker's GTT list can be
 read (the flatten never waits for it), and again after it, where a failure to read or delete fails the step so the
-workflow's retry sweeps once more; a retry that finds the flatten already placed only sweeps.
+workflow's retry sweeps once more; a retry that finds the flatten already placed only sweeps. The broker may list a
+new GTT only seconds after creating it, so an emergency flatten sweeps once more when BROKER_LOOKUP_WINDOW_S has
+passed since the first sweep (the position is already flat by then: this wait delays nothing that protects it).
+Such a GTT may even have fired already (the market went through its stop): then its order is the exit, and the
+bracket is recorded PROTECTED by it instead of being flattened a second time (protect.adopt_fired_twin); when the
+GTT list cannot be read, the flatten goes ahead (an open position waits for nothing, and a double exit would show in
+reconciliation as a position bracketflow does not hold).
 
 The same flatten serves the trader's DELETE of a bracket whose entry had (partly) filled (ExitCancelledFill in the
 workflow): exit_reason MANUAL, recorded as ExitRequested + ExitPlaced, with no ProtectionFailed and no alarm.
@@ -18,6 +24,7 @@ workflow): exit_reason MANUAL, recorded as ExitRequested + ExitPlaced, with no P
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from bracketflow.adapters.broker import get_broker
@@ -31,7 +38,7 @@ from bracketflow.domain.ids import BrokerOrderId, order_tag
 from bracketflow.errors import BrokerError, InvalidStateTransition
 from bracketflow.observability import logger, metrics
 from bracketflow.services.lifecycle import event, load, retrying
-from bracketflow.services.protect import delete_leftover_gtts
+from bracketflow.services.protect import adopt_fired_twin, delete_leftover_gtts
 from bracketflow.settings import get_settings
 
 
@@ -73,6 +80,14 @@ def emergency_exit(bracket_id: str, reason: str, exit_reason: ExitReason = ExitR
     except BrokerError as exc:  # flatten first; the sweep after it must succeed
         logger.warning("GTT sweep before the flatten failed", extra={"bracket_id": bracket_id, "error": exc.message})
     earlier = [o for o in broker.find_orders_by_tag(req.tag) if o.status != "REJECTED"]
+    if not earlier and exit_reason is ExitReason.EMERGENCY:
+        try:
+            adopted = adopt_fired_twin(broker, bracket)
+        except BrokerError as exc:  # the GTT list cannot be read: an open position must not wait for it
+            logger.warning("could not look for a fired GTT before flattening", extra={"error": exc.message})
+            adopted = None
+        if adopted is not None:
+            return _result(adopted)
     order_id: BrokerOrderId = earlier[0].order_id if earlier else broker.place_order(req)
     if exit_reason is ExitReason.EMERGENCY:
         metrics.add_metric(name="EmergencyExits", unit="Count", value=1)
@@ -84,6 +99,9 @@ def emergency_exit(bracket_id: str, reason: str, exit_reason: ExitReason = ExitR
         logger.info("filled entry exited at market", extra={"bracket_id": bracket_id, "order_id": order_id})
     recorded = _record(bracket_id, order_id, quantity, reason, exit_reason)
     delete_leftover_gtts(bracket)
+    if exit_reason is ExitReason.EMERGENCY:
+        time.sleep(get_settings().broker_lookup_window_s)  # a GTT the broker lists late is swept too
+        delete_leftover_gtts(bracket)
     return _result(recorded)
 
 

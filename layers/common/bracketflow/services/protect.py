@@ -183,6 +183,28 @@ def leftover_gtts(broker: BrokerPort, bracket: Bracket) -> list[GttReport]:
     return recorded + twins
 
 
+def adopt_fired_twin(broker: BrokerPort, bracket: Bracket) -> Bracket | None:
+    """A GTT exactly like this bracket's protection that an earlier, unrecorded PlaceProtection attempt created and
+    that has already fired: its order is the position's exit, so flattening too would open a reverse position. The
+    bracket is recorded PROTECTED by it (its fill then closes the bracket, as for any GTT) and returned; None when
+    there is none."""
+    settings = get_settings()
+    spec = bracket.spec
+    instrument = default_master().get(spec.exchange.value, spec.symbol)
+    tick = instrument.tick_size if instrument and instrument.tick_size > 0 else settings.default_tick_size
+    fill = bracket.entry.average_price or bracket.stop_price
+    quantity = bracket.entry.filled_quantity
+    req = protection_request(bracket, quantity, fill, tick, settings.stop_limit_buffer_percent)
+    fired = _fired_since_fill(_unclaimed([g for g in broker.gtts() if g.status == "triggered"], bracket), bracket, req)
+    if fired is None:
+        return None
+    logger.warning(
+        "a GTT of an earlier protection attempt already fired; adopting it instead of flattening",
+        extra={"bracket_id": bracket.id, "gtt_id": fired.gtt_id, "orders": fired.triggered_order_ids},
+    )
+    return _record_protection(bracket.id, str(fired.gtt_id), req, quantity)
+
+
 def delete_leftover_gtts(bracket: Bracket) -> list[str]:
     """Delete every GTT leftover_gtts finds (a position being flattened must not keep a GTT that could later fire
     into a flat account and open a reverse one); returns their ids. Raises BrokerError when one cannot be read or

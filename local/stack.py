@@ -46,8 +46,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def ensure_port_free(host: str, port: int, what: str, variable: str) -> None:
-    """Fail clearly now rather than hang or talk to a stranger: something else already listening on a port we need."""
+    """Fail clearly now rather than hang or talk to a stranger: something else already listening on a port we need.
+
+    SO_REUSEADDR, as every server of the stack binds: the connections of a run stopped a moment ago linger in
+    TIME_WAIT for a minute and must not count as "in use" (only a listening socket does)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:

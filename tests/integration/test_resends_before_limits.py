@@ -36,7 +36,11 @@ def empty_the_bucket(send) -> None:
     raise AssertionError("the placement limit never refused a request")
 
 
-def test_a_resent_alert_is_a_duplicate_even_when_the_bucket_is_empty(aws, trader, frozen_clock):
+def test_a_resent_alert_is_a_duplicate_even_when_the_bucket_is_empty(aws, trader, frozen_clock, monkeypatch):
+    from bracketflow.settings import get_settings
+
+    monkeypatch.setenv("ALERT_BURST", "3")  # a bucket small enough to empty here
+    get_settings.cache_clear()
     # Given an alert that was registered
     first = call_webhook(alert(trader.api_key, 1500), content_type="text/plain")
     assert first.status == 200 and first.body["duplicate"] is False, first.body

@@ -25,7 +25,7 @@ from bracketflow.schemas.bracket import PlaceBracketOrderRequest, alert_to_spec,
 from bracketflow.services import orderbook
 from bracketflow.services.accounts import authenticate_api_key, authenticate_webhook_token, check_source_ip
 from bracketflow.services.models import Account, Caller
-from bracketflow.services.register_bracket import Placement, check_placement_rate, place
+from bracketflow.services.register_bracket import Placement, check_alert_rate, check_placement_rate, place
 from bracketflow.settings import get_settings
 
 _CACHE_LIMIT = 1024  # distinct credentials remembered per Lambda instance; beyond that the cache starts over
@@ -154,7 +154,7 @@ def place_from_alert(
             round_to_tick=True,
             dedupe_alert=True,
             account=profile,
-            spend_placement_token=lambda: check_placement_rate(caller, profile),
+            spend_placement_token=lambda: check_alert_rate(caller, profile),
         )
 
     return _logged(caller, "tradingview_bracket", data, request_id, run)

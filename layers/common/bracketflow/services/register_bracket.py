@@ -70,14 +70,34 @@ def check_placement_rate(
 ) -> Account | None:
     """Spend one placement token for the caller's key (429 when none is left); returns the account it read.
 
-    One bucket per key for every placing request (a bracket, an alert, a batch): `what` only names them in the 429.
+    One bucket per key for every REST placing request (a bracket, a batch): `what` only names them in the 429.
+    The account's own placement rate, if set, overrides PLACEMENT_RATE_LIMIT_PER_SECOND; PLACEMENT_BURST sizes it.
     """
     account = account or account_store.get_account(caller.account_id)
-    rate = (account.placement_rate_per_second if account else None) or get_settings().placement_rate_per_second
-    if not keylimit.try_acquire(caller.key_hash, rate, now_ms()):
-        shown = int(rate) if float(rate).is_integer() else rate
-        raise RateLimited(f"rate limit exceeded: at most {shown} {what} per second for this API key")
+    settings = get_settings()
+    rate = (account.placement_rate_per_second if account else None) or settings.placement_rate_per_second
+    if not keylimit.try_acquire(caller.key_hash, rate, now_ms(), burst=settings.placement_burst or None):
+        raise RateLimited(f"rate limit exceeded: at most {_shown(rate)} {what} per second for this API key")
     return account
+
+
+def check_alert_rate(caller: Caller, account: Account | None = None) -> Account | None:
+    """Spend one token of the key's TradingView bucket (ALERT_RATE_LIMIT_PER_SECOND, ALERT_BURST): 429 past it.
+
+    Sized so a burst of alerts on one candle close (a screener over 100 symbols) is all accepted and registered,
+    while a runaway alert loop is still stopped; the entries reach the broker paced by the account-wide limiter."""
+    settings = get_settings()
+    rate, burst = settings.alert_rate_per_second, settings.alert_burst
+    if not keylimit.try_acquire(caller.key_hash, rate, now_ms(), burst=burst or None, scope="ALERT"):
+        raise RateLimited(
+            f"rate limit exceeded: at most {burst or _shown(rate)} alerts at once and {_shown(rate)} per second after"
+            " that for this API key"
+        )
+    return account or account_store.get_account(caller.account_id)
+
+
+def _shown(rate: float) -> str:
+    return str(int(rate)) if float(rate).is_integer() else str(rate)
 
 
 def normalise(spec: BracketSpec, caller: Caller, *, round_to_tick: bool) -> BracketSpec:

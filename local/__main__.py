@@ -3,7 +3,8 @@
 Prints one line per component as it comes up, a ready line with the URLs and the dev API key, then one readable line
 per thing that happens (requests, messages, schedules, the children's output). Ctrl-C or SIGTERM stops everything.
 Ports and options come from the environment: API_PORT, MOTO_PORT, PAPER_PORT, LOCAL_API_KEY, LOCAL_TEMPLATE,
-LOCAL_CRON_EVERY_S, LOCAL_SCHEDULE_EVERY_S, LOCAL_PAPER=0/1, LOCAL_STREAMER=0/1, LOCAL_VERBOSE=1.
+LOCAL_CRON_EVERY_S, LOCAL_SCHEDULE_EVERY_S, LOCAL_PAPER=0/1, LOCAL_STREAMER=0/1, LOCAL_RESTART_BACKOFF_S,
+LOCAL_VERBOSE=1.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from types import FrameType
 from typing import Any
 
-from local.components import FAILED, UP, ComponentState
+from local.components import DOWN, FAILED, UP, ComponentState
 from local.demo import ready_banner
 from local.stack import DEV_ACCOUNT_ID, LocalStack, StackConfig
 
@@ -59,7 +60,7 @@ def _readable_app_logs(handler: logging.Handler) -> None:
 def _announce(change: ComponentState) -> None:
     if change.state == UP:
         print(f"  ✓ {change.name:<10} {change.detail}", flush=True)
-    elif change.state == FAILED:
+    elif change.state in (FAILED, DOWN):
         print(f"  ✗ {change.name:<10} {change.detail}", flush=True)
 
 
@@ -102,12 +103,8 @@ def main() -> int:
         if stack.dev_account_seeded:
             ws_url = stack.websocket_url if stack.websocket is not None else None
             print(ready_banner(stack.api_url, config.local_api_key, stack.paper_url, ws_url), flush=True)
-        while True:
+        while True:  # the stack's supervisors watch the children (a dead streamer is restarted, and said so)
             time.sleep(1)
-            for child in stack.children:
-                if not child.alive and stack.components.states().get(child.spec.name) == UP:
-                    code = child.proc.returncode if child.proc else None
-                    stack.components.set(child.spec.name, FAILED, f"exited with code {code}")
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
         return_code = 0

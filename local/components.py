@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 STARTING, UP, FAILED, STOPPED = "starting", "up", "failed", "stopped"
+DOWN = "down"  # a supervised child that died and is about to be restarted
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from local.template import ACCOUNT_ID, Template
 
 log = logging.getLogger("local.api")
 
-HealthProbe = Callable[[], tuple[bool, dict[str, str]]]
+HealthProbe = Callable[[], tuple[bool, dict[str, Any]]]  # (healthy, the body of GET /health)
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,7 @@ class Gateway:
         raw_body = request.rfile.read(length) if length else b""
 
         if path == "/health" and request.command in ("GET", "HEAD"):
-            ok, components = self.health()
-            body: dict[str, Any] = {"status": "ok" if ok else "starting", "components": components}
+            ok, body = self.health()
             if ok:
                 body.update(self._deployed_health(request, split.query))
             self._write(request, 200 if ok else 503, {"Content-Type": "application/json"}, json.dumps(body).encode())

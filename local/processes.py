@@ -1,5 +1,7 @@
 """Child processes of the local stack (the paper exchange, the streamer): start, wait until ready, forward their
-output line by line under their name, and stop them (SIGTERM, then SIGKILL after a grace period).
+output line by line under their name, stop them (SIGTERM, then SIGKILL after a grace period), and supervise them:
+a child that dies is reported at once and, if its policy says so, started again after a capped exponential backoff,
+as ECS restarts a stopped task (Supervisor).
 
 Children also die with us if we are killed outright: on Linux each child asks the kernel for SIGTERM when its parent
 thread exits (PR_SET_PDEATHSIG), so start children from a thread that lives as long as the stack (the main thread).
@@ -20,6 +22,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from local.components import DOWN, FAILED, UP
 
 log = logging.getLogger("local.processes")
 
@@ -59,6 +63,8 @@ class Child:
         self._reader: threading.Thread | None = None
 
     def start(self) -> None:
+        """Start the process (again, after it has died: the last one's output reader is finished first)."""
+        self._release()
         spec = self.spec
         env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
@@ -113,7 +119,90 @@ class Child:
                 log.warning("%s did not stop within %.0f s; killing it", self.spec.name, grace_s)
                 proc.kill()
                 proc.wait(grace_s)
+        self._release()
+
+    def _release(self) -> None:
+        """Finish forwarding a dead process's output and close its pipe."""
+        proc = self.proc
+        if proc is None or proc.poll() is None:
+            return
         if self._reader is not None:
             self._reader.join(timeout=2)
+            self._reader = None
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """ECS-like: restart a dead child after a backoff that doubles per failure, capped; once it has stayed up for
+    `reset_after_s`, the next failure starts from the first backoff again."""
+
+    restart: bool = True
+    first_backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+    reset_after_s: float = 60.0
+
+    def backoff_s(self, failures_in_a_row: int) -> float:
+        return min(self.max_backoff_s, self.first_backoff_s * 2 ** max(0, failures_in_a_row - 1))
+
+
+# (state, detail) -> the stack's component registry (local.components' DOWN / UP / FAILED)
+StateReport = Callable[[str, str], None]
+
+
+class Supervisor:
+    """Watches one started Child from its own thread: when the process dies, reports it down (with its exit code and
+    when the restart comes) and restarts it by the policy; reports it up again once ready. Counts the restarts.
+
+    The thread lives until stop(), so children it restarts keep PR_SET_PDEATHSIG tied to a thread that lasts as long
+    as the stack."""
+
+    def __init__(self, child: Child, policy: RestartPolicy, report: StateReport, *, poll_s: float = 0.2):
+        self.child = child
+        self.policy = policy
+        self.restarts = 0
+        self._report = report
+        self._poll_s = poll_s
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"supervise:{child.spec.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.policy.max_backoff_s + self.child.spec.ready_timeout_s)
+
+    def _run(self) -> None:
+        failures = 0
+        up_since = time.monotonic()
+        while not self._stopping.wait(self._poll_s):
+            if self.child.alive:
+                if failures and time.monotonic() - up_since >= self.policy.reset_after_s:
+                    failures = 0
+                continue
+            proc = self.child.proc
+            code = proc.returncode if proc is not None else None
+            if not self.policy.restart:
+                self._report(FAILED, f"exited with code {code}")
+                return
+            failures += 1
+            delay = self.policy.backoff_s(failures)
+            log.warning("%s exited with code %s; restarting in %.1f s", self.child.spec.name, code, delay)
+            self._report(DOWN, f"exited with code {code}; restart {self.restarts + 1} in {delay:g} s")
+            if self._stopping.wait(delay):
+                return
+            try:
+                self.child.start()
+                self.child.wait_ready()
+            except (OSError, RuntimeError) as exc:
+                log.warning("%s did not come back: %s", self.child.spec.name, exc)
+                if self.child.proc is not None and self.child.proc.poll() is None:
+                    self.child.proc.kill()  # alive but never ready: treated as dead
+                    self.child.proc.wait()
+                continue  # the next turn of the loop backs off further
+            self.restarts += 1
+            up_since = time.monotonic()
+            self._report(UP, f"restarted {self.restarts} time(s), last after exit code {code}")

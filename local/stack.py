@@ -27,7 +27,7 @@ from local.aws import MotoServer, provision
 from local.components import FAILED, STARTING, STOPPED, UP, Components
 from local.gateway import Gateway
 from local.pollers import ScheduleTimer, SqsPoller, StreamPoller, Worker, schedule_interval_s
-from local.processes import Child, ChildSpec
+from local.processes import Child, ChildSpec, RestartPolicy, Supervisor
 from local.runtime import FunctionError, LambdaRuntime, metrics_per_invocation
 from local.template import FunctionSpec, StateMachineSpec, Template, load_template
 from local.websocket_api import LocalWebSocketApi, read_websocket_routes
@@ -46,8 +46,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def ensure_port_free(host: str, port: int, what: str, variable: str) -> None:
-    """Fail clearly now rather than hang or talk to a stranger: something else already listening on a port we need."""
+    """Fail clearly now rather than hang or talk to a stranger: something else already listening on a port we need.
+
+    SO_REUSEADDR, as every server of the stack binds: the connections of a run stopped a moment ago linger in
+    TIME_WAIT for a minute and must not count as "in use" (only a listening socket does)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -81,6 +85,7 @@ class StackConfig:
     seed_dev_account: bool = True  # the app's dev account (needs the app's template, not a test fixture's)
     paper: bool | None = None  # None: start it when paper/__main__.py exists
     streamer: bool | None = None  # None: start it when streamer/streamer/__main__.py exists
+    streamer_restart: RestartPolicy = field(default_factory=RestartPolicy)  # LOCAL_RESTART_BACKOFF_S: the first wait
     extra_env: dict[str, str] = field(default_factory=dict)  # set for the handlers and the children
 
     @classmethod
@@ -100,6 +105,7 @@ class StackConfig:
             schedule_every_s=float(every) if every else None,
             paper=_env_flag(env.get("LOCAL_PAPER")),
             streamer=_env_flag(env.get("LOCAL_STREAMER")),
+            streamer_restart=RestartPolicy(first_backoff_s=float(env.get("LOCAL_RESTART_BACKOFF_S") or 1.0)),
         )
 
 
@@ -115,6 +121,7 @@ class LocalStack:
         self.websocket: LocalWebSocketApi | None = None
         self.workers: list[Worker] = []
         self.children: list[Child] = []
+        self.supervisors: list[Supervisor] = []
         self.paper_port: int | None = None
         self.dev_account_seeded = False
         self._saved_env: dict[str, str | None] = {}
@@ -161,8 +168,13 @@ class LocalStack:
         assert self.template is not None
         return self.template.tables[logical_id].name
 
-    def health(self) -> tuple[bool, dict[str, str]]:
-        return self.components.all_up() and self._started, self.components.states()
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """(healthy, the /health body): every component's state, and how often each supervised child was restarted."""
+        ok = self.components.all_up() and self._started
+        states = self.components.states()
+        status = "ok" if ok else ("degraded" if self._started else "starting")
+        restarts = {s.child.spec.name: s.restarts for s in self.supervisors}
+        return ok, {"status": status, "components": states, "restarts": restarts}
 
     # -- lifecycle --
 
@@ -275,7 +287,9 @@ class LocalStack:
                         },
                         cwd=REPO_ROOT,
                         ready_port=self.paper_port,
-                    )
+                    ),
+                    # The broker's state lives in its memory: a restarted one would know none of the orders placed.
+                    RestartPolicy(restart=False),
                 )
                 self.components.set("paper", UP, paper_url)
 
@@ -287,8 +301,10 @@ class LocalStack:
                 # The template's ticker is Kite's; locally the streamer reads the paper exchange's feed.
                 container_env["BROKER_TICKER_URL"] = f"ws://{cfg.host}:{self.paper_port}/ws"
                 container_env["STAGE"] = "local"
+                # ECS restarts the task when it stops; the streamer resumes its brackets from the table when it starts.
                 self._start_child(
-                    ChildSpec("streamer", [sys.executable, "-m", "streamer"], env=container_env, cwd=REPO_ROOT)
+                    ChildSpec("streamer", [sys.executable, "-m", "streamer"], env=container_env, cwd=REPO_ROOT),
+                    cfg.streamer_restart,
                 )
                 self.components.set("streamer", UP, "feed from the paper exchange")
 
@@ -436,7 +452,7 @@ class LocalStack:
         self.dev_account_seeded = True
         log.info("dev account %r seeded with the local API key", DEV_ACCOUNT_ID)
 
-    def _start_child(self, spec: ChildSpec) -> None:
+    def _start_child(self, spec: ChildSpec, policy: RestartPolicy) -> None:
         path = os.pathsep.join(
             [str(REPO_ROOT / "layers" / "common"), str(REPO_ROOT / "streamer"), str(REPO_ROOT)]
             + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
@@ -446,12 +462,18 @@ class LocalStack:
         self.children.append(child)
         child.start()
         child.wait_ready()
+        supervisor = Supervisor(child, policy, lambda state, detail: self.components.set(spec.name, state, detail))
+        self.supervisors.append(supervisor)
+        supervisor.start()
 
     def stop(self) -> None:
         """Stop everything this stack started, newest first; safe to call twice or after a failed start."""
         if self.gateway is not None:
             self.gateway.accepting.clear()
         self._started = False
+        for supervisor in self.supervisors:
+            supervisor.stop()
+        self.supervisors = []
         for child in reversed(self.children):
             try:
                 child.stop()

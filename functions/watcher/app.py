@@ -9,7 +9,9 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from bracketflow.errors import ValidationFailed
 from bracketflow.observability import logger, metrics
+from bracketflow.schemas import wire_json
 from bracketflow.services.order_updates import BadPostback, UpdateNotYetMatched, ingest, verify_postback
 
 # A batch whose every record is handed back (say one update of ours, not mapped yet) answers with the failed items
@@ -29,10 +31,11 @@ def record_handler(record: SQSRecord) -> str:
 
 @api.post("/broker/postback")
 def postback() -> Response[dict]:
+    event = api.current_event
     try:
-        body = json.loads(api.current_event.body or "")
-    except ValueError:
-        return _answer(400, {"status": "error", "message": "a postback must be the order update as JSON"})
+        body = wire_json.loads(wire_json.body_text(event.body, event.is_base64_encoded) or "")
+    except ValidationFailed as exc:
+        return _answer(400, {"status": "error", "message": f"a postback must be the order update as JSON: {exc}"})
     try:
         order = verify_postback(body)
     except BadPostback as exc:

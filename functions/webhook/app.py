@@ -15,6 +15,7 @@ from aws_lambda_powertools.logging import correlation_paths
 
 from bracketflow.observability import logger, metrics, tracer
 from bracketflow.schemas.http import error_responses, make_resolver, success
+from bracketflow.schemas.wire_json import body_text
 from bracketflow.services import intake
 
 # API Gateway routes only the two POSTs here; the REST API's function serves /swagger (and the cold start is
@@ -50,7 +51,8 @@ def alert_with_token(token: Annotated[str, Path(max_length=256)]) -> Response[di
 def _place(token: str | None) -> Response:
     event = app.current_event
     ctx = event.request_context
-    return success(intake.place_from_alert(event.body, token, ctx.identity.source_ip, ctx.request_id))
+    body = body_text(event.body, event.is_base64_encoded)
+    return success(intake.place_from_alert(body, token, ctx.identity.source_ip, ctx.request_id))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)

@@ -1,7 +1,8 @@
 """Trailing exits on the local stack (issue 6's acceptance): a real bracket placed through the API is filled and
 protected at the paper exchange, trailed by the streamer child process as the price rises (its stop visible in
-GET /api/v1/brackets/{id}), survives a kill -9 of the streamer mid-trail, and when the price falls is exited exactly
-once, for TRAIL_STOP; an exit message delivered again afterwards places nothing."""
+GET /api/v1/brackets/{id}), survives a kill -9 of the streamer mid-trail (the stack restarts it, as ECS would, and
+/health says so), and when the price falls is exited exactly once, for TRAIL_STOP; an exit message delivered again
+afterwards places nothing."""
 
 from __future__ import annotations
 
@@ -71,13 +72,24 @@ def test_a_bracket_is_trailed_survives_a_streamer_kill_and_exits_once_for_trail_
         timeout_s=BOUND_S,
     )
 
-    # When the streamer is killed outright mid-trail and started again
-    old = streamer_child(stack)
-    old.proc.kill()
-    old.proc.wait(10)
-    stack.children.remove(old)
-    stack._start_child(old.spec)  # the same command and environment the stack gave it
-    # Then the new streamer resumes the bracket from the stored stop and keeps trailing it
+    # When the streamer is killed outright mid-trail (nobody starts it again by hand)
+    restarts_before = requests.get(f"{stack.api_url}/health", timeout=10).json()["restarts"]["streamer"]
+    seen: list[tuple[str, str]] = []
+    stack.components.subscribe(lambda change: seen.append((change.name, change.state)))
+    child = streamer_child(stack)
+    killed_pid = child.proc.pid
+    child.proc.kill()
+    # Then the stack restarts it, as ECS would: reported down meanwhile, up again, the restart counted in /health
+    wait_for(
+        "the streamer restarted and reported up",
+        lambda: child.alive and child.proc.pid != killed_pid and ("streamer", "up") in seen,
+        timeout_s=BOUND_S,
+    )
+    streamer_states = [state for name, state in seen if name == "streamer"]
+    assert streamer_states[:2] == ["down", "up"], streamer_states
+    health = requests.get(f"{stack.api_url}/health", timeout=10).json()
+    assert health["components"]["streamer"] == "up" and health["restarts"]["streamer"] == restarts_before + 1, health
+    # And the new streamer resumes the bracket from the stored stop and keeps trailing it
     quote(stack, "1530", "1530", "1530.05")
     wait_for(
         "the restarted streamer to trail the stop to 1514.70",

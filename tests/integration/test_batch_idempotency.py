@@ -171,10 +171,11 @@ def test_a_key_whose_window_ended_starts_a_new_batch(batch_aws, trader, monkeypa
 
     monkeypatch.setenv("CLIENT_BATCH_ID_WINDOW_SECONDS", "60")
     get_settings.cache_clear()
-    clock = iter([1_775_000_000, 1_775_000_061])
-    monkeypatch.setattr(batch, "_now_s", lambda: next(clock))
+    clock = [1_775_000_000]
+    monkeypatch.setattr(batch, "_now_s", lambda: clock[0])
     first = post_batch(trader, [leg()], client_batch_id="daily")
     # (61 s later: past the 60 s window, though DynamoDB's TTL has not deleted the key yet)
+    clock[0] += 61
     later = post_batch(trader, [leg()], client_batch_id="daily")
     get_settings.cache_clear()
     assert later.status == 202 and later.body["duplicate"] is False

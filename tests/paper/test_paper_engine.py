@@ -573,3 +573,20 @@ def test_a_reset_never_hands_out_an_order_or_gtt_id_again(engine: Engine) -> Non
     assert engine.place_order("regular", order()).order_id != first_order
     assert engine.place_gtt(two_leg()).id != first_gtt
     assert engine.orders and len(engine.orders) == 1  # and the book itself was emptied
+
+
+# ---- arrival times ----------------------------------------------------------------------------------------
+
+
+def test_the_state_shows_when_each_order_arrived_to_the_microsecond_beside_kites_second(engine: Engine) -> None:
+    import time
+
+    quote(engine, 1500, 1499.95, 1500.05)
+    before = time.time()
+    first = engine.place_order("regular", order(price="1499"))
+    second = engine.place_order("regular", order(price="1498"))
+    after = time.time()
+    rows = {o["order_id"]: o for o in engine.state()["orders"]}
+    arrived = [rows[first.order_id]["received_at"], rows[second.order_id]["received_at"]]
+    assert before <= arrived[0] <= arrived[1] <= after
+    assert rows[first.order_id]["order_timestamp"] == "2026-11-20 10:00:00"  # the Kite field is unchanged

@@ -57,6 +57,10 @@ class BrokerSettings(_Base):
 
 class BracketSettings(_Base):
     placement_rate_per_second: float = Field(2.0, alias="PLACEMENT_RATE_LIMIT_PER_SECOND")
+    placement_burst: int = Field(0, ge=0, alias="PLACEMENT_BURST")  # 0: the rate rounded up
+    # TradingView alerts have their own, looser bucket per key: an anti-abuse limit, not a pacing one.
+    alert_rate_per_second: float = Field(10.0, gt=0, alias="ALERT_RATE_LIMIT_PER_SECOND")
+    alert_burst: int = Field(200, ge=0, alias="ALERT_BURST")
     default_tick_size: Decimal = Field(Decimal("0.05"), alias="DEFAULT_TICK_SIZE")
 
 

@@ -32,6 +32,10 @@ DEFAULT_TICK_SIZE = Decimal("0.05")
 MAX_TAG_LENGTH = 20  # Kite's order tag limit
 MAX_CLIENT_ORDER_ID_LENGTH = 128
 MAX_TRAIL_PERCENT = Decimal(100)
+# Any number read from the wire stays within 10^±15 with at most 30 significant digits: far beyond any price or
+# quantity, and small enough that no arithmetic on it overflows the decimal context or builds a huge int.
+_WIRE_EXPONENT = 15
+_WIRE_DIGITS = 30
 
 
 # ---- wire parsers: raw JSON/text values -> domain values, or ValidationFailed naming the field -----------------
@@ -97,10 +101,17 @@ def parse_price(raw: object, field: str, *, required: bool = True) -> Decimal | 
         else:
             raise InvalidOperation
     except (InvalidOperation, ValueError):
-        raise ValidationFailed(f"{field} must be a number, got {raw!r}") from None
+        raise ValidationFailed(f"{field} must be a number, got {_shown(raw)}") from None
     if not value.is_finite():
-        raise ValidationFailed(f"{field} must be a number, got {raw!r}")
+        raise ValidationFailed(f"{field} must be a number, got {_shown(raw)}")
+    if value and (abs(value.adjusted()) > _WIRE_EXPONENT or len(value.as_tuple().digits) > _WIRE_DIGITS):
+        raise ValidationFailed(f"{field} is out of range: {_shown(raw)}")
     return value
+
+
+def _shown(raw: object) -> str:
+    text = repr(raw)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_quantity(raw: object, field: str = "quantity") -> int:

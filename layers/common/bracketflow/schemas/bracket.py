@@ -8,7 +8,6 @@ Either way the domain's validate_bracket() applies the bracket API's rules after
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
@@ -19,6 +18,7 @@ from bracketflow.domain.enums import Action, TrailType
 from bracketflow.domain.ids import AccountId, ClientOrderId
 from bracketflow.domain.validation import parse_action, parse_exchange, parse_price, parse_trail_type, split_symbol
 from bracketflow.errors import ValidationFailed
+from bracketflow.schemas import wire_json
 
 # Bounds keep every number storable (DynamoDB numbers have 38 digits) and sane for Indian markets.
 MAX_PRICE = Decimal("100000000")
@@ -111,12 +111,7 @@ def parse_alert_body(body: str | None) -> dict[str, Any]:
     """The alert's JSON object, whether TradingView sent it as application/json or text/plain."""
     if body is None or not body.strip():
         raise ValidationFailed("body is empty: the alert message must be a JSON object")
-    if len(body) > MAX_BODY_CHARS:
-        raise ValidationFailed(f"body is too long: at most {MAX_BODY_CHARS} characters")
-    try:
-        data = json.loads(body, parse_float=Decimal)
-    except (ValueError, RecursionError):
-        raise ValidationFailed("body is not valid JSON: the alert message must be a JSON object") from None
+    data = wire_json.loads(body, max_chars=MAX_BODY_CHARS, decimals=True)
     if not isinstance(data, dict):
         raise ValidationFailed("body must be a JSON object, not a list or a single value")
     return data
@@ -216,7 +211,8 @@ def alert_to_spec(data: dict[str, Any], account_id: str) -> BracketSpec:
         quantity_check = Decimal(str(quantity_raw)) if quantity_raw is not None else None
     except InvalidOperation:
         quantity_check = None
-    if quantity_check is not None and quantity_check.is_finite() and abs(quantity_check) > MAX_QUANTITY:
+    # copy_abs, not abs(): abs() rounds into the decimal context, and 1e999999999 overflows it.
+    if quantity_check is not None and quantity_check.is_finite() and quantity_check.copy_abs() > MAX_QUANTITY:
         raise ValidationFailed(f"quantity must be at most {MAX_QUANTITY}")
     cid = _text(data, "client_order_id", 128)
     disclosed = data.get("disclosed_quantity")

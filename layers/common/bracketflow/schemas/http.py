@@ -12,10 +12,11 @@ from decimal import Decimal
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError, ValidationException
 
 from bracketflow.errors import BracketBlocked, BracketflowError
 from bracketflow.observability import logger
+from bracketflow.schemas import wire_json
 
 ERROR_CODES = {
     400: "Invalid request: a field is missing or wrong (the message names it)",
@@ -78,6 +79,8 @@ def describe_validation_errors(errors: Any) -> str:
         msg = str(err.get("msg", "is invalid"))
         if err.get("type") == "json_invalid":
             field, msg = "body", "is not valid JSON"
+        elif err.get("type") == "unsupported_content_type":
+            field, msg = "body", f"{msg}: send application/json"
         parts.append(f"{field}: {msg}")
     return "; ".join(parts) or "the request is invalid"
 
@@ -85,13 +88,22 @@ def describe_validation_errors(errors: Any) -> str:
 def make_resolver(title: str, description: str, *, swagger: bool = True) -> APIGatewayRestResolver:
     """A validating resolver with the error envelope; `swagger` serves the OpenAPI document and UI at /swagger (only
     where API Gateway routes /swagger: building it loads Powertools' OpenAPI models, ~60 ms of a cold start)."""
-    app = APIGatewayRestResolver(enable_validation=True, serializer=to_json)
+    # Bodies are read with wire_json's limits (size, nesting, number length): a hostile body is a 400, never a 5xx.
+    app = APIGatewayRestResolver(enable_validation=True, serializer=to_json, json_body_deserializer=wire_json.loads)
     if swagger:
         app.enable_swagger(path="/swagger", title=title, description=description, version="1.0.0")
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response:
         return error(400, describe_validation_errors(exc.errors()))
+
+    @app.exception_handler(ValidationException)
+    def _unreadable(exc: ValidationException) -> Response:  # e.g. a content type other than JSON
+        return error(400, describe_validation_errors(exc.errors()))
+
+    @app.exception_handler(UnicodeDecodeError)
+    def _not_text(exc: UnicodeDecodeError) -> Response:  # Powertools decodes a base64 body as UTF-8 itself
+        return error(400, "body is not UTF-8 text: send JSON")
 
     @app.exception_handler(BracketBlocked)
     def _blocked(exc: BracketBlocked) -> Response:

@@ -857,9 +857,19 @@ def place_batch(
     if account_id is not None and account_id != caller.account_id:
         raise NotFound(f"account {account_id} not found")
     # The key's placement limit (PLACEMENT_RATE_LIMIT_PER_SECOND) counts a batch as one placing request, like a
-    # bracket: a runaway script cannot place batches faster than brackets. A resend spends a token too.
+    # bracket: a runaway script cannot place batches faster than brackets. Invalid legs and a resend (answered as
+    # one) are settled first and spend nothing.
+    legs = validate_legs(orders)
+    if client_batch_id is not None:
+        earlier = _earlier_batch(caller, client_batch_id, batch_request_hash(legs, rollback_on_failure), _now_s())
+        if earlier is not None:
+            return _held_for(earlier, caller, wait)
     check_placement_rate(caller, what="placement requests (brackets or batches)")
     view = register_batch(caller, orders, rollback_on_failure, client_batch_id)
+    return _held_for(view, caller, wait)
+
+
+def _held_for(view: dict[str, Any], caller: Caller, wait: bool) -> dict[str, Any]:
     duplicate = bool(view.get("duplicate"))
     if wait and not is_final(view):
         view = wait_for_batch(caller, view["batch_id"])

@@ -1,7 +1,8 @@
 """The two ways a bracket comes in — the REST call and the TradingView alert — down to one registration.
 
-Both: authenticate -> per-key placement limit -> register_bracket.place -> the answer; every authenticated
-request and our answer (success or error) goes to the order log with the API key redacted.
+Both: authenticate -> register_bracket.place (validate, recognise a resend, then the per-key placement limit) -> the
+answer; every authenticated request and our answer (success or error) goes to the order log with the API key
+redacted.
 
 A warm Lambda remembers a credential it has verified, with its account profile, for CREDENTIAL_CACHE_SECONDS
 (default 30): an alert from the same key or token then costs no DynamoDB read for either. Consequence, by design: a
@@ -24,7 +25,7 @@ from bracketflow.schemas.bracket import PlaceBracketOrderRequest, alert_to_spec,
 from bracketflow.services import orderbook
 from bracketflow.services.accounts import authenticate_api_key, authenticate_webhook_token, check_source_ip
 from bracketflow.services.models import Account, Caller
-from bracketflow.services.register_bracket import Placement, check_placement_rate, place
+from bracketflow.services.register_bracket import Placement, check_alert_rate, check_placement_rate, place
 from bracketflow.settings import get_settings
 
 _CACHE_LIMIT = 1024  # distinct credentials remembered per Lambda instance; beyond that the cache starts over
@@ -115,9 +116,13 @@ def place_from_rest(
     caller, profile = _verify("apikey", header_key or req.apikey, authenticate_api_key)
 
     def run() -> Placement:
-        account = check_placement_rate(caller, profile)
         return place(
-            caller, request_to_spec(req, caller.account_id), round_to_tick=False, dedupe_alert=False, account=account
+            caller,
+            request_to_spec(req, caller.account_id),
+            round_to_tick=False,
+            dedupe_alert=False,
+            account=profile,
+            spend_placement_token=lambda: check_placement_rate(caller, profile),
         )
 
     return _logged(caller, "placebracketorder", raw, request_id, run)
@@ -143,9 +148,13 @@ def place_from_alert(
         raise Unauthorized("Invalid API key or authentication failed: send a webhook token or the apikey")
 
     def run() -> Placement:
-        account = check_placement_rate(caller, profile)
         return place(
-            caller, alert_to_spec(data, caller.account_id), round_to_tick=True, dedupe_alert=True, account=account
+            caller,
+            alert_to_spec(data, caller.account_id),
+            round_to_tick=True,
+            dedupe_alert=True,
+            account=profile,
+            spend_placement_token=lambda: check_alert_rate(caller, profile),
         )
 
     return _logged(caller, "tradingview_bracket", data, request_id, run)

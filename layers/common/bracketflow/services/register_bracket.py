@@ -1,14 +1,17 @@
 """Register a bracket (REST or TradingView), check it, and start its workflow. Nothing here calls the broker.
 
-1. The caller is authenticated (before this) and spends one placement token (per key, default 2/s) -> 429.
+1. The caller is authenticated (before this).
 2. The request becomes a validated BracketSpec (instrument tick/lot) -> 400; nothing is written for bad input.
-3. The bracket, its three legs (ENTRY, STOP, TARGET) and its BracketRegistered event are written as CREATED in
+3. A resend is recognised next, by its live dedupe keys, and answered 200 "duplicate": true with the original id.
+   Only then is one placement token spent (per key, PLACEMENT_RATE_LIMIT_PER_SECOND) -> 429: neither a resend nor
+   a request refused for bad input or bad credentials uses up the key's placements.
+4. The bracket, its three legs (ENTRY, STOP, TARGET) and its BracketRegistered event are written as CREATED in
    ONE transaction, together with its dedupe keys (client_order_id for 24 h, a webhook alert's hash for 5 min).
    A dedupe key already taken by the same request means a resend: 200 "duplicate": true with the original id,
    and nothing new is written, so concurrent resends still make exactly one bracket (docs/reliability.md).
-4. Risk, guard and duplicate checks (services/risk.py) -> FAILED with the block tag + BracketBlocked event,
+5. Risk, guard and duplicate checks (services/risk.py) -> FAILED with the block tag + BracketBlocked event,
    answered 403 (risk) or 409 (guard, duplicate) with the bracket id and tag. Blocked brackets stay in the book.
-5. StartExecution(name=bracket_id). If it fails for our reasons the bracket stays CREATED with a
+6. StartExecution(name=bracket_id). If it fails for our reasons the bracket stays CREATED with a
    WorkflowStartFailed event and resume_unstarted_brackets() (reconciliation, or by hand) starts it later;
    the execution name makes that start safe to repeat.
 """
@@ -18,8 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bracketflow.adapters.dynamo import accounts as account_store
 from bracketflow.adapters.dynamo import intake as intake_store
@@ -65,14 +70,34 @@ def check_placement_rate(
 ) -> Account | None:
     """Spend one placement token for the caller's key (429 when none is left); returns the account it read.
 
-    One bucket per key for every placing request (a bracket, an alert, a batch): `what` only names them in the 429.
+    One bucket per key for every REST placing request (a bracket, a batch): `what` only names them in the 429.
+    The account's own placement rate, if set, overrides PLACEMENT_RATE_LIMIT_PER_SECOND; PLACEMENT_BURST sizes it.
     """
     account = account or account_store.get_account(caller.account_id)
-    rate = (account.placement_rate_per_second if account else None) or get_settings().placement_rate_per_second
-    if not keylimit.try_acquire(caller.key_hash, rate, now_ms()):
-        shown = int(rate) if float(rate).is_integer() else rate
-        raise RateLimited(f"rate limit exceeded: at most {shown} {what} per second for this API key")
+    settings = get_settings()
+    rate = (account.placement_rate_per_second if account else None) or settings.placement_rate_per_second
+    if not keylimit.try_acquire(caller.key_hash, rate, now_ms(), burst=settings.placement_burst or None):
+        raise RateLimited(f"rate limit exceeded: at most {_shown(rate)} {what} per second for this API key")
     return account
+
+
+def check_alert_rate(caller: Caller, account: Account | None = None) -> Account | None:
+    """Spend one token of the key's TradingView bucket (ALERT_RATE_LIMIT_PER_SECOND, ALERT_BURST): 429 past it.
+
+    Sized so a burst of alerts on one candle close (a screener over 100 symbols) is all accepted and registered,
+    while a runaway alert loop is still stopped; the entries reach the broker paced by the account-wide limiter."""
+    settings = get_settings()
+    rate, burst = settings.alert_rate_per_second, settings.alert_burst
+    if not keylimit.try_acquire(caller.key_hash, rate, now_ms(), burst=burst or None, scope="ALERT"):
+        raise RateLimited(
+            f"rate limit exceeded: at most {burst or _shown(rate)} alerts at once and {_shown(rate)} per second after"
+            " that for this API key"
+        )
+    return account or account_store.get_account(caller.account_id)
+
+
+def _shown(rate: float) -> str:
+    return str(int(rate)) if float(rate).is_integer() else str(rate)
 
 
 def normalise(spec: BracketSpec, caller: Caller, *, round_to_tick: bool) -> BracketSpec:
@@ -108,9 +133,17 @@ def request_hash(spec: BracketSpec) -> str:
 
 
 def place(
-    caller: Caller, spec: BracketSpec, *, round_to_tick: bool, dedupe_alert: bool, account: Account | None = None
+    caller: Caller,
+    spec: BracketSpec,
+    *,
+    round_to_tick: bool,
+    dedupe_alert: bool,
+    account: Account | None = None,
+    spend_placement_token: Callable[[], Account | None] | None = None,
 ) -> Placement:
-    """Register, check and start one bracket (steps 2-5 of the module doc); raises the 4xx errors."""
+    """Register, check and start one bracket (steps 2-6 of the module doc); raises the 4xx errors.
+
+    spend_placement_token (check_placement_rate for the caller) runs once the request is known valid and new."""
     spec = normalise(spec, caller, round_to_tick=round_to_tick)
     repo = BracketRepository()
     settings = get_settings()
@@ -125,6 +158,12 @@ def place(
     if dedupe_alert:
         keys.append((r.dedupe_alert_key(caller.account_id, digest), settings.alert_dedupe_window_s))
 
+    resent = _original_of_resend(repo, keys, digest, now_s)
+    if resent is not None:
+        return resent
+    if spend_placement_token is not None:
+        account = spend_placement_token() or account
+
     reused_client_id = False
     for _attempt in range(3):
         extra = [intake_store.dedupe_put(k, bracket.id, digest, now_s, w) for k, w in keys]
@@ -137,11 +176,9 @@ def place(
             if existing is None:
                 continue  # it expired in between: try again
             if existing["request_hash"] == digest:
-                original = repo.get(existing["bracket_id"])
+                original = _resend_answer(repo, existing)
                 if original is not None:
-                    metrics.add_metric(name="DuplicateAlerts", unit="Count", value=1)
-                    logger.info("resent request answered with the original bracket", extra={"bracket_id": original.id})
-                    return Placement(bracket=original, duplicate=True)
+                    return original
                 continue
             # Same client_order_id, different request: record it, then refuse it (below), keeping the key's owner.
             reused_client_id = True
@@ -164,6 +201,28 @@ def place(
     started = start_workflow(repo, bracket)
     metrics.add_metric(name="BracketsRegistered", unit="Count", value=1)
     return Placement(bracket=bracket, workflow_started=started)
+
+
+def _original_of_resend(
+    repo: BracketRepository, keys: list[tuple[dict[str, str], int]], digest: str, now_s: int
+) -> Placement | None:
+    """The original bracket when a live dedupe key already holds this very request (a resend), else None.
+
+    A read before any token is spent; the conditional write below still settles resends that race each other."""
+    for key, _window in keys:
+        existing = intake_store.get_dedupe(key, now_s)
+        if existing is not None and existing["request_hash"] == digest:
+            return _resend_answer(repo, existing)
+    return None
+
+
+def _resend_answer(repo: BracketRepository, dedupe: dict[str, Any]) -> Placement | None:
+    original = repo.get(dedupe["bracket_id"])
+    if original is None:
+        return None
+    metrics.add_metric(name="DuplicateAlerts", unit="Count", value=1)
+    logger.info("resent request answered with the original bracket", extra={"bracket_id": original.id})
+    return Placement(bracket=original, duplicate=True)
 
 
 def _create(repo: BracketRepository, bracket: Bracket, extra: list[ConditionalPut]) -> None:

@@ -139,8 +139,8 @@ def order_log_pk(account_id: str, day: str) -> str:
     return f"ORDERLOG#{account_id}#{day}"
 
 
-def key_limit_key(key_hash: str) -> dict[str, str]:
-    return {"pk": f"KEYLIMIT#{key_hash}", "sk": BUCKET}
+def key_limit_key(key_hash: str, scope: str = "") -> dict[str, str]:
+    return {"pk": f"KEYLIMIT#{key_hash}" + (f"#{scope}" if scope else ""), "sk": BUCKET}
 
 
 def gtt_claim_key(gtt_id: str) -> dict[str, str]:

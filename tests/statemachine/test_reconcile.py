@@ -344,3 +344,30 @@ def test_the_broker_view_survives_its_round_trip_through_the_snapshot(market, ki
     (gtt,) = view.gtts.values()
     assert gtt.status == "active" and gtt.trigger_values == (Decimal("1480"), Decimal("1550"))
     assert view.net_quantity("NSE", "INFY", "MIS") == 10
+
+
+def test_a_live_gtt_of_a_finished_bracket_is_cancelled_by_default_and_a_strays_is_only_reported(
+    market, kite, monkeypatch
+):
+    from bracketflow.adapters.dynamo.brackets import BracketRepository
+    from bracketflow.domain.enums import BracketStatus
+    from bracketflow.domain.events import BracketClosed
+    from bracketflow.services import reconcile
+
+    monkeypatch.setattr(reconcile, "ORPHAN_MIN_AGE_S", 0)
+    # Given a protected bracket recorded CLOSED while its GTT is still live at the broker (a close that never
+    # removed it: the position is gone, so the GTT could only fire into a flat account and open one)
+    owned = protected_bracket(market)
+    repo = BracketRepository()
+    closed = owned.transition(BracketStatus.CLOSED)
+    repo.save(owned, closed, [BracketClosed(owned.id, data={"reason": "MANUAL"}, bracket_version=closed.version)])
+    # And a GTT the trader placed by hand, which no bracket claims
+    legs = [{"transaction_type": "SELL", "quantity": 5, "order_type": "LIMIT", "product": "CNC", "price": 1400}]
+    stray = kite.place_gtt(kite.GTT_TYPE_SINGLE, "INFY", "NSE", [1400], 1500, legs)["trigger_id"]
+    # When reconciliation runs with the default settings
+    summary = run_reconcile(market)
+    # Then the finished bracket's GTT is cancelled, and the stray is reported (alarmed) but left alone
+    assert summary["finished_gtts_cancelled"] == [str(owned.gtt_id)]
+    assert kite.get_gtt(int(owned.gtt_id))["status"] == "deleted"
+    assert summary["orphan_gtts"] == [str(stray)] and summary["orphan_gtts_cancelled"] == []
+    assert kite.get_gtt(stray)["status"] == "active"

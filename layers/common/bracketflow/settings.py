@@ -165,6 +165,9 @@ class ReconcileSettings(_Base):
     reconcile_reprotect: bool = Field(True, alias="RECONCILE_REPROTECT")
     # GTTs at the broker that no open bracket owns: cancel them (true) or only report them (false).
     reconcile_cancel_orphan_gtts: bool = Field(False, alias="RECONCILE_CANCEL_ORPHAN_GTTS")
+    # A live GTT that one of our brackets claimed but no longer protects (the bracket finished, or it records another
+    # GTT) can only fire into a position that is not there any more: cancelled by default.
+    reconcile_cancel_finished_gtts: bool = Field(True, alias="RECONCILE_CANCEL_FINISHED_GTTS")
     # An order SENT_TO_BROKER without a final answer for longer than this is flagged for review ("frozen").
     reconcile_frozen_after_s: int = Field(3600, alias="RECONCILE_FROZEN_AFTER_S")
     # Brackets CREATED longer ago than this whose workflow never started are started again.

@@ -52,7 +52,7 @@ from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo import reconcile as snapshots
 from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.brackets import BracketRepository
-from bracketflow.adapters.dynamo.gtt_claims import GttClaimedElsewhere, claim_alone, save_claiming
+from bracketflow.adapters.dynamo.gtt_claims import GttClaimedElsewhere, claim_alone, claimant, save_claiming
 from bracketflow.adapters.sfn import bracket_workflow_status
 from bracketflow.adapters.sqs import send_control, send_json
 from bracketflow.domain.bracket import Bracket, LegOrder
@@ -718,7 +718,14 @@ def summarize(run_id: str, results: list[dict[str, Any]], now: datetime | None =
     view = load_view(run_id)
     at = now or utc_now()
     owned = {str(b.gtt_id) for b in BracketRepository().list_open() if b.gtt_id}
-    orphans = [g for g in view.gtts.values() if g.status == "active" and str(g.gtt_id) not in owned]
+    unowned = [g for g in view.gtts.values() if g.status == "active" and str(g.gtt_id) not in owned]
+    # Ours but finished with: cancelled (by default) on a fresh look. The rest are orphans: reported and alarmed,
+    # cancelled only when configured (they may be the trader's own GTTs).
+    finished = [g for g in unowned if _no_longer_protecting(str(g.gtt_id))]
+    orphans = [g for g in unowned if g not in finished]
+    finished_cancelled: list[str] = []
+    if finished and get_settings().reconcile_cancel_finished_gtts:
+        finished_cancelled = _cancel_finished(finished)
     cancelled: list[str] = []
     if orphans and get_settings().reconcile_cancel_orphan_gtts:
         cancelled = _cancel_orphans(orphans, at)
@@ -738,7 +745,34 @@ def summarize(run_id: str, results: list[dict[str, Any]], now: datetime | None =
         "errors": len(errors),
         "orphan_gtts": [str(g.gtt_id) for g in orphans],
         "orphan_gtts_cancelled": cancelled,
+        "finished_gtts": [str(g.gtt_id) for g in finished],
+        "finished_gtts_cancelled": finished_cancelled,
     }
+
+
+def _no_longer_protecting(gtt_id: str) -> bool:
+    """A GTT one of our brackets claimed, whose bracket (read now) is finished or records a different GTT."""
+    owner = claimant(gtt_id)
+    if owner is None:
+        return False
+    bracket = BracketRepository().get(owner)
+    return bracket is None or is_terminal(bracket.status) or (bool(bracket.gtt_id) and str(bracket.gtt_id) != gtt_id)
+
+
+def _cancel_finished(gtts: list[GttReport]) -> list[str]:
+    """Cancel the finished brackets' GTTs that are still live on a fresh look at the broker and still unneeded."""
+    live = {str(g.gtt_id): g for g in get_broker().gtts()}
+    cancelled = []
+    for gtt in gtts:
+        fresh = live.get(str(gtt.gtt_id))
+        if fresh is None or fresh.status != "active" or not _no_longer_protecting(str(gtt.gtt_id)):
+            continue
+        _cancel_gtt(gtt.gtt_id)
+        cancelled.append(str(gtt.gtt_id))
+    if cancelled:
+        metrics.add_metric(name="FinishedGttsCancelled", unit="Count", value=len(cancelled))
+        logger.warning("live GTTs of finished brackets cancelled", extra={"gtt_ids": cancelled})
+    return cancelled
 
 
 def _cancel_orphans(orphans: list[GttReport], now: datetime) -> list[str]:

@@ -95,3 +95,9 @@ def claimed_by_others(gtt_ids: Iterable[str], bracket_id: str) -> set[str]:
         if item is not None and item.get("bracket_id") != bracket_id:
             taken.add(gtt_id)
     return taken
+
+
+def claimant(gtt_id: str) -> str | None:
+    """The bracket that claimed `gtt_id` (None: no bracket of this stack ever recorded it)."""
+    item = table().get_item(Key=r.gtt_claim_key(gtt_id), ConsistentRead=True).get("Item")
+    return None if item is None else str(item.get("bracket_id"))

@@ -55,6 +55,7 @@ from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.dynamo.gtt_claims import GttClaimedElsewhere, claim_alone, save_claiming
 from bracketflow.adapters.sfn import bracket_workflow_status
 from bracketflow.adapters.sqs import send_control, send_json
+from bracketflow.domain import calendar
 from bracketflow.domain.bracket import Bracket, LegOrder
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, PositionSide
 from bracketflow.domain.events import ExitFilled, ExitSkipped, FlaggedForReview, Reconciled
@@ -189,10 +190,26 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def trading_day(at: datetime) -> bool:
+    """A day some segment trades (MCX's evening session on an equity holiday counts); paper always trades."""
+    if get_settings().broker == "paper":
+        return True
+    cal = calendar.market_calendar()
+    day = at.astimezone(calendar.IST).date()
+    return any(cal.sessions(segment, day) for segment in ("NSE", "BSE", "NFO", "CDS", "MCX", "NCDEX"))
+
+
 def take_snapshot(now: datetime | None = None) -> dict[str, Any]:
     """TakeSnapshot: the broker's view stored for this run; returns {"run_id", "taken_at", "brackets": [...]}."""
-    broker = get_broker()
     at = now or utc_now()
+    if not trading_day(at):
+        # An exchange holiday or a weekend (the schedule is a weekday cron): nothing moves at the broker, so the run
+        # records an empty view and checks no bracket, rather than spend the broker's rate limit on a closed market.
+        run_id = f"{at.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        snapshots.put_snapshot(run_id, r.iso(at), BrokerView(taken_at=at, orders={}, positions=[], gtts={}).to_json())
+        logger.info("no session today: reconciliation skipped", extra={"run_id": run_id})
+        return {"run_id": run_id, "taken_at": r.iso(at), "brackets": [], "market": "closed"}
+    broker = get_broker()
     view = BrokerView(
         taken_at=at,
         orders={str(o.order_id): o for o in broker.orders()},

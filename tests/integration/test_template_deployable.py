@@ -109,6 +109,16 @@ def test_kite_mode_has_what_a_live_stack_needs():
         "EXIT_QUEUE_URL",
     }
     assert resources["StreamerService"]["Properties"]["DesiredCount"] == {"Ref": "StreamerDesiredCount"}
+    # Kite's instrument list: downloaded each morning, and every reader is pointed at it
+    assert "InstrumentsBucket" in resources and "InstrumentsFunction" in resources
+    rules = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+    assert any(
+        "InstrumentsFunction" in json.dumps(r["Properties"]["Targets"]) and r["Properties"]["ScheduleExpression"]
+        for r in rules
+    )
+    assert "INSTRUMENTS_BUCKET" in {e["Name"] for e in env}
+    webhook_env = resources["WebhookFunction"]["Properties"]["Environment"]["Variables"]
+    assert webhook_env["INSTRUMENTS_BUCKET"] == {"Ref": "InstrumentsBucket"}
 
 
 def test_the_outputs_a_trader_clicks_are_there():

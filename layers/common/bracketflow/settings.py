@@ -46,6 +46,10 @@ class BrokerSettings(_Base):
     broker_account: str = Field("primary", alias="BROKER_ACCOUNT")
     order_rate_wait_s: float = Field(5.0, alias="ORDER_RATE_LIMIT_WAIT_S")
     broker_credentials_cache_s: int = Field(300, alias="BROKER_CREDENTIALS_CACHE_S")
+    # Kite mode: the stack's bucket holding Kite's full instrument list (adapters/instrument_store.py); empty: the
+    # master shipped with the package (paper mode, the local stack).
+    instruments_bucket: str = Field("", alias="INSTRUMENTS_BUCKET")
+    instruments_refresh_s: float = Field(900.0, alias="INSTRUMENTS_REFRESH_S")
 
 
 class BracketSettings(_Base):

@@ -53,6 +53,7 @@ from bracketflow.adapters.dynamo import reconcile as snapshots
 from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.dynamo.gtt_claims import GttClaimedElsewhere, claim_alone, save_claiming
+from bracketflow.adapters.instrument_store import current_master
 from bracketflow.adapters.sfn import bracket_workflow_status
 from bracketflow.adapters.sqs import send_control, send_json
 from bracketflow.domain import calendar
@@ -60,7 +61,6 @@ from bracketflow.domain.bracket import Bracket, LegOrder
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, PositionSide
 from bracketflow.domain.events import ExitFilled, ExitSkipped, FlaggedForReview, Reconciled
 from bracketflow.domain.ids import BrokerOrderId
-from bracketflow.domain.instruments import default_master
 from bracketflow.domain.states import is_terminal
 from bracketflow.domain.validation import check_levels
 from bracketflow.errors import (
@@ -569,7 +569,7 @@ def _reprotect(bracket: Bracket, why: str) -> Outcome:
     key = f"{spec.exchange.value}:{spec.symbol}"
     quote = broker.quote([key]).get(key)
     last = quote.last_price if quote is not None and quote.last_price > 0 else bracket.entry.average_price
-    instrument = default_master().get(spec.exchange.value, spec.symbol)
+    instrument = current_master().get(spec.exchange.value, spec.symbol)
     tick = instrument.tick_size if instrument and instrument.tick_size > 0 else settings.default_tick_size
     try:
         assert last is not None

@@ -108,8 +108,12 @@ build: sam-venv console
 	@$(SAM) build --template template.yaml > .aws-sam-build.log 2>&1 || (cat .aws-sam-build.log; exit 1)
 	@echo "sam build: ok (.aws-sam/build)"
 
+## make deploy [ENV=dev|prod] [GUIDED=1]: build, then deploy samconfig.toml's environment (dev is its default section);
+## GUIDED=1 asks for every parameter and saves the answers there. No Docker needed: the stack builds the streamer image.
+ENV ?= dev
 deploy: build
-	@$(SAM) deploy --guided
+	@case "$(ENV)" in dev|prod) ;; *) echo 'usage: make deploy ENV=dev|prod [GUIDED=1]'; exit 2;; esac
+	@$(SAM) deploy --config-env $(if $(filter dev,$(ENV)),default,$(ENV)) $(if $(GUIDED),--guided)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .mypy_cache console/node_modules functions/console/static/vendor

@@ -39,7 +39,7 @@ from bracketflow.adapters.dynamo import prices as price_store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.dynamo.records import iso
 from bracketflow.domain.enums import ExitReason
-from bracketflow.domain.instruments import InstrumentMaster, default_master
+from bracketflow.domain.instruments import CompactMaster, InstrumentMaster
 from bracketflow.domain.trailing import to_paise, to_rupees
 from bracketflow.observability import logger
 from bracketflow.settings import Settings, get_settings
@@ -95,7 +95,7 @@ class Streamer:
         settings: Settings | None = None,
         *,
         repo: BracketRepository | None = None,
-        master: InstrumentMaster | None = None,
+        master: InstrumentMaster | CompactMaster | None = None,
         socket_factory: Callable[[str, float], TickerSocket] = websocket_factory,
         url: Callable[[bool], str] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -104,7 +104,8 @@ class Streamer:
         self.settings = s
         self._clock = clock
         self._repo = repo or BracketRepository()
-        self._master = master or default_master()
+        # None: the stack's current master at each resync (Kite's list of the day, re-read when it changes)
+        self._master = master
         self.engine = TrailingEngine()
         self._lock = threading.Lock()  # the engine and the watched map
         self._watched: dict[str, Watched] = {}

@@ -10,19 +10,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import Decimal
 
+from bracketflow.adapters.instrument_store import current_master
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus
-from bracketflow.domain.instruments import InstrumentMaster, default_master
+from bracketflow.domain.instruments import CompactMaster, InstrumentMaster
 from bracketflow.domain.trailing import to_paise
 from bracketflow.observability import logger
 from streamer.control import Watch
 from streamer.watchlist import WatchedBracket
 
 
-def watch_for(bracket: Bracket, master: InstrumentMaster | None = None) -> Watch | None:
+def watch_for(bracket: Bracket, master: InstrumentMaster | CompactMaster | None = None) -> Watch | None:
     """The Watch that resumes a PROTECTED bracket from its stored state; None if its instrument is unknown."""
     spec = bracket.spec
-    instrument = (master or default_master()).get(spec.exchange.value, spec.symbol)
+    instrument = (master or current_master()).get(spec.exchange.value, spec.symbol)
     if instrument is None:
         logger.error("cannot watch a bracket on an unknown instrument", extra={"bracket_id": bracket.id})
         return None
@@ -52,7 +53,9 @@ def watch_for(bracket: Bracket, master: InstrumentMaster | None = None) -> Watch
     )
 
 
-def protected_watches(open_brackets: Iterable[Bracket], master: InstrumentMaster | None = None) -> list[Watch]:
+def protected_watches(
+    open_brackets: Iterable[Bracket], master: InstrumentMaster | CompactMaster | None = None
+) -> list[Watch]:
     out = []
     for bracket in open_brackets:
         if bracket.status is not BracketStatus.PROTECTED:

@@ -53,6 +53,10 @@ class BrokerSettings(_Base):
     # The pre-market session check: Telegram at most once per IST day (the metric and its alarm every run).
     # <ApiUrl>/broker/login, for the pre-market check's Telegram message (empty: the message has no link).
     broker_login_link: str = Field("", alias="LOGIN_URL")
+    # Kite mode: the stack's bucket holding Kite's full instrument list (adapters/instrument_store.py); empty: the
+    # master shipped with the package (paper mode, the local stack).
+    instruments_bucket: str = Field("", alias="INSTRUMENTS_BUCKET")
+    instruments_refresh_s: float = Field(900.0, alias="INSTRUMENTS_REFRESH_S")
 
 
 class BracketSettings(_Base):

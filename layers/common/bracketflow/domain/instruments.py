@@ -150,3 +150,98 @@ def index_called(exchange: str, tradingsymbol: str) -> str | None:
     if instrument is not None:
         return instrument.tradingsymbol if instrument.is_index else None
     return TRADINGVIEW_INDEX_TICKERS.get((exchange, tradingsymbol))
+
+
+# ---------- the compact master (Kite's full instrument list, for lookups in a Lambda) ----------
+#
+# Kite's /instruments CSV has ~100k rows. Parsing it into Instrument objects costs about a second and ~100 MB, too
+# much for a webhook's first request; most requests look up one symbol. The compact form is the rows a lookup needs,
+# one line each, "EXCHANGE:SYMBOL<TAB>token<TAB>exchange_token<TAB>expiry<TAB>strike<TAB>tick<TAB>lot<TAB>type<TAB>
+# segment", sorted, gzipped: loading it is a decompress and a split, and a lookup is a binary search that parses the
+# one line it finds. The name and last price are left out (nothing here uses them).
+
+COMPACT_HEADER = "#bracketflow-instruments-v1"
+_COMPACT_COLUMNS = 9
+
+
+def to_compact(csv_text: str) -> bytes:
+    """Kite's /instruments CSV -> the compact, sorted, gzipped master (see above)."""
+    import gzip
+
+    lines = []
+    for row in csv.DictReader(io.StringIO(csv_text)):
+        exchange, symbol = row["exchange"].upper(), row["tradingsymbol"].upper()
+        if "\t" in symbol or "\n" in symbol:
+            continue  # never in Kite's list; a line must stay one row
+        fields = (
+            f"{exchange}:{symbol}",
+            str(int(row["instrument_token"])),
+            str(int(row.get("exchange_token") or 0)),
+            row.get("expiry") or "",
+            row.get("strike") or "0",
+            row.get("tick_size") or "0",
+            str(int(float(row.get("lot_size") or 0))),
+            row.get("instrument_type", ""),
+            row.get("segment", ""),
+        )
+        lines.append("\t".join(fields))
+    lines.sort()
+    return gzip.compress("\n".join([COMPACT_HEADER, *lines]).encode(), compresslevel=6, mtime=0)
+
+
+def _from_line(line: str) -> Instrument:
+    key, token, exchange_token, expiry, strike, tick, lot, kind, segment = line.split("\t")
+    exchange, _, symbol = key.partition(":")
+    return Instrument(
+        instrument_token=int(token),
+        exchange_token=int(exchange_token),
+        tradingsymbol=symbol,
+        name="",
+        last_price=Decimal("0"),
+        expiry=date.fromisoformat(expiry) if expiry else None,
+        strike=Decimal(strike),
+        tick_size=Decimal(tick),
+        lot_size=int(lot),
+        instrument_type=kind,
+        segment=segment,
+        exchange=exchange,
+    )
+
+
+class CompactMaster:
+    """The compact master loaded: the same lookups as InstrumentMaster, each parsing only the row it finds."""
+
+    def __init__(self, data: bytes) -> None:
+        import gzip
+
+        text = gzip.decompress(data).decode()
+        header, _, body = text.partition("\n")
+        if header != COMPACT_HEADER:
+            raise ValueError(f"not a compact instrument master (header {header[:40]!r})")
+        self._lines = body.split("\n") if body else []
+        self._by_token: dict[int, int] | None = None
+
+    def get(self, exchange: str, tradingsymbol: str) -> Instrument | None:
+        from bisect import bisect_left
+
+        prefix = f"{exchange.upper()}:{tradingsymbol.upper()}\t"
+        at = bisect_left(self._lines, prefix)
+        if at < len(self._lines) and self._lines[at].startswith(prefix):
+            return _from_line(self._lines[at])
+        return None
+
+    def by_key(self, key: str) -> Instrument | None:
+        exchange, _, symbol = key.rpartition(":")
+        return self.get(exchange or "NSE", symbol)
+
+    def by_token(self, instrument_token: int) -> Instrument | None:
+        if self._by_token is None:  # built on first use only (the streamer; the webhook never asks)
+            self._by_token = {int(line.split("\t", 2)[1]): n for n, line in enumerate(self._lines)}
+        at = self._by_token.get(instrument_token)
+        return None if at is None else _from_line(self._lines[at])
+
+    def __iter__(self) -> Iterator[Instrument]:
+        return (_from_line(line) for line in self._lines)
+
+    def __len__(self) -> int:
+        return len(self._lines)

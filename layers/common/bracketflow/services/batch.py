@@ -48,10 +48,10 @@ from bracketflow.adapters.dynamo.batches import (
     now_iso,
     state_item,
 )
+from bracketflow.adapters.instrument_store import current_master
 from bracketflow.adapters.sfn import WorkflowStartFailed, start_batch_workflow
 from bracketflow.domain.enums import Action, Exchange, PriceType, Product
 from bracketflow.domain.ids import bracket_ref, new_batch_id
-from bracketflow.domain.instruments import default_master
 from bracketflow.domain.validation import (
     is_on_tick,
     parse_action,
@@ -151,7 +151,7 @@ def validate_leg(index: int, raw: Mapping[str, Any]) -> LegOrder:
     if not isinstance(symbol_raw, str) or not symbol_raw.strip():
         raise _leg_error(index, "tradingsymbol", "is required")
     symbol = symbol_raw.strip().upper()
-    instrument = default_master().get(exchange.value, symbol)
+    instrument = current_master().get(exchange.value, symbol)
     if instrument is None:
         raise _leg_error(index, "tradingsymbol", f"{exchange}:{symbol} is not in the instrument master")
     if not instrument.tradable:

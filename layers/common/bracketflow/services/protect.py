@@ -36,10 +36,10 @@ from bracketflow.adapters.broker.port import BrokerPort, GttLeg, GttReport, GttR
 from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.dynamo.gtt_claims import GttClaimedElsewhere, claimed_by_others, save_claiming
+from bracketflow.adapters.instrument_store import current_master
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus, LegRole, OrderStatus, PositionSide
 from bracketflow.domain.events import ProtectionPlaced
-from bracketflow.domain.instruments import default_master
 from bracketflow.domain.validation import RoundMode, check_levels, round_to_tick
 from bracketflow.errors import ConcurrentModification, InvalidStateTransition, ProtectionNotPossible, ValidationFailed
 from bracketflow.observability import logger, metrics
@@ -116,7 +116,7 @@ def _protect_once(bracket_id: str) -> dict[str, Any]:
     bracket = load(bracket_id)
     settings = get_settings()
     spec = bracket.spec
-    instrument = default_master().get(spec.exchange.value, spec.symbol)
+    instrument = current_master().get(spec.exchange.value, spec.symbol)
     tick = instrument.tick_size if instrument and instrument.tick_size > 0 else settings.default_tick_size
     broker = get_broker()
     key = f"{spec.exchange.value}:{spec.symbol}"
@@ -173,7 +173,7 @@ def leftover_gtts(broker: BrokerPort, bracket: Bracket) -> list[GttReport]:
     its answer lost, its Lambda timed out). Raises BrokerError when the broker's GTTs cannot be read."""
     settings = get_settings()
     spec = bracket.spec
-    instrument = default_master().get(spec.exchange.value, spec.symbol)
+    instrument = current_master().get(spec.exchange.value, spec.symbol)
     tick = instrument.tick_size if instrument and instrument.tick_size > 0 else settings.default_tick_size
     fill = bracket.entry.average_price or bracket.stop_price
     req = protection_request(bracket, bracket.entry.filled_quantity, fill, tick, settings.stop_limit_buffer_percent)
@@ -190,7 +190,7 @@ def adopt_fired_twin(broker: BrokerPort, bracket: Bracket) -> Bracket | None:
     there is none."""
     settings = get_settings()
     spec = bracket.spec
-    instrument = default_master().get(spec.exchange.value, spec.symbol)
+    instrument = current_master().get(spec.exchange.value, spec.symbol)
     tick = instrument.tick_size if instrument and instrument.tick_size > 0 else settings.default_tick_size
     fill = bracket.entry.average_price or bracket.stop_price
     quantity = bracket.entry.filled_quantity

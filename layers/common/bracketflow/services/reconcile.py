@@ -53,13 +53,14 @@ from bracketflow.adapters.dynamo import reconcile as snapshots
 from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.dynamo.gtt_claims import GttClaimedElsewhere, claim_alone, claimant, save_claiming
+from bracketflow.adapters.instrument_store import current_master
 from bracketflow.adapters.sfn import bracket_workflow_status
 from bracketflow.adapters.sqs import send_control, send_json
+from bracketflow.domain import calendar
 from bracketflow.domain.bracket import Bracket, LegOrder
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, PositionSide
 from bracketflow.domain.events import EntryFilled, ExitFilled, ExitSkipped, FlaggedForReview, Reconciled
 from bracketflow.domain.ids import BrokerOrderId
-from bracketflow.domain.instruments import default_master
 from bracketflow.domain.states import is_terminal
 from bracketflow.domain.validation import check_levels
 from bracketflow.errors import (
@@ -206,12 +207,28 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def trading_day(at: datetime) -> bool:
+    """A day some segment trades (MCX's evening session on an equity holiday counts); paper always trades."""
+    if get_settings().broker == "paper":
+        return True
+    cal = calendar.market_calendar()
+    day = at.astimezone(calendar.IST).date()
+    return any(cal.sessions(segment, day) for segment in ("NSE", "BSE", "NFO", "CDS", "MCX", "NCDEX"))
+
+
 def take_snapshot(now: datetime | None = None) -> dict[str, Any]:
     """TakeSnapshot: the broker's view stored for this run; returns {"run_id", "taken_at", "brackets": [...]}.
 
     The run is scheduled through every session of every segment (into the commodity evening), most of it with no
     bracket open: then only the GTTs are read (for the orphan report), not the orders and positions."""
     at = now or utc_now()
+    if not trading_day(at):
+        # An exchange holiday or a weekend (the schedule is a weekday cron): nothing moves at the broker, so the run
+        # records an empty view and checks no bracket, rather than spend the broker's rate limit on a closed market.
+        run_id = f"{at.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        snapshots.put_snapshot(run_id, r.iso(at), BrokerView(taken_at=at, orders={}, positions=[], gtts={}).to_json())
+        logger.info("no session today: reconciliation skipped", extra={"run_id": run_id})
+        return {"run_id": run_id, "taken_at": r.iso(at), "brackets": [], "market": "closed"}
     brackets = [{"bracket_id": b.id, "account_id": b.account_id} for b in BracketRepository().list_open()]
     view = read_broker(at, everything=bool(brackets))
     run_id = f"{at.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
@@ -645,7 +662,7 @@ def _reprotect(bracket: Bracket, why: str) -> Outcome:
     key = f"{spec.exchange.value}:{spec.symbol}"
     quote = broker.quote([key]).get(key)
     last = quote.last_price if quote is not None and quote.last_price > 0 else bracket.entry.average_price
-    instrument = default_master().get(spec.exchange.value, spec.symbol)
+    instrument = current_master().get(spec.exchange.value, spec.symbol)
     tick = instrument.tick_size if instrument and instrument.tick_size > 0 else settings.default_tick_size
     try:
         assert last is not None

@@ -31,12 +31,14 @@ from bracketflow.adapters.dynamo import intake as intake_store
 from bracketflow.adapters.dynamo import keylimit
 from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.brackets import BracketRepository, ConditionalPut, ExtraConditionFailed
+from bracketflow.adapters.instrument_store import current_master
 from bracketflow.adapters.sfn import WorkflowStartFailed, start_bracket_workflow
 from bracketflow.domain.bracket import Bracket, BracketSpec
+from bracketflow.domain.calendar import IST
 from bracketflow.domain.enums import BlockKind, BracketStatus, Exchange, LegRole, OrderStatus
 from bracketflow.domain.events import BracketBlocked as BracketBlockedEvent
 from bracketflow.domain.events import BracketRegistered
-from bracketflow.domain.instruments import default_master, index_called
+from bracketflow.domain.instruments import index_called
 from bracketflow.domain.validation import parse_exchange, split_symbol, validate_bracket
 from bracketflow.errors import BracketBlocked, Forbidden, NotFound, RateLimited, ValidationFailed
 from bracketflow.observability import logger, metrics
@@ -116,13 +118,17 @@ def normalise(spec: BracketSpec, caller: Caller, *, round_to_tick: bool) -> Brac
     index = index_called(exchange.value, symbol)
     if index is not None:  # the broker would refuse it, and the streamer skips index packets: never protected
         raise ValidationFailed(f"{index} is an index and cannot be traded: place the bracket on its futures or options")
-    instrument = default_master().get(exchange.value, symbol)
-    if instrument is not None:
-        tick = instrument.tick_size if instrument.tick_size > 0 else tick
-        lot = instrument.lot_size if instrument.lot_size > 0 else lot
-    elif settings.broker == "paper":
-        # The paper exchange trades only what its instrument master lists; Kite knows more than we ship.
+    # Kite mode: Kite's own list of the day; paper: the paper exchange's. A symbol in neither is refused by name,
+    # never given a guessed tick or lot size.
+    instrument = current_master().get(exchange.value, symbol)
+    if instrument is None:
         raise ValidationFailed(f"unknown instrument {exchange}:{symbol}: not in the instrument master")
+    if not instrument.tradable:
+        raise ValidationFailed(f"{exchange}:{symbol} is an index and cannot be traded")
+    if instrument.expiry is not None and instrument.expiry < utc_now().astimezone(IST).date():
+        raise ValidationFailed(f"{exchange}:{symbol} expired on {instrument.expiry.isoformat()}")
+    tick = instrument.tick_size if instrument.tick_size > 0 else tick
+    lot = instrument.lot_size if instrument.lot_size > 0 else lot
     checked = validate_bracket(spec, tick_size=tick, lot_size=lot, round_to_tick=round_to_tick)
     return replace(checked, strategy=checked.strategy or DEFAULT_STRATEGY)
 

@@ -13,25 +13,17 @@ decides the tag. These functions are pure: the caller reads the account's open b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
+from bracketflow.domain import calendar
 from bracketflow.domain.bracket import Bracket, BracketSpec
 from bracketflow.domain.enums import Action, BlockKind, Exchange
 from bracketflow.services.models import RiskLimits
 
-# India has no daylight saving: a fixed offset needs no tz database in the Lambda image.
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
-
-# Regular sessions (IST), Monday to Friday; no holiday calendar yet (the broker rejects orders on holidays).
-TRADING_WINDOWS: dict[Exchange, tuple[time, time]] = {
-    Exchange.NSE: (time(9, 15), time(15, 30)),
-    Exchange.BSE: (time(9, 15), time(15, 30)),
-    Exchange.NFO: (time(9, 15), time(15, 30)),
-    Exchange.CDS: (time(9, 0), time(17, 0)),
-    Exchange.MCX: (time(9, 0), time(23, 30)),
-    Exchange.NCDEX: (time(9, 0), time(17, 0)),
-}
+# Trading windows come from the market calendar (bracketflow/data/calendar-<year>.json): each segment's sessions,
+# exchange holidays and special sessions such as Muhurat trading.
+IST = calendar.IST
 
 
 @dataclass(frozen=True)
@@ -52,11 +44,8 @@ def trading_day_bounds(now: datetime) -> tuple[datetime, datetime]:
 
 
 def in_trading_window(exchange: Exchange, now: datetime) -> bool:
-    local = now.astimezone(IST)
-    if local.weekday() >= 5:
-        return False
-    opens, closes = TRADING_WINDOWS[exchange]
-    return opens <= local.time() <= closes
+    """True while `exchange`'s segment is in a session (a holiday has none; a special session counts)."""
+    return calendar.market_calendar().is_open(exchange.value, now)
 
 
 def check_risk(

@@ -1,8 +1,9 @@
 """MIS square-off: intraday (MIS) brackets still open at SQUARE_OFF_TIME_IST (default 15:15) are closed, reason EOD.
 
-Fired by a schedule (template.yaml: 09:45 UTC on weekdays). It acts only between the square-off time and the close
-(15:30 IST), so the local stack, which plays cron schedules every few seconds, squares off only when the clock says so;
-{"force": true} in the event skips that check (tests, a manual run).
+Fired by a schedule (template.yaml: 09:45 UTC on weekdays). It acts only between the square-off time and the close of
+the day's session in the market calendar (none on an exchange holiday; a Muhurat session squares off 15 minutes before
+its own close), so the local stack, which plays cron schedules every few seconds, squares off only when the clock says
+so; {"force": true} in the event skips that check (tests, a manual run).
 
   PROTECTED / EXIT_FAILED MIS brackets -> an EOD exit intent on the ExitQueue (EXIT_QUEUE_URL), in the queue's agreed
       shape: {"bracket_id", "reason": "EOD", "ltp": null, "stop_price", "detected_at", "message_index": null,
@@ -19,11 +20,12 @@ Fired by a schedule (template.yaml: 09:45 UTC on weekdays). It acts only between
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.sqs import send_json
+from bracketflow.domain import calendar
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus, ExitReason, Product
 from bracketflow.errors import BracketflowError
@@ -31,15 +33,23 @@ from bracketflow.observability import logger, metrics
 from bracketflow.services import lifecycle
 from bracketflow.settings import get_settings
 
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
-MARKET_CLOSE_IST = time(15, 30)
+IST = calendar.IST
+MIS_SEGMENT = "NSE"  # intraday equity and F&O close together; the market calendar says when (and whether) that is
+SPECIAL_SESSION_LEAD = timedelta(minutes=15)
 
 
 def square_off_due(now: datetime) -> bool:
-    """True between the configured square-off time and the close, on the IST clock."""
+    """True between the configured square-off time and the close of today's session, on the IST clock. No session
+    today (a holiday, a weekend): never. A special session (Muhurat) that does not span the configured time squares
+    off 15 minutes before its own close."""
+    session = calendar.market_calendar().session_at(MIS_SEGMENT, now)
+    if session is None:
+        return False
     hours, minutes = (int(x) for x in get_settings().square_off_time_ist.split(":"))
-    local = now.astimezone(IST).time()
-    return time(hours, minutes) <= local < MARKET_CLOSE_IST
+    starts = time(hours, minutes)
+    if not session.opens <= starts < session.closes:
+        starts = (session.closes_at - SPECIAL_SESSION_LEAD).time()
+    return starts <= now.astimezone(IST).time() < session.closes
 
 
 def square_off_mis(*, force: bool = False, now: datetime | None = None) -> dict[str, Any]:

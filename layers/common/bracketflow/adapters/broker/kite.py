@@ -477,6 +477,26 @@ class KiteBroker:
         data = self._retrying("GET", "/quote", query={"i": list(instruments)}) or {}
         return {name: quote_from_kite(name, row) for name, row in data.items()}
 
+    def instruments_csv(self) -> str:
+        """Kite's instrument master (GET /instruments): the day's CSV of every instrument, ~100k rows. Not JSON, so
+        not through the envelope parser; a few MB, so a longer read timeout than an order call's."""
+        creds = self._credentials(False)
+        headers = {"X-Kite-Version": KITE_VERSION, "Authorization": f"token {creds.api_key}:{creds.access_token}"}
+        try:
+            with subsegment("kite", method="GET", path="/instruments"):
+                response = self._session.get(
+                    self._base_url + "/instruments", headers=headers, timeout=(self._timeout[0], 120)
+                )
+        except requests.RequestException as exc:
+            raise BrokerUnavailable(f"could not download the instrument list: {type(exc).__name__}") from exc
+        if response.status_code >= 400:
+            try:
+                body: Any = json.loads(response.text)
+            except ValueError:
+                body = response.text[:200]
+            raise error_from_response(response.status_code, body)
+        return response.text
+
     def ltp(self, instruments: Sequence[str]) -> dict[str, Decimal]:
         data = self._retrying("GET", "/quote/ltp", query={"i": list(instruments)}) or {}
         return {name: _dec(row.get("last_price")) or Decimal(0) for name, row in data.items()}

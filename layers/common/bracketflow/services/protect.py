@@ -36,7 +36,7 @@ from bracketflow.adapters.broker.port import BrokerPort, GttLeg, GttReport, GttR
 from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.dynamo.gtt_claims import GttClaimedElsewhere, claimed_by_others, save_claiming
-from bracketflow.adapters.instrument_store import current_master
+from bracketflow.adapters.instrument_store import InstrumentMasterMissing, current_master
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus, LegRole, OrderStatus, PositionSide
 from bracketflow.domain.events import ProtectionPlaced
@@ -172,9 +172,7 @@ def leftover_gtts(broker: BrokerPort, bracket: Bracket) -> list[GttReport]:
     protection request that no other bracket claims (one an earlier PlaceProtection attempt made and never recorded:
     its answer lost, its Lambda timed out). Raises BrokerError when the broker's GTTs cannot be read."""
     settings = get_settings()
-    spec = bracket.spec
-    instrument = current_master().get(spec.exchange.value, spec.symbol)
-    tick = instrument.tick_size if instrument and instrument.tick_size > 0 else settings.default_tick_size
+    tick = _sweep_tick(bracket)
     fill = bracket.entry.average_price or bracket.stop_price
     req = protection_request(bracket, bracket.entry.filled_quantity, fill, tick, settings.stop_limit_buffer_percent)
     live = [g for g in broker.gtts() if g.status == "active"]
@@ -183,15 +181,24 @@ def leftover_gtts(broker: BrokerPort, bracket: Bracket) -> list[GttReport]:
     return recorded + twins
 
 
+def _sweep_tick(bracket: Bracket) -> Decimal:
+    """The tick a protection request of this bracket was priced on. The flatten's GTT sweeps must not fail for want of
+    the instrument list: without it no GTT could have been placed either, so the default tick finds what there is."""
+    spec = bracket.spec
+    try:
+        instrument = current_master().get(spec.exchange.value, spec.symbol)
+    except InstrumentMasterMissing:
+        instrument = None
+    return instrument.tick_size if instrument and instrument.tick_size > 0 else get_settings().default_tick_size
+
+
 def adopt_fired_twin(broker: BrokerPort, bracket: Bracket) -> Bracket | None:
     """A GTT exactly like this bracket's protection that an earlier, unrecorded PlaceProtection attempt created and
     that has already fired: its order is the position's exit, so flattening too would open a reverse position. The
     bracket is recorded PROTECTED by it (its fill then closes the bracket, as for any GTT) and returned; None when
     there is none."""
     settings = get_settings()
-    spec = bracket.spec
-    instrument = current_master().get(spec.exchange.value, spec.symbol)
-    tick = instrument.tick_size if instrument and instrument.tick_size > 0 else settings.default_tick_size
+    tick = _sweep_tick(bracket)
     fill = bracket.entry.average_price or bracket.stop_price
     quantity = bracket.entry.filled_quantity
     req = protection_request(bracket, quantity, fill, tick, settings.stop_limit_buffer_percent)

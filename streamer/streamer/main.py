@@ -30,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -158,11 +158,18 @@ class Streamer:
             self.unwatch(command.bracket_id)
 
     def watch(self, command: Watch) -> bool:
-        """Start trailing; False when already watched, just exited, or not trailable."""
+        """Start trailing; False when already watched, just exited, or not trailable. A watch for a bracket already
+        watched updates what it holds (the quantity and GTT of a partly filled entry that grew), keeping its trail."""
         bracket = command.bracket
         bid = bracket.bracket_id
         with self._lock:
             if bid in self.engine:
+                held = self._watched.get(bid)
+                if held is not None and command.quantity is not None:
+                    gtt_id = command.gtt_id or held.watch.gtt_id
+                    self._watched[bid] = replace(
+                        held, watch=replace(held.watch, quantity=command.quantity, gtt_id=gtt_id)
+                    )
                 return False
             exited_at = self._recently_exited.get(bid)
             if exited_at is not None and self._clock() - exited_at < EXIT_QUIET_S:
@@ -200,6 +207,12 @@ class Streamer:
     def watched_ids(self) -> set[str]:
         with self._lock:
             return set(self._watched)
+
+    def quantity_of(self, bracket_id: str) -> int | None:
+        """The quantity the last watch message for this bracket named (None when not watched)."""
+        with self._lock:
+            held = self._watched.get(bracket_id)
+            return None if held is None else held.watch.quantity
 
     def stop_of(self, bracket_id: str) -> int | None:
         with self._lock:

@@ -8,9 +8,9 @@ on its process.
 
 What must hold (issue 5): a filled entry ends PROTECTED with a GTT whose triggers are the bracket's stop and target;
 a rejected entry is FAILED with the broker's reason; an unfilled entry is CANCELLED at its timeout; a partial fill is
-protected for what filled; a GTT that cannot be placed leads to an emergency market exit, the bracket CLOSED with
-exit_reason EMERGENCY, its events and the EmergencyExits metric; a second start changes nothing; every version of the
-bracket has its audit event.
+protected for what filled at once, and the rest of its entry cancelled at the timeout; a GTT that cannot be placed
+leads to an emergency market exit, the bracket CLOSED with exit_reason EMERGENCY, its events and the EmergencyExits
+metric; a second start changes nothing; every version of the bracket has its audit event.
 """
 
 from __future__ import annotations
@@ -169,22 +169,27 @@ def test_an_entry_unfilled_by_its_timeout_is_cancelled(market):
     assert_every_version_audited(bracket_id)
 
 
-def test_a_partial_fill_timed_out_is_protected_for_the_filled_quantity(market):
+def test_a_partial_fill_is_protected_at_once_and_its_rest_cancelled_when_its_validity_runs_out(market):
     # Given only 4 INFY offered at 1500.00, and the exchange filling what is offered
     paper(market, "config", {"partial_fills": True})
     quote(market, "1500", "1499.95", "1500", ask_qty=4, bid_qty=100)
-    # When a BUY 10 at 1500 is placed and its timeout passes with 6 unfilled
+    # When a BUY 10 at 1500 is placed: 4 fill, 6 rest
     bracket_id = place(market, "partial")
-    bracket = wait_for_status(bracket_id, "PROTECTED")
-    # Then the rest was cancelled and the bracket protects the 4 that filled
-    assert bracket.entry.filled_quantity == 4
-    order = next(o for o in broker_orders(market, "INFY") if o["order_id"] == bracket.entry.broker_order_id)
+    # Then the 4 are protected while the rest still rests
+    protected = wait_for_status(bracket_id, "PROTECTED")
+    assert protected.entry.filled_quantity == 4
+    # And when the entry's timeout passes the rest is cancelled, the GTT still protecting the 4 that filled
+    wait_for("the rest cancelled", lambda: bracket(bracket_id).entry.status.value == "EXECUTED")
+    done = bracket(bracket_id)
+    assert (done.status.value, done.entry.filled_quantity, done.gtt_id) == ("PROTECTED", 4, protected.gtt_id)
+    order = next(o for o in broker_orders(market, "INFY") if o["order_id"] == done.entry.broker_order_id)
     assert (order["status"], int(order["filled_quantity"])) == ("CANCELLED", 4)
-    gtt = next(g for g in gtts(market) if str(g["id"]) == bracket.gtt_id)
+    gtt = next(g for g in gtts(market) if str(g["id"]) == done.gtt_id)
     assert [int(o["quantity"]) for o in gtt["orders"]] == [4, 4]
-    assert "EntryPartiallyFilled" in event_types(bracket_id)
     filled = next(e for e in events(bracket_id) if e["type"] == "EntryFilled")
-    assert (filled["filled_quantity"], filled["partial"], filled["cancelled_quantity"]) == (4, True, 6)
+    assert (filled["filled_quantity"], filled["partial"], filled["pending_quantity"]) == (4, True, 6)
+    rest = next(e for e in events(bracket_id) if e["type"] == "EntryRestCancelled")
+    assert (rest["filled_quantity"], rest["cancelled_quantity"], rest["by"]) == (4, 6, "timeout")
     assert_every_version_audited(bracket_id)
 
 

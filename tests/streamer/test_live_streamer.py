@@ -189,6 +189,46 @@ def test_control_messages_watch_and_unwatch_and_bad_ones_are_dropped(fast, start
     assert drain(fast, "exits") == []
 
 
+def test_a_second_watch_of_a_watched_bracket_updates_its_quantity_and_keeps_its_trail(
+    fast, start_streamer, monkeypatch
+):
+    # Given a streamer trailing a SHORT of 4 whose stop has already trailed down to 1505
+    from bracketflow.adapters.aws import reset_clients
+
+    monkeypatch.setenv("STREAMER_RESYNC_INTERVAL_S", "3600")
+    reset_clients()
+    streamer = start_streamer()
+    watch = {
+        "type": "watch",
+        "bracket_id": "br_grown_1",
+        "account_id": "acc_asha",
+        "instrument_token": INFY_TOKEN,
+        "exchange": "NSE",
+        "tradingsymbol": "INFY",
+        "side": "SHORT",
+        "product": "CNC",
+        "quantity": 4,
+        "entry_price": "1500",
+        "stop_price": "1520",
+        "target_price": "1450",
+        "tick_size": "0.05",
+        "trail": {"type": "points", "value": "10"},
+        "activation_price": None,
+        "gtt_id": "7",
+    }
+    send = fast.sqs.send_message
+    send(QueueUrl=fast.queues["control"], MessageBody=json.dumps(watch))
+    eventually(lambda: streamer.quantity_of("br_grown_1") == 4, "the watch to apply")
+    quote(fast.paper, "1495")
+    eventually(lambda: streamer.stop_of("br_grown_1") == 150500, "the short stop to trail to 1505")
+    # When the entry fills further and the workflow sends a fresh watch for 10 (with the stop as first placed)
+    send(QueueUrl=fast.queues["control"], MessageBody=json.dumps({**watch, "quantity": 10}))
+    # Then the streamer holds 10, and its trailed stop is kept, not reset to 1520
+    eventually(lambda: streamer.quantity_of("br_grown_1") == 10, "the quantity to update")
+    assert streamer.stop_of("br_grown_1") == 150500
+    assert streamer.watched_ids() == {"br_grown_1"}
+
+
 def test_order_updates_from_the_ticker_reach_the_watchers_queue(fast, start_streamer):
     # Given the streamer connected
     from bracketflow.adapters.broker import get_broker

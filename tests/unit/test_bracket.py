@@ -238,7 +238,8 @@ def test_a_bracket_round_trips_through_json():
 def test_every_event_of_the_lifecycle_is_registered_by_name():
     expected = {
         "BracketRegistered", "BracketBlocked", "EntryPlaced", "EntryFilled", "EntryPartiallyFilled",
-        "EntryRejected", "EntryCancelled", "EntryExpired", "ProtectionPlaced", "ProtectionFailed", "StopTrailed",
+        "EntryRejected", "EntryCancelled", "EntryExpired", "EntryCompleted", "EntryRestCancelled", "ProtectionPlaced",
+        "ProtectionResized", "ProtectionFailed", "StopTrailed",
         "ExitRequested", "ExitPlaced", "ExitFilled", "ExitFailed", "BracketClosed", "EmergencyExitPlaced",
         "FlaggedForReview", "Reconciled",
         # written by services as plain mappings (tests/unit/test_event_registry.py finds them in the code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -110,11 +111,29 @@ def test_the_entry_outcome_names_what_the_workflow_does_next():
     assert entry_outcome(pending) is None
     leg = pending.entry.transition(OrderStatus.EXECUTED, filled_quantity=4, average_price=Decimal("1500.05"))
     filled = pending.transition(BracketStatus.ENTRY_FILLED, entry=leg)
-    assert entry_outcome(filled) == {"outcome": "FILLED", "filled_quantity": 4, "average_price": "1500.05"}
+    assert entry_outcome(filled) == {
+        "outcome": "FILLED",
+        "filled_quantity": 4,
+        "average_price": "1500.05",
+        "working": False,
+    }
     rejected = pending.transition(
         BracketStatus.FAILED, entry=pending.entry.transition(OrderStatus.FAILED, message="Margin exceeds")
     )
     assert entry_outcome(rejected) == {"outcome": "REJECTED", "message": "Margin exceeds"}
+
+
+def test_an_entry_still_working_after_its_first_fill_is_told_apart():
+    # Given a BUY 10 whose entry order is at the broker
+    b = bracket()
+    pending = b.transition(
+        BracketStatus.ENTRY_PENDING, entry=b.entry.transition(OrderStatus.SENT_TO_BROKER, broker_order_id="1")
+    )
+    # When 4 filled and the bracket moved on with the order still live / the order ended
+    working = pending.transition(BracketStatus.ENTRY_FILLED, entry=replace(pending.entry, filled_quantity=4))
+    done = working.update(entry=working.entry.transition(OrderStatus.EXECUTED))
+    # Then only the first is working (a pending entry is not: nothing of it is protected yet)
+    assert (pending.entry_working, working.entry_working, done.entry_working) == (False, True, False)
 
 
 def test_a_gtt_fill_is_read_as_target_stop_or_trailed_stop_by_the_nearer_level():

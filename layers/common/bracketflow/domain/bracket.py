@@ -240,6 +240,18 @@ class Bracket:
         return self.entry.filled_quantity
 
     @property
+    def entry_working(self) -> bool:
+        """Part of the entry filled and the bracket moved on (protected, exiting...) while the rest of the entry
+        order still works at the broker: later fills add to the position. (A bracket flagged for review while its
+        entry worked with nothing filled is not this: the broker's answer decides it, lifecycle.entry_undecided.)"""
+        return (
+            self.status not in (BracketStatus.CREATED, BracketStatus.ENTRY_PENDING)
+            and self.entry.status is OrderStatus.SENT_TO_BROKER
+            and self.entry.broker_order_id is not None
+            and self.entry.filled_quantity > 0
+        )
+
+    @property
     def stop_has_trailed(self) -> bool:
         """The current stop is tighter than the one placed: an exit at it is a TRAIL_STOP, not a STOP."""
         if self.position_side is PositionSide.LONG:

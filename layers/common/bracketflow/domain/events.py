@@ -113,6 +113,18 @@ class EntryPartiallyFilled(BracketEvent):
 
 
 @_register
+class EntryCompleted(BracketEvent):
+    """The rest of an entry that was protected while still working has filled: the whole entry is in.
+    data: filled_quantity, average_price, broker_order_id."""
+
+
+@_register
+class EntryRestCancelled(BracketEvent):
+    """The rest of an entry that was protected while still working ended unfilled (cancelled by us, the trader or the
+    broker, or expired): what filled is final. data: filled_quantity, cancelled_quantity, by, message."""
+
+
+@_register
 class EntryRejected(BracketEvent):
     """The broker refused the entry. data: message."""
 
@@ -130,6 +142,11 @@ class EntryExpired(BracketEvent):
 @_register
 class ProtectionPlaced(BracketEvent):
     """The GTT OCO is live. data: gtt_id, stop_price, target_price, quantity."""
+
+
+@_register
+class ProtectionResized(BracketEvent):
+    """The GTT was modified to protect the entry's new filled quantity. data: gtt_id, old_quantity, quantity."""
 
 
 @_register

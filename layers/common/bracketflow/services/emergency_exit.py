@@ -4,7 +4,8 @@ A MARKET order on the exit side for the filled quantity, with market_protection 
 from April 2026), tagged order_tag(bracket, EXIT). The broker's book is searched for that tag first, so a retry after
 a lost answer adopts the order already placed instead of flattening twice. The bracket goes ENTRY_FILLED ->
 EXITING with exit_reason EMERGENCY, its ProtectionFailed and EmergencyExitPlaced events in the same write, and the
-EmergencyExits metric (alarmed in template.yaml) counts it. WaitForExit then waits for the exit's fill.
+EmergencyExits metric (alarmed in template.yaml) counts it. WaitForExit then waits for the exit's fill. The rest of
+an entry that still works (part of it filled) is cancelled first, and the final filled quantity is flattened.
 
 A GTT an earlier PlaceProtection attempt created without recording it (its answer lost, its Lambda timed out) would
 outlive the flattened position and later fire into a flat account, opening a reverse one. So the GTTs that may
@@ -39,6 +40,7 @@ from bracketflow.errors import BrokerError, InvalidStateTransition
 from bracketflow.observability import logger, metrics
 from bracketflow.services.lifecycle import event, load, retrying
 from bracketflow.services.protect import adopt_fired_twin, delete_leftover_gtts
+from bracketflow.services.working_entry import settle_before_exit
 from bracketflow.settings import get_settings
 
 
@@ -66,6 +68,8 @@ def emergency_exit(bracket_id: str, reason: str, exit_reason: ExitReason = ExitR
         return _result(bracket)
     if bracket.status is not BracketStatus.ENTRY_FILLED:
         raise InvalidStateTransition("bracket", bracket.status.value, f"{BracketStatus.EXITING.value} (emergency)")
+    if bracket.entry_working:
+        bracket = settle_before_exit(bracket_id)  # the rest of the entry must not fill after the flatten
     quantity = bracket.entry.filled_quantity
     req = exit_request(bracket, quantity)
     assert req.tag is not None

@@ -15,6 +15,8 @@ and a claim id: the SQS message id, which stays the same across redeliveries of 
    actor (the trader's DELETE, EOD, a second exit message): the message is acknowledged as a duplicate, nothing
    is placed. A bracket already EXITING under *this* claim id with no exit order is a redelivery after a crash
    between claim and placement: it resumes.
+   The rest of an entry that still works (part of it filled) is cancelled before anything else
+   (services/working_entry.py), so the exit is for the final filled quantity and no later fill reopens a position.
 2. Cancel the GTT first. If it already triggered, the broker has closed (or is closing) the position itself: no
    exit is placed (that would open a new position); an ExitSkipped event records it and the watcher or
    reconciliation closes the bracket from the GTT's order. Unless its LIMIT child has not filled within
@@ -56,6 +58,7 @@ from bracketflow.domain.ids import order_tag
 from bracketflow.errors import BrokerError, BrokerRejected, ConcurrentModification, ValidationFailed
 from bracketflow.observability import logger, metrics
 from bracketflow.services.lifecycle import EXIT_RETRIES_METRIC
+from bracketflow.services.working_entry import settle_before_exit
 from bracketflow.settings import get_settings
 
 _ATTEMPTS = 4
@@ -140,6 +143,9 @@ def execute_exit(
         return claimed
     broker = broker or get_broker()
     bracket = claimed
+    if bracket.entry_working:
+        # The rest of a partly filled entry still works: cancel it first, and exit the final filled quantity.
+        bracket = settle_before_exit(bracket.id)
 
     gtt_orders: list[OrderReport] = []
     if bracket.gtt_id:

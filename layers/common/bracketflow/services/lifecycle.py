@@ -10,7 +10,10 @@ Every step is safe to run twice (Step Functions retries, a second start, a watch
   before the token was stored is never lost, and completing a token twice is harmless.
 
 Outcomes handed to the workflow (the WaitForEntryFill output, also CancelEntry's):
-  {"outcome": "FILLED", "filled_quantity": int, "average_price": str}
+  {"outcome": "FILLED", "filled_quantity": int, "average_price": str, "working": bool, "rest_timeout_s"?: int}
+      The first fill, partial or whole, ends the wait: what filled is protected at once. "working" says the rest of
+      the entry still works at the broker; the workflow then follows it (WaitForEntryRest, services/working_entry.py)
+      until it is complete, cancelled or expired, at the latest after rest_timeout_s (the rest of its validity).
   {"outcome": "REJECTED" | "CANCELLED" | "EXPIRED", "message": str | None}
   {"outcome": "CANCEL_REQUESTED"}  (WaitForEntryFill only) the trader's DELETE: CancelEntry runs with by="user",
                                     and whatever filled is exited at market with reason MANUAL (a trader who cancels
@@ -49,11 +52,13 @@ from bracketflow.domain.enums import BracketStatus, LegRole, OrderStatus, Validi
 from bracketflow.domain.events import (
     BracketEvent,
     EntryCancelled,
+    EntryCompleted,
     EntryExpired,
     EntryFilled,
     EntryPartiallyFilled,
     EntryPlaced,
     EntryRejected,
+    EntryRestCancelled,
     ExitFailed,
     ExitFilled,
     FlaggedForReview,
@@ -186,13 +191,17 @@ def entry_outcome(bracket: Bracket) -> dict[str, Any] | None:
         return {"outcome": CANCELLED, "message": bracket.entry.message}
     if status is BracketStatus.EXPIRED:
         return {"outcome": EXPIRED, "message": bracket.entry.message}
-    if bracket.entry.status is not OrderStatus.EXECUTED:
+    if bracket.entry.status is not OrderStatus.EXECUTED and not bracket.entry_working:
         return None  # flagged for review before any of the entry filled: nothing to protect, never FILLED with 0
-    return {
+    outcome: dict[str, Any] = {
         "outcome": FILLED,
         "filled_quantity": bracket.entry.filled_quantity,
         "average_price": str(bracket.entry.average_price),
+        "working": bracket.entry_working,
     }
+    if bracket.entry_working:
+        outcome["rest_timeout_s"] = rest_timeout_s(bracket)
+    return outcome
 
 
 def exit_outcome(bracket: Bracket) -> dict[str, Any] | None:
@@ -233,6 +242,16 @@ def entry_timeout_s(bracket: Bracket, now: datetime | None = None) -> int:
             close += timedelta(days=1)  # an AMO placed after the close works the next session
         return max(MIN_ENTRY_WAIT_S, int((close - at).total_seconds()))
     return max(1, settings.entry_timeout_s)
+
+
+def rest_timeout_s(bracket: Bracket, now: datetime | None = None) -> int:
+    """How much of the entry's validity is left: the rest of a partly filled entry is cancelled when it runs out
+    (the same deadline WaitForEntryFill had, counted from when the entry was placed)."""
+    at = now or utc_now()
+    placed = [e for e in BracketRepository().events(bracket.id) if e.get("type") == EntryPlaced.type]
+    since = datetime.fromisoformat(str(placed[0]["at"]).replace("Z", "+00:00")) if placed else bracket.created_at
+    deadline = since + timedelta(seconds=entry_timeout_s(bracket, now=since))
+    return max(1, int((deadline - at).total_seconds()))
 
 
 def entry_request(bracket: Bracket) -> OrderRequest:
@@ -365,7 +384,14 @@ def apply_entry_fact(bracket_id: str, fact: OrderFact, *, cancelled_by: str = "b
         # still the trader's cancel, whichever writer gets there first.
         cancelled_by = "user"
 
+    rest_changed = False
+
     def step(b: Bracket) -> Bracket | None:
+        nonlocal rest_changed
+        if b.entry_working and b.entry.broker_order_id == fact.order_id:
+            nxt = _apply_rest_fact(repo, b, fact, cancelled_by)
+            rest_changed = nxt is not None
+            return nxt
         if not entry_undecided(b) or b.entry.broker_order_id != fact.order_id:
             return None
         # Flagged for review while the entry still worked: the broker's answer settles it (a fill -> ENTRY_FILLED,
@@ -397,15 +423,19 @@ def apply_entry_fact(bracket_id: str, fact: OrderFact, *, cancelled_by: str = "b
             cls = EntryExpired if expired else EntryCancelled
             evs = [event(cls, nxt, by=cancelled_by, message=message, broker_order_id=fact.order_id, **reviewed)]
         elif filled > leg.filled_quantity:
+            # Part filled, the rest still works: what filled is protected now, not when the rest is decided. The leg
+            # stays SENT_TO_BROKER (the order is live); later fills are recorded by _apply_rest_fact.
             new_leg = dataclasses.replace(leg, filled_quantity=filled, average_price=avg)
-            nxt = b.update(entry=new_leg)
+            nxt = b.transition(BracketStatus.ENTRY_FILLED, entry=new_leg)
             evs = [
                 event(
-                    EntryPartiallyFilled,
+                    EntryFilled,
                     nxt,
                     filled_quantity=filled,
-                    pending_quantity=leg.quantity - filled,
                     average_price=avg,
+                    broker_order_id=fact.order_id,
+                    partial=True,
+                    pending_quantity=leg.quantity - filled,
                 )
             ]
         else:
@@ -415,10 +445,42 @@ def apply_entry_fact(bracket_id: str, fact: OrderFact, *, cancelled_by: str = "b
 
     bracket = retrying(bracket_id, step)
     complete_entry_wait(bracket)
+    complete_entry_rest_wait(bracket, changed=rest_changed)
     return bracket
 
 
-_CANCEL_MESSAGES = {"timeout": "entry not filled within its validity", "user": "cancelled by the trader"}
+def _apply_rest_fact(repo: BracketRepository, b: Bracket, fact: OrderFact, cancelled_by: str) -> Bracket | None:
+    """A fact about an entry that still works after the bracket moved on: more filled, or the rest ended. The
+    bracket's status is not touched (the workflow follows the entry: services/working_entry.py)."""
+    leg = b.entry
+    filled = max(fact.filled_quantity, leg.filled_quantity)
+    avg = fact.average_price if fact.average_price else leg.average_price
+    data: dict[str, Any] = {"filled_quantity": filled, "average_price": avg, "broker_order_id": fact.order_id}
+    if fact.status == "COMPLETE":
+        new_leg = leg.transition(OrderStatus.EXECUTED, filled_quantity=filled, average_price=avg)
+        nxt = b.update(entry=new_leg)
+        evs: list[Any] = [event(EntryCompleted, nxt, **data)]
+    elif fact.status in ("CANCELLED", "REJECTED"):
+        message = fact.status_message or _CANCEL_MESSAGES.get(cancelled_by, f"{fact.status.lower()} at the broker")
+        new_leg = leg.transition(OrderStatus.EXECUTED, filled_quantity=filled, average_price=avg, message=message)
+        nxt = b.update(entry=new_leg)
+        data.update(cancelled_quantity=leg.quantity - filled, by=cancelled_by, message=message)
+        evs = [event(EntryRestCancelled, nxt, **data)]
+    elif filled > leg.filled_quantity:
+        new_leg = dataclasses.replace(leg, filled_quantity=filled, average_price=avg)
+        nxt = b.update(entry=new_leg)
+        evs = [event(EntryPartiallyFilled, nxt, **data, pending_quantity=leg.quantity - filled)]
+    else:
+        return None
+    repo.save(b, nxt, evs, legs=[store.leg_put(nxt, nxt.entry)])
+    return nxt
+
+
+_CANCEL_MESSAGES = {
+    "timeout": "entry not filled within its validity",
+    "user": "cancelled by the trader",
+    "exit": "the rest of the entry cancelled before the exit",
+}
 
 
 def complete_entry_wait(bracket: Bracket) -> bool:
@@ -448,6 +510,50 @@ def store_entry_token(bracket_id: str, token: str) -> dict[str, Any]:
     return {"waiting": outcome is None, "status": bracket.status.value}
 
 
+# ---------- WaitForEntryRest (a protected bracket whose entry still works) ----------
+
+
+def rest_outcome(bracket: Bracket) -> dict[str, Any] | None:
+    """What ends WaitForEntryRest now, or None: it ends on every change of the entry (a fill, its end) and when the
+    bracket is no longer PROTECTED (an exit: the rest must not fill any more)."""
+    if bracket.entry_working and bracket.status is BracketStatus.PROTECTED:
+        return None
+    return {"outcome": "ENTRY_CHANGED", "status": bracket.status.value, "working": bracket.entry_working}
+
+
+def complete_entry_rest_wait(bracket: Bracket, *, changed: bool) -> bool:
+    """Hand a change of the working entry (or of the bracket's status) to a waiting WaitForEntryRest."""
+    if bracket.status in (BracketStatus.CREATED, BracketStatus.ENTRY_PENDING, BracketStatus.ENTRY_FILLED):
+        return False  # the workflow is not following the rest yet; PlaceProtection reads the latest fill
+    outcome = rest_outcome(bracket) or ({"outcome": "ENTRY_CHANGED", "working": True} if changed else None)
+    if outcome is None:
+        return False
+    token = store.get_task_token(bracket.id, store.ENTRY_REST_TOKEN)
+    return token is not None and sfn.send_task_success(token, outcome)
+
+
+def store_entry_rest_token(bracket_id: str, token: str) -> dict[str, Any]:
+    """WaitForEntryRest: keep the token, then look again so nothing is missed: the entry at the broker (a missed
+    update), and the GTT at the broker, which must protect exactly what filled (else the wait ends at once and the
+    workflow resizes it)."""
+    open_statuses = tuple(s.value for s in BracketStatus if not is_terminal(s))
+    store.store_task_token(bracket_id, store.ENTRY_REST_TOKEN, token, open_statuses)
+    bracket = load(bracket_id)
+    broker = get_broker()
+    if bracket.entry_working and bracket.entry.broker_order_id:
+        history = broker.order_history(bracket.entry.broker_order_id)
+        if history:
+            bracket = apply_entry_fact(bracket_id, OrderFact.from_report(history[-1]))
+    outcome = rest_outcome(bracket)
+    if outcome is None and bracket.gtt_id:
+        gtt = broker.gtt(int(bracket.gtt_id))
+        if gtt.status == "active" and any(leg.quantity != bracket.entry.filled_quantity for leg in gtt.orders):
+            outcome = {"outcome": "ENTRY_CHANGED", "working": True}
+    if outcome is not None:
+        sfn.send_task_success(token, outcome)
+    return {"waiting": outcome is None, "status": bracket.status.value}
+
+
 # ---------- CancelEntry (WaitForEntryFill timed out) ----------
 
 CANCEL_CONFIRM_WAIT_S = 5.0
@@ -462,26 +568,40 @@ def cancel_entry(
     """
     bracket = load(bracket_id)
     if entry_undecided(bracket) and bracket.entry.broker_order_id:
-        broker = get_broker()
-        order_id = bracket.entry.broker_order_id
-        try:
-            broker.cancel_order(order_id)
-        except BrokerRejected as exc:  # already complete/rejected: the history below says which
-            logger.info("entry cancel refused", extra={"bracket_id": bracket_id, "reason": exc.message})
-        deadline = time.monotonic() + CANCEL_CONFIRM_WAIT_S
-        while True:
-            history = broker.order_history(order_id)
-            last = history[-1] if history else None
-            if last is not None and last.is_terminal:
-                bracket = apply_entry_fact(bracket_id, OrderFact.from_report(last), cancelled_by=by)
-                break
-            if time.monotonic() >= deadline:
-                raise EntryCancelPending(f"the broker has not confirmed the cancel of entry {order_id} yet")
-            sleep(0.25)
+        bracket = _cancel_at_broker(bracket_id, bracket.entry.broker_order_id, by, sleep)
     outcome = entry_outcome(bracket)
     if outcome is None:
         raise EntryCancelPending(f"bracket {bracket_id} is still {bracket.status.value}")
     return outcome
+
+
+def cancel_working_entry(bracket_id: str, *, by: str, sleep: Callable[[float], None] = time.sleep) -> Bracket:
+    """Cancel the rest of an entry that still works after the bracket moved on (its validity ran out, or the bracket
+    exits: a later fill would open a position nothing protects); returns the bracket with the entry final.
+    EntryCancelPending while the broker has not confirmed it (the caller retries)."""
+    bracket = load(bracket_id)
+    if not bracket.entry_working or bracket.entry.broker_order_id is None:
+        return bracket
+    logger.info("cancelling the rest of a working entry", extra={"bracket_id": bracket_id, "by": by})
+    return _cancel_at_broker(bracket_id, bracket.entry.broker_order_id, by, sleep)
+
+
+def _cancel_at_broker(bracket_id: str, order_id: str, by: str, sleep: Callable[[float], None]) -> Bracket:
+    """Cancel the entry order, then wait (bounded) for the broker to show it final and record that."""
+    broker = get_broker()
+    try:
+        broker.cancel_order(order_id)
+    except BrokerRejected as exc:  # already complete/rejected: the history below says which
+        logger.info("entry cancel refused", extra={"bracket_id": bracket_id, "reason": exc.message})
+    deadline = time.monotonic() + CANCEL_CONFIRM_WAIT_S
+    while True:
+        history = broker.order_history(order_id)
+        last = history[-1] if history else None
+        if last is not None and last.is_terminal:
+            return apply_entry_fact(bracket_id, OrderFact.from_report(last), cancelled_by=by)
+        if time.monotonic() >= deadline:
+            raise EntryCancelPending(f"the broker has not confirmed the cancel of entry {order_id} yet")
+        sleep(0.25)
 
 
 # ---------- exit facts and WaitForExit ----------

@@ -58,6 +58,7 @@ from bracketflow.services.lifecycle import (
     OrderFact,
     apply_entry_fact,
     apply_exit_fact,
+    complete_entry_rest_wait,
     complete_exit_wait,
     event,
     record_entry_seen,
@@ -251,6 +252,7 @@ def _gtt_child_filled(fact: OrderFact) -> str:
         return "unmatched"
     bracket = _record_gtt_exit(candidates[0].id, fact)
     complete_exit_wait(bracket)
+    complete_entry_rest_wait(bracket, changed=True)  # a partly filled entry's rest is cancelled by the workflow
     return f"gtt:{bracket.status.value}"
 
 

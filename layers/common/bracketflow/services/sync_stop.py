@@ -90,8 +90,11 @@ def sync_stop(
     leg = gtt.orders[index]
     triggers = list(gtt.trigger_values)
     triggers[index] = new
-    orders = list(gtt.orders)
-    orders[index] = replace(leg, price=new + (leg.price - current))
+    # The legs keep the position's filled quantity (a partly filled entry's GTT grows with its fills: never shrink
+    # it back to a quantity read before the last resize).
+    quantity = max(bracket.entry.filled_quantity, max(o.quantity for o in gtt.orders))
+    orders = [replace(o, quantity=quantity) for o in gtt.orders]
+    orders[index] = replace(orders[index], price=new + (leg.price - current))
     assert ltp is not None
     broker.modify_gtt(
         gtt_id,

@@ -6,8 +6,9 @@ BROKERORDER#<broker_order_id>               MAP      bracket_id, account_id, rol
 TAG#<order_tag>                             MAP      bracket_id, account_id, role (+ what the watcher needs to record
                                                      the order itself: exit_reason, message); written BEFORE the
                                                      order is placed, so its first update can never outrun it
-BRACKET#<bracket_id>                        STATE    + entry_task_token / exit_task_token (the waiting Step Functions
-                                                     tasks); not part of the aggregate, so save() leaves them alone
+BRACKET#<bracket_id>                        STATE    + entry_task_token / exit_task_token / entry_rest_task_token
+                                                     (the waiting Step Functions tasks); not part of the aggregate,
+                                                     so save() leaves them alone
 ORDERUPDATE#<order_id>#<status>#<filled>    DEDUPE   one order update seen (TTL expires_at): CLAIMED while a watcher
                                                      acts on it (until lease_until), DONE once it has
 """
@@ -25,6 +26,7 @@ from bracketflow.domain.bracket import Bracket, LegOrder
 
 ENTRY_TOKEN = "entry_task_token"
 EXIT_TOKEN = "exit_task_token"
+ENTRY_REST_TOKEN = "entry_rest_task_token"  # WaitForEntryRest: a protected bracket whose entry still works
 DEDUPE = "DEDUPE"
 
 

@@ -15,6 +15,7 @@ The streamer's part (seeing the stop crossed) is played by the test: it puts the
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -214,3 +215,26 @@ def _seen(order_id: str) -> bool:
     from bracketflow.adapters.dynamo import lifecycle as store
 
     return "Item" in store.table().get_item(Key=store.order_update_key(order_id, "COMPLETE", 10))
+
+
+def test_a_gtt_fired_through_a_gap_with_no_stop_seen_by_the_streamer_is_exited_by_reconciliation(market, monkeypatch):
+    from bracketflow.services import reconcile
+
+    monkeypatch.setattr(reconcile, "GTT_STALL_S", 0.0)  # the grace (GTT_CHILD_GRACE_S, 3 s) still applies
+    # Given a protected BUY 10 INFY whose GTT fires through a gap, its LIMIT child resting unfilled below the market
+    b = protected_bracket(market, fresh_strategy("gap-unseen"), timeout_s=STATUS_BOUND_S)
+    quote(market, "1460", "1459.95", "1460.05")
+    gtt = next(g for g in gtts(market) if str(g["id"]) == str(b.gtt_id))
+    assert gtt["status"] == "triggered"
+    child_id = str(gtt["orders"][0]["result"]["order_result"]["order_id"])
+    # And nothing else notices (the streamer dropped the bracket as the GTT fired; no stop-hit message comes)
+    time.sleep(4.5)  # past the grace, by the broker's whole-second clock
+    # When reconciliation runs
+    run_reconcile(market)
+    # Then it queues the stop exit, and the exit Lambda cancels the child and exits at market: flat, CLOSED
+    done = wait_for_status(b.id, "CLOSED", "NEEDS_REVIEW", timeout_s=STATUS_BOUND_S)
+    assert done.status.value == "CLOSED", event_types(b.id)
+    assert net_position(market, "INFY") == 0
+    child = next(o for o in broker_orders(market, "INFY") if str(o["order_id"]) == child_id)
+    assert (child["status"], child["filled_quantity"]) == ("CANCELLED", 0)
+    assert [(o["status"], o["filled_quantity"]) for o in exit_orders(market, b.id)] == [("COMPLETE", 10)]

@@ -82,6 +82,10 @@ from bracketflow.settings import get_settings
 
 FINAL = frozenset({"COMPLETE", "CANCELLED", "REJECTED"})
 ORPHAN_MIN_AGE_S = 300
+# A GTT that fired this long ago with its stop order still unfilled is exited by reconciliation (the exit Lambda
+# usually does it within GTT_CHILD_GRACE_S when the streamer saw the stop; this covers when it did not).
+GTT_STALL_S = 10.0
+TARGET = ExitReason.TARGET
 SETTLE_S = 60  # an exit filled this long ago and still not closed has lost its WaitForExit
 
 
@@ -171,6 +175,13 @@ class BrokerView:
             for p in self.positions
             if p.exchange == exchange and p.tradingsymbol == symbol and p.product == product
         )
+
+    def last_price(self, exchange: str, symbol: str, product: str) -> Decimal | None:
+        """The instrument's last price as the broker's position row shows it (None without one)."""
+        for p in self.positions:
+            if p.exchange == exchange and p.tradingsymbol == symbol and p.product == product and p.last_price:
+                return p.last_price
+        return None
 
     def closing_order(self, bracket: Bracket, filled_at: datetime | None) -> OrderReport | None:
         """The order that closed this bracket's position at the broker: COMPLETE, the exit side of the same
@@ -404,6 +415,15 @@ def _check_protected(bracket: Bracket, view: BrokerView, now: datetime) -> Outco
             fill = done[0]
             reason = gtt_exit_reason(bracket, fill.average_price or Decimal(0))
             return _close_from_broker(bracket, fill, reason, "GTT_TRIGGERED", f"GTT {gtt.gtt_id} triggered")
+        stop_side = bool(fills) and gtt_exit_reason(bracket, fills[0].price or bracket.stop_price) is not TARGET
+        if net != 0 and stop_side and _stalled_for(gtt, now) > max(get_settings().gtt_child_grace_s, GTT_STALL_S):
+            # Its stop order never filled (a gap past its limit price) or was refused: the streamer dropped the
+            # bracket when the GTT fired, so without this nothing exits it. The exit Lambda cancels the order first,
+            # then exits what is still open at market.
+            _confirm(view)
+            last = view.last_price(spec.exchange.value, spec.symbol, spec.product.value) or bracket.stop_price
+            why = f"GTT {gtt.gtt_id} triggered but its stop order is {fills[0].status}"
+            return _queue_stop_exit(bracket, last, why)
         if fills and all(o.status in ("REJECTED", "CANCELLED") for o in fills) and net != 0:
             _confirm(view)
             return _flag(bracket, f"GTT {gtt.gtt_id} triggered but its order was {fills[0].status}: position open")
@@ -699,6 +719,12 @@ def _reprotect(bracket: Bracket, why: str) -> Outcome:
             _cancel_gtt(int(new_id))
         return None
     return "REPROTECTED", f"{why}; new GTT {new_id}"
+
+
+def _stalled_for(gtt: GttReport, now: datetime) -> float:
+    """Seconds since the GTT fired (its last change at the broker); 0 when the broker gives no time."""
+    fired = gtt.updated_at or gtt.created_at
+    return 0.0 if fired is None else (_aware(now) - _aware(fired)).total_seconds()
 
 
 def _through_the_stop(bracket: Bracket, last: Decimal) -> bool:

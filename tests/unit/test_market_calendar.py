@@ -116,3 +116,20 @@ def test_reconciliation_runs_on_trading_days_only_in_kite_mode(monkeypatch):
     get_settings.cache_clear()
     assert trading_day(ist(2026, 12, 25, 10, 0))  # the paper market never closes
     get_settings.cache_clear()
+
+
+def test_the_pre_market_login_check_is_quiet_on_a_day_no_segment_trades(monkeypatch):
+    from bracketflow.services.broker_session import premarket_check
+    from bracketflow.settings import get_settings
+
+    # Given Kite mode and Christmas, when every segment is closed
+    monkeypatch.setenv("BROKER", "kite")
+    get_settings.cache_clear()
+    try:
+        # When the weekday schedule runs the check at 08:45 IST
+        result = premarket_check(now=ist(2026, 12, 25, 8, 45))
+    finally:
+        get_settings.cache_clear()
+    # Then it raises no alarm and sends nothing: no session opens, so no login is missing
+    assert result == {"ok": True, "skipped": "no exchange session on 2026-12-25", "telegram_sent": 0}
+    assert market_calendar((2026,)).trades_on(date(2026, 3, 3))  # Holi: MCX's evening still needs a login

@@ -117,6 +117,14 @@ class MarketCalendar:
                     return session
         return None
 
+    def trades_on(self, day: date) -> bool:
+        """Some segment has a session that day (MCX's evening on an equity holiday counts)."""
+        return any(self.sessions(segment, day) for segment in self.segments())
+
+    def segments(self) -> list[str]:
+        regular = next(iter(self.years.values())).regular if self.years else self.fallback_regular
+        return sorted(regular)
+
     def holiday(self, segment: str, day: date) -> str | None:
         """The listed day's name when `segment` has no session on a weekday because of it."""
         year = self.years.get(day.year)

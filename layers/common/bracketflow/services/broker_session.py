@@ -25,6 +25,7 @@ from bracketflow.adapters.broker import session
 from bracketflow.adapters.broker.endpoints import check_paper_safety, login_url
 from bracketflow.adapters.broker.kite import IST
 from bracketflow.adapters.dynamo.alerts import first_session_alert_of_the_day
+from bracketflow.domain import calendar
 from bracketflow.errors import BrokerError, BrokerMisconfigured, SessionExpired, ValidationFailed
 from bracketflow.observability import logger, metrics
 from bracketflow.services.telegram import send_notices
@@ -117,6 +118,12 @@ def complete_login(request_token: str, status: str, now: datetime | None = None)
 def premarket_check(login_link: str = "", now: datetime | None = None) -> dict[str, Any]:
     """Verify the stored session with the broker; alarm metric and Telegram (once a day) when it does not work."""
     now = now or datetime.now(IST)
+    day = now.astimezone(IST).date()
+    if get_settings().broker != "paper" and not calendar.market_calendar().trades_on(day):
+        # An exchange holiday (the schedule is a weekday cron): no session opens, so no login is missing.
+        metrics.add_metric(name=metrics_names.BROKER_SESSION_MISSING, unit="Count", value=0)
+        logger.info("no session today: the pre-market check has nothing to check", extra={"day": day.isoformat()})
+        return {"ok": True, "skipped": f"no exchange session on {day.isoformat()}", "telegram_sent": 0}
     status = session_status(now)
     problem: str | None = None
     if status.state == "none":

@@ -222,9 +222,7 @@ def trading_day(at: datetime) -> bool:
     """A day some segment trades (MCX's evening session on an equity holiday counts); paper always trades."""
     if get_settings().broker == "paper":
         return True
-    cal = calendar.market_calendar()
-    day = at.astimezone(calendar.IST).date()
-    return any(cal.sessions(segment, day) for segment in ("NSE", "BSE", "NFO", "CDS", "MCX", "NCDEX"))
+    return calendar.market_calendar().trades_on(at.astimezone(calendar.IST).date())
 
 
 def take_snapshot(now: datetime | None = None) -> dict[str, Any]:

@@ -301,8 +301,8 @@ def test_reconciliations_new_gtt_for_a_bracket_is_its_own_even_when_the_create_a
     real_create = kite.KiteBroker.create_gtt
     made: list[int] = []
 
-    def create_answering_g1(self: Any, req: Any) -> int:
-        made.append(real_create(self, req))
+    def create_answering_g1(self: Any, req: Any, **options: Any) -> int:
+        made.append(real_create(self, req, **options))
         return int(g1) if len(made) == 1 else made[-1]
 
     monkeypatch.setattr(kite.KiteBroker, "create_gtt", create_answering_g1)

@@ -46,6 +46,9 @@ class BrokerSettings(_Base):
     # How long after a lost answer the broker's book is searched for the order or GTT before the outcome is called
     # unknown (a broker may show a new one seconds late); the request is never repeated inside this window.
     broker_lookup_window_s: float = Field(3.0, alias="BROKER_LOOKUP_WINDOW_S")
+    # PlaceProtection looks this long for a GTT whose create answer was lost (the position is naked meanwhile), then
+    # the workflow flattens; the flatten sweeps again after BROKER_LOOKUP_WINDOW_S, so a GTT shown late is deleted.
+    protection_lookup_window_s: float = Field(1.0, alias="PROTECTION_LOOKUP_WINDOW_S")
     # Name of the account-wide order rate bucket every order-placing Lambda shares.
     broker_account: str = Field("primary", alias="BROKER_ACCOUNT")
     order_rate_wait_s: float = Field(5.0, alias="ORDER_RATE_LIMIT_WAIT_S")

@@ -155,7 +155,9 @@ def _protect_once(bracket_id: str) -> dict[str, Any]:
         ) from exc
 
     existing = [g for g in at_broker if g.status == "active" and g.same_trigger_as(req)]
-    gtt_id = existing[0].gtt_id if existing else broker.create_gtt(req)
+    gtt_id = (
+        existing[0].gtt_id if existing else broker.create_gtt(req, lookup_window_s=settings.protection_lookup_window_s)
+    )
     if existing:
         logger.warning("GTT already at the broker; adopting it", extra={"bracket_id": bracket.id, "gtt_id": gtt_id})
     protected = _record_protection(bracket_id, str(gtt_id), req, quantity)

@@ -406,10 +406,11 @@ class KiteBroker:
 
     # ---- GTT ----------------------------------------------------------------------------------------------------
 
-    def create_gtt(self, req: GttRequest) -> int:
+    def create_gtt(self, req: GttRequest, *, lookup_window_s: float | None = None) -> int:
         """Create a GTT; never twice. GTTs take no tag, so a lost answer is resolved by instrument, triggers, legs
         (a GTT found that way after a lost answer may also be an identical one another caller made meanwhile: the
-        services claim each GTT for one bracket, see adapters/dynamo/gtt_claims.py)."""
+        services claim each GTT for one bracket, see adapters/dynamo/gtt_claims.py). lookup_window_s: how long to
+        look for it after a lost answer (default: the adapter's)."""
         form = self.gtt_form(req)
         before = {g.gtt_id for g in self.gtts()}
         attempt = 0
@@ -423,7 +424,7 @@ class KiteBroker:
                     raise
                 self._backoff(attempt, exc, "create_gtt")
             except (BrokerTimeout, BrokerUnavailable) as exc:
-                found = self._find_created_gtt(req, before, exc)
+                found = self._find_created_gtt(req, before, exc, lookup_window_s)
                 logger.warning("GTT create answer was lost but the GTT exists", extra={"gtt_id": found})
                 return found
 
@@ -523,18 +524,23 @@ class KiteBroker:
             )
         return min(matches, key=lambda o: (o.order_timestamp or datetime.max.replace(tzinfo=IST), o.order_id)).order_id
 
-    def _find_created_gtt(self, req: GttRequest, before: set[int], cause: BrokerError) -> int:
+    def _find_created_gtt(
+        self, req: GttRequest, before: set[int], cause: BrokerError, window_s: float | None = None
+    ) -> int:
         def look() -> list[GttReport]:
             return [g for g in self.gtts() if g.gtt_id not in before and g.same_trigger_as(req)]
 
-        matches = self._look_over_window(look, cause, f"GTT on {req.tradingsymbol}")
+        matches = self._look_over_window(look, cause, f"GTT on {req.tradingsymbol}", window_s)
         return min(g.gtt_id for g in matches)
 
-    def _look_over_window(self, look: Callable[[], list[Any]], cause: BrokerError, what: str) -> list[Any]:
+    def _look_over_window(
+        self, look: Callable[[], list[Any]], cause: BrokerError, what: str, window_s: float | None = None
+    ) -> list[Any]:
         """Search the broker's book now and every lookup_pause_s until lookup_window_s has passed: a broker may show
         a new order or GTT seconds after acting. What was found, else BrokerTimeout (outcome unknown: the request is
         not repeated here; the caller's retry looks again before it places anything)."""
         # The window is over when the pauses add up to it or the clock says so (a failing look takes time too).
+        window = self._lookup_window_s if window_s is None else max(0.0, window_s)
         waited, started = 0.0, time.monotonic()
         unreadable: BrokerError | None = None
         while True:
@@ -546,15 +552,15 @@ class KiteBroker:
             except BrokerError as lookup_failed:
                 unreadable = lookup_failed
             waited = max(waited, time.monotonic() - started)
-            if waited >= self._lookup_window_s:
+            if waited >= window:
                 break
-            pause = min(self._lookup_pause_s, self._lookup_window_s - waited)
+            pause = min(self._lookup_pause_s, window - waited)
             self._sleep(pause)
             waited += pause
         seen = (
             f"the broker's book could not be read ({unreadable.message})"
             if unreadable is not None
-            else f"it is not in the broker's book after {self._lookup_window_s:g} s"
+            else f"it is not in the broker's book after {window:g} s"
         )
         raise BrokerTimeout(
             f"{what}: the broker's answer was lost ({cause.message}) and {seen}; outcome unknown, not repeated",

@@ -24,6 +24,7 @@ from typing import Any
 
 from local.activity import ExecutionActivity, TableActivity
 from local.aws import MotoServer, provision
+from local.chaos import CrashAfterBroker
 from local.components import FAILED, STARTING, STOPPED, UP, Components
 from local.gateway import Gateway
 from local.pollers import ScheduleTimer, SqsPoller, StreamPoller, Worker, schedule_interval_s
@@ -82,6 +83,8 @@ class StackConfig:
     paper: bool | None = None  # None: start it when paper/__main__.py exists
     streamer: bool | None = None  # None: start it when streamer/streamer/__main__.py exists
     extra_env: dict[str, str] = field(default_factory=dict)  # set for the handlers and the children
+    # Local chaos: invocations that die right after the broker acted (local/chaos.py); None: never.
+    crash_after_broker: CrashAfterBroker | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> StackConfig:
@@ -100,6 +103,7 @@ class StackConfig:
             schedule_every_s=float(every) if every else None,
             paper=_env_flag(env.get("LOCAL_PAPER")),
             streamer=_env_flag(env.get("LOCAL_STREAMER")),
+            crash_after_broker=CrashAfterBroker.from_env(env),
         )
 
 
@@ -112,6 +116,7 @@ class LocalStack:
         self.moto: MotoServer | None = None
         self.gateway: Gateway | None = None
         self._undo_metrics: Any = None  # local.runtime.metrics_per_invocation, undone on stop
+        self._undo_chaos: Any = None  # local.chaos.CrashAfterBroker.install, undone on stop
         self.websocket: LocalWebSocketApi | None = None
         self.workers: list[Worker] = []
         self.children: list[Child] = []
@@ -238,6 +243,8 @@ class LocalStack:
             self.moto = MotoServer(cfg.host, moto_port)
             self.moto.start()
             self._set_environment(template, paper_url)
+            if cfg.crash_after_broker is not None:
+                self._undo_chaos = cfg.crash_after_broker.install(os.environ["BROKER_BASE_URL"])
             self.moto.runtime = runtime
             provision(self.moto, template)
             self.components.set("aws", UP, f"{self.moto.endpoint} (moto)")
@@ -472,6 +479,9 @@ class LocalStack:
         if self._undo_metrics is not None:
             self._undo_metrics()
             self._undo_metrics = None
+        if self._undo_chaos is not None:
+            self._undo_chaos()
+            self._undo_chaos = None
         self._restore_environment()
         if self._frozen:
             gc.set_threshold(*self._saved_gc_threshold)

@@ -124,6 +124,7 @@ class SoakConfig:
     quiet_for_s: float = 25.0  # settled once nothing changed for this long (and reconciliation ran twice)
     symbols: tuple[str, ...] = SYMBOLS
     progress_every_s: float = 30.0
+    details_path: Path | None = None  # the broker's timeline and books and every bracket, for a post-mortem
 
 
 # ---------- the plan ----------
@@ -681,8 +682,26 @@ class Soak:
         runs = sfn.list_executions(stateMachineArn=arn, statusFilter="SUCCEEDED")["executions"]
         return sum(1 for r in runs if r["startDate"] >= since)
 
+    def _queued(self, dead_letters: bool = False) -> dict[str, int]:
+        """Messages (visible or in flight) on the stack's queues: the work still to do, or (dead_letters) given up."""
+        assert self.stack is not None and self.stack.template is not None
+        sqs = self.stack.client("sqs")
+        found = {}
+        for logical_id, queue in self.stack.template.queues.items():
+            if ("DeadLetter" in logical_id) != dead_letters:
+                continue
+            attrs = sqs.get_queue_attributes(
+                QueueUrl=queue.url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )["Attributes"]
+            found[logical_id] = int(attrs["ApproximateNumberOfMessages"]) + int(
+                attrs["ApproximateNumberOfMessagesNotVisible"]
+            )
+        return found
+
     def _settle(self) -> None:
-        """Wait, bounded, until nothing changes for quiet_for_s and reconciliation has run twice since the storm."""
+        """Wait, bounded, until nothing changes for quiet_for_s, no queue holds work (a message waiting out its
+        visibility timeout is work still to come) and reconciliation has run twice since the storm."""
         quiet_since = datetime.now(UTC)
         deadline = time.monotonic() + self.cfg.settle_max_s
         last = self._fingerprint()
@@ -699,7 +718,10 @@ class Soak:
             ):
                 self.say(f"  settled {self.cfg.settle_max_s - (deadline - time.monotonic()):.0f} s after the storm")
                 return
-        self.notes.append(f"still changing {self.cfg.settle_max_s:.0f} s after the storm stopped (checked anyway)")
+        queued = {k: v for k, v in self._queued().items() if v}
+        self.notes.append(
+            f"not settled {self.cfg.settle_max_s:.0f} s after the storm stopped (checked anyway); queued: {queued}"
+        )
         self.say(self.notes[-1])
 
     # ---- checks ----
@@ -884,7 +906,18 @@ class Soak:
             "gtts_at_broker": len(state["gtts"]),
             "timeline_events": len(timeline),
             "needs_review_reasons": _review_reasons(repo, [b for b in brackets if b.status.value == "NEEDS_REVIEW"]),
+            "dead_letters": {k: v for k, v in self._queued(dead_letters=True).items() if v},
         }
+        if self.cfg.details_path is not None:
+            details = {
+                "timeline": timeline,
+                "orders": state["orders"],
+                "gtts": state["gtts"],
+                "hand_order_ids": sorted(self.hand_order_ids),
+                "sends": [asdict(s) for s in self.sends],
+                "brackets": [{**b.to_dict(), "events": [e.get("type") for e in repo.events(b.id)]} for b in brackets],
+            }
+            self.cfg.details_path.write_text(json.dumps(details, default=str))
         return SoakResult(
             seed=self.cfg.seed,
             brackets=len(brackets),
@@ -1069,7 +1102,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=SoakConfig.seed)
     ap.add_argument("--alerts-per-s", type=float, default=SoakConfig.alerts_per_s)
     ap.add_argument("--out", type=Path, default=RESULTS_PATH, help="results file (README table too, if default)")
-    ap.add_argument("--log", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "bracketflow-soak.log")
+    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+    ap.add_argument("--log", type=Path, default=tmp / "bracketflow-soak.log")
+    ap.add_argument("--details", type=Path, default=tmp / "bracketflow-soak-details.json")
     a = ap.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -1082,11 +1117,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     quiet_app_logs()
     print(f"the stack's log: {a.log}", flush=True)
-    cfg = SoakConfig(brackets=a.brackets, seed=a.seed, alerts_per_s=a.alerts_per_s)
+    cfg = SoakConfig(brackets=a.brackets, seed=a.seed, alerts_per_s=a.alerts_per_s, details_path=a.details)
     result = Soak(cfg, say=lambda line: print(line, flush=True)).run()
     write_results(result, a.out, README_PATH if a.out == RESULTS_PATH else None)
     print(summary(result), flush=True)
-    print(f"results: {a.out}", flush=True)
+    print(f"results: {a.out}; the broker's timeline and every bracket: {a.details}", flush=True)
     return 0 if not result.violations else 1
 
 

@@ -10,6 +10,7 @@ The longest unprotected time is printed, not asserted: it is a speed, and this m
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -23,9 +24,10 @@ log = logging.getLogger("tests.soak")
 SHORT_SOAK = SoakConfig(brackets=200, seed=16, progress_every_s=60)
 
 
-def test_a_seeded_chaos_soak_leaves_nothing_naked_and_nothing_twice() -> None:
-    result = Soak(SHORT_SOAK, say=log.warning).run()
-    report = summary(result)
+def test_a_seeded_chaos_soak_leaves_nothing_naked_and_nothing_twice(tmp_path) -> None:
+    details = tmp_path / "soak-details.json"
+    result = Soak(dataclasses.replace(SHORT_SOAK, details_path=details), say=log.warning).run()
+    report = summary(result) + f"\n  the broker's timeline and every bracket: {details}"
     print(report)
 
     # The storm happened: every alert went out, faults of several kinds fired, the trader and the crashes acted

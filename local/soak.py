@@ -984,7 +984,8 @@ def unprotected_intervals(timeline: list[dict[str, Any]], ignore_orders: set[str
             open_since[key] = (since, max(most, gap))
         elif gap == 0 and key in open_since:
             since, most = open_since.pop(key)
-            intervals.append(_interval(key, since, t, most))
+            if t > since:  # a fill and its cover in one instant left nothing naked
+                intervals.append(_interval(key, since, t, most))
 
     for e in timeline:
         t = e["t"]

@@ -154,8 +154,9 @@ def make_plan(cfg: SoakConfig) -> list[Step]:
     for i in range(cfg.brackets):
         at = i * interval + rng.uniform(0, interval * 0.5)
         symbol = rng.choice(cfg.symbols)
-        # One side per symbol per minute, so the guard (no open bracket the other way) blocks only at the turns.
-        side = "buy" if random.Random(f"{cfg.seed}:{symbol}:{int(at // 60)}").random() < 0.5 else "sell"
+        # One side per symbol for three minutes at a time, so the guard (no open bracket the other way on a symbol)
+        # blocks alerts only around the turns.
+        side = "buy" if random.Random(f"{cfg.seed}:{symbol}:{int(at // 180)}").random() < 0.5 else "sell"
         alert = {
             "symbol": f"NSE:{symbol}",
             "action": side,

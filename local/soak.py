@@ -916,7 +916,7 @@ class Soak:
                 "gtts": state["gtts"],
                 "hand_order_ids": sorted(self.hand_order_ids),
                 "sends": [asdict(s) for s in self.sends],
-                "brackets": [{**b.to_dict(), "events": [e.get("type") for e in repo.events(b.id)]} for b in brackets],
+                "brackets": [{**b.to_dict(), "events": repo.events(b.id)} for b in brackets],
             }
             self.cfg.details_path.write_text(json.dumps(details, default=str))
         return SoakResult(

@@ -238,6 +238,7 @@ class Soak:
         self.client_errors: list[dict[str, Any]] = []
         self.actions: Counter[str] = Counter()
         self.hand_order_ids: set[str] = set()  # the trader's unrelated orders: not bracketflow's to match
+        self.hand_deleted_gtts: set[int] = set()  # GTTs the trader deleted: the gap until re-protection is theirs
         self.resting: list[tuple[float, str]] = []  # (cancel at, order id)
         self.notes: list[str] = []
         self.http = requests.Session()
@@ -497,7 +498,8 @@ class Soak:
             ltp = self._ltp(b.spec.symbol)
             if ltp is None:
                 continue
-            margin = ltp * Decimal("0.0015")
+            # The stored stop may trail the streamer's by a couple of seconds: keep well clear of it.
+            margin = ltp * Decimal("0.003")
             if abs(ltp - b.stop_price) > margin and abs(b.spec.target_price - ltp) > margin:
                 calm.append(b)
         return calm
@@ -567,6 +569,7 @@ class Soak:
         if not calm:
             return False
         target = self.rng.choice(calm)
+        self.hand_deleted_gtts.add(int(target.gtt_id))  # even unanswered: the broker may have deleted it
         return self._kite("DELETE", f"/gtt/triggers/{target.gtt_id}") is not None
 
     def _hand_round_trip(self) -> bool:
@@ -886,7 +889,9 @@ class Soak:
                 f"{err['method']} {err['path']} -> {err.get('status')}: {err.get('body') or err.get('error')}",
             )
 
-        worst = unprotected_intervals(timeline, self.hand_order_ids)
+        gaps = unprotected_intervals(timeline, self.hand_order_ids, self.hand_deleted_gtts)
+        worst = [g for g in gaps if not g.get("trader_deleted_gtt")]
+        after_hand = [g for g in gaps if g.get("trader_deleted_gtt")]
         worst_s = round(worst[0]["seconds"], 3) if worst else 0.0
         for interval in worst:
             if interval["seconds"] > UNPROTECTED_GOAL_S:
@@ -908,6 +913,8 @@ class Soak:
             "timeline_events": len(timeline),
             "needs_review_reasons": _review_reasons(repo, [b for b in brackets if b.status.value == "NEEDS_REVIEW"]),
             "dead_letters": {k: v for k, v in self._queued(dead_letters=True).items() if v},
+            # The trader took the stop away: how long until reconciliation put one back (not counted above).
+            "unprotected_after_trader_deleted_gtt_s": [g["seconds"] for g in after_hand],
         }
         if self.cfg.details_path is not None:
             details = {
@@ -947,18 +954,23 @@ def _review_reasons(repo: Any, brackets: list[Any]) -> dict[str, int]:
     return dict(reasons.most_common())
 
 
-def unprotected_intervals(timeline: list[dict[str, Any]], ignore_orders: set[str]) -> list[dict[str, Any]]:
+def unprotected_intervals(
+    timeline: list[dict[str, Any]], ignore_orders: set[str], trader_deleted: set[int] | None = None
+) -> list[dict[str, Any]]:
     """From the broker's timeline alone: per symbol and product, the stretches when some filled quantity had
     neither a live GTT leg nor a working flattening order (an exit-tagged order, a GTT's child, or any untagged
     order that reduces the position) covering it. Longest first; one still open at the end runs to the last event.
 
-    Orders in `ignore_orders` (the trader's own unrelated trades) are left out of the position and the cover."""
+    Orders in `ignore_orders` (the trader's own unrelated trades) are left out of the position and the cover; a
+    stretch that began when the trader deleted a GTT (`trader_deleted`) is marked `trader_deleted_gtt`."""
+    trader_deleted = trader_deleted or set()
     net: Counter[tuple[str, str]] = Counter()
     gtts: dict[int, tuple[tuple[str, str], list[tuple[str, int]]]] = {}
     working: dict[str, tuple[tuple[str, str], str, int, bool]] = {}  # order -> (key, side, pending, flattening)
     filled: dict[str, int] = {}
     children: set[str] = set()
     open_since: dict[tuple[str, str], tuple[float, int]] = {}
+    hand_made: set[tuple[str, str]] = set()  # open stretches that the trader's GTT deletion began
     intervals: list[dict[str, Any]] = []
     last_t = timeline[-1]["t"] if timeline else 0.0
 
@@ -976,17 +988,20 @@ def unprotected_intervals(timeline: list[dict[str, Any]], ignore_orders: set[str
                 cover += pending
         return max(abs(n) - cover, 0)
 
-    def settle(key: tuple[str, str], t: float) -> None:
+    def settle(key: tuple[str, str], t: float, by_trader: bool = False) -> None:
         gap = uncovered(key)
         if gap > 0 and key not in open_since:
             open_since[key] = (t, gap)
+            if by_trader:
+                hand_made.add(key)
         elif gap > 0:
             since, most = open_since[key]
             open_since[key] = (since, max(most, gap))
         elif gap == 0 and key in open_since:
             since, most = open_since.pop(key)
             if t > since:  # a fill and its cover in one instant left nothing naked
-                intervals.append(_interval(key, since, t, most))
+                intervals.append(_interval(key, since, t, most, key in hand_made))
+            hand_made.discard(key)
 
     for e in timeline:
         t = e["t"]
@@ -1000,7 +1015,7 @@ def unprotected_intervals(timeline: list[dict[str, Any]], ignore_orders: set[str
                 gtts.pop(e["id"], None)
             if e.get("order_id"):
                 children.add(str(e["order_id"]))
-            settle(key, t)
+            settle(key, t, by_trader=e["change"] == "deleted" and int(e["id"]) in trader_deleted)
             continue
         order_id = e["order_id"]
         if order_id in ignore_orders:
@@ -1018,13 +1033,14 @@ def unprotected_intervals(timeline: list[dict[str, Any]], ignore_orders: set[str
             working.pop(order_id, None)
         settle(key, t)
     for key, (since, most) in open_since.items():
-        intervals.append({**_interval(key, since, last_t, most), "still_open": True})
+        intervals.append({**_interval(key, since, last_t, most, key in hand_made), "still_open": True})
     intervals.sort(key=lambda i: -i["seconds"])
     return intervals
 
 
-def _interval(key: tuple[str, str], since: float, until: float, quantity: int) -> dict[str, Any]:
+def _interval(key: tuple[str, str], since: float, until: float, quantity: int, by_trader: bool) -> dict[str, Any]:
     return {
+        **({"trader_deleted_gtt": True} if by_trader else {}),
         "symbol": key[0],
         "product": key[1],
         "quantity": quantity,

@@ -81,3 +81,15 @@ def test_the_traders_own_orders_are_left_out_and_a_gap_still_open_runs_to_the_en
     still = unprotected_intervals(timeline, {"9", "10"})
     assert still[0]["seconds"] == 5.0 or still[0].get("still_open")
     assert any(g.get("still_open") and g["quantity"] == 1 for g in still)
+
+
+def test_a_gap_the_trader_began_by_deleting_the_gtt_is_marked_as_theirs() -> None:
+    timeline = [
+        order(100.0, "1", "BUY", 2, 2, "COMPLETE", "BFXE"),
+        gtt(100.5, 7, "active", "created"),
+        gtt(120.0, 7, "deleted", "deleted"),  # by hand
+        gtt(130.0, 8, "active", "created"),  # reconciliation put a stop back
+    ]
+    gaps = unprotected_intervals(timeline, set(), {7})
+    assert [(g["seconds"], g.get("trader_deleted_gtt", False)) for g in gaps] == [(10.0, True), (0.5, False)]
+    assert [g.get("trader_deleted_gtt", False) for g in unprotected_intervals(timeline, set())] == [False, False]

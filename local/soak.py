@@ -662,6 +662,11 @@ class Soak:
         self._cancel_due_resting(0, everything=True)
         if self._streamer_pid() is None:
             self.notes.append("the streamer was not running when the storm stopped")
+        if self.actions["streamer_restarted_by_soak"]:
+            self.notes.append(
+                f"the stack did not bring a killed streamer back within {RESTART_GRACE_S:.0f} s "
+                f"({self.actions['streamer_restarted_by_soak']} time(s)): the soak restarted it, as a supervisor would"
+            )
         if self.chaos is not None:
             for function, n in sorted(self.chaos.fired.items()):
                 fired[f"lambda_died:{function}"] += n

@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= ap-south-1
 
-.PHONY: run test lint fmt bench build deploy validate account token record replay demo clean venv sam-venv paper console browser
+.PHONY: run test lint fmt bench soak build deploy validate account token record replay demo clean venv sam-venv paper console browser
 
 venv: $(VENV)/.installed
 sam-venv: $(SAM_VENV)/.installed
@@ -81,6 +81,11 @@ paper: venv
 
 bench: venv
 	@$(PY) -m benchmarks
+
+## make soak [SOAK_BRACKETS=1000] [SOAK_SEED=16]: the seeded chaos soak on the local stack (well under 30 minutes);
+## results to benchmarks/results/soak.json and README's soak table. Exit code 1 when a check found a violation.
+soak: venv
+	@$(PY) -m local.soak $(if $(SOAK_BRACKETS),--brackets $(SOAK_BRACKETS)) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
 
 ## make replay FRAMES=session.bin WATCHLIST=watchlist.json [EXITS=exits.jsonl]: run the trailing engine over a recording.
 replay: venv

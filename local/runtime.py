@@ -37,6 +37,25 @@ class FunctionError(Exception):
         return {"errorType": self.error_type, "errorMessage": self.message, "stackTrace": self.stack}
 
 
+class InvocationDied(BaseException):
+    """The invocation ended from outside, as a Lambda timeout or a crashed sandbox ends one: not an Exception, so no
+    handler's `except Exception` sees it. The local chaos (local/chaos.py) raises it; the runtime reports the
+    invocation failed with `error_type`, as Lambda reports "Sandbox.Timedout" or "Runtime.ExitError"."""
+
+    def __init__(self, error_type: str, message: str):
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+_invocation = threading.local()
+
+
+def current_function() -> FunctionSpec | None:
+    """The function whose invocation this thread is running (None outside one)."""
+    return getattr(_invocation, "spec", None)
+
+
 class LambdaContext:
     """The attributes of the Lambda context object that handlers and Powertools read."""
 
@@ -184,10 +203,17 @@ class LambdaRuntime:
     def invoke(self, name_or_arn: str, event: Any) -> Any:
         """Call the function's handler with `event`; a raised exception comes back as FunctionError."""
         spec = self.spec(name_or_arn)
+        outer = current_function()
+        _invocation.spec = spec
         try:
             handler = self.handler(spec.logical_id)
             return handler(event, LambdaContext(spec))
+        except InvocationDied as died:
+            log.warning("%s died mid-invocation: %s: %s", spec.logical_id, died.error_type, died.message)
+            raise FunctionError(spec.logical_id, died.error_type, died.message, []) from None
         except Exception as exc:  # the handler's failure is the function's result, as in Lambda
             stack = traceback.format_exception(exc)
             log.error("%s raised %s: %s\n%s", spec.logical_id, type(exc).__name__, exc, "".join(stack).rstrip())
             raise FunctionError(spec.logical_id, type(exc).__name__, str(exc), stack) from exc
+        finally:
+            _invocation.spec = outer

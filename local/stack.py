@@ -24,6 +24,7 @@ from typing import Any
 
 from local.activity import ExecutionActivity, TableActivity
 from local.aws import MotoServer, provision
+from local.chaos import CrashAfterBroker
 from local.components import FAILED, STARTING, STOPPED, UP, Components
 from local.gateway import Gateway
 from local.pollers import ScheduleTimer, SqsPoller, StreamPoller, Worker, schedule_interval_s
@@ -87,6 +88,8 @@ class StackConfig:
     streamer: bool | None = None  # None: start it when streamer/streamer/__main__.py exists
     streamer_restart: RestartPolicy = field(default_factory=RestartPolicy)  # LOCAL_RESTART_BACKOFF_S: the first wait
     extra_env: dict[str, str] = field(default_factory=dict)  # set for the handlers and the children
+    # Local chaos: invocations that die right after the broker acted (local/chaos.py); None: never.
+    crash_after_broker: CrashAfterBroker | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> StackConfig:
@@ -106,6 +109,7 @@ class StackConfig:
             paper=_env_flag(env.get("LOCAL_PAPER")),
             streamer=_env_flag(env.get("LOCAL_STREAMER")),
             streamer_restart=RestartPolicy(first_backoff_s=float(env.get("LOCAL_RESTART_BACKOFF_S") or 1.0)),
+            crash_after_broker=CrashAfterBroker.from_env(env),
         )
 
 
@@ -118,6 +122,7 @@ class LocalStack:
         self.moto: MotoServer | None = None
         self.gateway: Gateway | None = None
         self._undo_metrics: Any = None  # local.runtime.metrics_per_invocation, undone on stop
+        self._undo_chaos: Any = None  # local.chaos.CrashAfterBroker.install, undone on stop
         self.websocket: LocalWebSocketApi | None = None
         self.workers: list[Worker] = []
         self.children: list[Child] = []
@@ -250,6 +255,8 @@ class LocalStack:
             self.moto = MotoServer(cfg.host, moto_port)
             self.moto.start()
             self._set_environment(template, paper_url)
+            if cfg.crash_after_broker is not None:
+                self._undo_chaos = cfg.crash_after_broker.install(os.environ["BROKER_BASE_URL"])
             self.moto.runtime = runtime
             provision(self.moto, template)
             self.components.set("aws", UP, f"{self.moto.endpoint} (moto)")
@@ -500,6 +507,9 @@ class LocalStack:
         if self._undo_metrics is not None:
             self._undo_metrics()
             self._undo_metrics = None
+        if self._undo_chaos is not None:
+            self._undo_chaos()
+            self._undo_chaos = None
         self._restore_environment()
         if self._frozen:
             gc.set_threshold(*self._saved_gc_threshold)

@@ -27,12 +27,17 @@ class PaperConfig:
     # "09:15-15:30" (IST) closes the market outside those hours; empty: open around the clock.
     market_hours: str = ""
     walk_interval_s: float = 0.2
+    # How far one walk step may move a price, in basis points (at least a tick): 2 is a calm market; a soak
+    # compresses time with a faster one.
+    walk_step_bps: float = 2.0
     heartbeat_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.market not in MARKETS:
             raise ValueError(f"PAPER_MARKET must be one of {', '.join(MARKETS)}; got {self.market!r}")
         parse_market_hours(self.market_hours)
+        if not self.walk_interval_s > 0 or not self.walk_step_bps > 0:
+            raise ValueError("PAPER_WALK_INTERVAL_S and PAPER_WALK_STEP_BPS must be above 0")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PaperConfig:
@@ -47,4 +52,6 @@ class PaperConfig:
             redirect_url=env.get("PAPER_REDIRECT_URL") or "http://127.0.0.1:3000/broker/callback",
             partial_fills=env.get("PAPER_PARTIAL_FILLS", "0").strip().lower() in {"1", "true", "yes"},
             market_hours=env.get("PAPER_MARKET_HOURS", "").strip(),
+            walk_interval_s=float(env.get("PAPER_WALK_INTERVAL_S") or 0.2),
+            walk_step_bps=float(env.get("PAPER_WALK_STEP_BPS") or 2.0),
         )

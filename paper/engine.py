@@ -417,12 +417,14 @@ class Engine:
         *,
         clock: Callable[[], datetime] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
         partial_fills: bool = False,
         market_hours: tuple[clock_time, clock_time] | None = None,
     ) -> None:
         self.instruments = instruments
         self._clock = clock or (lambda: datetime.now(IST))
         self._monotonic = monotonic
+        self._wallclock = wallclock
         self.partial_fills = partial_fills
         self.market_hours = market_hours
         self.listeners: list[OrderListener] = []
@@ -443,6 +445,9 @@ class Engine:
         self._resting: dict[int, list[Order]] = {}
         self._watching: dict[int, list[Gtt]] = {}
         self._held: list[Order] = []
+        # Every order and GTT change with a sub-second wall-clock time (Kite's own timestamps are whole seconds): what
+        # a soak needs to measure, from the broker's side, how long a filled position went without protection.
+        self.timeline: list[dict[str, Any]] = []
         # Ids keep counting across a reset: a real broker never hands out an order or GTT id twice, and a test that
         # resets between cases must not see a new order arrive under an id the system already mapped to a bracket.
         self._order_seq = getattr(self, "_order_seq", 0)
@@ -461,6 +466,23 @@ class Engine:
     def _emit(self, order: Order) -> None:
         snapshot = order.as_kite()
         order.history.append(snapshot)
+        self.timeline.append(
+            {
+                "t": self._wallclock(),
+                "event": "order",
+                "order_id": order.order_id,
+                "status": order.status,
+                "tag": order.tag,
+                "exchange": order.instrument.exchange,
+                "tradingsymbol": order.instrument.tradingsymbol,
+                "product": order.product,
+                "transaction_type": order.transaction_type,
+                "order_type": order.order_type,
+                "quantity": order.quantity,
+                "filled_quantity": order.filled_quantity,
+                "pending_quantity": order.pending_quantity,
+            }
+        )
         for listener in list(self.listeners):
             listener(dict(snapshot))
 
@@ -489,13 +511,31 @@ class Engine:
         now = self._now()
         return [self._expired_if_due(g, now) for g in self.gtts.values()]
 
-    @staticmethod
-    def _expired_if_due(gtt: Gtt, now: str) -> Gtt:
+    def _expired_if_due(self, gtt: Gtt, now: str) -> Gtt:
         """Kite GTTs live a year: an active one past its expires_at is `expired` and can no longer fire."""
         if gtt.status == "active" and gtt.expires_at <= now:  # both Kite timestamps in IST: they sort as text
             gtt.status = "expired"
             gtt.updated_at = gtt.expires_at
+            self._record_gtt(gtt, "expired")
         return gtt
+
+    def _record_gtt(self, gtt: Gtt, change: str) -> None:
+        self.timeline.append(
+            {
+                "t": self._wallclock(),
+                "event": "gtt",
+                "change": change,
+                "id": gtt.id,
+                "status": gtt.status,
+                "exchange": gtt.instrument.exchange,
+                "tradingsymbol": gtt.instrument.tradingsymbol,
+                "legs": [
+                    {"transaction_type": leg.transaction_type, "quantity": leg.quantity, "product": leg.product}
+                    for leg in gtt.legs
+                ],
+                "order_id": None,  # triggered: the child order it placed
+            }
+        )
 
     def quote(self, instrument: Instrument) -> Quote | None:
         return self.quotes.get(instrument.instrument_token)
@@ -964,6 +1004,7 @@ class Engine:
             expires_at=kite_timestamp(now + timedelta(days=365)),
         )
         self.gtts[gtt.id] = gtt
+        self._record_gtt(gtt, "created")
         self._watching.setdefault(instrument.instrument_token, []).append(gtt)
         ltp = self.ltp(instrument)
         if ltp is not None:
@@ -980,6 +1021,7 @@ class Engine:
             raise _input("A GTT's instrument cannot be changed.")
         gtt.type, gtt.trigger_values, gtt.last_price, gtt.legs = gtt_type, triggers, last_price, legs
         gtt.updated_at = self._now()
+        self._record_gtt(gtt, "modified")
         ltp = self.ltp(instrument)
         if ltp is not None:
             self._check_gtt(gtt, ltp)
@@ -991,6 +1033,7 @@ class Engine:
             raise _input(f"Trigger cannot be deleted as it is {gtt.status}.")
         gtt.status = "deleted"
         gtt.updated_at = self._now()
+        self._record_gtt(gtt, "deleted")
         return gtt
 
     def _check_gtt(self, gtt: Gtt, ltp: Decimal) -> None:
@@ -1023,7 +1066,11 @@ class Engine:
             "price": leg.price,
         }
         reason = self.reject_gate("/gtt/triggers", gtt.instrument) if self.reject_gate else None
+        # Recorded before its child order, so the child's fill never appears ahead of the trigger that placed it.
+        self._record_gtt(gtt, "triggered")
+        triggered = self.timeline[-1]
         order = self.place_order("regular", params, reject_reason=reason)
+        triggered["order_id"] = order.order_id
         leg.result = {
             "account_id": USER_ID,
             "exchange": gtt.instrument.exchange,

@@ -103,18 +103,19 @@ class TickerClient:
 class RandomWalk:
     """A seeded random walk per instrument: small moves in ticks, a one-tick spread."""
 
-    def __init__(self, instruments: InstrumentMaster, seed: int) -> None:
+    def __init__(self, instruments: InstrumentMaster, seed: int, step_bps: float = 2.0) -> None:
         self._instruments = [i for i in instruments if i.last_price > 0]
         self._rng = random.Random(seed)
         self.prices = {i.instrument_token: i.last_price for i in self._instruments}
+        self.step_fraction = Decimal(str(step_bps)) / 10000
 
     def step(self) -> list[tuple[Instrument, Decimal, Decimal, Decimal]]:
         moves = []
         for instrument in self._instruments:
             tick = instrument.tick_size if instrument.tick_size > 0 else DEFAULT_TICK
             price = self.prices[instrument.instrument_token]
-            # About 2 basis points a step, at least a tick, so cheap options move too.
-            scale = max(int(price * Decimal("0.0002") / tick), 1)
+            # About step_fraction (2 basis points by default) a step, at least a tick, so cheap options move too.
+            scale = max(int(price * self.step_fraction / tick), 1)
             price = max(price + tick * self._rng.randint(-scale, scale), tick)
             self.prices[instrument.instrument_token] = price
             bid = price - tick if price - tick > 0 else price
@@ -133,7 +134,7 @@ class PaperExchange:
         )
         self.faults = Faults(config.seed)
         self.market = config.market
-        self.walk = RandomWalk(self.instruments, config.seed)
+        self.walk = RandomWalk(self.instruments, config.seed, config.walk_step_bps)
         self.clients: set[TickerClient] = set()
         # Access tokens that work now (the configured one until the first login), and request tokens not yet used.
         self.access_tokens: set[str] = {config.access_token}
@@ -419,7 +420,7 @@ class PaperExchange:
         self.faults.clear()
         self.access_tokens = {self.config.access_token}
         self.request_tokens = set()
-        self.walk = RandomWalk(self.instruments, self.config.seed)
+        self.walk = RandomWalk(self.instruments, self.config.seed, self.config.walk_step_bps)
         self._pending_updates = []
         if self.market == "walk":
             self._open_walk()
@@ -882,6 +883,18 @@ async def control_state(request: web.Request) -> web.Response:
     return web.Response(text=dumps({"status": "success", "data": state}), content_type="application/json")
 
 
+async def control_timeline(request: web.Request) -> web.Response:
+    """Order and GTT changes in the order they happened, each with a wall-clock `t` (seconds, sub-second);
+    `?since=<n>` skips the first n (page on with `next`)."""
+    timeline = _exchange(request).engine.timeline
+    try:
+        since = max(int(request.query.get("since", "0")), 0)
+    except ValueError:
+        raise KiteError("since must be a whole number.") from None
+    data = {"events": timeline[since:], "next": len(timeline)}
+    return web.Response(text=dumps({"status": "success", "data": data}), content_type="application/json")
+
+
 async def control_reset(request: web.Request) -> web.Response:
     _exchange(request).reset()
     return web.json_response({"status": "success", "data": True})
@@ -966,6 +979,7 @@ def build_app(config: PaperConfig, instruments: InstrumentMaster | None = None) 
             web.post("/_paper/faults", control_faults),
             web.get("/_paper/faults", control_faults),
             web.get("/_paper/state", control_state),
+            web.get("/_paper/timeline", control_timeline),
             web.post("/_paper/reset", control_reset),
             web.post("/_paper/config", control_config),
             web.get("/_paper/session", control_session),

@@ -27,9 +27,11 @@ from local.template import load_yaml
 ROOT = Path(__file__).resolve().parents[2]
 LAYER = ROOT / "layers" / "common"
 ASL_FILES = sorted((ROOT / "statemachine").glob("*.asl.json"))
-# What Lambda itself reports: a function that ran out of time or memory, and the service's transient errors.
+# What Lambda itself reports: a function that ran out of time or memory, a sandbox that crashed, and the service's
+# transient errors.
 LAMBDA_OWN_ERRORS = (
     "Sandbox.Timedout",
+    "Runtime.ExitError",
     "Lambda.Unknown",
     "Lambda.ServiceException",
     "Lambda.SdkClientException",

@@ -24,6 +24,7 @@ log = logging.getLogger("tests.soak")
 SHORT_SOAK = SoakConfig(brackets=200, seed=16, progress_every_s=60)
 
 
+@pytest.mark.timeout(1500)  # a bound for a loaded 2-core machine (it takes about 5 minutes), never a speed claim
 def test_a_seeded_chaos_soak_leaves_nothing_naked_and_nothing_twice(tmp_path) -> None:
     details = tmp_path / "soak-details.json"
     result = Soak(dataclasses.replace(SHORT_SOAK, details_path=details), say=log.warning).run()

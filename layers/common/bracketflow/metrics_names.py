@@ -21,6 +21,7 @@ WORKFLOW_START_FAILURES = "WorkflowStartFailures"
 ENTRIES_PLACED = "EntriesPlaced"
 ENTRIES_REJECTED = "EntriesRejected"
 PROTECTIONS_PLACED = "ProtectionsPlaced"
+PROTECTIONS_RESIZED = "ProtectionsResized"  # a partly filled entry's GTT grown to the next fill
 ENTRY_TO_PROTECTION_SECONDS = "EntryToProtectionSeconds"  # entry fill recorded -> GTT recorded (includes the delay)
 EMERGENCY_EXITS = "EmergencyExits"
 BRACKETS_CLOSED = "BracketsClosed"
@@ -37,6 +38,8 @@ EXIT_REJECTED = "ExitRejected"
 EXIT_FAILURES = "ExitFailures"
 EXIT_SKIPPED_GTT_TRIGGERED = "ExitSkippedGttTriggered"
 BROKER_STOP_SYNCED = "BrokerStopSynced"
+GTT_ORDERS_CANCELLED = "GttOrdersCancelled"  # a fired GTT's unfilled order cancelled before an exit at market
+EXIT_RETRIES = "ExitRetries"  # an exit attempt failed and another was queued (its alarm: exits are failing)
 
 # ---- the broker and its shared order rate limit ----
 BROKER_ERRORS = "BrokerErrors"  # every failed broker HTTP attempt (retries count); no extra dimension
@@ -60,6 +63,7 @@ BATCHES_FAILED = "BatchesFailed"
 RECONCILE_DRIFT = "ReconcileDrift"  # brackets whose broker view disagreed with ours in one run
 RECONCILE_FLAGGED = "ReconcileFlagged"  # brackets reconciliation could not repair: NEEDS_REVIEW
 ORPHAN_GTTS = "OrphanGtts"  # active GTTs at the broker that no open bracket owns
+FINISHED_GTTS_CANCELLED = "FinishedGttsCancelled"  # live GTTs of our finished brackets, cancelled by reconciliation
 SQUARE_OFF_EXITS = "SquareOffExits"
 SQUARE_OFF_FAILURES = "SquareOffFailures"
 

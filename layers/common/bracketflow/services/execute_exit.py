@@ -47,6 +47,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
+from bracketflow import metrics_names
 from bracketflow.adapters.broker import get_broker
 from bracketflow.adapters.broker.port import BrokerPort, OrderReport, OrderRequest
 from bracketflow.adapters.dynamo import lifecycle as store
@@ -57,7 +58,6 @@ from bracketflow.domain.events import ExitFailed, ExitPlaced, ExitRequested
 from bracketflow.domain.ids import order_tag
 from bracketflow.errors import BrokerError, BrokerRejected, ConcurrentModification, ValidationFailed
 from bracketflow.observability import logger, metrics
-from bracketflow.services.lifecycle import EXIT_RETRIES_METRIC
 from bracketflow.services.working_entry import settle_before_exit
 from bracketflow.settings import get_settings
 
@@ -215,7 +215,7 @@ def retry_delay_s(receive_count: int) -> int:
 
 def exit_attempt_failed(bracket_id: str | None, error: Exception) -> None:
     """The handler's note of an exit intent that raised: it comes back in seconds; ExitRetries feeds the alarm."""
-    metrics.add_metric(name=EXIT_RETRIES_METRIC, unit="Count", value=1)
+    metrics.add_metric(name=metrics_names.EXIT_RETRIES, unit="Count", value=1)
     logger.warning("exit attempt failed; retrying", extra={"bracket_id": bracket_id, "error": str(error)})
 
 
@@ -358,7 +358,7 @@ def _record_gtt_orders_dead(
             break
         except ConcurrentModification:
             continue
-    metrics.add_metric(name="GttOrdersCancelled", unit="Count", value=1)
+    metrics.add_metric(name=metrics_names.GTT_ORDERS_CANCELLED, unit="Count", value=1)
     logger.warning(
         "GTT fired but its order did not fill; cancelled it, exiting at market",
         extra={"bracket_id": bracket.id, "gtt_id": gtt_id, "orders": [c.order_id for c in children]},

@@ -42,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from bracketflow import metrics_names
 from bracketflow.adapters import sfn
 from bracketflow.adapters.broker import get_broker
 from bracketflow.adapters.broker.port import OrderReport, OrderRequest
@@ -82,7 +83,6 @@ _ATTEMPTS = 8
 FILLED, REJECTED, CANCELLED, EXPIRED = "FILLED", "REJECTED", "CANCELLED", "EXPIRED"
 CANCEL_REQUESTED = "CANCEL_REQUESTED"  # WaitForEntryFill's outcome when the trader asked to cancel
 CANCEL_REQUESTED_EVENT = "CancelRequested"
-EXIT_RETRIES_METRIC = "ExitRetries"  # an exit attempt failed and another was queued (its alarm: exits are failing)
 
 
 @dataclass(frozen=True)
@@ -693,7 +693,7 @@ def queue_exit_retry(bracket: Bracket) -> None:
             "retry_of": None if bracket.exit is None else bracket.exit.broker_order_id,
         },
     )
-    metrics.add_metric(name=EXIT_RETRIES_METRIC, unit="Count", value=1)
+    metrics.add_metric(name=metrics_names.EXIT_RETRIES, unit="Count", value=1)
     logger.warning("exit failed at the broker; retry queued", extra={"bracket_id": bracket.id})
 
 

@@ -46,6 +46,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from bracketflow import metrics_names
 from bracketflow.adapters.broker import get_broker
 from bracketflow.adapters.broker.port import GTT_INERT, GttLeg, GttReport, OrderReport, PositionReport
 from bracketflow.adapters.dynamo import lifecycle as store
@@ -811,7 +812,7 @@ def _cancel_finished(gtts: list[GttReport]) -> list[str]:
         _cancel_gtt(gtt.gtt_id)
         cancelled.append(str(gtt.gtt_id))
     if cancelled:
-        metrics.add_metric(name="FinishedGttsCancelled", unit="Count", value=len(cancelled))
+        metrics.add_metric(name=metrics_names.FINISHED_GTTS_CANCELLED, unit="Count", value=len(cancelled))
         logger.warning("live GTTs of finished brackets cancelled", extra={"gtt_ids": cancelled})
     return cancelled
 

@@ -25,6 +25,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
+from bracketflow import metrics_names
 from bracketflow.adapters.broker import get_broker
 from bracketflow.adapters.broker.port import BrokerPort, GttRequest
 from bracketflow.adapters.dynamo.brackets import BracketRepository
@@ -95,7 +96,7 @@ def resize_protection(bracket_id: str, *, broker: BrokerPort | None = None) -> B
         )
         broker.modify_gtt(gtt_id, request)
         _record_resized(bracket_id, str(gtt_id), old, want)
-        metrics.add_metric(name="ProtectionsResized", unit="Count", value=1)
+        metrics.add_metric(name=metrics_names.PROTECTIONS_RESIZED, unit="Count", value=1)
         logger.info(
             "GTT resized to the filled quantity",
             extra={"bracket_id": bracket_id, "gtt_id": gtt_id, "old_quantity": old, "quantity": want},

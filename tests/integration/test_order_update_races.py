@@ -386,3 +386,30 @@ def test_an_emergency_exit_adopts_a_gtt_of_an_earlier_attempt_that_already_fired
     assert (adopted.status.value, adopted.gtt_id, result["status"]) == ("PROTECTED", str(gtt_id), "PROTECTED")
     positions = [p for p in world.state()["positions"] if p["tradingsymbol"] == "INFY"]
     assert sum(int(p["quantity"]) for p in positions) == 0
+
+
+def test_a_bracket_flagged_while_its_entrys_outcome_was_unknown_gets_its_filled_entry_back_from_the_broker(world):
+    from bracketflow.adapters.broker import get_broker
+    from bracketflow.adapters.broker.port import OrderRequest
+    from bracketflow.domain.ids import order_tag
+    from bracketflow.services.lifecycle import record_failure
+    from bracketflow.services.reconcile import reconcile_bracket, take_snapshot
+
+    # Given PlaceEntry's order reached the broker and filled, but its answers were lost until the step gave up for
+    # good (a broker down for longer than its retries): the bracket is under review, with no order recorded
+    world.set_quotes([{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": 1500, "bid": 1499.95, "ask": 1500}])
+    bracket_id = registered_bracket("acc_flagged")
+    entry = OrderRequest(
+        "NSE", "INFY", "BUY", 10, "MIS", "LIMIT", price=Decimal("1500"), tag=order_tag(bracket_id, "ENTRY")
+    )
+    get_broker().place_order(entry)
+    record_failure(bracket_id, "BrokerTimeout", "the broker's answer was lost", "entry")
+    assert bracket(bracket_id).status.value == "NEEDS_REVIEW"
+    # When reconciliation runs
+    result = reconcile_bracket(take_snapshot()["run_id"], bracket_id)
+    # Then it finds the entry by its tag and records it and its fill: ENTRY_FILLED, to be protected like any fill
+    # (before, a flagged bracket with no order recorded was never looked at again: a filled position with no stop)
+    assert result["repair"] == "ENTRY_FOUND_BY_TAG", result
+    after = bracket(bracket_id)
+    assert (after.status.value, after.entry.filled_quantity) == ("ENTRY_FILLED", 10)
+    assert "EntryPlaced" in event_types(bracket_id) and "EntryFilled" in event_types(bracket_id)

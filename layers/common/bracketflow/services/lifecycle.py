@@ -341,6 +341,31 @@ def _record_entry_placed(bracket_id: str, order_id: str) -> Bracket:
     return retrying(bracket_id, step)
 
 
+def record_entry_found_under_review(bracket_id: str, order_id: str) -> Bracket:
+    """A bracket flagged for review while its entry's outcome was unknown (PlaceEntry failed for good after the
+    broker may have acted: a lost answer, a crash) whose entry reconciliation found at the broker by its tag: record
+    the order as PlaceEntry would (EntryPlaced, the BROKERORDER map), keeping NEEDS_REVIEW. The entry is then
+    undecided (entry_undecided) and its fill, whenever the broker shows it, is recorded and protected, never left
+    behind the review."""
+    repo = BracketRepository()
+
+    def step(b: Bracket) -> Bracket | None:
+        if b.status is not BracketStatus.NEEDS_REVIEW or b.entry.status is not OrderStatus.CREATED:
+            return None
+        leg = b.entry.transition(OrderStatus.SENT_TO_BROKER, broker_order_id=BrokerOrderId(order_id))
+        nxt = b.update(entry=leg)
+        ev = event(EntryPlaced, nxt, broker_order_id=order_id, tag=order_tag(b.id, LegRole.ENTRY.value))
+        repo.save(
+            b,
+            nxt,
+            [ev],
+            legs=[store.leg_put(nxt, leg), store.broker_order_map_item(order_id, nxt, LegRole.ENTRY.value)],
+        )
+        return nxt
+
+    return retrying(bracket_id, step)
+
+
 def _cancel_unsent_entry(bracket_id: str) -> Bracket:
     """The trader cancelled before the entry was sent: CREATED -> CANCELLED, nothing goes to the broker."""
     repo = BracketRepository()

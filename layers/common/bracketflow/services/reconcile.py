@@ -61,7 +61,7 @@ from bracketflow.domain import calendar
 from bracketflow.domain.bracket import Bracket, LegOrder
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, PositionSide
 from bracketflow.domain.events import EntryFilled, ExitFilled, ExitSkipped, FlaggedForReview, Reconciled
-from bracketflow.domain.ids import BrokerOrderId
+from bracketflow.domain.ids import BrokerOrderId, order_tag
 from bracketflow.domain.states import is_terminal
 from bracketflow.domain.validation import check_levels
 from bracketflow.errors import (
@@ -560,7 +560,25 @@ def _check(bracket: Bracket, view: BrokerView, now: datetime) -> Outcome:
         # NEEDS_REVIEW while its entry still works: the broker's answer is recorded all the same (a fill goes on
         # to be protected), or the fill whose update was lost would sit unprotected behind the review
         return _check_entry_pending(bracket, view, now)
+    if status is BracketStatus.NEEDS_REVIEW and bracket.entry.status is OrderStatus.CREATED:
+        return _check_unrecorded_entry(bracket, view)
     return None  # EXIT_FAILED (exit retried), NEEDS_REVIEW (a human's)
+
+
+def _check_unrecorded_entry(bracket: Bracket, view: BrokerView) -> Outcome:
+    """Flagged while its entry's outcome was unknown (placing it failed for good after the broker may have acted):
+    the entry is looked for by its tag, and when the broker has it, it is recorded, so its fill is protected."""
+    tag = order_tag(bracket.id, LegRole.ENTRY.value)
+    found = sorted((o for o in view.orders.values() if o.tag == tag), key=lambda o: str(o.order_id))
+    if not found:
+        return None
+    _confirm(view)
+    order = found[0]
+    recorded = lifecycle.record_entry_found_under_review(bracket.id, str(order.order_id))
+    _note(bracket.id, "ENTRY_FOUND_BY_TAG", f"entry {order.order_id} is {order.status} at the broker", order=order)
+    # Its outcome, in the same run: a fill goes on to ENTRY_FILLED (protected as any fill), a cancel to CANCELLED.
+    _check_entry_pending(recorded, view, utc_now())
+    return "ENTRY_FOUND_BY_TAG", f"entry {order.order_id} {order.status}"
 
 
 # ---------- repairs ----------

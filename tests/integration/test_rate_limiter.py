@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
-from bracketflow.adapters.dynamo.ratelimit import OrderRateLimiter, RateLimit, bucket_pk, decide
+from bracketflow.adapters.dynamo.ratelimit import (
+    OrderRateLimiter,
+    RateLimit,
+    bucket_pk,
+    decide,
+    given_slots,
+    schedule,
+)
 from bracketflow.errors import RateLimited
 
 TABLE = "bracketflow-test-brackets"
@@ -286,8 +293,9 @@ def count_calls(table) -> dict[str, int]:
 
 
 def booked(table, account: str = "acct1") -> list[float]:
+    """Every slot the bucket has given, as the limiter itself works them out."""
     item = table.get_item(Key={"pk": bucket_pk(account), "sk": "BUCKET"})["Item"]
-    return [int(t) / 1000 for t in item["grants"]]
+    return [t / 1000 for t in given_slots(item, KITE_DEFAULTS)]
 
 
 def test_a_waiting_order_books_its_slot_with_one_read_and_one_write(table):
@@ -301,8 +309,8 @@ def test_a_waiting_order_books_its_slot_with_one_read_and_one_write(table):
     # Then each was given its own slot: 8 at once, 8 a second later, 4 two seconds later
     offsets = [round(g.granted_at - start, 3) for g in grants]
     assert offsets == [0.0] * 8 + [1.0] * 8 + [2.0] * 4
-    # and booked it with one read and one write, not by asking again and again until a token came back
-    assert (calls.get("GetItem"), calls.get("PutItem")) == (20, 20)
+    # and booked it with one look and one write, not by asking again and again until a token came back
+    assert (calls.get("GetItem"), calls.get("UpdateItem", 0) + calls.get("PutItem", 0)) == (20, 20)
     assert max_in_window(booked(table), 1.0) == 8
 
 
@@ -311,7 +319,7 @@ def test_a_slot_further_away_than_the_caller_may_wait_is_refused_and_not_booked(
     clock = FakeClock()
     now_ms = int(clock.now * 1000)
     before = {"pk": bucket_pk("acct1"), "sk": "BUCKET", "version": 40,
-              "grants": [now_ms + second * 1000 for second in range(5) for _ in range(8)]}  # fmt: skip
+              "settled": [now_ms + second * 1000 for second in range(5) for _ in range(8)]}  # fmt: skip
     table.put_item(Item=before)
     limiter = OrderRateLimiter(8, 350, clock=clock, sleep=clock.sleep, jitter=lambda: 0.0)
     # When an order that may wait only 2 s asks
@@ -324,10 +332,25 @@ def test_a_slot_further_away_than_the_caller_may_wait_is_refused_and_not_booked(
     assert limiter.acquire("acct1", timeout_s=10.0).granted_at == pytest.approx(now_ms / 1000 + 5.0)
 
 
+def test_a_request_pushed_past_its_wait_by_a_concurrent_booking_takes_no_slot():
+    # Given 8 requests that took this second, then one that may not wait and one that may wait 2 s
+    t = 1_000_000
+    slots = schedule([], [(t, t)] * 8 + [(t, t), (t, t + 2000)], KITE_DEFAULTS)
+    # Then the impatient one is skipped and the next gets the first slot of the next second, not a later one
+    assert slots == [t] * 8 + [None, t + 1000]
+
+
 def test_concurrent_waiting_callers_each_book_their_own_slot_within_the_limits(served_table):
     # Given 4 Lambdas (threads) each placing 10 orders at the same instant, each willing to wait 10 s
     clock = StoppedClock()
     limiter = OrderRateLimiter(8, 350, clock=clock, sleep=clock.sleep)
+    bookings: list[str] = []
+    limiter._table().meta.client.meta.events.register(
+        "before-parameter-build.dynamodb.UpdateItem",
+        lambda params, **_: (
+            bookings.append(params["UpdateExpression"]) if "list_append" in params["UpdateExpression"] else None
+        ),
+    )
     slots: list[float] = []
     lock = threading.Lock()
     start = threading.Barrier(4)
@@ -348,3 +371,5 @@ def test_concurrent_waiting_callers_each_book_their_own_slot_within_the_limits(s
     assert len(slots) == 40
     assert max_in_window(slots, 1.0) == 8
     assert sorted(booked(limiter._table())) == sorted(slots)
+    # and each booked with one write, however many booked at the same moment
+    assert len(bookings) == 40

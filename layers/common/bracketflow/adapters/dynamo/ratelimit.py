@@ -7,16 +7,20 @@ refills continuously: a bucket of 8 refilled at 8/s lets 8 + 8 = 16 orders into 
 which is exactly what the broker punishes. Here no window of `window_s` ever holds more than `limit` grants, and a
 burst of `limit` (an 8-leg batch) still goes out at once.
 
-A caller reserves: it reads the bucket, books the earliest free slot (now, or later when the limits are reached) with
-one conditional write, and sleeps until that slot. Slots are booked in order, like a queue: each new slot is at or
-after every slot already booked and at least `window_s` after the limit-th latest one, so any `limit` + 1 consecutive
-grants span a full window. One read and one write per order, however many wait; a write is repeated only when
-another caller booked between our read and write. A slot further away than the caller may wait is not booked: the
-caller is refused (RateLimited) and takes nothing from anyone.
+A caller reserves a slot and sleeps until it. Slots are given in order, like a queue: each is at or after every
+earlier one and at least `window_s` after the limit-th latest, so any `limit` + 1 consecutive grants span a full
+window (`next_slot`). The booking is one atomic append, which never fails and never has to be repeated: the caller
+appends its request (its arrival time and how long it may wait) to the bucket's list and gets the list back as it
+stands after the append. Every caller works the slots out from that list the same way (`schedule`), so each knows its
+own without asking again, however many book at once. (An optimistic read-then-conditional-write lets one booking
+through per round trip: a burst of a hundred entries cost thousands of failed writes.) A request whose slot would
+come later than it may wait is refused (RateLimited) and takes no slot: it is checked first on a plain read, so
+usually nothing is written, and the schedule skips a request that a concurrent booking pushed past its wait.
 
-State: one item, pk="RATELIMIT#<account>", sk="BUCKET", `grants` = the booked slot times (Unix ms), past ones still
-inside the longest window and future ones, `version` for optimistic locking. Every booking is a conditional put on
-the version that was read, so concurrent Lambdas cannot both book the same slot.
+State: one item, pk="RATELIMIT#<account>", sk="BUCKET": `grants` = the requests appended since the last compaction
+(maps: t = arrival, d = the latest slot it accepts, Unix ms), `settled` = the slots given to older requests that are
+still inside the longest window, `version` = bookings made. Now and then a caller folds the requests into `settled`
+(a conditional update on `compactions`, which only another compaction can change), keeping the item small.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from bracketflow.observability import logger, metrics
 from bracketflow.settings import get_settings
 
 BUCKET_SK = "BUCKET"
+COMPACT_AT = 32  # fold the appended requests into `settled` once there are this many
+CLOCK_MARGIN_MS = 5_000  # a settled slot is kept this much past the longest window, for callers whose clock lags
 
 
 def bucket_pk(account: str) -> str:
@@ -124,31 +130,58 @@ class OrderRateLimiter:
         return resource("dynamodb").Table(self._table_name or get_settings().table_name)
 
     def acquire(self, account: str, timeout_s: float = 5.0) -> Grant:
-        """Book the next order slot for `account` and sleep until it; RateLimited (nothing booked) if it is more than
+        """Book the next order slot for `account` and sleep until it; RateLimited (no slot taken) if it is more than
         `timeout_s` away."""
         table = self._table()
         key = {"pk": bucket_pk(account), "sk": BUCKET_SK}
         started = self._clock()
         deadline_ms = int((started + timeout_s) * 1000)
-        lost_races = 0
-        while True:
-            item = table.get_item(Key=key, ConsistentRead=True).get("Item")
-            now_ms = int(self._clock() * 1000)
-            live = live_grants([int(t) for t in item.get("grants", [])] if item else [], now_ms, self.limits)
-            slot_ms = next_slot(live, now_ms, self.limits)
-            if slot_ms > max(now_ms, deadline_ms):  # a free slot now is always taken
-                self._refuse(account, (slot_ms - now_ms) / 1000, timeout_s)
-            if self._store(table, key, item, (*live, slot_ms)):
-                break
-            # Another caller booked between our read and write: read again at once, a little apart.
-            lost_races += 1
-            self._sleep(0.002 * self._jitter() * min(lost_races, 5))
-        wait_s = slot_ms / 1000 - self._clock()
+        # A look first: when the next slot is already too far, refuse without writing anything.
+        item = table.get_item(Key=key, ConsistentRead=True).get("Item") or {}
+        now_ms = int(self._clock() * 1000)
+        slot_ms = next_slot(given_slots(item, self.limits), now_ms, self.limits)
+        if slot_ms > max(now_ms, deadline_ms):  # a free slot now is always taken
+            self._refuse(account, (slot_ms - now_ms) / 1000, timeout_s)
+        now_ms = int(self._clock() * 1000)
+        item = table.update_item(
+            Key=key,
+            UpdateExpression="SET grants = list_append(if_not_exists(grants, :none), :me) ADD version :one",
+            ExpressionAttributeValues={":none": [], ":me": [{"t": now_ms, "d": max(now_ms, deadline_ms)}], ":one": 1},
+            ReturnValues="ALL_NEW",
+        )["Attributes"]
+        mine = schedule(_settled(item), _requests(item), self.limits)[-1]
+        if len(item.get("grants", [])) >= COMPACT_AT:
+            self._compact(table, key, item, now_ms)
+        if mine is None:  # others booked the slots we saw between our look and our append
+            slot_ms = next_slot(given_slots(item, self.limits), now_ms, self.limits)
+            self._refuse(account, (slot_ms - now_ms) / 1000, timeout_s)
+        wait_s = mine / 1000 - self._clock()
         if wait_s > 0:
             self._sleep(wait_s)
         waited = max(0.0, self._clock() - started)
         metrics.add_metric(name="OrderRateLimitWait", unit="Milliseconds", value=round(waited * 1000, 1))
-        return Grant(granted_at=slot_ms / 1000, waited_s=waited)
+        return Grant(granted_at=mine / 1000, waited_s=waited)
+
+    def _compact(self, table: Any, key: dict[str, str], item: dict[str, Any], now_ms: int) -> None:
+        """Fold the appended requests into `settled` and drop what has left the longest window. Best effort: if
+        another caller compacted first, its result is the same, so a lost condition is simply left alone."""
+        requests = _requests(item)
+        slots = schedule(_settled(item), requests, self.limits)
+        # What can no longer bind a later request (arrivals come later; a margin for clocks that lag ours).
+        horizon_ms = now_ms - max(lim.window_ms for lim in self.limits) - CLOCK_MARGIN_MS
+        settled = sorted(t for t in [*_settled(item), *(s for s in slots if s is not None)] if t > horizon_ms)
+        done = int(item.get("compactions", 0))
+        removes = ", ".join(f"grants[{i}]" for i in range(len(requests)))
+        try:
+            table.update_item(
+                Key=key,
+                UpdateExpression=f"SET settled = :settled, compactions = :next REMOVE {removes}",
+                ConditionExpression="attribute_not_exists(compactions) OR compactions = :done",
+                ExpressionAttributeValues={":settled": settled, ":next": done + 1, ":done": done},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
 
     def _refuse(self, account: str, next_slot_in_s: float, timeout_s: float) -> NoReturn:
         metrics.add_metric(name="OrderRateLimited", unit="Count", value=1)
@@ -162,20 +195,33 @@ class OrderRateLimiter:
             f"more than the {timeout_s:.2f}s we may wait"
         )
 
-    def _store(self, table: Any, key: dict[str, str], item: dict[str, Any] | None, grants: tuple[int, ...]) -> bool:
-        version = int(item["version"]) if item else 0
-        new_item = {**key, "grants": list(grants), "version": version + 1}
-        if item:
-            condition: dict[str, Any] = {
-                "ConditionExpression": "version = :v",
-                "ExpressionAttributeValues": {":v": version},
-            }
-        else:
-            condition = {"ConditionExpression": "attribute_not_exists(pk)"}
-        try:
-            table.put_item(Item=new_item, **condition)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+
+def _settled(item: dict[str, Any]) -> list[int]:
+    return [int(t) for t in item.get("settled", [])]
+
+
+def _requests(item: dict[str, Any]) -> list[tuple[int, int]]:
+    return [(int(r["t"]), int(r["d"])) for r in item.get("grants", [])]
+
+
+def given_slots(item: dict[str, Any], limits: Sequence[RateLimit]) -> list[int]:
+    """Every slot given so far: the settled ones and those of the appended requests."""
+    slots = schedule(_settled(item), _requests(item), limits)
+    return [*_settled(item), *(s for s in slots if s is not None)]
+
+
+def schedule(
+    settled: Sequence[int], requests: Sequence[tuple[int, int]], limits: Sequence[RateLimit]
+) -> list[int | None]:
+    """The slot of each request (arrival, latest accepted slot), in order, or None for one that would wait too long
+    (it takes no slot). Pure and deterministic: every caller that sees the same list gives the same answers."""
+    given = sorted(settled)
+    slots: list[int | None] = []
+    for arrival, latest in requests:
+        slot = next_slot(given, arrival, limits)
+        if slot > latest:
+            slots.append(None)
+            continue
+        given.append(slot)  # slots are given in order, so `given` stays sorted
+        slots.append(slot)
+    return slots

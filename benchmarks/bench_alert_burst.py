@@ -6,7 +6,10 @@ at t0 + n * 10 ms, each from its own thread, as TradingView's servers would. Mea
 - alerts accepted (200) of 100, and the answer times (p50, p99, max; TradingView gives up after 3 s);
 - the time from t0 to the last entry order at the paper exchange (the floor at 8 orders/s is 12.5 s);
 - the highest number of orders the paper exchange received in any one-second window (its arrival times to the
-  microsecond), against Kite's 10/s and our account-wide 8/s; and any entry refused for rate.
+  microsecond), against Kite's 10/s and our account-wide 8/s; and any entry refused for rate;
+- the highest number of slots the account-wide limiter gave in any one-second window (read from its bucket): the
+  difference from the exchange's count is the time between a slot and the order's arrival, which on one busy process
+  can bunch two seconds' orders together.
 Bounded: it gives up waiting for entries after BOUND_S.
 """
 
@@ -58,6 +61,28 @@ def _sliding_max(times: list[float], window_s: float = 1.0) -> int:
             start += 1
         best = max(best, end - start + 1)
     return best
+
+
+def _limiter_slots(stack: Any) -> list[float]:
+    """The slots the account-wide order limiter gave (Unix s), as it works them out from its bucket."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    from bracketflow.adapters.dynamo.ratelimit import BUCKET_SK, OrderRateLimiter, bucket_pk, given_slots
+    from bracketflow.settings import get_settings
+
+    settings = get_settings()
+    limits = OrderRateLimiter(settings.order_rate_per_second, settings.order_rate_per_minute).limits
+    raw = (
+        stack.client("dynamodb")
+        .get_item(
+            TableName=stack.table_name("BracketsTable"),
+            Key={"pk": {"S": bucket_pk(settings.broker_account)}, "sk": {"S": BUCKET_SK}},
+            ConsistentRead=True,
+        )
+        .get("Item", {})
+    )
+    item = {k: TypeDeserializer().deserialize(v) for k, v in raw.items()}
+    return [t / 1000 for t in given_slots(item, limits)]
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -117,6 +142,7 @@ def _measure(stack: Any) -> dict[str, Any]:
             break
         time.sleep(0.25)
     arrivals = [float(o["received_at"]) for o in entries]
+    slots = _limiter_slots(stack)
     refused = [o for o in entries if o["status"] == "REJECTED"]
     last_s = (max(arrivals) - t0) if arrivals else None
     refusals = sorted({a[2] for a in answers if a[0] != 200})[:3]
@@ -134,10 +160,12 @@ def _measure(stack: Any) -> dict[str, Any]:
         "last_entry_after_s": None if last_s is None else round(last_s, 2),
         "floor_at_8_per_s": round(len(rows) / 8, 1),
         "max_orders_in_any_1s": _sliding_max(arrivals),
+        "max_limiter_slots_in_any_1s": _sliding_max(slots),
     }
     result["headline"] = (
         f"{result['accepted']}/{result['alerts']} accepted, p99 answer {result['answer_p99_ms']} ms, "
         f"last entry at the paper exchange after {result['last_entry_after_s']} s, "
-        f"at most {result['max_orders_in_any_1s']} orders in any 1 s"
+        f"at most {result['max_orders_in_any_1s']} orders in any 1 s there "
+        f"(the limiter gave at most {result['max_limiter_slots_in_any_1s']} slots in any 1 s)"
     )
     return result

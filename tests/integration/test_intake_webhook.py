@@ -184,6 +184,27 @@ def test_a_resent_alert_answers_duplicate_and_still_makes_one_bracket(aws, trade
     assert len(states(aws)) == 1 and len(aws.executions()) == 1
 
 
+def test_a_resend_starts_the_workflow_the_first_attempt_did_not(aws, trader, monkeypatch):
+    from bracketflow.settings import get_settings
+
+    # Given an alert whose bracket was written but whose workflow did not start (the attempt died in between: here
+    # Step Functions refuses the start)
+    monkeypatch.setenv("BRACKET_STATE_MACHINE_ARN", aws.state_machine_arn + "-missing")
+    get_settings.cache_clear()
+    first = call_webhook(alert(apikey=trader.api_key))
+    assert first.status == 200 and aws.executions() == []
+    # When TradingView resends it, with Step Functions answering again
+    monkeypatch.setenv("BRACKET_STATE_MACHINE_ARN", aws.state_machine_arn)
+    get_settings.cache_clear()
+    again = call_webhook(alert(apikey=trader.api_key))
+    # Then it is answered as a resend, and the bracket's workflow runs now rather than at the next resume sweep
+    assert again.body["duplicate"] is True and again.body["bracket_id"] == first.body["bracket_id"]
+    assert [e["name"] for e in aws.executions()] == [first.body["bracket_id"]]
+    # and a further resend starts nothing more
+    call_webhook(alert(apikey=trader.api_key))
+    assert len(aws.executions()) == 1
+
+
 def test_concurrent_resends_make_exactly_one_bracket(aws, trader, monkeypatch):
     from bracketflow.adapters.aws import reset_clients
 

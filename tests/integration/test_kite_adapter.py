@@ -453,3 +453,21 @@ def test_the_configured_broker_takes_an_order_token_before_placing(aws, paper, w
     item = bucket.get_item(Key={"pk": "RATELIMIT#acct-test", "sk": "BUCKET"})["Item"]
     assert len(item["grants"]) == 1
     assert get_broker() is broker
+
+
+def test_paper_mode_without_a_secret_asks_for_it_once_not_for_every_order(aws, paper, witness, monkeypatch):
+    from bracketflow.adapters.aws import client
+    from bracketflow.adapters.broker import get_broker
+
+    # Given paper mode with no broker secret, and Secrets Manager's calls counted
+    monkeypatch.setenv("BROKER", "paper")
+    reads: list[str] = []
+    client("secretsmanager").meta.events.register(
+        "before-call.secrets-manager.GetSecretValue", lambda **_: reads.append("read")
+    )
+    broker = get_broker()
+    # When three orders are placed
+    ids = [broker.place_order(resting_buy(tag=f"{TAG[:-1]}{n}")) for n in range(3)]
+    # Then all three reached the paper exchange with its own credentials, and the missing secret was looked up once
+    assert {o["order_id"] for o in witness.orders()} >= set(ids)
+    assert reads == ["read"]

@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
-from bracketflow.adapters.dynamo.ratelimit import OrderRateLimiter, RateLimit, bucket_pk, decide
+from bracketflow.adapters.dynamo.ratelimit import (
+    OrderRateLimiter,
+    RateLimit,
+    bucket_pk,
+    decide,
+    given_slots,
+    schedule,
+)
 from bracketflow.errors import RateLimited
 
 TABLE = "bracketflow-test-brackets"
@@ -260,3 +267,109 @@ def test_limits_come_from_settings(table, monkeypatch):
     for _ in range(3):
         limiter.acquire("acct9", timeout_s=0)
     assert table.get_item(Key={"pk": "RATELIMIT#acct9", "sk": "BUCKET"})["Item"]["version"] == 3
+
+
+# ---- reservations: one booking per order, however many wait ----------------------------------------------------------
+
+
+class StoppedClock(FakeClock):
+    """A clock that never moves: a caller's sleep until its slot passes at once, so every caller books at one
+    instant, the strictest case for the bucket."""
+
+    def sleep(self, seconds: float) -> None:
+        pass
+
+
+def count_calls(table) -> dict[str, int]:
+    """DynamoDB calls made through the table's client, by operation."""
+    calls: dict[str, int] = {}
+
+    def count(event_name: str, **_: object) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        calls[operation] = calls.get(operation, 0) + 1
+
+    table.meta.client.meta.events.register("before-call.dynamodb.*", count)
+    return calls
+
+
+def booked(table, account: str = "acct1") -> list[float]:
+    """Every slot the bucket has given, as the limiter itself works them out."""
+    item = table.get_item(Key={"pk": bucket_pk(account), "sk": "BUCKET"})["Item"]
+    return [t / 1000 for t in given_slots(item, KITE_DEFAULTS)]
+
+
+def test_a_waiting_order_books_its_slot_with_one_read_and_one_write(table):
+    # Given 20 orders, each willing to wait 5 s, and a clock that moves only while they wait
+    clock = FakeClock()
+    start = clock.now
+    limiter = OrderRateLimiter(8, 350, clock=clock, sleep=clock.sleep, jitter=lambda: 0.0)
+    calls = count_calls(limiter._table())
+    # When they ask one after another
+    grants = [limiter.acquire("acct1", timeout_s=5.0) for _ in range(20)]
+    # Then each was given its own slot: 8 at once, 8 a second later, 4 two seconds later
+    offsets = [round(g.granted_at - start, 3) for g in grants]
+    assert offsets == [0.0] * 8 + [1.0] * 8 + [2.0] * 4
+    # and booked it with one look and one write, not by asking again and again until a token came back
+    assert (calls.get("GetItem"), calls.get("UpdateItem", 0) + calls.get("PutItem", 0)) == (20, 20)
+    assert max_in_window(booked(table), 1.0) == 8
+
+
+def test_a_slot_further_away_than_the_caller_may_wait_is_refused_and_not_booked(table):
+    # Given 40 slots booked over the next 5 s by orders waiting for them
+    clock = FakeClock()
+    now_ms = int(clock.now * 1000)
+    before = {"pk": bucket_pk("acct1"), "sk": "BUCKET", "version": 40,
+              "settled": [now_ms + second * 1000 for second in range(5) for _ in range(8)]}  # fmt: skip
+    table.put_item(Item=before)
+    limiter = OrderRateLimiter(8, 350, clock=clock, sleep=clock.sleep, jitter=lambda: 0.0)
+    # When an order that may wait only 2 s asks
+    with pytest.raises(RateLimited) as refused:
+        limiter.acquire("acct1", timeout_s=2.0)
+    # Then it is told when the next slot is, and the bucket is as it was: it took nobody's slot
+    assert "next slot in 5.00s, more than the 2.00s we may wait" in refused.value.message
+    assert table.get_item(Key={"pk": bucket_pk("acct1"), "sk": "BUCKET"})["Item"] == before
+    # and an order that may wait long enough gets the slot after the last one booked
+    assert limiter.acquire("acct1", timeout_s=10.0).granted_at == pytest.approx(now_ms / 1000 + 5.0)
+
+
+def test_a_request_pushed_past_its_wait_by_a_concurrent_booking_takes_no_slot():
+    # Given 8 requests that took this second, then one that may not wait and one that may wait 2 s
+    t = 1_000_000
+    slots = schedule([], [(t, t)] * 8 + [(t, t), (t, t + 2000)], KITE_DEFAULTS)
+    # Then the impatient one is skipped and the next gets the first slot of the next second, not a later one
+    assert slots == [t] * 8 + [None, t + 1000]
+
+
+def test_concurrent_waiting_callers_each_book_their_own_slot_within_the_limits(served_table):
+    # Given 4 Lambdas (threads) each placing 10 orders at the same instant, each willing to wait 10 s
+    clock = StoppedClock()
+    limiter = OrderRateLimiter(8, 350, clock=clock, sleep=clock.sleep)
+    bookings: list[str] = []
+    limiter._table().meta.client.meta.events.register(
+        "before-parameter-build.dynamodb.UpdateItem",
+        lambda params, **_: (
+            bookings.append(params["UpdateExpression"]) if "list_append" in params["UpdateExpression"] else None
+        ),
+    )
+    slots: list[float] = []
+    lock = threading.Lock()
+    start = threading.Barrier(4)
+
+    def caller() -> None:
+        start.wait()
+        for _ in range(10):
+            grant = limiter.acquire("acct1", timeout_s=10.0)
+            with lock:
+                slots.append(grant.granted_at)
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Then all 40 are served, 8 to a second, each on a slot that is in the bucket
+    assert len(slots) == 40
+    assert max_in_window(slots, 1.0) == 8
+    assert sorted(booked(limiter._table())) == sorted(slots)
+    # and each booked with one write, however many booked at the same moment
+    assert len(bookings) == 40

@@ -3,6 +3,10 @@
 Every error leaves as {"status": "error", "message": "<what and why>"} with 400/401/403/404/409/429, mapped
 here and only here; the OpenAPI responses (ERROR_RESPONSES) list the same codes. Powertools' 422 for a body
 that does not fit the model becomes a 400 naming the field. Nothing a caller sends can produce a 5xx.
+
+The one 5xx we answer on purpose is 503, when AWS (the table, the workflow service) did not answer in time or
+asked us to slow down: the request may be sent again as it is, and a resend is recognised, never placed twice.
+TradingView resends an alert answered 5xx, which is what such a passing failure wants.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError, ValidationException
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from bracketflow.errors import BracketBlocked, BracketflowError
 from bracketflow.observability import logger
@@ -25,7 +31,24 @@ ERROR_CODES = {
     404: "No such bracket for this account",
     409: "Conflict: guard or duplicate block, or the bracket's state does not allow it",
     429: "Rate limit exceeded for this API key",
+    503: "AWS did not answer in time; send the request again (a resend is recognised, never placed twice)",
 }
+
+# AWS error codes that mean "busy, try again", not "this request is wrong".
+AWS_BUSY_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+    }
+)
+AWS_BUSY_MESSAGE = (
+    "the service's AWS storage did not answer in time; send the request again "
+    "(a resend is recognised and never placed twice)"
+)
 
 
 def error_responses(*codes: int) -> dict[int, dict[str, Any]]:
@@ -61,6 +84,16 @@ def error(status_code: int, message: str, **extra: Any) -> Response:
         status_code=status_code,
         content_type=content_types.APPLICATION_JSON,
         body={"status": "error", "message": message, **extra},
+    )
+
+
+def aws_busy() -> Response:
+    """503 with a message and Retry-After: AWS did not answer in time, or throttled us."""
+    return Response(
+        status_code=503,
+        content_type=content_types.APPLICATION_JSON,
+        body={"status": "error", "message": AWS_BUSY_MESSAGE},
+        headers={"Retry-After": "1"},
     )
 
 
@@ -113,6 +146,20 @@ def make_resolver(title: str, description: str, *, swagger: bool = True) -> APIG
     def _known(exc: BracketflowError) -> Response:
         code = exc.status_code if 400 <= exc.status_code < 500 else 409
         return error(code, exc.message)
+
+    @app.exception_handler([HTTPClientError, BotocoreConnectionError])
+    def _aws_unreachable(exc: BotoCoreError) -> Response:  # a read or connect timeout, a dropped connection
+        logger.warning("AWS did not answer", extra={"error": type(exc).__name__, "detail": str(exc)[:200]})
+        return aws_busy()
+
+    @app.exception_handler(ClientError)
+    def _aws_refused(exc: ClientError) -> Response:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in AWS_BUSY_CODES:
+            logger.warning("AWS asked us to slow down", extra={"error": code})
+            return aws_busy()
+        logger.exception("unexpected AWS error")
+        return error(500, "internal error")
 
     @app.exception_handler(Exception)
     def _unexpected(exc: Exception) -> Response:

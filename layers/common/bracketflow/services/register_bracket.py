@@ -228,6 +228,11 @@ def _resend_answer(repo: BracketRepository, dedupe: dict[str, Any]) -> Placement
         return None
     metrics.add_metric(name="DuplicateAlerts", unit="Count", value=1)
     logger.info("resent request answered with the original bracket", extra={"bracket_id": original.id})
+    if original.status is BracketStatus.CREATED:
+        # The first attempt may have died between writing the bracket and starting its workflow (a timeout, a
+        # crash); start it now rather than at the next resume sweep. One execution per bracket id: a workflow
+        # already running makes this a no-op.
+        start_workflow(repo, original)
     return Placement(bracket=original, duplicate=True)
 
 

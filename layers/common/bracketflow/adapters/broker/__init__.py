@@ -9,6 +9,7 @@ a token from the account-wide DynamoDB rate limiter first.
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -70,19 +71,32 @@ def credentials_provider(settings: Any) -> Any:
 
 
 def _paper_credentials(read: Any, fallback: Any) -> Any:
-    """Paper mode uses the stored secret when there is one (to rehearse the login flow), else fixed paper ones."""
+    """Paper mode uses the stored secret when there is one (to rehearse the login flow), else fixed paper ones.
+
+    That there is no secret is remembered as long as a read secret would be (BROKER_CREDENTIALS_CACHE_S), or until a
+    refused token asks to read again: otherwise every order asked Secrets Manager again, and a burst of entries spent
+    a failing call per broker request."""
     from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
     from bracketflow.errors import SessionExpired
+    from bracketflow.settings import get_settings
+
+    absent_since: list[float] = []
 
     def provide(refresh: bool = False) -> Any:
+        remembered = absent_since and time.monotonic() - absent_since[0] < get_settings().broker_credentials_cache_s
+        if remembered and not refresh:
+            return fallback
         try:
-            return read(refresh)
+            found = read(refresh)
         except GetParameterError as exc:
             if "ResourceNotFoundException" not in str(exc):
                 raise
+            absent_since[:] = [time.monotonic()]
             return fallback
         except SessionExpired:  # the paper secret holds the app's key but nobody has logged in yet
             return fallback
+        absent_since.clear()
+        return found
 
     return provide

@@ -7,9 +7,20 @@ refills continuously: a bucket of 8 refilled at 8/s lets 8 + 8 = 16 orders into 
 which is exactly what the broker punishes. Here no window of `window_s` ever holds more than `limit` grants, and a
 burst of `limit` (an 8-leg batch) still goes out at once.
 
-State: one item, pk="RATELIMIT#<account>", sk="BUCKET", `grants` = the grant times (Unix ms) still inside the
-longest window, `version` for optimistic locking. Every grant is a conditional put on the version that was read,
-so concurrent Lambdas cannot both take the last token.
+A caller reserves a slot and sleeps until it. Slots are given in order, like a queue: each is at or after every
+earlier one and at least `window_s` after the limit-th latest, so any `limit` + 1 consecutive grants span a full
+window (`next_slot`). The booking is one atomic append, which never fails and never has to be repeated: the caller
+appends its request (its arrival time and how long it may wait) to the bucket's list and gets the list back as it
+stands after the append. Every caller works the slots out from that list the same way (`schedule`), so each knows its
+own without asking again, however many book at once. (An optimistic read-then-conditional-write lets one booking
+through per round trip: a burst of a hundred entries cost thousands of failed writes.) A request whose slot would
+come later than it may wait is refused (RateLimited) and takes no slot: it is checked first on a plain read, so
+usually nothing is written, and the schedule skips a request that a concurrent booking pushed past its wait.
+
+State: one item, pk="RATELIMIT#<account>", sk="BUCKET": `grants` = the requests appended since the last compaction
+(maps: t = arrival, d = the latest slot it accepts, Unix ms), `settled` = the slots given to older requests that are
+still inside the longest window, `version` = bookings made. Now and then a caller folds the requests into `settled`
+(a conditional update on `compactions`, which only another compaction can change), keeping the item small.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from botocore.exceptions import ClientError
 
@@ -28,6 +39,8 @@ from bracketflow.observability import logger, metrics
 from bracketflow.settings import get_settings
 
 BUCKET_SK = "BUCKET"
+COMPACT_AT = 32  # fold the appended requests into `settled` once there are this many
+CLOCK_MARGIN_MS = 5_000  # a settled slot is kept this much past the longest window, for callers whose clock lags
 
 
 def bucket_pk(account: str) -> str:
@@ -47,28 +60,40 @@ class RateLimit:
 @dataclass(frozen=True)
 class Decision:
     granted: bool
-    wait_s: float  # how long until a token is free (0 when granted)
-    grants: tuple[int, ...]  # what to store: the live grant times, plus now when granted
+    wait_s: float  # how long until the caller's slot (0 when granted now)
+    grants: tuple[int, ...]  # what to store: the live grant times, plus the slot when granted or booked
+    slot_ms: int  # the earliest slot the caller may book
+
+
+def next_slot(grants: Sequence[int], now_ms: int, limits: Sequence[RateLimit]) -> int:
+    """The earliest time (Unix ms) at or after `now_ms` an order may go, given the slots already booked.
+
+    Booked in order: at or after the latest booked slot, and for each limit at least one window after the
+    limit-th latest slot (that slot has left the window by then). Slots stamped in the future (booked by a waiting
+    caller, or by another caller whose clock runs ahead) hold their tokens, so clock skew errs on the side of fewer
+    orders.
+    """
+    ordered = sorted(grants)
+    slot = max(now_ms, ordered[-1]) if ordered else now_ms
+    for lim in limits:
+        if len(ordered) >= lim.limit:
+            slot = max(slot, ordered[-lim.limit] + lim.window_ms)
+    return slot
+
+
+def live_grants(grants: Sequence[int], now_ms: int, limits: Sequence[RateLimit]) -> list[int]:
+    """The grants that still hold a token at `now_ms` or later (older ones have left the longest window)."""
+    horizon_ms = max(lim.window_ms for lim in limits)
+    return sorted(t for t in grants if t > now_ms - horizon_ms)
 
 
 def decide(grants: Sequence[int], now_ms: int, limits: Sequence[RateLimit]) -> Decision:
-    """Pure token arithmetic: may an order go at `now_ms`, given the earlier grant times? If not, how long to wait.
-
-    A grant at t holds a token of a limit while now < t + window. Grants stamped in the future (another caller's
-    clock runs ahead) still hold their token, so clock skew errs on the side of fewer orders.
-    """
-    horizon_ms = max(lim.window_ms for lim in limits)
-    live = sorted(t for t in grants if t > now_ms - horizon_ms)
-    wait_ms = 0
-    for lim in limits:
-        held = [t for t in live if t > now_ms - lim.window_ms]
-        excess = len(held) - lim.limit + 1
-        if excess > 0:
-            # The excess-th oldest token must come back before one is free.
-            wait_ms = max(wait_ms, held[excess - 1] + lim.window_ms - now_ms)
-    if wait_ms > 0:
-        return Decision(False, wait_ms / 1000, tuple(live))
-    return Decision(True, 0.0, (*live, now_ms))
+    """Pure token arithmetic: may an order go at `now_ms`, given the booked grant times? If not, how long to wait."""
+    live = live_grants(grants, now_ms, limits)
+    slot = next_slot(live, now_ms, limits)
+    if slot > now_ms:
+        return Decision(False, (slot - now_ms) / 1000, tuple(live), slot)
+    return Decision(True, 0.0, (*live, now_ms), slot)
 
 
 @dataclass(frozen=True)
@@ -78,7 +103,7 @@ class Grant:
 
 
 class OrderRateLimiter:
-    """acquire() before every order-placing broker call; blocks briefly for a token, or raises RateLimited."""
+    """acquire() before every order-placing broker call: books a slot and sleeps until it, or raises RateLimited."""
 
     def __init__(
         self,
@@ -105,56 +130,98 @@ class OrderRateLimiter:
         return resource("dynamodb").Table(self._table_name or get_settings().table_name)
 
     def acquire(self, account: str, timeout_s: float = 5.0) -> Grant:
-        """Take one order token for `account`, waiting up to `timeout_s`; RateLimited if none comes in time."""
+        """Book the next order slot for `account` and sleep until it; RateLimited (no slot taken) if it is more than
+        `timeout_s` away."""
         table = self._table()
         key = {"pk": bucket_pk(account), "sk": BUCKET_SK}
         started = self._clock()
-        deadline = started + timeout_s
-        lost_races = 0
-        while True:
-            item = table.get_item(Key=key, ConsistentRead=True).get("Item")
-            grants = [int(t) for t in item.get("grants", [])] if item else []
-            now = self._clock()
-            now_ms = int(now * 1000)
-            decision = decide(grants, now_ms, self.limits)
-            if decision.granted:
-                if self._store(table, key, item, decision.grants):
-                    waited = now - started
-                    metrics.add_metric(name="OrderRateLimitWait", unit="Milliseconds", value=round(waited * 1000, 1))
-                    return Grant(granted_at=now_ms / 1000, waited_s=waited)
-                # Another caller took a token between our read and write: read again at once, a little apart.
-                lost_races += 1
-                self._sleep(0.002 * self._jitter() * min(lost_races, 5))
-                continue
-            remaining = deadline - now
-            if decision.wait_s > remaining:
-                metrics.add_metric(name="OrderRateLimited", unit="Count", value=1)
-                logger.warning(
-                    "order rate limit: no token in time",
-                    extra={"account": account, "next_token_in_s": round(decision.wait_s, 3), "timeout_s": timeout_s},
-                )
-                raise RateLimited(
-                    f"order rate limit for broker account {account!r} reached "
-                    f"({self.limits[0].limit}/s, {self.limits[1].limit}/min): next slot in {decision.wait_s:.2f}s, "
-                    f"more than the {timeout_s:.2f}s we may wait"
-                )
-            # Sleep until a token returns, plus a little jitter so waiting callers do not all wake together.
-            self._sleep(decision.wait_s + 0.005 * self._jitter())
+        deadline_ms = int((started + timeout_s) * 1000)
+        # A look first: when the next slot is already too far, refuse without writing anything.
+        item = table.get_item(Key=key, ConsistentRead=True).get("Item") or {}
+        now_ms = int(self._clock() * 1000)
+        slot_ms = next_slot(given_slots(item, self.limits), now_ms, self.limits)
+        if slot_ms > max(now_ms, deadline_ms):  # a free slot now is always taken
+            self._refuse(account, (slot_ms - now_ms) / 1000, timeout_s)
+        now_ms = int(self._clock() * 1000)
+        item = table.update_item(
+            Key=key,
+            UpdateExpression="SET grants = list_append(if_not_exists(grants, :none), :me) ADD version :one",
+            ExpressionAttributeValues={":none": [], ":me": [{"t": now_ms, "d": max(now_ms, deadline_ms)}], ":one": 1},
+            ReturnValues="ALL_NEW",
+        )["Attributes"]
+        mine = schedule(_settled(item), _requests(item), self.limits)[-1]
+        if len(item.get("grants", [])) >= COMPACT_AT:
+            self._compact(table, key, item, now_ms)
+        if mine is None:  # others booked the slots we saw between our look and our append
+            slot_ms = next_slot(given_slots(item, self.limits), now_ms, self.limits)
+            self._refuse(account, (slot_ms - now_ms) / 1000, timeout_s)
+        wait_s = mine / 1000 - self._clock()
+        if wait_s > 0:
+            self._sleep(wait_s)
+        waited = max(0.0, self._clock() - started)
+        metrics.add_metric(name="OrderRateLimitWait", unit="Milliseconds", value=round(waited * 1000, 1))
+        return Grant(granted_at=mine / 1000, waited_s=waited)
 
-    def _store(self, table: Any, key: dict[str, str], item: dict[str, Any] | None, grants: tuple[int, ...]) -> bool:
-        version = int(item["version"]) if item else 0
-        new_item = {**key, "grants": list(grants), "version": version + 1}
-        if item:
-            condition: dict[str, Any] = {
-                "ConditionExpression": "version = :v",
-                "ExpressionAttributeValues": {":v": version},
-            }
-        else:
-            condition = {"ConditionExpression": "attribute_not_exists(pk)"}
+    def _compact(self, table: Any, key: dict[str, str], item: dict[str, Any], now_ms: int) -> None:
+        """Fold the appended requests into `settled` and drop what has left the longest window. Best effort: if
+        another caller compacted first, its result is the same, so a lost condition is simply left alone."""
+        requests = _requests(item)
+        slots = schedule(_settled(item), requests, self.limits)
+        # What can no longer bind a later request (arrivals come later; a margin for clocks that lag ours).
+        horizon_ms = now_ms - max(lim.window_ms for lim in self.limits) - CLOCK_MARGIN_MS
+        settled = sorted(t for t in [*_settled(item), *(s for s in slots if s is not None)] if t > horizon_ms)
+        done = int(item.get("compactions", 0))
+        removes = ", ".join(f"grants[{i}]" for i in range(len(requests)))
         try:
-            table.put_item(Item=new_item, **condition)
+            table.update_item(
+                Key=key,
+                UpdateExpression=f"SET settled = :settled, compactions = :next REMOVE {removes}",
+                ConditionExpression="attribute_not_exists(compactions) OR compactions = :done",
+                ExpressionAttributeValues={":settled": settled, ":next": done + 1, ":done": done},
+            )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    def _refuse(self, account: str, next_slot_in_s: float, timeout_s: float) -> NoReturn:
+        metrics.add_metric(name="OrderRateLimited", unit="Count", value=1)
+        logger.warning(
+            "order rate limit: no slot in time",
+            extra={"account": account, "next_slot_in_s": round(next_slot_in_s, 3), "timeout_s": timeout_s},
+        )
+        raise RateLimited(
+            f"order rate limit for broker account {account!r} reached "
+            f"({self.limits[0].limit}/s, {self.limits[1].limit}/min): next slot in {next_slot_in_s:.2f}s, "
+            f"more than the {timeout_s:.2f}s we may wait"
+        )
+
+
+def _settled(item: dict[str, Any]) -> list[int]:
+    return [int(t) for t in item.get("settled", [])]
+
+
+def _requests(item: dict[str, Any]) -> list[tuple[int, int]]:
+    return [(int(r["t"]), int(r["d"])) for r in item.get("grants", [])]
+
+
+def given_slots(item: dict[str, Any], limits: Sequence[RateLimit]) -> list[int]:
+    """Every slot given so far: the settled ones and those of the appended requests."""
+    slots = schedule(_settled(item), _requests(item), limits)
+    return [*_settled(item), *(s for s in slots if s is not None)]
+
+
+def schedule(
+    settled: Sequence[int], requests: Sequence[tuple[int, int]], limits: Sequence[RateLimit]
+) -> list[int | None]:
+    """The slot of each request (arrival, latest accepted slot), in order, or None for one that would wait too long
+    (it takes no slot). Pure and deterministic: every caller that sees the same list gives the same answers."""
+    given = sorted(settled)
+    slots: list[int | None] = []
+    for arrival, latest in requests:
+        slot = next_slot(given, arrival, limits)
+        if slot > latest:
+            slots.append(None)
+            continue
+        given.append(slot)  # slots are given in order, so `given` stays sorted
+        slots.append(slot)
+    return slots

@@ -216,7 +216,7 @@ def test_a_rejected_exit_marks_exit_failed_and_the_retry_places_it(world, monkey
 
 @pytest.mark.parametrize(
     "body",
-    ["not json", '{"bracket_id": "b1"}', '{"bracket_id": "b1", "reason": "TARGET", "ltp": "1", "stop_price": "1"}'],
+    ["not json", '{"bracket_id": "b1"}', '{"bracket_id": "b1", "reason": "ROLLBACK", "ltp": "1", "stop_price": "1"}'],
 )
 def test_a_malformed_exit_message_fails_so_it_reaches_the_dead_letter_queue(world, body):
     # When a message that is not a valid exit intent arrives

@@ -413,3 +413,17 @@ def test_a_bracket_flagged_while_its_entrys_outcome_was_unknown_gets_its_filled_
     after = bracket(bracket_id)
     assert (after.status.value, after.entry.filled_quantity) == ("ENTRY_FILLED", 10)
     assert "EntryPlaced" in event_types(bracket_id) and "EntryFilled" in event_types(bracket_id)
+
+
+def test_a_filled_entry_whose_workflow_fails_for_good_stays_filled_for_reconciliation_to_protect(world, monkeypatch):
+    from bracketflow.services.lifecycle import record_failure
+
+    # Given a filled entry whose protection and flatten both failed past their retries (a broker down for long)
+    bracket_id, _ = fill_entry_at_1500(world, monkeypatch, update_first=False)
+    # When the workflow records its failure
+    record_failure(bracket_id, "BrokerUnavailable", "the broker is unavailable", "exit")
+    # Then the bracket is still ENTRY_FILLED, with the failure in its trail: reconciliation protects or flattens an
+    # ENTRY_FILLED bracket whose workflow has ended, while under review nothing would act on the open position
+    after = bracket(bracket_id)
+    assert after.status.value == "ENTRY_FILLED"
+    assert event_types(bracket_id)[-1] == "WorkflowFailed"

@@ -66,6 +66,10 @@ def emergency_exit(bracket_id: str, reason: str, exit_reason: ExitReason = ExitR
         # of ours left behind (an earlier attempt may have failed on the sweep after its flatten).
         delete_leftover_gtts(bracket)
         return _result(bracket)
+    if bracket.status in (BracketStatus.EXITING, BracketStatus.EXIT_FAILED):
+        # An exit is under way that this attempt did not record (its order refused or cancelled, and the exit
+        # Lambda retrying it for what is still open): that exit owns the position, WaitForExit waits for it.
+        return _result(bracket)
     if bracket.status is not BracketStatus.ENTRY_FILLED:
         raise InvalidStateTransition("bracket", bracket.status.value, f"{BracketStatus.EXITING.value} (emergency)")
     if bracket.entry_working:

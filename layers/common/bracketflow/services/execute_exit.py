@@ -67,7 +67,10 @@ RETRY_BASE_S = 1
 RETRY_CAP_S = 10
 _CHILD_POLL_S = 0.25
 _DEAD_ORDER_STATUSES = frozenset({"REJECTED", "CANCELLED"})
-_QUEUED_REASONS = frozenset({ExitReason.STOP, ExitReason.TRAIL_STOP, ExitReason.MANUAL, ExitReason.EOD})
+# TARGET: reconciliation found the GTT's target leg fired and its order refused, the position still open.
+_QUEUED_REASONS = frozenset(
+    {ExitReason.STOP, ExitReason.TRAIL_STOP, ExitReason.TARGET, ExitReason.MANUAL, ExitReason.EOD}
+)
 # Exits nobody saw a price for: the trader's DELETE and the square-off clock. A stop hit always carries its LTP.
 _PRICELESS_REASONS = frozenset({ExitReason.MANUAL, ExitReason.EOD})
 
@@ -103,7 +106,7 @@ class ExitIntent:
             reason = ExitReason(raw["reason"])
             retry = raw.get("retry_of") is not None  # an exit that failed at the broker, retried (any reason)
             if reason not in _QUEUED_REASONS and not retry:
-                raise ValueError(f"reason must be STOP, TRAIL_STOP, MANUAL or EOD, got {reason.value}")
+                raise ValueError(f"reason must be STOP, TRAIL_STOP, TARGET, MANUAL or EOD, got {reason.value}")
             ltp = raw.get("ltp") if reason in _PRICELESS_REASONS or retry else raw["ltp"]
             return cls(
                 bracket_id=str(raw["bracket_id"]),

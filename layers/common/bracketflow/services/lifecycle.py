@@ -774,6 +774,12 @@ def record_failure(bracket_id: str, error: str, cause: str, step: str) -> dict[s
             evs: list[Any] = [{"type": "WorkflowFailed", "step": step, "error": error, "message": message}]
             repo.save(b, nxt, evs, legs=[store.leg_put(nxt, leg)])
             return nxt
+        if b.status is BracketStatus.ENTRY_FILLED:
+            # A filled position neither protected nor flattened: under review nothing would act on it, so it stays
+            # ENTRY_FILLED, where reconciliation protects it (or flattens it) once its workflow has ended.
+            nxt = b.update()
+            repo.save(b, nxt, [{"type": "WorkflowFailed", "step": step, "error": error, "message": message}])
+            return nxt
         nxt = b.transition(BracketStatus.NEEDS_REVIEW)
         evs = [
             {"type": "WorkflowFailed", "step": step, "error": error, "message": message},

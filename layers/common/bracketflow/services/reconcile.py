@@ -424,8 +424,13 @@ def _check_protected(bracket: Bracket, view: BrokerView, now: datetime) -> Outco
             why = f"GTT {gtt.gtt_id} triggered but its stop order is {fills[0].status}"
             return _queue_stop_exit(bracket, last, why)
         if fills and all(o.status in ("REJECTED", "CANCELLED") for o in fills) and net != 0:
+            # Its order was refused or cancelled: nothing protects the position any more. Exited at market through
+            # the ExitQueue (the exit Lambda finds the GTT's order dead and exits what is open), not left for review.
             _confirm(view)
-            return _flag(bracket, f"GTT {gtt.gtt_id} triggered but its order was {fills[0].status}: position open")
+            last = view.last_price(spec.exchange.value, spec.symbol, spec.product.value) or bracket.stop_price
+            why = f"GTT {gtt.gtt_id} triggered but its order was {fills[0].status}"
+            reason = gtt_exit_reason(bracket, fills[0].price or bracket.stop_price)
+            return _queue_stop_exit(bracket, last, why, reason=reason)
         return None  # the GTT's order is still working
     if net == 0:
         _confirm(view)
@@ -750,12 +755,12 @@ def _through_the_stop(bracket: Bracket, last: Decimal) -> bool:
     return last >= bracket.stop_price
 
 
-def _queue_stop_exit(bracket: Bracket, last: Decimal, why: str) -> Outcome:
+def _queue_stop_exit(bracket: Bracket, last: Decimal, why: str, *, reason: ExitReason | None = None) -> Outcome:
     """The market went through the stop while no GTT stood: exit as the streamer would have (STOP, or TRAIL_STOP for
     a trailed stop) through the ExitQueue, so the exit Lambda claims it exactly once with the queue's retries
     (flagging it for review instead would make the exit Lambda refuse it, and leave the position open)."""
-    reason = ExitReason.TRAIL_STOP if bracket.stop_has_trailed else ExitReason.STOP
-    detail = f"{why}; the market ({last}) is through the stop ({bracket.stop_price}): {reason.value} exit queued"
+    reason = reason or (ExitReason.TRAIL_STOP if bracket.stop_has_trailed else ExitReason.STOP)
+    detail = f"{why}; the market is at {last} (stop {bracket.stop_price}): {reason.value} exit queued"
     _note(bracket.id, "STOP_EXIT_QUEUED", detail)
     intent = {
         "bracket_id": bracket.id,

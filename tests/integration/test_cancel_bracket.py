@@ -337,7 +337,7 @@ def test_the_exit_queue_takes_manual_without_a_price_but_still_needs_one_for_a_s
     with pytest.raises(ValidationFailed, match="ltp"):
         ExitIntent.from_json(json.dumps({"bracket_id": "b1", "reason": "STOP", "stop_price": "1490"}))
     with pytest.raises(ValidationFailed, match="reason must be"):
-        ExitIntent.from_json(json.dumps({"bracket_id": "b1", "reason": "TARGET", "ltp": "1", "stop_price": "1490"}))
+        ExitIntent.from_json(json.dumps({"bracket_id": "b1", "reason": "ROLLBACK", "ltp": "1", "stop_price": "1490"}))
 
 
 # ---------- a bracket whose workflow never started ----------

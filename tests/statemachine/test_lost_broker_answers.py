@@ -36,7 +36,13 @@ STATUS_BOUND_S = 90  # a bound for a busy 2-core machine, not a speed claim
 # The broker shows a new order or GTT this late (under the window the adapter looks over, BROKER_LOOKUP_WINDOW_S).
 SLOW_S = 2
 
-stack = stack_fixture(API_KEY, relay=True, extra_env={**BRACKET_STACK_ENV, "BROKER_LOOKUP_WINDOW_S": "4"})
+# PlaceProtection's own (shorter) window too: these tests are about adopting what a lost answer made, not about how
+# soon a failing protection flattens (test_bracket_workflow.py, bench_emergency_exit.py)
+stack = stack_fixture(
+    API_KEY,
+    relay=True,
+    extra_env={**BRACKET_STACK_ENV, "BROKER_LOOKUP_WINDOW_S": "4", "PROTECTION_LOOKUP_WINDOW_S": "4"},
+)
 
 LEVELS = {"price_type": "MARKET", "sl_price": "1485", "target_price": "1530"}
 

@@ -57,7 +57,7 @@ class Burst:
 
         settings = get_settings()
         self.key = {"pk": bucket_pk(settings.broker_account), "sk": BUCKET_SK}
-        self.per_second = settings.order_rate_per_second
+        self.per_minute = settings.order_rate_per_minute
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._hold, name="order-burst", daemon=True)
 
@@ -68,7 +68,8 @@ class Burst:
         while not self.stopped.is_set():
             version += 1
             now_ms = int(time.time() * 1000)
-            table().put_item(Item={**self.key, "grants": [now_ms] * self.per_second, "version": version})
+            # A minute's worth of slots given this instant: the next free one is a minute away, far past any wait
+            table().put_item(Item={**self.key, "settled": [now_ms] * self.per_minute, "grants": [], "version": version})
             self.stopped.wait(0.05)
 
     def __enter__(self) -> Burst:

@@ -20,20 +20,8 @@ import tracemalloc
 from datetime import date, timedelta
 from typing import Any
 
-COLUMNS = [
-    "instrument_token",
-    "exchange_token",
-    "tradingsymbol",
-    "name",
-    "last_price",
-    "expiry",
-    "strike",
-    "tick_size",
-    "lot_size",
-    "instrument_type",
-    "segment",
-    "exchange",
-]
+from paper.make_instruments import COLUMNS  # the same columns as Kite's master and the paper one
+
 SEGMENTS = {"NSE": 1, "NFO": 2, "CDS": 3, "BSE": 4, "MCX": 7}
 
 

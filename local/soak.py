@@ -102,6 +102,13 @@ FAULT_PLAN: dict[str, list[dict[str, Any]]] = {
     "drop_ws": [{"rate": 0.00003}],
     "delay_fill": [{"rate": 0.05, "seconds": 2}],
     "drop_order_update": [{"rate": 0.05}],
+    # The broker going down right after it acted: every request on that path refused for 2 s, about once a minute
+    # at one alert a second. (Unaimed at the default rate, an outage would start every few seconds somewhere and the
+    # broker would be down more than up: no stop could be placed by anyone, and the soak would measure the outage.)
+    "outage_after": [
+        {"match": {"path": "/orders", "method": "POST"}, "rate": 0.005, "seconds": 2},
+        {"match": {"path": "/gtt/triggers", "method": "POST"}, "rate": 0.005, "seconds": 2},
+    ],
 }
 DEFAULT_FAULT_RATE = 0.02
 FAULT_COUNT = 1_000_000  # rates, not counts, bound the faults
@@ -286,14 +293,16 @@ class Soak:
         return answer.json()["data"]
 
     def _ltp(self, symbol: str) -> Decimal | None:
-        """The last price, as TradingView's {{close}} or the trader's screen has it (the storm may refuse a read:
-        ask again)."""
-        for _attempt in range(10):
-            data = self._kite("GET", "/quote/ltp", params={"i": f"NSE:{symbol}"})
-            if data and f"NSE:{symbol}" in data:
-                return Decimal(str(data[f"NSE:{symbol}"]["last_price"]))
-            time.sleep(0.1)
-        return None
+        """The last price, as TradingView's {{close}} or the trader's screen has it: read past the storm (a chart
+        keeps its price while the broker's API fails)."""
+        key = f"NSE:{symbol}"
+        try:
+            found = self.http.get(f"{self.broker}/_paper/quotes", params={"i": key}, timeout=30)
+            found.raise_for_status()
+            quote = found.json()["data"].get(key)
+        except (requests.RequestException, ValueError):
+            return None
+        return Decimal(str(quote["ltp"])) if quote else None
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.started

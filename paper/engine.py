@@ -1135,9 +1135,13 @@ class Engine:
             "gtts": [g.as_kite() for g in self.all_gtts()],
             "positions": self.positions_view()["net"],
             "trades": [t.as_kite() for t in self.trades],
-            "quotes": {
-                inst.key: {"ltp": q.ltp, "bid": q.bid, "ask": q.ask}
-                for token, q in self.quotes.items()
-                if (inst := self.instruments.by_token(token)) is not None
-            },
+            "quotes": self.state_quotes(),
+        }
+
+    def state_quotes(self) -> dict[str, dict[str, Any]]:
+        """Every quoted instrument's last price, bid and ask, by "EXCHANGE:SYMBOL"."""
+        return {
+            inst.key: {"ltp": q.ltp, "bid": q.bid, "ask": q.ask}
+            for token, q in self.quotes.items()
+            if (inst := self.instruments.by_token(token)) is not None
         }

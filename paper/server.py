@@ -853,10 +853,19 @@ async def _json_body(request: web.Request) -> Any:
 
 
 async def control_quotes(request: web.Request) -> web.Response:
+    """POST sets quotes; GET answers the current ones ({"NSE:INFY": {"ltp", "bid", "ask"}}, `?i=` narrows), past
+    every fault rule: what the trader's screen shows while the broker's API is failing."""
+    exchange = _exchange(request)
+    if request.method == "GET":
+        quotes = exchange.engine.state_quotes()
+        wanted = request.query.getall("i", [])
+        if wanted:
+            quotes = {key: quotes[key] for key in wanted if key in quotes}
+        return web.Response(text=dumps({"status": "success", "data": quotes}), content_type="application/json")
     body = await _json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("quotes"), list):
         raise KiteError('The body must be {"quotes": [{"exchange", "tradingsymbol", "ltp", "bid", "ask"}]}.')
-    return web.json_response({"status": "success", "data": {"updated": _exchange(request).set_quotes(body["quotes"])}})
+    return web.json_response({"status": "success", "data": {"updated": exchange.set_quotes(body["quotes"])}})
 
 
 async def control_faults(request: web.Request) -> web.Response:
@@ -976,6 +985,7 @@ def build_app(config: PaperConfig, instruments: InstrumentMaster | None = None) 
             web.put("/gtt/triggers/{trigger_id}", modify_gtt),
             web.delete("/gtt/triggers/{trigger_id}", delete_gtt),
             web.post("/_paper/quotes", control_quotes),
+            web.get("/_paper/quotes", control_quotes),
             web.post("/_paper/faults", control_faults),
             web.get("/_paper/faults", control_faults),
             web.get("/_paper/state", control_state),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from decimal import Decimal
 
 import pytest
 import requests
@@ -252,3 +253,19 @@ def test_bad_test_quotes_are_a_clear_400_and_move_nothing(paper_exchange, kite: 
 
     assert answer.status_code == 400 and answer.json()["status"] == "error" and answer.json()["message"]
     assert kite.ltp("NSE:INFY")["NSE:INFY"]["last_price"] == 1500
+
+
+def test_the_control_api_reads_quotes_past_every_fault(paper_exchange, kite: KiteConnect) -> None:
+    # Given a quoted market whose Kite API is down for every request
+    paper_exchange.set_quotes([INFY_BOOK])
+    paper_exchange.set_faults([{"kind": "http_500", "count": 100}])
+    with pytest.raises(kite_errors.GeneralException):
+        kite.ltp("NSE:INFY")
+
+    # When a test (or the soak's "trader's screen") reads the market through the control API
+    answer = requests.get(f"{paper_exchange.base_url}/_paper/quotes", params={"i": "NSE:INFY"}, timeout=5)
+
+    # Then it sees the price, and only what it asked for
+    assert answer.status_code == 200
+    data = answer.json()["data"]
+    assert list(data) == ["NSE:INFY"] and Decimal(str(data["NSE:INFY"]["ltp"])) == Decimal(str(INFY_BOOK["ltp"]))

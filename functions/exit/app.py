@@ -26,7 +26,9 @@ processor = BatchProcessor(event_type=EventType.SQS)
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> dict[str, Any]:
     try:
-        result = execute_exit(ExitIntent.from_json(record.body), claim_id=record.message_id)
+        intent = ExitIntent.from_json(record.body)
+        # The watchdog's delayed copy acts for the claim it checks on; any other message is its own claim.
+        result = execute_exit(intent, claim_id=intent.resume_claim or record.message_id)
     except Exception as exc:
         exit_attempt_failed(_bracket_id(record), exc)
         _retry_soon(record)

@@ -5,11 +5,13 @@ failed placements resolved without a second order."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
+from bracketflow.settings import get_settings
 from tests.integration.exit_support import exit_message, seed_protected, sqs_event, world  # noqa: F401
 from tests.integration.test_intake_support import FakeContext
 
@@ -164,8 +166,13 @@ def test_a_placement_that_failed_after_the_claim_resumes_on_redelivery_with_exac
     assert failed_ids(first) == ["m-1"]
     assert bracket_of(bracket.id).status.value == "EXITING"
     assert world.orders(exit_tag(bracket.id)) == []
-    # When the broker recovers and SQS redelivers the same message, and another intent for the bracket arrives
+    # And a redelivery at once places nothing: the failed placement's outcome was unknown (a 500 may come after the
+    # broker acted, and a broker may list a new order late), so no attempt places again within EXIT_UNKNOWN_HOLD_S
     world.paper.set_faults([])
+    early = invoke(("m-1", exit_message(bracket.id, stop="1485", ltp="1484")))
+    assert failed_ids(early) == ["m-1"] and world.orders(exit_tag(bracket.id)) == []
+    # When, after that hold, SQS redelivers the same message, and another intent for the bracket arrives
+    time.sleep(get_settings().exit_unknown_hold_s)
     second = invoke(
         ("m-1", exit_message(bracket.id, stop="1485", ltp="1484")),
         ("m-2", exit_message(bracket.id, stop="1485", ltp="1483")),

@@ -5,10 +5,12 @@ retries and DLQ; the exit Lambda (functions/exit) places them at the paper excha
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
+from bracketflow.settings import get_settings
 from tests.integration.exit_support import seed_protected, sqs_event, world  # noqa: F401
 from tests.integration.test_intake_support import FakeContext
 
@@ -97,8 +99,10 @@ def test_an_eod_exit_the_broker_could_not_take_goes_back_to_the_queue_for_its_re
     # Then the message is reported failed (SQS redelivers it; after maxReceiveCount it reaches the DLQ and its alarm)
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [message_id]
     assert BracketRepository().get(b.id).status.value == "EXITING" and sells(world) == []
-    # And its redelivery, the broker well again, resumes the claim and places the one exit
+    # And its redelivery, the broker well again and the unknown placement's hold (EXIT_UNKNOWN_HOLD_S) past, resumes
+    # the claim and places the one exit
     world.paper.set_faults([])
+    time.sleep(get_settings().exit_unknown_hold_s)
     assert run_exit_lambda((message_id, body))["batchItemFailures"] == []
     after = BracketRepository().get(b.id)
     assert after.exit_reason.value == "EOD" and len(sells(world)) == 1

@@ -23,6 +23,7 @@ import pytest
 from kiteconnect import KiteConnect
 
 from bracketflow.domain.ids import order_tag
+from local.chaos import CrashAfterBroker
 from local.stack import LocalStack
 from tests.stack_support import (
     broker_orders,
@@ -144,6 +145,35 @@ def test_an_exit_that_fails_after_the_gtt_was_deleted_is_retried_well_within_the
     visibility_s = int(attrs["VisibilityTimeout"])
     assert visibility_s >= 180  # >= 6 x the exit Lambda's timeout, for an exit that is merely slow
     done = wait_for_status(b.id, "CLOSED", timeout_s=visibility_s / 2)
+    assert [(o["status"], o["filled_quantity"]) for o in exit_orders(market, b.id)] == [("COMPLETE", 10)]
+    assert net_position(market, "INFY") == 0
+    assert done.exit_reason.value == "STOP"
+
+
+# ---------- an exit whose invocation dies after the GTT was deleted ----------
+
+
+def test_an_exit_whose_invocation_died_after_deleting_the_gtt_is_resumed_within_seconds(market):
+    # Given a protected BUY 10 INFY, and exit invocations that die right after the broker acted (a Lambda timeout or
+    # a crashed sandbox: no handler code runs, so nothing hands the message back early)
+    b = protected_bracket(market, fresh_strategy("exit-died"), timeout_s=STATUS_BOUND_S)
+    crash = CrashAfterBroker(1.0, seed=5, functions=["ExitFunction"])
+    undo = crash.install(str(market.paper_url))
+    try:
+        # When the streamer reports the stop crossed, and the exit's invocation dies after deleting the GTT
+        stop_hit(market, b.id, "1479.95")
+        wait_for("the exit invocation's death", lambda: crash.fired["ExitFunction"] >= 1, STATUS_BOUND_S)
+        crash.rate = 0
+        assert str(b.gtt_id) not in live_gtts(market) and exit_orders(market, b.id) == []
+        # Then the exit is resumed and done long before the ExitQueue would hand its message out again (its
+        # visibility timeout): only the claim's delayed watchdog copy can meet a third of it
+        attrs = market.client("sqs").get_queue_attributes(
+            QueueUrl=market.queue_url("ExitQueue"), AttributeNames=["VisibilityTimeout"]
+        )["Attributes"]
+        done = wait_for_status(b.id, "CLOSED", timeout_s=int(attrs["VisibilityTimeout"]) / 3)
+    finally:
+        undo()
+    # And exactly one exit order was placed, for the whole position
     assert [(o["status"], o["filled_quantity"]) for o in exit_orders(market, b.id)] == [("COMPLETE", 10)]
     assert net_position(market, "INFY") == 0
     assert done.exit_reason.value == "STOP"

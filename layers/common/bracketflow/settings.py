@@ -141,6 +141,14 @@ class LifecycleSettings(_Base):
     # A GTT that fired but whose LIMIT child has not filled this long after (the market gapped past its price) is
     # exited at market by the exit Lambda, the child cancelled first.
     gtt_child_grace_s: float = Field(3.0, alias="GTT_CHILD_GRACE_S")
+    # An exit is watched: this long after it is claimed, a delayed copy of its message checks that an exit order was
+    # placed, and resumes the exit if the invocation that claimed it died (after deleting the GTT, say) instead of
+    # leaving the position to the queue's visibility timeout.
+    exit_watchdog_s: int = Field(3, alias="EXIT_WATCHDOG_S")
+    # After an exit placement whose outcome is unknown (no answer, and the broker's book did not show it within the
+    # lookup window), no other attempt places for this much longer: a broker that lists new orders late still shows
+    # the first one before a second is sent.
+    exit_unknown_hold_s: float = Field(1.5, alias="EXIT_UNKNOWN_HOLD_S")
 
 
 class LiveUpdateSettings(_Base):

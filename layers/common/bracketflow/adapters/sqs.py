@@ -9,9 +9,10 @@ from bracketflow.adapters.aws import client
 from bracketflow.settings import get_settings
 
 
-def send_json(queue_url: str, body: dict[str, Any]) -> str:
-    """Send one JSON message; returns its MessageId."""
-    out = client("sqs").send_message(QueueUrl=queue_url, MessageBody=json.dumps(body, separators=(",", ":")))
+def send_json(queue_url: str, body: dict[str, Any], delay_s: int = 0) -> str:
+    """Send one JSON message (delivered no sooner than `delay_s` seconds, at most 900); returns its MessageId."""
+    kwargs: dict[str, Any] = {"DelaySeconds": min(max(int(delay_s), 0), 900)} if delay_s else {}
+    out = client("sqs").send_message(QueueUrl=queue_url, MessageBody=json.dumps(body, separators=(",", ":")), **kwargs)
     return str(out["MessageId"])
 
 

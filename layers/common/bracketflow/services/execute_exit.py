@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
@@ -52,11 +53,12 @@ from bracketflow.adapters.broker import get_broker
 from bracketflow.adapters.broker.port import BrokerPort, OrderReport, OrderRequest
 from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.adapters.sqs import send_json
 from bracketflow.domain.bracket import Bracket, LegOrder
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, PositionSide
 from bracketflow.domain.events import ExitFailed, ExitPlaced, ExitRequested
 from bracketflow.domain.ids import order_tag
-from bracketflow.errors import BrokerError, BrokerRejected, ConcurrentModification, ValidationFailed
+from bracketflow.errors import BrokerError, BrokerRejected, BrokerTimeout, ConcurrentModification, ValidationFailed
 from bracketflow.observability import logger, metrics
 from bracketflow.services.working_entry import settle_before_exit
 from bracketflow.settings import get_settings
@@ -92,6 +94,9 @@ class ExitIntent:
     detected_at: str | None = None
     message_index: int | None = None
     packet_index: int | None = None
+    # The watchdog's copy of a claimed exit's message names the claim it checks on (see _arm_watchdog).
+    resume_claim: str | None = None
+    raw: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_json(cls, body: str) -> ExitIntent:
@@ -116,6 +121,8 @@ class ExitIntent:
                 detected_at=raw.get("detected_at"),
                 message_index=raw.get("message_index"),
                 packet_index=raw.get("packet_index"),
+                resume_claim=str(raw["resume_claim"]) if raw.get("resume_claim") else None,
+                raw=raw,
             )
         except KeyError as missing:
             raise ValidationFailed(f"exit intent lacks {missing}") from None
@@ -144,8 +151,10 @@ def execute_exit(
     if isinstance(claimed, ExitResult):
         logger.info("exit not placed", extra={"bracket_id": intent.bracket_id, "outcome": claimed.outcome})
         return claimed
+    bracket, fresh = claimed
+    if fresh:
+        _arm_watchdog(intent, claim_id)
     broker = broker or get_broker()
-    bracket = claimed
     if bracket.entry_working:
         # The rest of a partly filled entry still works: cancel it first, and exit the final filled quantity.
         bracket = settle_before_exit(bracket.id)
@@ -157,6 +166,30 @@ def execute_exit(
             return settled
         gtt_orders = settled
 
+    owner = uuid.uuid4().hex
+    if not store.take_exit_lease(bracket.id, owner, _lease_s()):
+        current = repo.get(bracket.id)
+        if current is None or current.status is not BracketStatus.EXITING or current.exit is not None:
+            return ExitResult(ExitOutcome.DUPLICATE, bracket.id, detail="another attempt placed the exit")
+        raise ConcurrentModification(f"bracket {bracket.id}: another attempt is placing its exit; retried")
+    hold_s = 0.0
+    try:
+        current = repo.get(bracket.id)
+        if current is None or current.status is not BracketStatus.EXITING or current.exit is not None:
+            return ExitResult(ExitOutcome.DUPLICATE, bracket.id, detail="another attempt placed the exit")
+        return _place_exit(repo, broker, current, intent, gtt_orders)
+    except BrokerTimeout:
+        # The order may exist and not be listed yet: no other attempt places for a while (EXIT_UNKNOWN_HOLD_S).
+        hold_s = get_settings().exit_unknown_hold_s
+        raise
+    finally:
+        store.hold_exit_lease(bracket.id, owner, hold_s)
+
+
+def _place_exit(
+    repo: BracketRepository, broker: BrokerPort, bracket: Bracket, intent: ExitIntent, gtt_orders: list[OrderReport]
+) -> ExitResult:
+    """Under the exit lease: adopt our tagged exit order if the broker has one, else place it for what is open."""
     tag = order_tag(bracket.id, LegRole.EXIT.value)
     # The tag map before the order: its COMPLETE may reach the watcher before _record_placed writes the order id.
     store.put_order_tag_map(tag, bracket, LegRole.EXIT.value, exit_reason=bracket.exit_reason)
@@ -211,6 +244,38 @@ def open_quantity(bracket: Bracket, dead_exits: list[OrderReport]) -> int:
     return filled - gone
 
 
+def _lease_s() -> float:
+    """How long one attempt may hold the right to place: past the end of its placement call however it ends (the
+    account's rate-limit wait, connecting, the read timeout, the lookup of a lost answer), with a margin."""
+    s = get_settings()
+    return s.order_rate_wait_s + s.broker_connect_timeout_s + s.broker_timeout_s + s.broker_lookup_window_s + 5.0
+
+
+def _arm_watchdog(intent: ExitIntent, claim_id: str) -> None:
+    """Send a copy of the exit's message, delayed EXIT_WATCHDOG_S, that resumes this claim if no exit order was placed
+    by then: an invocation that dies after deleting the GTT would otherwise leave the position naked until the
+    queue's visibility timeout. A claim that did its work by then makes the copy a no-op (DUPLICATE)."""
+    settings = get_settings()
+    if not settings.exit_queue_url:
+        return
+    body = dict(intent.raw) if intent.raw else _intent_fields(intent)
+    body["resume_claim"] = claim_id
+    try:
+        send_json(settings.exit_queue_url, body, delay_s=settings.exit_watchdog_s)
+    except Exception:  # the queue's own redelivery still resumes a claim whose invocation died
+        logger.exception("could not arm the exit watchdog", extra={"bracket_id": intent.bracket_id})
+
+
+def _intent_fields(intent: ExitIntent) -> dict[str, Any]:
+    return {
+        "bracket_id": intent.bracket_id,
+        "reason": intent.reason.value,
+        "ltp": None if intent.ltp is None else str(intent.ltp),
+        "stop_price": str(intent.stop_price),
+        "detected_at": intent.detected_at,
+    }
+
+
 def retry_delay_s(receive_count: int) -> int:
     """Seconds before a failed exit intent is delivered again: 1, 2, 4, 8, then RETRY_CAP_S."""
     return int(min(RETRY_CAP_S, RETRY_BASE_S * 2 ** max(receive_count - 1, 0)))
@@ -232,7 +297,9 @@ def _tighter(bracket: Bracket, stop: Decimal) -> Decimal:
     return min(bracket.stop_price, stop)
 
 
-def _claim(repo: BracketRepository, intent: ExitIntent, claim_id: str) -> Bracket | ExitResult:
+def _claim(repo: BracketRepository, intent: ExitIntent, claim_id: str) -> tuple[Bracket, bool] | ExitResult:
+    """(the bracket, True) when this message claims the exit now; (the bracket, False) when it resumes its own
+    claim (a redelivery, or the watchdog's copy) that placed no exit order yet; otherwise an ExitResult."""
     for _ in range(_ATTEMPTS):
         bracket = repo.get(intent.bracket_id)
         if bracket is None:
@@ -255,13 +322,15 @@ def _claim(repo: BracketRepository, intent: ExitIntent, claim_id: str) -> Bracke
                 changes["exit"] = None  # the failed attempt stays in the audit trail; a new exit leg follows
                 if bracket.exit.filled_quantity > 0:  # what it sold before it was cancelled counts in the P&L
                     changes["earlier_exits"] = (*bracket.earlier_exits, bracket.exit)
+            if intent.resume_claim:  # the watchdog's copy never claims anew
+                return ExitResult(ExitOutcome.DUPLICATE, bracket.id, detail=bracket.status.value)
             try:
-                return repo.transition(bracket, BracketStatus.EXITING, event, **changes)
+                return repo.transition(bracket, BracketStatus.EXITING, event, **changes), True
             except ConcurrentModification:
                 continue
         if bracket.status is BracketStatus.EXITING and bracket.exit is None and _claimed_by(repo, bracket, claim_id):
             logger.warning("resuming an exit claimed by this message before", extra={"bracket_id": bracket.id})
-            return bracket
+            return bracket, False
         return ExitResult(ExitOutcome.DUPLICATE, bracket.id, detail=bracket.status.value)
     raise ConcurrentModification(f"bracket {intent.bracket_id} kept changing while claiming its exit")
 

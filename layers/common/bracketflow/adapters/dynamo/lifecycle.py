@@ -9,6 +9,8 @@ TAG#<order_tag>                             MAP      bracket_id, account_id, rol
 BRACKET#<bracket_id>                        STATE    + entry_task_token / exit_task_token / entry_rest_task_token
                                                      (the waiting Step Functions tasks); not part of the aggregate,
                                                      so save() leaves them alone
+BRACKET#<bracket_id>                        EXITLEASE  owner, until (epoch s): the one exit attempt that may place an
+                                                     order for this bracket now (TTL expires_at)
 ORDERUPDATE#<order_id>#<status>#<filled>    DEDUPE   one order update seen (TTL expires_at): CLAIMED while a watcher
                                                      acts on it (until lease_until), DONE once it has
 """
@@ -182,3 +184,48 @@ def finish_order_update(order_id: str, status: str, filled_quantity: int) -> Non
 def release_order_update(order_id: str, status: str, filled_quantity: int) -> None:
     """Forget a claim whose processing failed, so the redelivered update is processed again."""
     table().delete_item(Key=order_update_key(order_id, status, filled_quantity))
+
+
+EXIT_LEASE = "EXITLEASE"
+
+
+def take_exit_lease(bracket_id: str, owner: str, seconds: float, now: float | None = None) -> bool:
+    """Become the one exit attempt that may place an order for this bracket for `seconds`: True unless another
+    attempt holds an unexpired lease. Two attempts of one exit (a redelivery, the watchdog's resume) can run at once;
+    only the holder looks the exit order up and places it."""
+    now = time.time() if now is None else now
+    try:
+        table().put_item(
+            Item={
+                "pk": r.bracket_pk(bracket_id),
+                "sk": EXIT_LEASE,
+                "type": EXIT_LEASE,
+                "owner": owner,
+                "until": r.to_dynamo(round(now + seconds, 3)),
+                "expires_at": int(now) + 86400,
+            },
+            ConditionExpression="attribute_not_exists(pk) OR #until < :now OR #owner = :owner",
+            ExpressionAttributeNames={"#until": "until", "#owner": "owner"},
+            ExpressionAttributeValues={":now": r.to_dynamo(round(now, 3)), ":owner": owner},
+        )
+        return True
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False
+        raise
+
+
+def hold_exit_lease(bracket_id: str, owner: str, seconds: float, now: float | None = None) -> None:
+    """Keep (or end, with 0) our lease `seconds` from now; another attempt's lease is never touched."""
+    now = time.time() if now is None else now
+    try:
+        table().update_item(
+            Key={"pk": r.bracket_pk(bracket_id), "sk": EXIT_LEASE},
+            UpdateExpression="SET #until = :until",
+            ConditionExpression="#owner = :owner",
+            ExpressionAttributeNames={"#until": "until", "#owner": "owner"},
+            ExpressionAttributeValues={":until": r.to_dynamo(round(now + seconds, 3)), ":owner": owner},
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise

@@ -238,7 +238,7 @@ class Gateway:
                 "resourceId": "local",
                 "resourcePath": route.resource,
                 "httpMethod": request.command,
-                "path": f"/{self.stage}{path}",
+                "path": path,  # served at the root, as a custom domain (or sam local) is: no "/dev" in front
                 "stage": self.stage,
                 "protocol": request.request_version,
                 "requestId": request_id,

@@ -192,6 +192,8 @@ def _tidy(operation: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
         optional = "apikey" in _body_properties(operation, schemas)
         operation["security"] = [{API_KEY_SCHEME: []}, {}] if optional else [{API_KEY_SCHEME: []}]
     for code, response in responses.items():
+        if code.startswith("3"):
+            response.pop("content", None)  # a redirect has no body (Powertools gives every answer a JSON one)
         if code.startswith(("4", "5")) and "application/json" in (response.get("content") or {}):
             response["content"]["application/json"]["schema"] = {"$ref": ERROR_REF}
     return operation

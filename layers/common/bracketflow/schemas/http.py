@@ -134,7 +134,12 @@ def _serve_openapi(app: APIGatewayRestResolver) -> None:
     @app.get(
         "/swagger",
         summary="This document (?format=json), or Swagger UI to try the API from a browser",
-        responses={200: {"description": "Swagger UI (text/html), or the OpenAPI document with ?format=json"}},
+        responses={
+            200: {
+                "description": "Swagger UI, or the OpenAPI document with ?format=json",
+                "content": {"text/html": {"schema": {"type": "string"}}, "application/json": {"schema": {}}},
+            }
+        },
     )
     def swagger(format: Annotated[str | None, Query(max_length=16)] = None) -> Response[str]:
         event = app.current_event
@@ -177,6 +182,15 @@ def make_resolver(title: str, description: str, *, swagger: bool = True) -> APIG
     @app.exception_handler(UnicodeDecodeError)
     def _not_text(exc: UnicodeDecodeError) -> Response:  # Powertools decodes a base64 body as UTF-8 itself
         return error(400, "body is not UTF-8 text: send JSON")
+
+    @app.exception_handler(UnicodeEncodeError)
+    def _not_a_form(exc: UnicodeEncodeError) -> Response:
+        # Powertools reads a multipart/form-data body as latin-1 bytes before validating it: characters beyond
+        # latin-1 are the caller's wrong content type, not our failure. Anywhere else it is a bug of ours.
+        content_type = (app.current_event.get_header_value("content-type", "", case_sensitive=False) or "").lower()
+        if content_type.startswith("multipart/"):
+            return error(400, "body is not readable as multipart/form-data: send JSON (application/json)")
+        return _unexpected(exc)
 
     @app.exception_handler(BracketBlocked)
     def _blocked(exc: BracketBlocked) -> Response:

@@ -138,7 +138,8 @@ def _serve_openapi(app: APIGatewayRestResolver) -> None:
             200: {
                 "description": "Swagger UI, or the OpenAPI document with ?format=json",
                 "content": {"text/html": {"schema": {"type": "string"}}, "application/json": {"schema": {}}},
-            }
+            },
+            **error_responses(400),
         },
     )
     def swagger(format: Annotated[str | None, Query(max_length=16)] = None) -> Response[str]:

@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= ap-south-1
 
-.PHONY: run test lint fmt bench soak build deploy validate account token record replay demo clean venv sam-venv paper console browser
+.PHONY: run test lint fmt openapi bench soak build deploy validate account token record replay demo clean venv sam-venv paper console browser
 
 venv: $(VENV)/.installed
 sam-venv: $(SAM_VENV)/.installed
@@ -54,6 +54,10 @@ test: venv sam-venv console browser lint validate build
 browser:
 	@test -x /usr/bin/chromium || (echo "installing chromium (Debian package) for the browser tests ..." && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+## make openapi: rewrite the API's OpenAPI document (layers/common/bracketflow/openapi.json) from the functions' routes.
+openapi: venv
+	@$(PY) -m local.openapi
 
 lint: venv
 	@$(VENV)/bin/ruff check .

@@ -2,8 +2,9 @@
 
 Each request becomes an API Gateway v1 proxy event for the function whose Api event matches the path and method (path
 parameters like {id}, a greedy {proxy+}, method ANY); the handler runs in-process and its proxy response is written
-back. `GET /health` is answered by the local stack itself. As API Gateway does: an unknown route is a 404 JSON error, a
-handler that crashes or answers something that is not a proxy response is a 502.
+back. `GET /health` is answered by the local stack itself. As API Gateway does: a path or a method the template does
+not route (TRACE, PATCH on a GET route ...) is a 403 {"message": "Missing Authentication Token"}, a handler that
+crashes or answers something that is not a proxy response is a 502.
 """
 
 from __future__ import annotations
@@ -122,7 +123,12 @@ class Gateway:
             def _serve(self) -> None:
                 gateway.serve(self)
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+            def __getattr__(self, name: str) -> Any:
+                # Every method, TRACE or one nobody has heard of, reaches the routing: API Gateway refuses one a
+                # route does not have itself, where http.server would answer 501 with an HTML page.
+                if name.startswith("do_"):
+                    return self._serve
+                raise AttributeError(name)
 
         return Handler
 
@@ -143,12 +149,10 @@ class Gateway:
             self._error(request, 503, "the local stack is still starting; try again when GET /health answers 200")
             return
 
-        route, params, allowed = self._match(path, request.command)
+        route, params, _ = self._match(path, request.command)
         if route is None:
-            if allowed:
-                self._error(request, 405, f"{request.command} is not allowed on {path}", {"Allow": ", ".join(allowed)})
-            else:
-                self._error(request, 404, f"no route for {request.command} {path}")
+            self._missing_authentication_token(request)
+            log.info("%s %s -> 403 (no such route)", request.command, path)
             return
 
         event = self._event(request, route, path, split.query, params, raw_body)
@@ -234,7 +238,7 @@ class Gateway:
                 "resourceId": "local",
                 "resourcePath": route.resource,
                 "httpMethod": request.command,
-                "path": f"/{self.stage}{path}",
+                "path": path,  # served at the root, as a custom domain (or sam local) is: no "/dev" in front
                 "stage": self.stage,
                 "protocol": request.request_version,
                 "requestId": request_id,
@@ -267,6 +271,12 @@ class Gateway:
             raise ValueError("the proxy response body must be a string")
         data = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode("utf-8")
         return status, headers, data
+
+    def _missing_authentication_token(self, request: BaseHTTPRequestHandler) -> None:
+        """API Gateway's answer to a path or a method the API does not have (it says nothing about which)."""
+        body = json.dumps({"message": "Missing Authentication Token"}).encode()
+        headers = {"Content-Type": "application/json", "x-amzn-ErrorType": "MissingAuthenticationTokenException"}
+        self._write(request, 403, headers, body)
 
     def _error(
         self, request: BaseHTTPRequestHandler, status: int, message: str, extra: dict[str, str] | None = None

@@ -38,7 +38,7 @@ def place_bracket_order(
 @app.get(
     "/api/v1/brackets/<bracket_id>",
     summary="A bracket, its current stop and its audit trail",
-    responses=error_responses(401, 404),
+    responses={200: {"description": "The bracket (data)"}, **error_responses(400, 401, 404, 503)},
 )
 def get_bracket(bracket_id: Annotated[str, Path(max_length=64)], x_api_key: ApiKeyHeader = None) -> Response[dict]:
     caller = authenticate_api_key(x_api_key)
@@ -48,7 +48,7 @@ def get_bracket(bracket_id: Annotated[str, Path(max_length=64)], x_api_key: ApiK
 @app.get(
     "/api/v1/brackets/<bracket_id>/prices",
     summary="The market price of the bracket's instrument over its life (for charts)",
-    responses=error_responses(401, 404),
+    responses={200: {"description": "The prices (data)"}, **error_responses(400, 401, 404, 503)},
 )
 def get_bracket_prices(
     bracket_id: Annotated[str, Path(max_length=64)], x_api_key: ApiKeyHeader = None
@@ -63,7 +63,7 @@ def get_bracket_prices(
     description="202 with the bracket's status and what will happen (action ENTRY_NOT_SENT, CANCEL_ENTRY or "
     "EXIT_POSITION); the workflow or the exit Lambda acts on it, never this request. 409 while it is already "
     "exiting, finished, under review, or placing its protection (send it again in a few seconds).",
-    responses={202: {"description": "Cancel (or exit) accepted"}, **error_responses(401, 404, 409)},
+    responses={202: {"description": "Cancel (or exit) accepted"}, **error_responses(400, 401, 404, 409, 503)},
 )
 def cancel_bracket(bracket_id: Annotated[str, Path(max_length=64)], x_api_key: ApiKeyHeader = None) -> Response[dict]:
     caller = authenticate_api_key(x_api_key)
@@ -73,7 +73,7 @@ def cancel_bracket(bracket_id: Annotated[str, Path(max_length=64)], x_api_key: A
 @app.get(
     "/api/v1/orderbook",
     summary="The order book with filters and counts per status",
-    responses=error_responses(400, 401),
+    responses={200: {"description": "The brackets and the counts (data)"}, **error_responses(400, 401, 503)},
 )
 def get_order_book(
     x_api_key: ApiKeyHeader = None,
@@ -90,7 +90,7 @@ def get_order_book(
 @app.get(
     "/api/v1/orderlogs",
     summary="Placement requests and answers (API keys redacted)",
-    responses=error_responses(400, 401),
+    responses={200: {"description": "The order log (data)"}, **error_responses(400, 401, 503)},
 )
 def get_order_logs(
     x_api_key: ApiKeyHeader = None, date: Annotated[str | None, Query(max_length=10)] = None

@@ -36,7 +36,7 @@ IdempotencyHeader = Annotated[
 _POST_RESPONSES = {
     200: {"description": "The batch is final (PLACED, PARTIAL, ROLLED_BACK or FAILED)"},
     202: {"description": "Accepted and still running (IN_PROGRESS or ROLLING_BACK): poll GET /api/v1/batches/{id}"},
-    **error_responses(400, 401, 404, 409, 429),
+    **error_responses(400, 401, 404, 409, 429, 503),
 }
 
 
@@ -83,7 +83,13 @@ def place_account_batch_orders(
 
 
 @app.get(
-    "/api/v1/batches/<batch_id>", summary="A batch, its legs and its audit trail", responses=error_responses(401, 404)
+    "/api/v1/batches/<batch_id>",
+    summary="A batch, its legs and its audit trail",
+    responses={
+        200: {"description": "The batch is final"},
+        202: {"description": "The batch is still running"},
+        **error_responses(400, 401, 404, 503),
+    },
 )
 def get_batch(batch_id: Annotated[str, Path(max_length=64)], x_api_key: ApiKeyHeader = None) -> Response[dict]:
     caller = authenticate_api_key(x_api_key)

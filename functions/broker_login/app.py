@@ -16,9 +16,18 @@ from bracketflow.observability import logger, metrics
 from bracketflow.services.broker_session import broker_login_url, complete_login
 
 api = APIGatewayRestResolver()
+_PAGE = {"text/html": {"schema": {"type": "string"}}}
+_NOT_SET_UP = {"description": "Kite login is not set up (the broker secret has no api_key)", "content": _PAGE}
 
 
-@api.get("/broker/login")
+@api.get(
+    "/broker/login",
+    summary="Start the daily Kite login (a browser page: redirects to Kite)",
+    responses={
+        302: {"description": "To Kite's login page", "headers": {"Location": {"schema": {"type": "string"}}}},
+        503: _NOT_SET_UP,
+    },
+)
 def login() -> Response[str]:
     try:
         url = broker_login_url()
@@ -27,7 +36,22 @@ def login() -> Response[str]:
     return Response(status_code=302, headers={"Location": url, "Cache-Control": "no-store"}, body="")
 
 
-@api.get("/broker/callback")
+@api.get(
+    "/broker/callback",
+    summary="Kite's redirect after the login: stores the day's session (a browser page)",
+    responses={
+        200: {"description": "The session is stored", "content": _PAGE},
+        400: {"description": "The login failed or was cancelled (request_token, status)", "content": _PAGE},
+        502: {"description": "Kite refused the session exchange", "content": _PAGE},
+        503: _NOT_SET_UP,
+    },
+    openapi_extensions={
+        "parameters": [
+            {"name": "request_token", "in": "query", "schema": {"type": "string"}, "description": "From Kite"},
+            {"name": "status", "in": "query", "schema": {"type": "string"}, "description": "success, or why not"},
+        ]
+    },
+)
 def callback() -> Response[str]:
     query = api.current_event.query_string_parameters or {}
     try:

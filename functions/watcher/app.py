@@ -29,7 +29,25 @@ def record_handler(record: SQSRecord) -> str:
     return ingest(body["order"], str(body.get("source") or "queue"))
 
 
-@api.post("/broker/postback")
+_POSTBACK_BODY = {
+    "requestBody": {
+        "description": "Kite's order update, with its checksum (SHA-256 of order_id + order_timestamp + api_secret)",
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+
+
+@api.post(
+    "/broker/postback",
+    summary="The broker's order update (Kite postback)",
+    responses={
+        200: {"description": "Acted on, already known, or left to the ticker's copy (data.outcome)"},
+        400: {"description": "Not JSON or not an order update", "content": {"application/json": {}}},
+        401: {"description": "The checksum does not match this app's secret", "content": {"application/json": {}}},
+    },
+    openapi_extensions=_POSTBACK_BODY,
+)
 def postback() -> Response[dict]:
     event = api.current_event
     try:

@@ -28,6 +28,7 @@ app = make_resolver(
 _ALERT_BODY = {
     "requestBody": {
         "description": "The alert message: JSON (as application/json or text/plain)",
+        "required": True,
         "content": {"text/plain": {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}},
     }
 }
@@ -42,7 +43,10 @@ def alert() -> Response[dict]:
 
 
 @app.post(
-    "/tradingview/webhook/bracket/<token>", summary="A TradingView alert with a webhook token", responses=_RESPONSES
+    "/tradingview/webhook/bracket/<token>",
+    summary="A TradingView alert with a webhook token",
+    responses=_RESPONSES,
+    openapi_extensions=_ALERT_BODY,
 )
 def alert_with_token(token: Annotated[str, Path(max_length=256)]) -> Response[dict]:
     return _place(token)

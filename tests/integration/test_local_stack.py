@@ -157,13 +157,13 @@ def test_post_body_and_greedy_proxy_path_reach_the_handler(stack):
     assert proxied["pathParameters"] == {"proxy": "reports/2024/jan.csv"}
 
 
-def test_unknown_route_is_404_wrong_method_405_and_a_crash_502_as_json(stack):
-    assert http("GET", f"{stack.api_url}/nowhere") == (
-        404,
-        {"status": "error", "message": "no route for GET /nowhere"},
-    )
-    status, body = http("POST", f"{stack.api_url}/echo/1")
-    assert (status, body["status"]) == (405, "error")
+def test_unknown_route_and_unsupported_methods_are_api_gateways_403_and_a_crash_502_as_json(stack):
+    missing = (403, {"message": "Missing Authentication Token"})
+    assert http("GET", f"{stack.api_url}/nowhere") == missing
+    assert http("POST", f"{stack.api_url}/echo/1") == missing
+    for method in ("TRACE", "PATCH", "CONNECT", "PROPFIND"):
+        assert http(method, f"{stack.api_url}/echo/1") == missing, method
+    assert http("POST", f"{stack.api_url}/health") == missing
     status, body = http("GET", f"{stack.api_url}/echo/crash")
     assert status == 502
     assert body == {"status": "error", "message": "the EchoFunction function failed: RuntimeError"}

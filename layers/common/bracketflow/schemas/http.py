@@ -13,16 +13,22 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
+import aws_lambda_powertools.event_handler
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError, ValidationException
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from bracketflow.errors import BracketBlocked, BracketflowError
 from bracketflow.observability import logger
 from bracketflow.schemas import wire_json
+
+# Written by `make openapi` (local/openapi.py) from every function's route declarations, shipped in the layer.
+OPENAPI_DOCUMENT = Path(__file__).resolve().parent.parent / "openapi.json"
 
 ERROR_CODES = {
     400: "Invalid request: a field is missing or wrong (the message names it)",
@@ -118,13 +124,53 @@ def describe_validation_errors(errors: Any) -> str:
     return "; ".join(parts) or "the request is invalid"
 
 
+def openapi_document() -> dict[str, Any]:
+    """The whole API's OpenAPI document (every route of every function), as `make openapi` wrote it from the
+    functions' own route declarations: one Lambda's package holds only its own routes' code."""
+    return json.loads(OPENAPI_DOCUMENT.read_text(encoding="utf-8"))
+
+
+def _serve_openapi(app: APIGatewayRestResolver) -> None:
+    @app.get(
+        "/swagger",
+        summary="This document (?format=json), or Swagger UI to try the API from a browser",
+        responses={
+            200: {
+                "description": "Swagger UI, or the OpenAPI document with ?format=json",
+                "content": {"text/html": {"schema": {"type": "string"}}, "application/json": {"schema": {}}},
+            },
+            **error_responses(400),
+        },
+    )
+    def swagger(format: Annotated[str | None, Query(max_length=16)] = None) -> Response[str]:
+        event = app.current_event
+        stage = event.request_context.stage
+        # Under the stage's path on execute-api ("/dev"), at the root on a custom domain or the local stack.
+        base = f"/{stage}" if stage and event.request_context.path.startswith(f"/{stage}/") else ""
+        document = {**openapi_document(), "servers": [{"url": base or "/"}]}
+        spec = json.dumps(document).replace("</", "<\\/")
+        if format == "json":
+            return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=spec)
+        from aws_lambda_powertools.event_handler.openapi.swagger_ui import generate_swagger_html
+
+        ui = Path(aws_lambda_powertools.event_handler.__file__).parent / "openapi" / "swagger_ui"
+        page = generate_swagger_html(
+            spec,
+            (ui / "swagger-ui-bundle.min.js").read_text(encoding="utf-8"),
+            (ui / "swagger-ui.min.css").read_text(encoding="utf-8"),
+            "",
+            None,
+        )
+        return Response(status_code=200, content_type="text/html", body=page)
+
+
 def make_resolver(title: str, description: str, *, swagger: bool = True) -> APIGatewayRestResolver:
-    """A validating resolver with the error envelope; `swagger` serves the OpenAPI document and UI at /swagger (only
-    where API Gateway routes /swagger: building it loads Powertools' OpenAPI models, ~60 ms of a cold start)."""
+    """A validating resolver with the error envelope; `swagger` serves the API's OpenAPI document and its UI at
+    /swagger (only where API Gateway routes /swagger)."""
     # Bodies are read with wire_json's limits (size, nesting, number length): a hostile body is a 400, never a 5xx.
     app = APIGatewayRestResolver(enable_validation=True, serializer=to_json, json_body_deserializer=wire_json.loads)
     if swagger:
-        app.enable_swagger(path="/swagger", title=title, description=description, version="1.0.0")
+        _serve_openapi(app)
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response:
@@ -137,6 +183,15 @@ def make_resolver(title: str, description: str, *, swagger: bool = True) -> APIG
     @app.exception_handler(UnicodeDecodeError)
     def _not_text(exc: UnicodeDecodeError) -> Response:  # Powertools decodes a base64 body as UTF-8 itself
         return error(400, "body is not UTF-8 text: send JSON")
+
+    @app.exception_handler(UnicodeEncodeError)
+    def _not_a_form(exc: UnicodeEncodeError) -> Response:
+        # Powertools reads a multipart/form-data body as latin-1 bytes before validating it: characters beyond
+        # latin-1 are the caller's wrong content type, not our failure. Anywhere else it is a bug of ours.
+        content_type = (app.current_event.get_header_value("content-type", "", case_sensitive=False) or "").lower()
+        if content_type.startswith("multipart/"):
+            return error(400, "body is not readable as multipart/form-data: send JSON (application/json)")
+        return _unexpected(exc)
 
     @app.exception_handler(BracketBlocked)
     def _blocked(exc: BracketBlocked) -> Response:

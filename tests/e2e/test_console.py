@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from local.stack import LocalStack
 from tests.e2e.conftest import E2E_API_KEY
+from tests.e2e.firefox import FIREFOX, firefox_page
 from tests.stack_support import bracket, quote, run_reconcile, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -324,3 +325,59 @@ def test_the_console_is_readable_on_a_phone(manual_market: LocalStack, browser: 
         expect(page.locator("#bracket-status")).to_contain_text("CLOSED", timeout=UI_BOUND_MS)
     finally:
         context.close()
+
+
+def test_the_console_works_in_firefox(manual_market: LocalStack):
+    stack = manual_market
+    assert Path(FIREFOX).exists(), "Firefox ESR is missing: `make test` installs it (the browser target)"
+    with firefox_page() as page:
+        page.set_viewport(1280, 860)
+        page.goto(f"{stack.api_url}/console")
+        # Given a wrong key, Then the page says so and stays on the sign-in form
+        page.fill("#api-key", "not-a-key")
+        page.click("#sign-in-form button")
+        page.wait_for("the wrong key's message", "document.querySelector('#sign-in-error').textContent")
+        assert page.text("#sign-in-error") == "That API key was not accepted."
+        assert page.evaluate("document.querySelector('#book').hidden") is True
+        # When the trader signs in, Then the book and the status panel show, the key kept for the tab only
+        page.fill("#api-key", E2E_API_KEY)
+        page.click("#sign-in-form button")
+        page.wait_for("the order book", "!document.querySelector('#book').hidden")
+        assert page.evaluate("sessionStorage.getItem('bracketflow.apikey')") == E2E_API_KEY
+        assert E2E_API_KEY not in page.evaluate("location.href")
+        page.wait_for(
+            "the streamer in the status panel", "document.querySelector('#st-streamer').dataset.state === 'up'"
+        )
+
+        # When a bracket is placed from the form (a MARKET BUY of 1 INFY)
+        page.click("#new-bracket")
+        page.wait_for("the form", "document.querySelector('#place-dialog').open")
+        for name, value in {
+            "symbol": "INFY",
+            "entry_price": "1500",
+            "sl_price": "1490",
+            "target_price": "1530",
+        }.items():
+            page.fill(f"#place-form [name={name}]", value)
+        page.fill("#place-form [name=pricetype]", "MARKET")
+        page.fill("#place-form [name=strategy]", "firefox")
+        page.click("#place-submit")
+        # Then its view opens, it fills and is protected, and the chart draws
+        bracket_id = page.wait_for("the bracket's view", "(location.hash.match(/^#\\/bracket\\/(.+)$/) || [])[1]")
+        page.wait_for("PROTECTED", "document.querySelector('#bracket-status').textContent === 'PROTECTED'")
+        stop = str(api(stack, "GET", f"/api/v1/brackets/{bracket_id}")["data"]["stop_price"])
+        page.wait_for("the stop", f"document.querySelector('#stop-value').dataset.value === {stop!r}")
+        assert page.evaluate("document.querySelectorAll('#chart canvas').length") > 0
+        assert (
+            page.evaluate("document.querySelectorAll('#events-table tr[data-event=\"ProtectionPlaced\"]').length") == 1
+        )
+
+        # When the trader goes back to the book, Then the row and its count are there
+        page.click("#back")
+        page.wait_for("the row", f"document.querySelector('tr[data-bracket=\"{bracket_id}\"] .badge')?.textContent")
+        assert page.text(f'tr[data-bracket="{bracket_id}"] .badge') == "PROTECTED"
+        assert page.text('#counts [data-status="PROTECTED"] b') == "1"
+
+    # (exited, so nothing is left open)
+    assert api(stack, "DELETE", f"/api/v1/brackets/{bracket_id}")["http_status"] == 202
+    wait_for("the bracket closed", lambda: status_of(stack, bracket_id) == "CLOSED", timeout_s=BOUND_S)

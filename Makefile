@@ -50,10 +50,11 @@ run: venv console
 test: venv sam-venv console browser lint validate build
 	@$(PY) -m pytest -q -n 2 --dist loadgroup
 
-## make browser: the headless Chromium the browser tests drive (Debian's package; installed only when missing).
+## make browser: the headless Chromium and Firefox ESR the browser tests drive (Debian's packages; installed only
+## when missing). Firefox is driven over WebDriver BiDi, which it speaks itself: no geckodriver to fetch.
 browser:
-	@test -x /usr/bin/chromium || (echo "installing chromium (Debian package) for the browser tests ..." && \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	@test -x /usr/bin/chromium -a -x /usr/bin/firefox-esr || (echo "installing chromium and firefox-esr (Debian packages) for the browser tests ..." && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium firefox-esr >/dev/null)
 
 ## make openapi: rewrite the API's OpenAPI document (layers/common/bracketflow/openapi.json) from the functions' routes.
 openapi: venv

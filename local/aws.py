@@ -634,8 +634,37 @@ def _step(what: str) -> Iterator[None]:
         raise RuntimeError(f"creating {what} in moto failed: {exc}") from exc
 
 
+_ALARM_FIELDS = (
+    "AlarmDescription",
+    "Namespace",
+    "MetricName",
+    "Dimensions",
+    "Statistic",
+    "ExtendedStatistic",
+    "Period",
+    "EvaluationPeriods",
+    "DatapointsToAlarm",
+    "Threshold",
+    "ComparisonOperator",
+    "TreatMissingData",
+    "Metrics",
+    "Unit",
+)
+
+
+def _alarm_args(name: str, props: dict[str, Any]) -> dict[str, Any]:
+    """PutMetricAlarm's arguments from an AWS::CloudWatch::Alarm's properties (actions left out: nothing to notify)."""
+    args: dict[str, Any] = {"AlarmName": name, **{k: props[k] for k in _ALARM_FIELDS if k in props}}
+    for key in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
+        if key in args:
+            args[key] = int(args[key])
+    if "Threshold" in args:
+        args["Threshold"] = float(args["Threshold"])
+    return args
+
+
 def provision(server: MotoServer, template: Template) -> None:
-    """Create the template's tables, queues, secrets, parameters, functions and state machines in moto."""
+    """Create the template's tables, queues, secrets, parameters, alarms, functions and state machines in moto."""
     iam = server.client("iam")
     role_arn = iam.create_role(
         RoleName=LAMBDA_ROLE_NAME,
@@ -675,6 +704,11 @@ def provision(server: MotoServer, template: Template) -> None:
     for name, props in template.ssm_parameters.items():
         with _step(f"parameter {name}"):
             ssm.put_parameter(Name=name, Type=str(props.get("Type", "String")), Value=str(props.get("Value", "")))
+
+    cloudwatch = server.client("cloudwatch")
+    for name, props in template.alarms.items():
+        with _step(f"alarm {name}"):
+            cloudwatch.put_metric_alarm(**_alarm_args(name, props))
 
     lam = server.client("lambda")
     code = _dummy_zip()

@@ -2,7 +2,8 @@
 
 The local stack has no CloudFormation: this module loads the template (with the short-form intrinsic tags), applies
 SAM Globals, resolves Parameters/Conditions/Mappings and the intrinsic functions, and hands back plain specs for the
-resources the local stack realises. Anything else (IAM, alarms, dashboards, VPC, ECS services ...) is listed in
+resources the local stack realises. Alarms are created in moto (which never evaluates them: a test sets their state,
+and the console's status panel reads them). Anything else (IAM, dashboards, VPC, ECS services ...) is listed in
 `skipped` and otherwise ignored.
 """
 
@@ -157,6 +158,7 @@ class Template:
     queues: dict[str, QueueSpec] = field(default_factory=dict)
     secrets: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> resolved properties
     ssm_parameters: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> resolved properties
+    alarms: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> resolved properties (never evaluated)
     rest_apis: dict[str, dict[str, Any]] = field(default_factory=dict)  # logical id -> resolved properties
     container_environment: dict[str, dict[str, str]] = field(default_factory=dict)  # container name -> env
     skipped: dict[str, str] = field(default_factory=dict)  # logical id -> type
@@ -202,6 +204,7 @@ _REALISED = {
     "AWS::SecretsManager::Secret",
     "AWS::SSM::Parameter",
     "AWS::Serverless::LayerVersion",
+    "AWS::CloudWatch::Alarm",
 }
 _SCHEDULE_RESOURCES = {"AWS::Events::Rule", "AWS::Scheduler::Schedule"}
 
@@ -510,6 +513,8 @@ def load_template(
             tpl.secrets[name] = r.resolve(raw_props)
         elif kind == "AWS::SSM::Parameter":
             tpl.ssm_parameters[name] = r.resolve(raw_props)
+        elif kind == "AWS::CloudWatch::Alarm":
+            tpl.alarms[name] = r.resolve(raw_props)
         elif kind == "AWS::Serverless::Api":
             tpl.rest_apis[logical_id] = r.resolve(_merge_globals(raw_props, globals_.get("Api") or {}))
     _attach_schedules(tpl, schedule_resources)

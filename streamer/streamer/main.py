@@ -8,9 +8,9 @@ Threads, and what each may touch:
   store     every STREAMER_PERSIST_INTERVAL_S: coalesced stop writes + stop-sync intents; every
             STREAMER_RESYNC_INTERVAL_S: resync with the OPEN index; every STREAMER_PRICE_INTERVAL_S: the last
             prices of watched instruments for the console's chart (parsed here from the latest binary messages,
-            which the tick thread only appends to a bounded deque). The only thread that uses DynamoDB.
+            which the tick thread only appends to a bounded deque). The only thread that uses DynamoDB for trading.
   publish:* one per SQS queue (exits, order events, stop sync).
-  metrics   EMF every STREAMER_METRICS_INTERVAL_S.
+  metrics   EMF every STREAMER_METRICS_INTERVAL_S, and the heartbeat item the console's status panel reads.
 SIGTERM/SIGINT: stop reading, stop the control poller, write the last stops, flush the publishers, exit 0.
 
 Exit intent (ExitQueue -> functions/exit), one per bracket whose stop was crossed:
@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from bracketflow.adapters.dynamo import prices as price_store
+from bracketflow.adapters.dynamo import streamer_health
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.dynamo.records import iso
 from bracketflow.domain.enums import ExitReason
@@ -62,6 +63,7 @@ _UINT32 = struct.Struct(">I")
 LAG_SAMPLE_EVERY_S = 1.0
 # Binary messages kept for the console's price recording between two rounds (Kite sends about one a second).
 PRICE_MESSAGES_KEPT = 64
+FIRST_HEARTBEAT_S = 5.0  # the first metrics flush (and heartbeat) after the start
 
 
 @dataclass
@@ -351,11 +353,15 @@ class Streamer:
             self._stopping.wait(max(0.01, min(next_persist, next_resync, next_prices) - self._clock()))
 
     def _metrics_loop(self) -> None:
-        while not self._stopping.wait(self.settings.streamer_metrics_interval_s):
+        # The first flush soon after the start, so the console's status panel sees a new streamer within seconds.
+        every = self.settings.streamer_metrics_interval_s
+        wait = min(FIRST_HEARTBEAT_S, every)
+        while not self._stopping.wait(wait):
             self.flush_metrics()
+            wait = every
 
     def flush_metrics(self) -> dict[str, float]:
-        return self._metrics.flush(
+        values = self._metrics.flush(
             self._clock(),
             Counters(
                 packets=self.engine.packets_seen,
@@ -365,6 +371,20 @@ class Streamer:
                 watched=len(self.engine),
                 feed_lag_s=self.feed_lag_s,
             ),
+        )
+        self._guarded(lambda: self._beat(values), "heartbeat")
+        return values
+
+    def _beat(self, values: dict[str, float]) -> None:
+        """The console's view of the streamer and its feed (one small write per metrics interval)."""
+        streamer_health.put_heartbeat(
+            at=datetime.now(UTC),
+            every_s=self.settings.streamer_metrics_interval_s,
+            connected=self.supervisor.connected,
+            messages_per_s=values.get("MessagesPerSecond"),
+            watched=len(self.engine),
+            reconnects=self.supervisor.reconnects,
+            feed_lag_s=self.feed_lag_s,
         )
 
     @staticmethod
@@ -382,6 +402,7 @@ class Streamer:
         self._guarded(self.resync, "initial resync")  # subscribe to what is open before the first connect
         if self.control is not None:
             self.control.start()
+        self._metrics.last_at = self._clock()  # rates over the first interval count from here
         for name, target in (
             ("tick", self.supervisor.run),
             ("store", self._store_loop),

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 
+from bracketflow.adapters.dynamo.reconcile import get_last_run
 from local.stack import LocalStack
 from tests.stack_support import (
     bracket,
@@ -110,6 +111,15 @@ def test_a_gtt_cancelled_at_the_broker_is_replaced_while_the_position_is_open(ma
     assert [o["quantity"] for o in gtt["orders"]] == [10, 10]
     assert summary["repairs"] == {"REPROTECTED": 1} and "REPROTECTED" in reconciled(b.id)
     assert summary["orphan_gtts"] == []
+    # And the run is kept for the console's status panel, with the bracket it repaired and whose it is
+    kept = get_last_run()
+    assert kept["last_run"]["run_id"] == summary["run_id"] == kept["last_repair"]["run_id"]
+    assert kept["last_run"]["repaired"] == [{"bracket_id": b.id, "repair": "REPROTECTED", "account_id": b.account_id}]
+    # When the next run finds nothing to repair, it is the latest run, and the repair stays the latest repair
+    quiet = run_reconcile(market)
+    kept = get_last_run()
+    assert kept["last_run"]["run_id"] == quiet["run_id"] and kept["last_run"]["repairs"] == {}
+    assert kept["last_repair"]["run_id"] == summary["run_id"]
 
 
 def test_a_position_closed_at_the_broker_closes_the_bracket_and_cancels_its_gtt(market, kite):

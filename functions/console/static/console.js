@@ -6,9 +6,10 @@
 const KEY_STORE = "bracketflow.apikey";
 const BOOK_EVERY_MS = 3000;
 const BRACKET_EVERY_MS = 2000;
-const STATUS_EVERY_MS = 10000;
+const STATUS_EVERY_MS = 5000;
 const OPEN = new Set(["CREATED", "ENTRY_PENDING", "ENTRY_FILLED", "PROTECTED", "EXITING", "EXIT_FAILED", "NEEDS_REVIEW"]);
 const CANCELLABLE = new Set(["CREATED", "ENTRY_PENDING", "PROTECTED"]);
+const BOOK_COLUMNS = ["Time", "Symbol", "Side", "Qty", "Product", "Strategy", "Status", "Entry", "Stop", "Target", "Exit", "P&L", ""];
 
 const $ = (sel) => document.querySelector(sel);
 const el = (tag, attrs = {}, ...children) => {
@@ -58,6 +59,7 @@ function signOut(message = "") {
   stopTimers();
   $("#book").hidden = true;
   $("#bracket").hidden = true;
+  $("#status-panel").hidden = true;
   $("#sign-out").hidden = true;
   $("#sign-in").hidden = false;
   $("#sign-in-error").textContent = message;
@@ -88,8 +90,12 @@ function every(ms, fn) {
   state.timers.push(setInterval(() => { if (!document.hidden) fn(); }, ms));
 }
 
-// ---------- status (header) ----------
+// ---------- status: the header's components (/health) and the status panel (api/v1/status) ----------
 async function loadStatus() {
+  await Promise.all([loadHealth(), loadPanel()]);
+}
+
+async function loadHealth() {
   const box = $("#status");
   let health;
   try {
@@ -100,24 +106,79 @@ async function loadStatus() {
     return;
   }
   const chips = [];
-  const components = health.components || {};
-  for (const [name, value] of Object.entries(components)) {
+  for (const [name, value] of Object.entries(health.components || {})) {
     const st = typeof value === "string" ? value : value && (value.state || value.status);
-    chips.push(el("span", { class: st === "up" || st === "ok" ? "up" : "down", title: typeof value === "object" ? JSON.stringify(value) : "", text: `${name}${st && st !== "up" ? ` ${st}` : ""}` }));
+    chips.push(el("span", { class: st === "up" || st === "ok" ? "up" : "down", text: `${name}${st && st !== "up" ? ` ${st}` : ""}` }));
   }
-  const session = health.broker_session;
-  if (session) {
-    const valid = session.valid || session.state === "valid";
-    const chip = el("span", { class: valid ? "up" : "down", text: valid ? `broker session until ${when(session.expires_at)}` : "broker session: not logged in " });
-    if (!valid && session.login_url) chip.append(el("a", { href: session.login_url, text: "log in" }));
-    chips.push(chip);
-  }
-  if (health.reconciliation) {
-    const r = health.reconciliation;
-    chips.push(el("span", { class: "up", title: JSON.stringify(r), text: `reconciled ${clock(r.at)}${r.repaired ? `, ${r.repaired} repaired` : ""}` }));
-  }
-  for (const alarm of health.alarms || []) chips.push(el("span", { class: "down", text: `alarm: ${alarm}` }));
   box.replaceChildren(...chips);
+}
+
+function stat(id, state, text, title = "") {
+  const box = $(id);
+  box.dataset.state = state;
+  const v = box.querySelector(".v");
+  v.className = `v ${state}`;
+  v.textContent = text;
+  v.title = title;
+  return v;
+}
+
+const REPAIRS = (repairs) => Object.entries(repairs || {}).map(([k, n]) => `${k} ${n}`).join(", ");
+
+async function loadPanel() {
+  let s;
+  try {
+    ({ data: s } = await api("api/v1/status"));
+  } catch (err) {
+    if (err.status !== 401) stat("#st-session", "unknown", `status unavailable: ${err.message}`);
+    return;
+  }
+  $("#status-panel").hidden = false;
+
+  const session = s.broker_session || {};
+  const valid = session.state === "valid";
+  const sv = stat("#st-session", valid ? "up" : "down", valid ? `valid until ${when(session.expires_at)}` : session.state === "misconfigured" ? "misconfigured " : `${session.state || "unknown"} `, session.error || "");
+  if (!valid && session.login) sv.append(el("a", { href: session.login.replace(/^\//, ""), text: "log in" }));
+
+  const st = s.streamer || {};
+  stat("#st-streamer", st.state, st.state === "unknown" ? "no heartbeat yet" : `${st.state} · beat ${clock(st.heartbeat_at)} · ${st.watched} watched`, st.reconnects ? `${st.reconnects} reconnects` : "");
+  const feed = s.feed || {};
+  stat("#st-feed", feed.state === "flowing" || feed.state === "connected" ? "up" : feed.state === "unknown" ? "unknown" : "down",
+    feed.messages_per_s == null ? feed.state : `${feed.state} · ${Number(feed.messages_per_s).toFixed(1)} msg/s`, feed.lag_s == null ? "" : `lag ${feed.lag_s} s`);
+  $("#st-feed").dataset.feed = feed.state;
+
+  const rec = s.reconciliation || {};
+  const box = $("#st-reconcile");
+  const list = box.querySelector(".repaired");
+  if (rec.error) {
+    stat("#st-reconcile", "down", rec.error);
+    list.replaceChildren();
+  } else if (!rec.last_run) {
+    stat("#st-reconcile", "unknown", "no run yet");
+    list.replaceChildren();
+  } else {
+    const last = rec.last_run;
+    const what = REPAIRS(last.repairs) || "nothing to repair";
+    stat("#st-reconcile", last.errors ? "down" : "up", `${clock(last.at)} · ${last.brackets} checked · ${what}${last.errors ? ` · ${last.errors} not checked` : ""}${last.orphan_gtts ? ` · ${last.orphan_gtts} orphan GTTs` : ""}`);
+    box.dataset.at = last.at;
+    const rep = rec.last_repair;
+    if (rep) {
+      box.dataset.repairRun = rep.run_id;
+      const items = [el("li", { class: "muted", text: `last repair ${when(rep.at)}: ${REPAIRS(rep.repairs)}` })];
+      for (const r of rep.repaired) {
+        items.push(el("li", { "data-bracket": r.bracket_id }, el("a", { href: `#/bracket/${r.bracket_id}`, text: r.bracket_id }), ` ${r.repair}`));
+      }
+      list.replaceChildren(...items);
+    } else {
+      list.replaceChildren();
+    }
+  }
+
+  const alarms = s.alarms || { firing: [] };
+  const firing = alarms.firing || [];
+  stat("#st-alarms", alarms.error ? "unknown" : firing.length ? "down" : "up", alarms.error ? alarms.error : firing.length ? `${firing.length} firing` : `none firing (${alarms.watched} watched)`);
+  $("#st-alarm-list").replaceChildren(...firing.map((a) => el("li", { "data-alarm": a.name, title: a.reason || "" },
+    el("b", { text: a.name }), el("span", { text: ` since ${when(a.since)}` }), el("div", { class: "muted", text: a.description || "" }))));
 }
 
 // ---------- the order book ----------
@@ -161,9 +222,9 @@ function renderBook(data) {
       actions.append(el("button", { class: "small danger", type: "button", text: o.status === "PROTECTED" ? "Exit" : "Cancel",
         onclick: (e) => { e.stopPropagation(); cancelBracket(o); } }));
     }
-    return el("tr", { class: "row", "data-bracket": o.bracket_id, onclick: () => { location.hash = `#/bracket/${o.bracket_id}`; } },
+    const cells = [
       el("td", { text: when(o.created_at) }),
-      el("td", { text: `${o.exchange}:${o.symbol}` }),
+      el("td", { class: "sym", text: `${o.exchange}:${o.symbol}` }),
       el("td", { text: o.side }),
       el("td", { class: "num", text: String(o.quantity) }),
       el("td", { text: o.product }),
@@ -174,7 +235,11 @@ function renderBook(data) {
       el("td", { class: "num", text: money(o.target_price) }),
       el("td", { text: o.exit_reason || "" }),
       el("td", { class: `num ${pnlClass(o.realised_pnl)}`, text: o.realised_pnl === null ? "" : signed(o.realised_pnl) }),
-      actions);
+      actions,
+    ];
+    // Each cell names its column: on a phone the rows are cards and the header row is hidden (console.css).
+    cells.forEach((td, i) => td.setAttribute("data-label", BOOK_COLUMNS[i]));
+    return el("tr", { class: "row", "data-bracket": o.bracket_id, onclick: () => { location.hash = `#/bracket/${o.bracket_id}`; } }, ...cells);
   });
   $("#book-table tbody").replaceChildren(...rows);
 }
@@ -306,7 +371,7 @@ async function loadBracket() {
   const rows = b.events.map((e) => {
     const { type, at, version, event_id: _id, account_id: _account, ...detail } = e;
     const text = Object.entries(detail).filter(([, v]) => v !== null && typeof v !== "object").map(([k, v]) => `${k} ${v}`).join(" · ");
-    return el("tr", { "data-event": type }, el("td", { class: "num", text: String(version) }), el("td", { text: clock(at) }), el("td", { text: type }), el("td", { text }));
+    return el("tr", { "data-event": type }, el("td", { class: "num", text: String(version) }), el("td", { text: clock(at) }), el("td", { text: type }), el("td", { class: "detail", text }));
   });
   $("#events-table tbody").replaceChildren(...rows);
 }

@@ -20,6 +20,8 @@ class AwsSettings(_Base):
     region: str = Field("ap-south-1", alias="AWS_DEFAULT_REGION")
     # Set only on the local stack: every AWS client goes to the moto server there.
     aws_endpoint_url: str | None = Field(None, alias="AWS_ENDPOINT_URL")
+    # The stack's CloudWatch alarms, comma-separated: GET /api/v1/status lists those in ALARM.
+    alarm_names: str = Field("", alias="ALARM_NAMES")
 
 
 class StoreSettings(_Base):

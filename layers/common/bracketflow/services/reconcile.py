@@ -803,7 +803,7 @@ def summarize(run_id: str, results: list[dict[str, Any]], now: datetime | None =
         metrics.add_metric(name="OrphanGtts", unit="Count", value=len(orphans))
         logger.warning("GTTs at the broker that no open bracket owns", extra={"gtt_ids": [g.gtt_id for g in orphans]})
     errors = [x for x in results if (x or {}).get("error")]
-    return {
+    summary = {
         "run_id": run_id,
         "brackets": len(results),
         "repairs": repairs,
@@ -813,6 +813,37 @@ def summarize(run_id: str, results: list[dict[str, Any]], now: datetime | None =
         "finished_gtts": [str(g.gtt_id) for g in finished],
         "finished_gtts_cancelled": finished_cancelled,
     }
+    _record_last_run(summary, results, at)
+    return summary
+
+
+LAST_RUN_REPAIRED_KEPT = 50  # the brackets a run repaired that its record lists (the counts cover them all)
+
+
+def _record_last_run(summary: dict[str, Any], results: list[dict[str, Any]], at: datetime) -> None:
+    """Keep the run's summary for the console's status panel: when it ran, and which brackets it repaired (with
+    their account, so each trader sees only their own). Never fails the run: the repairs are done already."""
+    repaired = []
+    for result in results:
+        if (result or {}).get("repair") and len(repaired) < LAST_RUN_REPAIRED_KEPT:
+            bracket = BracketRepository().get(str(result["bracket_id"]))
+            account = str(bracket.account_id) if bracket else ""
+            repaired.append(
+                {"bracket_id": str(result["bracket_id"]), "repair": result["repair"], "account_id": account}
+            )
+    run = {
+        "run_id": summary["run_id"],
+        "at": at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "brackets": summary["brackets"],
+        "repairs": summary["repairs"],
+        "errors": summary["errors"],
+        "orphan_gtts": len(summary["orphan_gtts"]),
+        "repaired": repaired,
+    }
+    try:
+        snapshots.put_last_run(run)
+    except Exception:  # a convenience for the status panel: the repairs are recorded per bracket already
+        logger.exception("the reconcile run's summary could not be kept for the status panel")
 
 
 def _no_longer_protecting(gtt_id: str) -> bool:

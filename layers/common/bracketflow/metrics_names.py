@@ -27,6 +27,7 @@ EMERGENCY_EXITS = "EmergencyExits"
 BRACKETS_CLOSED = "BracketsClosed"
 BRACKET_WORKFLOW_ERRORS = "BracketWorkflowErrors"
 CANCEL_REQUESTS = "CancelRequests"  # DELETE of a bracket that acted (cancel the entry or exit the position)
+EXIT_SIGNALS = "ExitSignals"  # a strategy's exit/close/closeall alert or REST close acted on (resends not counted)
 ORDER_UPDATE_DUPLICATES = "OrderUpdateDuplicates"
 UNMATCHED_ORDER_UPDATES = "UnmatchedOrderUpdates"
 ORDER_UPDATES_MATCHED_BY_TAG = "OrderUpdatesMatchedByTag"  # an update that outran its order id: matched by tag

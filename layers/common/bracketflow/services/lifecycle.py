@@ -49,7 +49,7 @@ from bracketflow.adapters.broker.port import OrderReport, OrderRequest
 from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.domain.bracket import Bracket
-from bracketflow.domain.enums import BracketStatus, LegRole, OrderStatus, Validity
+from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, Validity
 from bracketflow.domain.events import (
     BracketEvent,
     EntryCancelled,
@@ -275,6 +275,15 @@ def entry_request(bracket: Bracket) -> OrderRequest:
 def cancel_requested(bracket_id: str) -> bool:
     """True once the trader has asked (DELETE) for this bracket to end: a CancelRequested event in its trail."""
     return any(e.get("type") == CANCEL_REQUESTED_EVENT for e in BracketRepository().events(bracket_id))
+
+
+def requested_exit_reason(bracket_id: str) -> ExitReason | None:
+    """The exit reason a cancel request asked for (a strategy's signal, a time exit, the kill switch), or None for the
+    trader's own DELETE: whatever of the entry filled before the cancel is exited with that reason."""
+    for e in reversed(BracketRepository().events(bracket_id)):
+        if e.get("type") == CANCEL_REQUESTED_EVENT and e.get("exit_reason"):
+            return ExitReason(str(e["exit_reason"]))
+    return None
 
 
 def place_entry(bracket_id: str) -> dict[str, Any]:

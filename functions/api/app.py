@@ -15,9 +15,9 @@ from aws_lambda_powertools.logging import correlation_paths
 from bracketflow.observability import logger, metrics, tracer
 from bracketflow.schemas.bracket import PlaceBracketOrderRequest
 from bracketflow.schemas.http import error_responses, make_resolver, success
-from bracketflow.schemas.signals import ClosePositionRequest
+from bracketflow.schemas.signals import ClosePositionRequest, FlattenRequest
 from bracketflow.services import cancel_bracket as cancelling
-from bracketflow.services import intake, orderbook
+from bracketflow.services import intake, kill_switch, orderbook
 from bracketflow.services.accounts import authenticate_api_key
 
 app = make_resolver("bracketflow REST API", "Bracket orders with trailing stop-losses (paper or Kite).")
@@ -82,6 +82,19 @@ def cancel_bracket(bracket_id: Annotated[str, Path(max_length=64)], x_api_key: A
 def close_position(body: Annotated[ClosePositionRequest, Body()], x_api_key: ApiKeyHeader = None) -> Response[dict]:
     event = app.current_event
     return success(intake.exit_from_rest(body.model_dump(), x_api_key, event.request_context.request_id))
+
+
+@app.post(
+    "/api/v1/flatten",
+    summary="Flatten the account now (the kill switch by hand)",
+    description="Every open bracket is exited at market (reason KILL_SWITCH) and every working entry cancelled; new "
+    "brackets are refused (RISK_BLOCKED:FLATTENED) until the next session. Telegram and the KillSwitch alarm say so.",
+    responses={200: {"description": "Flattening: what happens to each bracket"}, **error_responses(401)},
+)
+def flatten(body: Annotated[FlattenRequest | None, Body()] = None, x_api_key: ApiKeyHeader = None) -> Response[dict]:
+    caller = authenticate_api_key(x_api_key or (body.apikey if body else None))
+    reason = body.reason if body else None
+    return success(kill_switch.flatten(caller.account_id, kill_switch.FLATTENED, by="user", detail={"note": reason}))
 
 
 @app.get(

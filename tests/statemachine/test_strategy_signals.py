@@ -169,3 +169,125 @@ def test_close_position_on_the_rest_api_exits_once_per_client_order_id(market):
     bad = requests.post(url, json={"action": "close"}, headers={"X-API-KEY": API_KEY}, timeout=30)
     assert bad.status_code == 400, bad.text
     assert "symbol" in bad.json()["message"]
+
+
+# ---------- reverse ----------
+
+
+def test_a_reverse_opens_the_other_way_only_once_the_old_position_is_flat_at_the_broker(market):
+    import threading
+
+    # Given strategy S long 10 INFY, protected
+    strategy = fresh_strategy("sig-reverse")
+    old = protected_bracket(market, strategy, timeout_s=STATUS_BOUND_S)
+    old_exit, samples, stop = order_tag(old.id, "EXIT"), [], threading.Event()
+
+    def sample() -> None:  # the paper exchange's own orders, over and over, while the reverse happens
+        while not stop.is_set():
+            samples.append({o["tag"]: o["status"] for o in broker_orders(market, "INFY")})
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        # When S sends a SELL with reverse: true
+        answer = alert(
+            market,
+            {
+                "action": "sell",
+                "symbol": "NSE:INFY",
+                "product": "MIS",
+                "quantity": 10,
+                "entry_price": "1499.95",
+                "sl_price": "1520",
+                "target_price": "1450",
+                "strategy": strategy,
+                "reverse": True,
+            },
+        )
+        assert answer.status_code == 200, answer.text
+        new_id = answer.json()["bracket_id"]
+        assert answer.json()["reverse_of"] == [old.id]
+        # Then the old bracket closes (reason SIGNAL) and the new one is protected short
+        closed = wait_for_status(old.id, "CLOSED", "NEEDS_REVIEW", timeout_s=STATUS_BOUND_S)
+        assert (closed.status.value, closed.exit_reason.value) == ("CLOSED", "SIGNAL")
+        wait_for_status(new_id, "PROTECTED", timeout_s=STATUS_BOUND_S)
+    finally:
+        stop.set()
+        sampler.join(10)
+    assert net_position(market, "INFY") == -10
+    # And at no sampled moment was the new entry at the broker while the old position's exit had not filled
+    new_entry = order_tag(new_id, "ENTRY")
+    seen_entry = [s for s in samples if new_entry in s]
+    assert seen_entry, "the sampler never saw the new entry"
+    assert all(s.get(old_exit) == "COMPLETE" for s in seen_entry)
+    assert any(old_exit in s and new_entry not in s for s in samples), "the sampler never saw the exit alone"
+
+
+# ---------- risk sizing ----------
+
+
+def place_raw(stack: LocalStack, **fields: Any) -> requests.Response:
+    body = {
+        "symbol": "INFY",
+        "exchange": "NSE",
+        "product": "MIS",
+        "action": "BUY",
+        "entry_price": "1490",
+        "sl_price": "1470",
+        "target_price": "1530",
+        "strategy": fresh_strategy("sizing"),
+        **fields,
+    }
+    return requests.post(
+        f"{stack.api_url}/api/v1/placebracketorder", json=body, headers={"X-API-KEY": API_KEY}, timeout=30
+    )
+
+
+def test_risk_amount_sizes_the_quantity_from_the_stop_and_says_why(market):
+    # When a bracket risks 1000 rupees with a stop 20 below the entry
+    answer = place_raw(market, risk_amount="1000")
+    # Then it is placed for floor(1000 / 20) = 50, and the answer and the audit trail say so
+    assert answer.status_code == 200, answer.text
+    data = answer.json()
+    assert data["quantity"] == 50
+    assert data["sizing"]["quantity_by_risk"] == 50 and data["sizing"]["stop_distance"] == "20"
+    registered = events(data["bracket_id"])[0]
+    assert registered["quantity"] == 50 and registered["sizing"]["method"] == "risk_amount"
+    # And one capped by the max order value (500000 at 1490 is 335 units) is capped, saying so
+    capped = place_raw(market, risk_amount="100000")
+    assert capped.status_code == 200, capped.text
+    assert (capped.json()["quantity"], capped.json()["sizing"]["capped_by_max_order_value"]) == (335, True)
+
+
+def test_a_risk_that_sizes_to_zero_or_has_no_capital_is_a_400_that_says_so(market):
+    zero = place_raw(market, risk_amount="10")
+    assert zero.status_code == 400, zero.text
+    assert "rounds to 0" in zero.json()["message"]
+    no_capital = place_raw(market, risk_percent="1")
+    assert no_capital.status_code == 400, no_capital.text
+    assert "capital" in no_capital.json()["message"]
+    both = place_raw(market, risk_amount="1000", quantity=5)
+    assert both.status_code == 400, both.text
+
+
+# ---------- time exit ----------
+
+
+def test_a_time_exit_closes_the_bracket_with_reason_time_when_its_minute_comes(market):
+    from datetime import UTC, datetime, timedelta
+
+    # Given a protected bracket asked to leave after 5 minutes
+    b = protected_bracket(market, fresh_strategy("sig-time"), timeout_s=STATUS_BOUND_S, exit_after=5)
+    # When the risk watch runs before that, nothing happens to it
+    early = market.runtime.invoke("RiskWatchFunction", {"time": datetime.now(UTC).isoformat()})
+    assert [x for x in early["time_exits"] if x["bracket_id"] == b.id] == []
+    # When it runs at the sixth minute
+    late = (datetime.now(UTC) + timedelta(minutes=6)).isoformat()
+    ran = market.runtime.invoke("RiskWatchFunction", {"time": late})
+    assert [(x["bracket_id"], x["action"]) for x in ran["time_exits"]] == [(b.id, "EXIT_POSITION")]
+    # Then the bracket closes with reason TIME, flat at the broker, once
+    done = wait_for_status(b.id, "CLOSED", "NEEDS_REVIEW", timeout_s=STATUS_BOUND_S)
+    assert (done.status.value, done.exit_reason.value) == ("CLOSED", "TIME")
+    assert net_position(market, "INFY") == 0
+    market.runtime.invoke("RiskWatchFunction", {"time": late})
+    assert len(exit_orders(market, b.id)) == 1

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bracketflow.adapters.dynamo import accounts as account_store
+from bracketflow.domain.enums import BracketStatus
 from bracketflow.errors import BracketBlocked, BracketflowError, Unauthorized
 from bracketflow.schemas.bracket import PlaceBracketOrderRequest, alert_to_spec, parse_alert_body, request_to_spec
 from bracketflow.services import orderbook, signals
@@ -88,6 +89,9 @@ def placement_response(p: Placement) -> dict[str, Any]:
         "quantity": s.quantity,
         "action": s.action.value,
         "strategy": s.strategy,
+        **({"sizing": p.sizing.to_dict()} if p.sizing is not None else {}),
+        **({"exit_due_at": b.exit_due_at.isoformat()} if b.exit_due_at is not None else {}),
+        **({"reverse_of": list(b.reverse_of)} if b.reverse_of else {}),
     }
 
 
@@ -102,7 +106,10 @@ def _logged(
     caller: Caller, api_type: str, raw: Any, request_id: str | None, run: Callable[[], Placement]
 ) -> dict[str, Any]:
     try:
-        payload = placement_response(run())
+        placement = run()
+        if placement.bracket.reverse_of and placement.bracket.status is BracketStatus.CREATED:
+            signals.end_reversed(placement.bracket)
+        payload = placement_response(placement)
     except BracketflowError as exc:
         orderbook.log_request(caller, api_type, raw, _error_payload(exc), exc.status_code, request_id)
         raise

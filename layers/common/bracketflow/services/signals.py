@@ -254,3 +254,13 @@ def end_bracket(
 
 def _cancel_already_requested(repo: BracketRepository, bracket: Bracket) -> bool:
     return any(e.get("type") == CANCEL_REQUESTED_EVENT for e in repo.events(bracket.id))
+
+
+def end_reversed(bracket: Bracket) -> None:
+    """A reverse was registered: exit (or cancel) what it closes, reason SIGNAL. Its workflow's PlaceEntry sends the new
+    entry only once those are closed, flat at the broker. Asked again on a resend of the alert (harmless: a bracket
+    already ending is skipped), so a crash between registering and asking is mended by TradingView's resend; with no
+    resend the new entry waits only REVERSE_WAIT_S and is then cancelled unsent."""
+    repo = BracketRepository()
+    others = [b for b in (repo.get(i) for i in bracket.reverse_of) if b is not None]
+    end_brackets(repo, others, ExitReason.SIGNAL, by="reverse", ref={"reversed_by": bracket.id})

@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= ap-south-1
 
-.PHONY: run test lint fmt openapi bench soak build deploy validate account token record replay demo clean venv sam-venv paper console browser
+.PHONY: run test lint fmt openapi bench soak build deploy validate account token capital record replay demo clean venv sam-venv paper console browser
 
 venv: $(VENV)/.installed
 sam-venv: $(SAM_VENV)/.installed
@@ -113,6 +113,11 @@ account: venv
 token: venv
 	@test -n "$(ACCOUNT)" -a -n "$(STRATEGY)" || (echo 'usage: make token ACCOUNT=id STRATEGY=name [STACK=..]' && exit 2)
 	@$(PY) -m bracketflow.admin $(if $(STACK),--stack "$(STACK)") create-token "$(ACCOUNT)" "$(STRATEGY)"
+
+## make capital ACCOUNT=<account_id> RUPEES=<amount> [STACK=bracketflow-dev]: the capital risk_percent sizes from.
+capital: venv
+	@test -n "$(ACCOUNT)" -a -n "$(RUPEES)" || (echo 'usage: make capital ACCOUNT=id RUPEES=500000 [STACK=..]' && exit 2)
+	@$(PY) -m bracketflow.admin $(if $(STACK),--stack "$(STACK)") set-capital "$(ACCOUNT)" "$(RUPEES)"
 
 build: sam-venv console
 	@$(SAM) build --template template.yaml > .aws-sam-build.log 2>&1 || (cat .aws-sam-build.log; exit 1)

@@ -15,8 +15,9 @@ from aws_lambda_powertools.logging import correlation_paths
 from bracketflow.observability import logger, metrics, tracer
 from bracketflow.schemas.bracket import PlaceBracketOrderRequest
 from bracketflow.schemas.http import error_responses, make_resolver, success
+from bracketflow.schemas.signals import ClosePositionRequest, FlattenRequest
 from bracketflow.services import cancel_bracket as cancelling
-from bracketflow.services import intake, orderbook
+from bracketflow.services import intake, kill_switch, orderbook
 from bracketflow.services.accounts import authenticate_api_key
 
 app = make_resolver("bracketflow REST API", "Bracket orders with trailing stop-losses (paper or Kite).")
@@ -68,6 +69,32 @@ def get_bracket_prices(
 def cancel_bracket(bracket_id: Annotated[str, Path(max_length=64)], x_api_key: ApiKeyHeader = None) -> Response[dict]:
     caller = authenticate_api_key(x_api_key)
     return success({"data": cancelling.cancel_bracket(caller, bracket_id)}, status_code=202)
+
+
+@app.post(
+    "/api/v1/closeposition",
+    summary="Close a strategy's position (exit, close, closelong, closeshort, closeall)",
+    description="Cancels the matching working entries and exits the matching open brackets at market with reason "
+    "SIGNAL; the workflow and the exit Lambda act on it, never this request. A resend with the same client_order_id "
+    "does nothing more (duplicate: true).",
+    responses={200: {"description": "Accepted: what happens to each bracket"}, **error_responses(400, 401, 403, 409)},
+)
+def close_position(body: Annotated[ClosePositionRequest, Body()], x_api_key: ApiKeyHeader = None) -> Response[dict]:
+    event = app.current_event
+    return success(intake.exit_from_rest(body.model_dump(), x_api_key, event.request_context.request_id))
+
+
+@app.post(
+    "/api/v1/flatten",
+    summary="Flatten the account now (the kill switch by hand)",
+    description="Every open bracket is exited at market (reason KILL_SWITCH) and every working entry cancelled; new "
+    "brackets are refused (RISK_BLOCKED:FLATTENED) until the next session. Telegram and the KillSwitch alarm say so.",
+    responses={200: {"description": "Flattening: what happens to each bracket"}, **error_responses(401)},
+)
+def flatten(body: Annotated[FlattenRequest | None, Body()] = None, x_api_key: ApiKeyHeader = None) -> Response[dict]:
+    caller = authenticate_api_key(x_api_key or (body.apikey if body else None))
+    reason = body.reason if body else None
+    return success(kill_switch.flatten(caller.account_id, kill_switch.FLATTENED, by="user", detail={"note": reason}))
 
 
 @app.get(

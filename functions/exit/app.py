@@ -16,8 +16,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from bracketflow.adapters.sqs import retry_in
+from bracketflow.errors import ExitNotYetPossible
 from bracketflow.observability import logger, metrics, tracer
-from bracketflow.services.execute_exit import ExitIntent, execute_exit, exit_attempt_failed, retry_delay_s
+from bracketflow.services.execute_exit import ExitIntent, ExitOutcome, execute_exit, exit_attempt_failed, retry_delay_s
 from bracketflow.settings import get_settings
 
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -33,6 +34,9 @@ def record_handler(record: SQSRecord) -> dict[str, Any]:
         exit_attempt_failed(_bracket_id(record), exc)
         _retry_soon(record)
         raise
+    if result.outcome is ExitOutcome.NOT_YET:  # a strategy's exit waits for the protection being placed: not a failure
+        _retry_soon(record)
+        raise ExitNotYetPossible(f"bracket {result.bracket_id}: {result.detail}; exit retried")
     return {"bracket_id": result.bracket_id, "outcome": result.outcome.value, "order_id": result.broker_order_id}
 
 

@@ -78,7 +78,18 @@ def test_enum_values_are_the_wire_values():
     assert [p.value for p in Product] == ["MIS", "CNC", "NRML"]
     assert [v.value for v in Validity] == ["DAY", "IOC", "TTL"]
     assert [t.value for t in TrailType] == ["percent", "points"]
-    assert [r.value for r in ExitReason] == ["STOP", "TRAIL_STOP", "TARGET", "MANUAL", "EOD", "EMERGENCY", "ROLLBACK"]
+    assert [r.value for r in ExitReason] == [
+        "STOP",
+        "TRAIL_STOP",
+        "TARGET",
+        "MANUAL",
+        "EOD",
+        "EMERGENCY",
+        "ROLLBACK",
+        "SIGNAL",
+        "TIME",
+        "KILL_SWITCH",
+    ]
     assert f"{Action.SELL}" == "SELL" and json.dumps({"a": Action.SELL}) == '{"a": "SELL"}'
 
 

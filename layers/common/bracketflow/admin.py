@@ -3,6 +3,7 @@
   create-account NAME [--id ID]            a new account; prints its API key ONCE (only its hash is stored)
   create-token ACCOUNT_ID STRATEGY         a webhook token for one strategy; printed once
   revoke-token ACCOUNT_ID TOKEN            the token stops working at once
+  set-capital ACCOUNT_ID RUPEES            the trading capital that risk_percent alerts size from
 
 Without --stack it talks to whatever TABLE_NAME / AWS_ENDPOINT_URL point at (the local stack's moto server).
 With --stack NAME (make account STACK=bracketflow-dev) it reads that deployed stack's outputs (CloudFormation
@@ -15,8 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from decimal import Decimal, InvalidOperation
 
-from bracketflow.errors import BracketflowError
+from bracketflow.errors import BracketflowError, ValidationFailed
 from bracketflow.services import accounts
 
 
@@ -33,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     revoke = sub.add_parser("revoke-token", help="revoke a webhook token")
     revoke.add_argument("account_id")
     revoke.add_argument("token")
+    capital = sub.add_parser("set-capital", help="set the capital risk_percent sizes from")
+    capital.add_argument("account_id")
+    capital.add_argument("rupees")
     args = parser.parse_args(argv)
     if args.stack and not _point_at_stack(args.stack):
         return 2
@@ -46,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             record, value = accounts.create_webhook_token(args.account_id, args.strategy)
             print(f"webhook token for strategy {record.strategy}: {value}")
             print("Alert URL: <ApiUrl>/tradingview/webhook/bracket/" + value)
+        elif args.command == "set-capital":
+            accounts.set_capital(args.account_id, _rupees(args.rupees))
+            print(f"capital of {args.account_id}: {args.rupees}")
         else:
             accounts.revoke_webhook_token(args.account_id, args.token)
             print("revoked")
@@ -53,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     return 0
+
+
+def _rupees(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise ValidationFailed(f"not an amount in rupees: {text!r}") from None
 
 
 def _point_at_stack(stack_name: str) -> bool:

@@ -144,3 +144,10 @@ class EntryCancelPending(BracketflowError):
     """The entry's cancellation was sent but the broker has not confirmed it yet; look again shortly."""
 
     status_code = 503
+
+
+class ExitNotYetPossible(BracketflowError):
+    """A strategy's exit (signal, time, kill switch) found the bracket's protection being placed this second: the exit
+    intent comes back in seconds and exits it once it is PROTECTED (or finds the emergency flatten already exiting)."""
+
+    status_code = 503

@@ -91,6 +91,7 @@ class IntakeSettings(_Base):
     default_max_open_brackets: int = Field(10, alias="DEFAULT_MAX_OPEN_BRACKETS")
     default_daily_loss_limit: Decimal = Field(Decimal("5000"), alias="DEFAULT_DAILY_LOSS_LIMIT")
     default_max_order_value: Decimal = Field(Decimal("500000"), alias="DEFAULT_MAX_ORDER_VALUE")
+    default_capital: Decimal | None = Field(None, alias="DEFAULT_CAPITAL")  # risk_percent's base for accounts with none
 
 
 class StreamerSettings(_Base):
@@ -132,6 +133,8 @@ class LifecycleSettings(_Base):
 
     # How long an unfilled entry may wait when the market never closes (paper) or its validity has no clock.
     entry_timeout_s: int = Field(6 * 3600, alias="ENTRY_TIMEOUT_S")
+    # A reverse's new entry waits at most this long for the old position to be flat, then is cancelled unsent.
+    reverse_wait_s: int = Field(600, alias="REVERSE_WAIT_S")
     # The GTT stop leg is a LIMIT order (Kite requires it): its price sits this percent beyond the trigger, so a
     # fast market still fills it. At least one tick.
     stop_limit_buffer_percent: Decimal = Field(Decimal("0.5"), alias="STOP_LIMIT_BUFFER_PERCENT")

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
+from bracketflow.domain.calendar import IST
 from bracketflow.domain.enums import (
     DEFAULT_PRICE_TYPE,
     DEFAULT_VALIDITY,
@@ -87,6 +88,14 @@ class BracketSpec:
     tag: str | None = None
     strategy: str | None = None
     client_order_id: ClientOrderId | None = None
+    # Time exit: minutes after registration, and/or a time of day on the IST clock ("HH:MM"); the earlier one counts.
+    exit_after: int | None = None
+    exit_at: str | None = None
+    # Open this one only once the strategy's open bracket the other way on the symbol is closed (exit, then enter).
+    reverse: bool = False
+    # Sizing from risk (services/sizing): what the quantity was worked out from, kept for the audit trail.
+    risk_amount: Decimal | None = None
+    risk_percent: Decimal | None = None
 
     @property
     def position_side(self) -> PositionSide:
@@ -118,7 +127,19 @@ class BracketSpec:
             "tag": self.tag,
             "strategy": self.strategy,
             "client_order_id": self.client_order_id,
+            **self._signal_fields(),
         }
+
+    def _signal_fields(self) -> dict[str, Any]:
+        """The strategy-signal fields, only when set: a plain bracket's dict (and its request hash) stays as it was."""
+        fields = {
+            "exit_after": self.exit_after,
+            "exit_at": self.exit_at,
+            "reverse": self.reverse or None,
+            "risk_amount": _dec(self.risk_amount),
+            "risk_percent": _dec(self.risk_percent),
+        }
+        return {k: v for k, v in fields.items() if v is not None}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BracketSpec:
@@ -143,6 +164,11 @@ class BracketSpec:
             tag=data.get("tag"),
             strategy=data.get("strategy"),
             client_order_id=None if cid is None else ClientOrderId(cid),
+            exit_after=None if data.get("exit_after") is None else int(data["exit_after"]),
+            exit_at=data.get("exit_at"),
+            reverse=bool(data.get("reverse")),
+            risk_amount=_to_dec(data.get("risk_amount")),
+            risk_percent=_to_dec(data.get("risk_percent")),
         )
 
 
@@ -188,7 +214,7 @@ class LegOrder:
 
 
 # Fields transition()/update() must never take from **changes: they are the aggregate's identity and bookkeeping.
-_PROTECTED_FIELDS = frozenset({"id", "account_id", "spec", "status", "version", "created_at"})
+_PROTECTED_FIELDS = frozenset({"id", "account_id", "spec", "status", "version", "created_at", "reverse_of"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +238,8 @@ class Bracket:
     # Exit orders that ended (cancelled, rejected) after filling part of the position: the exit that follows sells only
     # the rest, and the P&L counts these fills too.
     earlier_exits: tuple[LegOrder, ...] = field(default_factory=tuple)
+    # A reverse: the brackets the other way that must be closed (flat at the broker) before this entry is sent.
+    reverse_of: tuple[BracketId, ...] = field(default_factory=tuple)
 
     @classmethod
     def register(
@@ -234,6 +262,18 @@ class Bracket:
     @property
     def position_side(self) -> PositionSide:
         return self.spec.position_side
+
+    @property
+    def exit_due_at(self) -> datetime | None:
+        """When the time exit is due (the earlier of exit_after and exit_at), or None without one. exit_at is the time
+        on the IST day the bracket was registered (intake refuses one that has already passed)."""
+        due = []
+        if self.spec.exit_after is not None:
+            due.append(self.created_at + timedelta(minutes=self.spec.exit_after))
+        if self.spec.exit_at is not None:
+            day = self.created_at.astimezone(IST).date()
+            due.append(datetime.combine(day, time.fromisoformat(self.spec.exit_at), tzinfo=IST).astimezone(UTC))
+        return min(due) if due else None
 
     @property
     def filled_quantity(self) -> int:
@@ -304,6 +344,7 @@ class Bracket:
             "exit_reason": None if self.exit_reason is None else self.exit_reason.value,
             "tags": list(self.tags),
             "earlier_exits": [leg.to_dict() for leg in self.earlier_exits],
+            "reverse_of": list(self.reverse_of),
         }
 
     @classmethod
@@ -323,4 +364,5 @@ class Bracket:
             exit_reason=None if not data.get("exit_reason") else ExitReason(data["exit_reason"]),
             tags=tuple(data.get("tags") or ()),
             earlier_exits=tuple(LegOrder.from_dict(leg) for leg in data.get("earlier_exits") or ()),
+            reverse_of=tuple(BracketId(i) for i in data.get("reverse_of") or ()),
         )

@@ -121,6 +121,9 @@ class ExitReason(_WireEnum):
     EOD = "EOD"  # MIS square-off before the close
     EMERGENCY = "EMERGENCY"  # protection could not be placed, so the position was flattened
     ROLLBACK = "ROLLBACK"  # a batch leg compensated
+    SIGNAL = "SIGNAL"  # the strategy said so: an exit/close/closeall alert, or a reverse
+    TIME = "TIME"  # the bracket's exit_after / exit_at came
+    KILL_SWITCH = "KILL_SWITCH"  # the account's daily loss limit was hit, or the trader flattened the account
 
 
 class BlockKind(_WireEnum):

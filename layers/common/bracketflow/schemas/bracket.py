@@ -24,6 +24,7 @@ from bracketflow.schemas import wire_json
 MAX_PRICE = Decimal("100000000")
 MAX_QUANTITY = 10_000_000
 MAX_BODY_CHARS = 16_384
+MAX_EXIT_AFTER_MINUTES = 7 * 24 * 60
 
 Price = Annotated[Decimal, Field(gt=0, le=MAX_PRICE, max_digits=14, decimal_places=4)]
 Text = Annotated[str, Field(min_length=1, max_length=64)]
@@ -63,7 +64,9 @@ class PlaceBracketOrderRequest(BaseModel):
     exchange: Text = Field(description="NSE, BSE, NFO, MCX, NCDEX or CDS")
     product: Text = Field(description="MIS, CNC or NRML")
     action: Text = Field(description="BUY or SELL (any case)")
-    quantity: Annotated[int, Field(gt=0, le=MAX_QUANTITY)]
+    quantity: Annotated[int | None, Field(gt=0, le=MAX_QUANTITY)] = Field(
+        None, description="Required unless risk_amount or risk_percent sizes it"
+    )
     entry_price: Price
     sl_price: Price
     target_price: Price
@@ -77,6 +80,22 @@ class PlaceBracketOrderRequest(BaseModel):
     trail_activation_price: Price | None = None
     strategy: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     client_order_id: str | None = Field(None, max_length=128, description="Idempotency key: a resend is a no-op")
+    risk_amount: Price | None = Field(
+        None, description="Rupees to risk instead of a quantity: quantity = floor(risk / stop distance), to the lot"
+    )
+    risk_percent: Annotated[Decimal | None, Field(gt=0, le=100, max_digits=8, decimal_places=4)] = Field(
+        None, description="Percent of the account's configured capital to risk, instead of a quantity"
+    )
+    exit_after: Annotated[int | None, Field(ge=1, le=MAX_EXIT_AFTER_MINUTES)] = Field(
+        None, description="Time exit: minutes after registration; the bracket is exited with reason TIME"
+    )
+    exit_at: str | None = Field(
+        None, pattern=r"^\d{2}:\d{2}$", description="Time exit: HH:MM on the IST clock, today; reason TIME"
+    )
+    reverse: bool = Field(
+        False,
+        description="If the strategy holds this symbol the other way: exit that first, then enter (never both at once)",
+    )
 
 
 def request_to_spec(req: PlaceBracketOrderRequest, account_id: str) -> BracketSpec:
@@ -84,13 +103,14 @@ def request_to_spec(req: PlaceBracketOrderRequest, account_id: str) -> BracketSp
     if req.ordertype.strip().upper() != "REGULAR":
         raise ValidationFailed(f"Invalid ordertype {req.ordertype!r}: only REGULAR orders make brackets")
     trail = None if req.trail is None else TrailSpec(type=TrailType.parse(req.trail.type), value=req.trail.value)
+    quantity = _quantity_or_risk(req.quantity, req.risk_amount, req.risk_percent)
     return BracketSpec(
         account_id=AccountId(account_id),
         symbol=req.symbol,
         exchange=req.exchange,  # type: ignore[arg-type]  # parsed by validate_bracket
         product=req.product,  # type: ignore[arg-type]
         action=req.action,  # type: ignore[arg-type]
-        quantity=req.quantity,
+        quantity=quantity,
         entry_price=req.entry_price,
         sl_price=req.sl_price,
         target_price=req.target_price,
@@ -103,7 +123,57 @@ def request_to_spec(req: PlaceBracketOrderRequest, account_id: str) -> BracketSp
         tag=req.tag,
         strategy=req.strategy,
         client_order_id=None if req.client_order_id is None else ClientOrderId(req.client_order_id),
+        exit_after=req.exit_after,
+        exit_at=None if req.exit_at is None else parse_exit_at(req.exit_at),
+        reverse=req.reverse,
+        risk_amount=req.risk_amount,
+        risk_percent=req.risk_percent,
     )
+
+
+def _quantity_or_risk(quantity: Any, risk_amount: Decimal | None, risk_percent: Decimal | None) -> Any:
+    """The quantity as sent, or 0 for services/sizing to work out from the risk; exactly one way must be given."""
+    given = [name for name, v in (("risk_amount", risk_amount), ("risk_percent", risk_percent)) if v is not None]
+    if len(given) > 1:
+        raise ValidationFailed("give risk_amount or risk_percent, not both")
+    if given and quantity not in (None, ""):
+        raise ValidationFailed(f"give quantity or {given[0]}, not both")
+    if not given and quantity in (None, ""):
+        raise ValidationFailed("quantity is required (or risk_amount / risk_percent to size it from the stop)")
+    return 0 if given else quantity
+
+
+def parse_exit_at(raw: Any) -> str:
+    """ "15:10" -> "15:10" (IST); a clear 400 for anything that is not a time of day."""
+    text = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+    hours, sep, minutes = text.partition(":")
+    if not (sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2 and len(hours) <= 2):
+        raise ValidationFailed(f"exit_at must be a time of day as HH:MM on the IST clock, got {raw!r}")
+    if int(hours) > 23 or int(minutes) > 59:
+        raise ValidationFailed(f"exit_at {text} is not a time of day")
+    return f"{int(hours):02d}:{minutes}"
+
+
+def _exit_after(raw: Any) -> int | None:
+    if raw in (None, ""):
+        return None
+    try:
+        minutes = Decimal(str(raw))
+    except InvalidOperation:
+        raise ValidationFailed(f"exit_after must be a number of minutes, got {raw!r}") from None
+    if isinstance(raw, bool) or not minutes.is_finite() or minutes != minutes.to_integral_value():
+        raise ValidationFailed(f"exit_after must be a whole number of minutes, got {raw!r}")
+    if not 1 <= minutes <= MAX_EXIT_AFTER_MINUTES:
+        raise ValidationFailed(f"exit_after must be between 1 and {MAX_EXIT_AFTER_MINUTES} minutes, got {raw}")
+    return int(minutes)
+
+
+def _flag(raw: Any, name: str) -> bool:
+    if raw in (None, "", False, "false", "False", "0", 0):
+        return False
+    if raw in (True, "true", "True", "1", 1):
+        return True
+    raise ValidationFailed(f"{name} must be true or false, got {raw!r}")
 
 
 # ---------- TradingView ----------
@@ -216,13 +286,18 @@ def alert_to_spec(data: dict[str, Any], account_id: str) -> BracketSpec:
         raise ValidationFailed(f"quantity must be at most {MAX_QUANTITY}")
     cid = _text(data, "client_order_id", 128)
     disclosed = data.get("disclosed_quantity")
+    risk_amount = _bounded(parse_price(_field(data, "risk_amount"), "risk_amount", required=False), "risk_amount")
+    risk_percent = _bounded(parse_price(_field(data, "risk_percent"), "risk_percent", required=False), "risk_percent")
+    if risk_percent is not None and risk_percent > 100:
+        raise ValidationFailed(f"risk_percent must be at most 100, got {risk_percent}")
+    raw_exit_at = _field(data, "exit_at")
     return BracketSpec(
         account_id=AccountId(account_id),
         symbol=symbol,
         exchange=exchange,
         product=_field(data, "product"),
         action=action,
-        quantity=quantity_raw,
+        quantity=_quantity_or_risk(quantity_raw, risk_amount, risk_percent),
         entry_price=entry,
         sl_price=_level(data, "sl", action, entry, is_stop=True),
         target_price=_level(data, "target", action, entry, is_stop=False),
@@ -240,4 +315,9 @@ def alert_to_spec(data: dict[str, Any], account_id: str) -> BracketSpec:
         tag=_text(data, "tag", 20),
         strategy=_text(data, "strategy", 64),
         client_order_id=None if cid is None else ClientOrderId(cid),
+        exit_after=_exit_after(data.get("exit_after")),
+        exit_at=None if raw_exit_at is None else parse_exit_at(raw_exit_at),
+        reverse=_flag(data.get("reverse"), "reverse"),
+        risk_amount=risk_amount,
+        risk_percent=risk_percent,
     )

@@ -13,6 +13,7 @@ import ipaddress
 import re
 import secrets
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from bracketflow.adapters.dynamo import accounts as store
 from bracketflow.adapters.secrets import get_pepper
@@ -77,6 +78,14 @@ def ensure_account(account_id: str, name: str, api_key: str) -> None:
         store.put_api_key(key_hash, account_id, now_iso())
     elif existing["account_id"] != account_id:
         raise ValidationFailed("api_key: already belongs to another account")
+
+
+def set_capital(account_id: str, capital: Decimal) -> None:
+    """The trading capital risk_percent sizes from (rupees, > 0)."""
+    if not capital > 0:
+        raise ValidationFailed(f"capital must be greater than 0, got {capital}")
+    if not store.set_capital(account_id, capital):
+        raise NotFound(f"account {account_id} not found")
 
 
 def get_account(account_id: str) -> Account:

@@ -92,14 +92,14 @@ def cancel_bracket(caller: Caller, bracket_id: str) -> dict[str, Any]:
     else:
         raise Conflict(f"bracket {bracket_id} kept changing; send the request again")
 
-    if action == CANCEL_ENTRY and not _stop_entry_wait(recorded):
+    if action == CANCEL_ENTRY and not stop_entry_wait(recorded):
         # The wait is over: the entry filled (or timed out) just before our send. Answer for what it is now.
         current = get_caller_bracket(caller, bracket_id)
         if current.status is not BracketStatus.ENTRY_PENDING:
             action = _action_for(current)
             recorded = current
     if action == EXIT_POSITION:
-        _queue_exit(recorded)
+        queue_exit(recorded, ExitReason.MANUAL)
     metrics.add_metric(name="CancelRequests", unit="Count", value=1)
     logger.info("cancel requested", extra={"bracket_id": bracket_id, "action": action})
     return {
@@ -111,7 +111,7 @@ def cancel_bracket(caller: Caller, bracket_id: str) -> dict[str, Any]:
     }
 
 
-def _stop_entry_wait(bracket: Bracket) -> bool:
+def stop_entry_wait(bracket: Bracket) -> bool:
     """Complete WaitForEntryFill with CANCEL_REQUESTED; True also when no token is stored yet (the task, storing
     it, finds the request recorded before); False when the token no longer waits."""
     token = token_store.get_task_token(bracket.id, token_store.ENTRY_TOKEN)
@@ -120,8 +120,8 @@ def _stop_entry_wait(bracket: Bracket) -> bool:
     return sfn.send_task_success(token, {"outcome": CANCEL_REQUESTED})
 
 
-def _queue_exit(bracket: Bracket) -> None:
-    """The exit intent for the exit Lambda, in the ExitQueue's agreed shape with reason MANUAL."""
+def queue_exit(bracket: Bracket, reason: ExitReason) -> None:
+    """The exit intent for the exit Lambda, in the ExitQueue's agreed shape: no price was seen (it exits at market)."""
     url = get_settings().exit_queue_url
     if not url:
         raise Conflict("exits cannot be queued: EXIT_QUEUE_URL is not configured for this function")
@@ -129,7 +129,7 @@ def _queue_exit(bracket: Bracket) -> None:
         url,
         {
             "bracket_id": bracket.id,
-            "reason": ExitReason.MANUAL.value,
+            "reason": reason.value,
             "ltp": None,
             "stop_price": str(bracket.stop_price),
             "detected_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),

@@ -38,7 +38,7 @@ from bracketflow.domain.events import EmergencyExitPlaced, ExitPlaced, ExitReque
 from bracketflow.domain.ids import BrokerOrderId, order_tag
 from bracketflow.errors import BrokerError, InvalidStateTransition
 from bracketflow.observability import logger, metrics
-from bracketflow.services.lifecycle import event, load, retrying
+from bracketflow.services.lifecycle import event, load, requested_exit_reason, retrying
 from bracketflow.services.protect import adopt_fired_twin, delete_leftover_gtts
 from bracketflow.services.working_entry import settle_before_exit
 from bracketflow.settings import get_settings
@@ -60,6 +60,8 @@ def exit_request(bracket: Bracket, quantity: int) -> OrderRequest:
 
 def emergency_exit(bracket_id: str, reason: str, exit_reason: ExitReason = ExitReason.EMERGENCY) -> dict[str, Any]:
     """Flatten the filled quantity; returns {"broker_order_id", "quantity", "status"}. Safe to repeat."""
+    if exit_reason is ExitReason.MANUAL:  # a cancel asked for by a signal, a time exit or the kill switch says why
+        exit_reason = requested_exit_reason(bracket_id) or exit_reason
     bracket = load(bracket_id)
     if bracket.exit is not None and bracket.exit.broker_order_id and bracket.status is not BracketStatus.ENTRY_FILLED:
         # Someone already exits it (an earlier attempt of ours, or the exit Lambda): wait for that exit, with no GTT

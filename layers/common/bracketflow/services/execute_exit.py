@@ -7,6 +7,10 @@ or the trader's DELETE of a PROTECTED bracket (services/cancel_bracket.py), the 
 "ltp": null (the API does not know the market) and "detected_at" the request's time,
 or the MIS square-off (services/square_off.py), "reason": "EOD", "ltp": null, the bracket's stop as "stop_price"
 (both come through the queue so they get its retries and its DLQ like the streamer's exits),
+or a strategy's own exit (services/signals.py): "reason": "SIGNAL" (an exit/close/reverse alert), "TIME" (exit_after /
+exit_at) or "KILL_SWITCH" (the daily loss limit, or POST /api/v1/flatten), "ltp": null. One of these that finds the
+bracket ENTRY_FILLED (protection being placed) is answered NOT_YET, which the handler hands back to SQS: the message
+comes back in seconds and exits the bracket once it is PROTECTED,
 and a claim id: the SQS message id, which stays the same across redeliveries of one message.
 
 1. Claim: PROTECTED (or EXIT_FAILED, a retry) -> EXITING by a conditional write, with an ExitRequested event that
@@ -71,10 +75,25 @@ _CHILD_POLL_S = 0.25
 _DEAD_ORDER_STATUSES = frozenset({"REJECTED", "CANCELLED"})
 # TARGET: reconciliation found the GTT's target leg fired and its order refused, the position still open.
 _QUEUED_REASONS = frozenset(
-    {ExitReason.STOP, ExitReason.TRAIL_STOP, ExitReason.TARGET, ExitReason.MANUAL, ExitReason.EOD}
+    {
+        ExitReason.STOP,
+        ExitReason.TRAIL_STOP,
+        ExitReason.TARGET,
+        ExitReason.MANUAL,
+        ExitReason.EOD,
+        ExitReason.SIGNAL,
+        ExitReason.TIME,
+        ExitReason.KILL_SWITCH,
+    }
 )
-# Exits nobody saw a price for: the trader's DELETE and the square-off clock. A stop hit always carries its LTP.
-_PRICELESS_REASONS = frozenset({ExitReason.MANUAL, ExitReason.EOD})
+# Exits nobody saw a price for: the trader's DELETE, the square-off clock, a strategy's signal, a time exit and the kill
+# switch. A stop hit always carries its LTP.
+_PRICELESS_REASONS = frozenset(
+    {ExitReason.MANUAL, ExitReason.EOD, ExitReason.SIGNAL, ExitReason.TIME, ExitReason.KILL_SWITCH}
+)
+# Exits decided away from the market (services/signals.py): one that finds the bracket ENTRY_FILLED (its GTT being
+# placed this second) waits for the protection and exits then, instead of being dropped as someone else's exit.
+_DEFERRABLE_REASONS = frozenset({ExitReason.SIGNAL, ExitReason.TIME, ExitReason.KILL_SWITCH})
 
 
 class ExitOutcome(StrEnum):
@@ -83,6 +102,7 @@ class ExitOutcome(StrEnum):
     DUPLICATE = "DUPLICATE"  # someone else owns this exit, or it is done: nothing placed
     BROKER_CLOSED = "BROKER_CLOSED"  # the GTT had already triggered: the broker closes the position, not us
     UNKNOWN_BRACKET = "UNKNOWN_BRACKET"
+    NOT_YET = "NOT_YET"  # a signal, time or kill-switch exit met the bracket placing its GTT: retried in seconds
 
 
 @dataclass(frozen=True)
@@ -111,7 +131,7 @@ class ExitIntent:
             reason = ExitReason(raw["reason"])
             retry = raw.get("retry_of") is not None  # an exit that failed at the broker, retried (any reason)
             if reason not in _QUEUED_REASONS and not retry:
-                raise ValueError(f"reason must be STOP, TRAIL_STOP, TARGET, MANUAL or EOD, got {reason.value}")
+                raise ValueError(f"reason must be one of {', '.join(sorted(_QUEUED_REASONS))}, got {reason.value}")
             ltp = raw.get("ltp") if reason in _PRICELESS_REASONS or retry else raw["ltp"]
             return cls(
                 bracket_id=str(raw["bracket_id"]),
@@ -328,6 +348,8 @@ def _claim(repo: BracketRepository, intent: ExitIntent, claim_id: str) -> tuple[
                 return repo.transition(bracket, BracketStatus.EXITING, event, **changes), True
             except ConcurrentModification:
                 continue
+        if bracket.status is BracketStatus.ENTRY_FILLED and intent.reason in _DEFERRABLE_REASONS:
+            return ExitResult(ExitOutcome.NOT_YET, bracket.id, detail="protection is being placed")
         if bracket.status is BracketStatus.EXITING and bracket.exit is None and _claimed_by(repo, bracket, claim_id):
             logger.warning("resuming an exit claimed by this message before", extra={"bracket_id": bracket.id})
             return bracket, False

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bracketflow.adapters.dynamo import accounts as account_store
+from bracketflow.domain.enums import BracketStatus
 from bracketflow.errors import BracketBlocked, BracketflowError, Unauthorized
 from bracketflow.schemas.bracket import PlaceBracketOrderRequest, alert_to_spec, parse_alert_body, request_to_spec
-from bracketflow.services import orderbook
+from bracketflow.services import orderbook, signals
 from bracketflow.services.accounts import authenticate_api_key, authenticate_webhook_token, check_source_ip
 from bracketflow.services.models import Account, Caller
 from bracketflow.services.register_bracket import Placement, check_alert_rate, check_placement_rate, place
@@ -88,6 +89,9 @@ def placement_response(p: Placement) -> dict[str, Any]:
         "quantity": s.quantity,
         "action": s.action.value,
         "strategy": s.strategy,
+        **({"sizing": p.sizing.to_dict()} if p.sizing is not None else {}),
+        **({"exit_due_at": b.exit_due_at.isoformat()} if b.exit_due_at is not None else {}),
+        **({"reverse_of": list(b.reverse_of)} if b.reverse_of else {}),
     }
 
 
@@ -102,7 +106,10 @@ def _logged(
     caller: Caller, api_type: str, raw: Any, request_id: str | None, run: Callable[[], Placement]
 ) -> dict[str, Any]:
     try:
-        payload = placement_response(run())
+        placement = run()
+        if placement.bracket.reverse_of and placement.bracket.status is BracketStatus.CREATED:
+            signals.end_reversed(placement.bracket)
+        payload = placement_response(placement)
     except BracketflowError as exc:
         orderbook.log_request(caller, api_type, raw, _error_payload(exc), exc.status_code, request_id)
         raise
@@ -147,6 +154,11 @@ def place_from_alert(
     else:
         raise Unauthorized("Invalid API key or authentication failed: send a webhook token or the apikey")
 
+    if signals.is_exit_signal(data):
+        return _logged_signal(
+            caller, "tradingview_signal", data, request_id, lambda: signals.parse_exit_signal(data, caller), True
+        )
+
     def run() -> Placement:
         return place(
             caller,
@@ -158,3 +170,30 @@ def place_from_alert(
         )
 
     return _logged(caller, "tradingview_bracket", data, request_id, run)
+
+
+def _logged_signal(
+    caller: Caller,
+    api_type: str,
+    raw: Any,
+    request_id: str | None,
+    parse: Callable[[], signals.ExitSignal],
+    dedupe_content: bool,
+) -> dict[str, Any]:
+    try:
+        payload = signals.act_on_signal(parse(), dedupe_content=dedupe_content)
+    except BracketflowError as exc:
+        orderbook.log_request(caller, api_type, raw, _error_payload(exc), exc.status_code, request_id)
+        raise
+    orderbook.log_request(caller, api_type, raw, {"status": "success", **payload}, 200, request_id)
+    return payload
+
+
+def exit_from_rest(body: dict[str, Any], header_key: str | None, request_id: str | None) -> dict[str, Any]:
+    """POST /api/v1/closeposition: the same signal as an exit alert, by API key. A resend is recognised by its
+    client_order_id (a REST caller may close the same symbol twice on purpose, so the content alone is no resend)."""
+    apikey = header_key or body.get("apikey")
+    caller, _profile = _verify("apikey", apikey if isinstance(apikey, str) else None, authenticate_api_key)
+    return _logged_signal(
+        caller, "closeposition", body, request_id, lambda: signals.parse_exit_signal(body, caller), False
+    )

@@ -49,7 +49,7 @@ from bracketflow.adapters.broker.port import OrderReport, OrderRequest
 from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.domain.bracket import Bracket
-from bracketflow.domain.enums import BracketStatus, LegRole, OrderStatus, Validity
+from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, Validity
 from bracketflow.domain.events import (
     BracketEvent,
     EntryCancelled,
@@ -277,9 +277,25 @@ def cancel_requested(bracket_id: str) -> bool:
     return any(e.get("type") == CANCEL_REQUESTED_EVENT for e in BracketRepository().events(bracket_id))
 
 
+def requested_exit_reason(bracket_id: str) -> ExitReason | None:
+    """The exit reason a cancel request asked for (a strategy's signal, a time exit, the kill switch), or None for the
+    trader's own DELETE: whatever of the entry filled before the cancel is exited with that reason."""
+    for e in reversed(BracketRepository().events(bracket_id)):
+        if e.get("type") == CANCEL_REQUESTED_EVENT and e.get("exit_reason"):
+            return ExitReason(str(e["exit_reason"]))
+    return None
+
+
 def place_entry(bracket_id: str) -> dict[str, Any]:
     """Place the entry once; returns {"outcome": "PLACED", "broker_order_id", "timeout_s"} or a final outcome."""
     bracket = load(bracket_id)
+    if bracket.status is BracketStatus.CREATED and not cancel_requested(bracket.id) and bracket.reverse_of:
+        waiting = reverse_still_open(bracket)
+        if waiting and utc_now() - bracket.created_at < timedelta(seconds=get_settings().reverse_wait_s):
+            # Never both directions at once: the entry goes only once the old position is closed (flat at the broker).
+            return {"outcome": WAIT_FOR_FLAT, "waiting_for": waiting}
+        if waiting:
+            return {"outcome": "DONE", "status": _abandon_reverse(bracket.id, waiting).status.value, "entry": None}
     if bracket.status is BracketStatus.CREATED:
         bracket = _cancel_unsent_entry(bracket.id) if cancel_requested(bracket.id) else _send_entry(bracket)
     # ENTRY_FILLED too: a retried PlaceEntry may find the fill already recorded; the wait then completes at once.
@@ -363,6 +379,37 @@ def record_entry_found_under_review(bracket_id: str, order_id: str) -> Bracket:
         )
         return nxt
 
+    return retrying(bracket_id, step)
+
+
+WAIT_FOR_FLAT = "WAIT_FOR_FLAT"
+
+
+def reverse_still_open(bracket: Bracket) -> list[str]:
+    """The brackets this reverse waits for that are not closed yet (their exit has not filled at the broker)."""
+    repo = BracketRepository()
+    still = []
+    for other_id in bracket.reverse_of:
+        other = repo.get(other_id)
+        if other is not None and not is_terminal(other.status):
+            still.append(other_id)
+    return still
+
+
+def _abandon_reverse(bracket_id: str, waiting: list[str]) -> Bracket:
+    """The old position was not flat within REVERSE_WAIT_S: the new entry is never sent (CREATED -> CANCELLED)."""
+    repo = BracketRepository()
+    message = f"reverse abandoned: {', '.join(waiting)} still open after {get_settings().reverse_wait_s} s"
+
+    def step(b: Bracket) -> Bracket | None:
+        if b.status is not BracketStatus.CREATED:
+            return None
+        leg = b.entry.transition(OrderStatus.CANCELLED, message=message)
+        nxt = b.transition(BracketStatus.CANCELLED, entry=leg)
+        repo.save(b, nxt, [event(EntryCancelled, nxt, by="reverse", message=message)], legs=[store.leg_put(nxt, leg)])
+        return nxt
+
+    logger.warning("reverse abandoned", extra={"bracket_id": bracket_id, "waiting_for": waiting})
     return retrying(bracket_id, step)
 
 

@@ -22,6 +22,8 @@ class Account:
     limits: RiskLimits
     # None = the deployment's default (PLACEMENT_RATE_LIMIT_PER_SECOND).
     placement_rate_per_second: float | None = None
+    # The trading capital risk_percent is a percent of; None = DEFAULT_CAPITAL (none set: risk_percent is refused).
+    capital: Decimal | None = None
 
 
 @dataclass(frozen=True)

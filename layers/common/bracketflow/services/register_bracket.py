@@ -27,8 +27,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bracketflow.adapters.dynamo import accounts as account_store
+from bracketflow.adapters.dynamo import halts, keylimit
 from bracketflow.adapters.dynamo import intake as intake_store
-from bracketflow.adapters.dynamo import keylimit
 from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.brackets import BracketRepository, ConditionalPut, ExtraConditionFailed
 from bracketflow.adapters.instrument_store import current_master
@@ -39,6 +39,7 @@ from bracketflow.domain.enums import BlockKind, BracketStatus, Exchange, LegRole
 from bracketflow.domain.events import BracketBlocked as BracketBlockedEvent
 from bracketflow.domain.events import BracketRegistered
 from bracketflow.domain.instruments import index_called
+from bracketflow.domain.sizing import Sizing, size_from_risk
 from bracketflow.domain.validation import parse_exchange, split_symbol, validate_bracket
 from bracketflow.errors import BracketBlocked, Forbidden, NotFound, RateLimited, ValidationFailed
 from bracketflow.observability import logger, metrics
@@ -65,6 +66,7 @@ class Placement:
     bracket: Bracket
     duplicate: bool = False
     workflow_started: bool = True
+    sizing: Sizing | None = None  # the quantity worked out from risk, and why
 
 
 def check_placement_rate(
@@ -104,6 +106,13 @@ def _shown(rate: float) -> str:
 
 def normalise(spec: BracketSpec, caller: Caller, *, round_to_tick: bool) -> BracketSpec:
     """Apply the caller's strategy rules, then validate against the instrument (tick size and lot size)."""
+    return normalise_sized(spec, caller, round_to_tick=round_to_tick)[0]
+
+
+def normalise_sized(
+    spec: BracketSpec, caller: Caller, *, round_to_tick: bool, account: Account | None = None
+) -> tuple[BracketSpec, Sizing | None]:
+    """normalise(), and the quantity worked out from risk_amount / risk_percent when the request sized by risk."""
     if caller.strategy is not None:
         if spec.strategy not in (None, "", caller.strategy):
             raise Forbidden(f"this webhook token places brackets only for strategy {caller.strategy!r}")
@@ -129,8 +138,30 @@ def normalise(spec: BracketSpec, caller: Caller, *, round_to_tick: bool) -> Brac
         raise ValidationFailed(f"{exchange}:{symbol} expired on {instrument.expiry.isoformat()}")
     tick = instrument.tick_size if instrument.tick_size > 0 else tick
     lot = instrument.lot_size if instrument.lot_size > 0 else lot
+    by_risk = spec.risk_amount is not None or spec.risk_percent is not None
+    if by_risk:
+        spec = replace(spec, quantity=lot)  # checked first as one lot; sized below from the checked levels
     checked = validate_bracket(spec, tick_size=tick, lot_size=lot, round_to_tick=round_to_tick)
-    return replace(checked, strategy=checked.strategy or DEFAULT_STRATEGY)
+    checked = replace(checked, strategy=checked.strategy or DEFAULT_STRATEGY)
+    if checked.exit_at is not None and utc_now().astimezone(IST).strftime("%H:%M") >= checked.exit_at:
+        raise ValidationFailed(f"exit_at {checked.exit_at} IST has already passed today")
+    if not by_risk:
+        return checked, None
+    entry = checked.entry_price or checked.trigger_price
+    if entry is None:
+        raise ValidationFailed("risk sizing needs entry_price (send {{close}} with a MARKET entry)")
+    account = account or account_store.get_account(caller.account_id)
+    limits = account.limits if account else default_limits()
+    sizing = size_from_risk(
+        risk_amount=checked.risk_amount,
+        risk_percent=checked.risk_percent,
+        capital=(account.capital if account else None) or get_settings().default_capital,
+        entry=entry,
+        stop=checked.sl_price,
+        lot_size=lot,
+        max_order_value=limits.max_order_value,
+    )
+    return replace(checked, quantity=sizing.quantity), sizing
 
 
 def request_hash(spec: BracketSpec) -> str:
@@ -150,13 +181,16 @@ def place(
     """Register, check and start one bracket (steps 2-6 of the module doc); raises the 4xx errors.
 
     spend_placement_token (check_placement_rate for the caller) runs once the request is known valid and new."""
-    spec = normalise(spec, caller, round_to_tick=round_to_tick)
+    spec, sizing = normalise_sized(spec, caller, round_to_tick=round_to_tick, account=account)
     repo = BracketRepository()
     settings = get_settings()
     now = utc_now()
     now_s = int(now.timestamp())
     digest = request_hash(spec)
     bracket = Bracket.register(spec, now=now)
+    if spec.reverse:
+        reversed_ = [b.id for b in BracketRepository().list_open(caller.account_id) if _reversed_by(b, spec)]
+        bracket = replace(bracket, reverse_of=tuple(reversed_))
 
     keys: list[tuple[dict[str, str], int]] = []
     if spec.client_order_id:
@@ -174,7 +208,7 @@ def place(
     for _attempt in range(3):
         extra = [intake_store.dedupe_put(k, bracket.id, digest, now_s, w) for k, w in keys]
         try:
-            _create(repo, bracket, extra)
+            _create(repo, bracket, extra, sizing)
             break
         except ExtraConditionFailed as lost:
             key = keys[lost.index][0]
@@ -206,7 +240,18 @@ def place(
         )
     started = start_workflow(repo, bracket)
     metrics.add_metric(name="BracketsRegistered", unit="Count", value=1)
-    return Placement(bracket=bracket, workflow_started=started)
+    return Placement(bracket=bracket, workflow_started=started, sizing=sizing)
+
+
+def _reversed_by(other: Bracket, spec: BracketSpec) -> bool:
+    """An open bracket of the same strategy on the same instrument the other way: what a reverse closes first."""
+    o = other.spec
+    return (
+        o.symbol == spec.symbol
+        and o.exchange is spec.exchange
+        and (o.strategy or DEFAULT_STRATEGY) == spec.strategy
+        and o.action is not spec.action
+    )
 
 
 def _original_of_resend(
@@ -236,7 +281,7 @@ def _resend_answer(repo: BracketRepository, dedupe: dict[str, Any]) -> Placement
     return Placement(bracket=original, duplicate=True)
 
 
-def _create(repo: BracketRepository, bracket: Bracket, extra: list[ConditionalPut]) -> None:
+def _create(repo: BracketRepository, bracket: Bracket, extra: list[ConditionalPut], sizing: Sizing | None) -> None:
     at = r.iso(bracket.created_at)
     legs = [
         r.leg_item(
@@ -264,16 +309,22 @@ def _create(repo: BracketRepository, bracket: Bracket, extra: list[ConditionalPu
             quantity=bracket.spec.quantity,
         ),
     ]
-    event = BracketRegistered(
-        bracket_id=bracket.id, data=bracket.spec.to_dict(), at=bracket.created_at, bracket_version=1
-    )
+    data = bracket.spec.to_dict() | ({"sizing": sizing.to_dict()} if sizing is not None else {})
+    if bracket.reverse_of:
+        data["reverse_of"] = list(bracket.reverse_of)
+    event = BracketRegistered(bracket_id=bracket.id, data=data, at=bracket.created_at, bracket_version=1)
     repo.create(bracket, [event], legs=legs, extra=extra)
 
 
 def _run_checks(repo: BracketRepository, bracket: Bracket, account: Account | None, now: datetime) -> risk.Block | None:
     account_id = bracket.account_id
     limits = account.limits if account else default_limits()
-    open_brackets = [b for b in repo.list_open(account_id) if b.id != bracket.id]
+    halted = halts.halt_reason(account_id, now)
+    if halted is not None:  # the kill switch (loss limit or a hand flatten) holds until the next session
+        return risk.Block(BlockKind.RISK_BLOCKED, halted)
+    # What a reverse closes is neither a guard conflict nor a duplicate, nor counted against the open limit.
+    skip = {bracket.id, *bracket.reverse_of}
+    open_brackets = [b for b in repo.list_open(account_id) if b.id not in skip]
     start, end = risk.trading_day_bounds(now)
     pnl = repo.realised_pnl_between(account_id, r.iso(start), r.iso(end))
     return (

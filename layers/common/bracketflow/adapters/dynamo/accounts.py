@@ -105,3 +105,19 @@ def _revoke(key: dict[str, str], account_id: str) -> bool:
             return False
         raise
     return True
+
+
+def set_capital(account_id: str, capital: Any) -> bool:
+    """Set the account's trading capital (what risk_percent is a percent of); False when there is no such account."""
+    try:
+        table().update_item(
+            Key=r.account_key(account_id),
+            UpdateExpression="SET capital = :c",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":c": capital},
+        )
+    except ClientError as exc:
+        if _conditional_failed(exc):
+            return False
+        raise
+    return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from boto3.dynamodb.conditions import Key
+from botocore.exceptions import ClientError
 
 from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.brackets import ConditionalPut
@@ -34,6 +35,39 @@ def get_dedupe(key: dict[str, str], now_s: int) -> dict[str, Any] | None:
     if item is None or int(item.get("expires_at", 0)) < now_s:
         return None
     return item
+
+
+def claim_signal(key: dict[str, str], signal: dict[str, Any], request_hash: str, now_s: int, window_s: int) -> bool:
+    """Write a strategy signal's dedupe record (not yet done) if its key is free or expired; False when taken."""
+    item = {
+        **key,
+        "type": "DEDUPE",
+        **signal,
+        "request_hash": request_hash,
+        "done": False,
+        "expires_at": now_s + window_s,
+    }
+    try:
+        table().put_item(
+            Item=item,
+            ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+            ExpressionAttributeValues={":now": now_s},
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def mark_signal_done(key: dict[str, str], signal_id: str, brackets: list[dict[str, Any]]) -> None:
+    """The signal was acted on in full: a resend is answered from this record and does nothing."""
+    table().update_item(
+        Key=key,
+        UpdateExpression="SET done = :t, brackets = :b",
+        ConditionExpression="signal_id = :id",
+        ExpressionAttributeValues={":t": True, ":b": brackets, ":id": signal_id},
+    )
 
 
 def put_order_log(entry: OrderLogEntry, retention_days: int, now_s: int) -> None:

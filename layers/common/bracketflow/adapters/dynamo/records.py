@@ -169,6 +169,8 @@ def account_to_item(account: Account) -> dict[str, Any]:
     }
     if account.placement_rate_per_second is not None:
         item["placement_rate_per_second"] = Decimal(str(account.placement_rate_per_second))
+    if account.capital is not None:
+        item["capital"] = account.capital
     return item
 
 
@@ -184,6 +186,7 @@ def account_from_item(item: dict[str, Any]) -> Account:
             max_order_value=Decimal(item["max_order_value"]),
         ),
         placement_rate_per_second=float(rate) if rate is not None else None,
+        capital=None if item.get("capital") is None else Decimal(item["capital"]),
     )
 
 
@@ -308,6 +311,12 @@ _OPTIONAL_STATE_ATTRS = (
     "gtt_id",
     "exit_reason",
     "earlier_exits",
+    "exit_after",
+    "exit_at",
+    "reverse",
+    "risk_amount",
+    "risk_percent",
+    "reverse_of",
     "gsi2pk",
     "gsi2sk",
 )
@@ -389,6 +398,12 @@ def bracket_to_item(b: Bracket) -> dict[str, Any]:
         "gtt_id": b.gtt_id,
         "exit_reason": None if b.exit_reason is None else b.exit_reason.value,
         "earlier_exits": [_leg_to_map(leg) for leg in b.earlier_exits] or None,
+        "exit_after": s.exit_after,
+        "exit_at": s.exit_at,
+        "reverse": True if s.reverse else None,
+        "risk_amount": s.risk_amount,
+        "risk_percent": s.risk_percent,
+        "reverse_of": list(b.reverse_of) or None,
     }
     item.update({k: v for k, v in optional.items() if v is not None})
     if not is_terminal(b.status):
@@ -425,6 +440,11 @@ def bracket_from_item(item: dict[str, Any]) -> Bracket:
         tag=item.get("user_tag"),
         strategy=item.get("strategy") or None,
         client_order_id=None if cid is None else ClientOrderId(cid),
+        exit_after=None if item.get("exit_after") is None else int(item["exit_after"]),
+        exit_at=item.get("exit_at"),
+        reverse=bool(item.get("reverse")),
+        risk_amount=dec("risk_amount"),
+        risk_percent=dec("risk_percent"),
     )
     return Bracket(
         id=BracketId(item["bracket_id"]),
@@ -441,6 +461,7 @@ def bracket_from_item(item: dict[str, Any]) -> Bracket:
         exit_reason=None if not item.get("exit_reason") else ExitReason(item["exit_reason"]),
         tags=tuple(item.get("tags") or ()),
         earlier_exits=tuple(_leg_from_map(leg) for leg in item.get("earlier_exits") or ()),
+        reverse_of=tuple(BracketId(i) for i in item.get("reverse_of") or ()),
     )
 
 

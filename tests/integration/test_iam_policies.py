@@ -54,6 +54,7 @@ SPECIAL_ACTIONS = {
     "transact_get_items": {"dynamodb:GetItem"},
     "transact_write_items": set(),  # authorised per item: see TRANSACT_ITEM_ACTIONS
     "batch_writer": {"dynamodb:BatchWriteItem"},
+    "invoke": {"lambda:InvokeFunction"},
 }
 TRANSACT_ITEM_ACTIONS = {
     "Put": "dynamodb:PutItem",

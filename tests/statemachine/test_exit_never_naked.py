@@ -6,8 +6,8 @@ ExitQueue and its poller, the watcher fed by the paper ticker) with the paper ex
 - an exit whose placement fails after the GTT was deleted is retried within seconds, not after the ExitQueue's
   visibility timeout;
 - a GTT that fired while the market gapped past its LIMIT child is exited at market, the child cancelled first;
-- a position closed by hand at the broker is not taken for the GTT's fill: the bracket closes MANUAL and its GTT does
-  not outlive it.
+- a position closed by hand at the broker is not taken for the GTT's fill: the bracket is reconciled at once (not at
+  the next scheduled run), closes MANUAL, and its GTT does not outlive it.
 
 The streamer's part (seeing the stop crossed) is played by the test: it puts the streamer's exit intent on the queue.
 """
@@ -227,11 +227,11 @@ def test_a_position_closed_by_hand_is_not_taken_for_the_gtt_fill_and_its_gtt_doe
         price=1499.95,
     )
     assert kite.order_history(by_hand)[-1]["status"] == "COMPLETE"
-    # And reconciliation runs (the schedule's job)
-    wait_for("the watcher to have seen the hand order", lambda: _seen(by_hand), STATUS_BOUND_S)
-    run_reconcile(market)
-    # Then the bracket is CLOSED as a MANUAL exit at the trader's order, not as its GTT's stop or target
+    # Then, with no scheduled reconciliation run (this stack has no schedules), the watcher's sight of a fill that no
+    # order of ours made on the bracket's position has the bracket reconciled at once: CLOSED as a MANUAL exit at the
+    # trader's order, not as its GTT's stop or target
     done = wait_for_status(b.id, "CLOSED", timeout_s=STATUS_BOUND_S)
+    assert _seen(by_hand)
     assert done.exit_reason.value == "MANUAL"
     assert done.exit.broker_order_id == by_hand
     # And its GTT no longer lives at the broker: it can never fire into the flat account and open a short

@@ -150,6 +150,11 @@ class LifecycleSettings(_Base):
     # placed, and resumes the exit if the invocation that claimed it died (after deleting the GTT, say) instead of
     # leaving the position to the queue's visibility timeout.
     exit_watchdog_s: int = Field(3, alias="EXIT_WATCHDOG_S")
+    # A fill that no order of ours made on an open bracket's position (a close by hand in the Kite app) has the
+    # watcher start that bracket's reconciliation at once (RECONCILE_BRACKET_FUNCTION, asynchronously), which looks
+    # this long after the fill, so a trader's quick round trip is seen whole.
+    reconcile_bracket_function: str = Field("", alias="RECONCILE_BRACKET_FUNCTION")
+    hand_fill_settle_s: float = Field(1.0, alias="HAND_FILL_SETTLE_S")
     # After an exit placement whose outcome is unknown (no answer, and the broker's book did not show it within the
     # lookup window), no other attempt places for this much longer: a broker that lists new orders late still shows
     # the first one before a second is sent.

@@ -6,6 +6,7 @@ moto server before the first call. `reset_clients()` drops the cache (tests, and
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -55,3 +56,8 @@ def reset_clients() -> None:
         _clients.clear()
         _resources.clear()
     get_settings.cache_clear()
+
+
+def invoke_async(function_name: str, payload: dict[str, Any]) -> None:
+    """Invoke a Lambda function without waiting for it (InvocationType Event: Lambda retries it twice on error)."""
+    client("lambda").invoke(FunctionName=function_name, InvocationType="Event", Payload=json.dumps(payload).encode())

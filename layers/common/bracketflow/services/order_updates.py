@@ -45,6 +45,7 @@ import hmac
 from decimal import Decimal
 from typing import Any
 
+from bracketflow.adapters.aws import invoke_async
 from bracketflow.adapters.broker import get_broker
 from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
@@ -249,11 +250,26 @@ def _gtt_child_filled(fact: OrderFact) -> str:
             extra={"order_id": fact.order_id, "candidates": [b.id for b in candidates]},
         )
         metrics.add_metric(name="UnmatchedOrderUpdates", unit="Count", value=1)
+        if not owners:  # nothing of ours made this fill on an open bracket's position: a hand close, say
+            reconcile_at_once([b.id for b in same_position if b.status is BracketStatus.PROTECTED])
         return "unmatched"
     bracket = _record_gtt_exit(candidates[0].id, fact)
     complete_exit_wait(bracket)
     complete_entry_rest_wait(bracket, changed=True)  # a partly filled entry's rest is cancelled by the workflow
     return f"gtt:{bracket.status.value}"
+
+
+def reconcile_at_once(bracket_ids: list[str]) -> None:
+    """Start each bracket's reconciliation now (asynchronously), not at the next scheduled run: a position closed by
+    hand keeps its GTT until then, and the GTT would fire into the flat account. Best effort: the schedule remains."""
+    name = get_settings().reconcile_bracket_function
+    if not name:
+        return
+    for bracket_id in bracket_ids:
+        try:
+            invoke_async(name, {"bracket_id": bracket_id, "now": True})
+        except Exception:
+            logger.exception("could not start a bracket's reconciliation", extra={"bracket_id": bracket_id})
 
 
 def gtt_exit_reason(bracket: Bracket, price: Decimal) -> ExitReason:

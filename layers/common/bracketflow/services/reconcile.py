@@ -40,6 +40,7 @@ instrument, "flat" means both were closed, and a partial manual close is not tol
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -298,6 +299,27 @@ def reconcile_bracket(run_id: str, bracket_id: str, now: datetime | None = None)
         current = repo.get(bracket_id)
         fresh = current is not None and not is_terminal(current.status) and not _changed_since(current, live)
         outcome = _check(current, live, at) if fresh and current is not None else None
+    return _result(repo, bracket_id, outcome)
+
+
+def reconcile_bracket_now(bracket_id: str, settle_s: float | None = None) -> dict[str, Any]:
+    """Reconcile one bracket at once on the broker's live state: the watcher saw an order that no bracket of ours
+    placed fill on this bracket's position (a close by hand in the Kite app, the broker's own square-off), and a
+    position closed that way still has its GTT, which would fire into the flat account before the next scheduled
+    run. Waits `settle_s` (HAND_FILL_SETTLE_S) first, so a trader's quick round trip is seen whole."""
+    time.sleep(get_settings().hand_fill_settle_s if settle_s is None else settle_s)
+    repo = BracketRepository()
+    bracket = repo.get(bracket_id)
+    if bracket is None or is_terminal(bracket.status):
+        return {"bracket_id": bracket_id, "status": None if bracket is None else bracket.status.value, "repair": None}
+    view = live_view()
+    current = repo.get(bracket_id)
+    fresh = current is not None and not is_terminal(current.status) and not _changed_since(current, view)
+    outcome = _check(current, view, utc_now()) if fresh and current is not None else None
+    return _result(repo, bracket_id, outcome)
+
+
+def _result(repo: BracketRepository, bracket_id: str, outcome: Outcome) -> dict[str, Any]:
     after = repo.get(bracket_id)
     result = {
         "bracket_id": bracket_id,

@@ -3,6 +3,7 @@
 Each is a thread built from one entry of a function's (or state machine's) Events in template.yaml, talking to the moto
 server like Lambda's pollers talk to AWS:
 - SQS: receive up to BatchSize (within MaximumBatchingWindowInSeconds), call the handler, delete what succeeded;
+  several batches at once (sqs_pollers: Lambda's five, or the source's ScalingConfig.MaximumConcurrency if lower);
   with ReportBatchItemFailures only the reported messages stay; failures come back after the visibility timeout and
   moto moves a message to the dead-letter queue once it has been received maxReceiveCount times.
 - Schedule/ScheduleV2: rate(...) on its own interval, cron(...) every `cron_every_s` (local runs are not market
@@ -110,9 +111,32 @@ def _failed_ids(result: Any, all_ids: list[str]) -> set[str]:
     return ids
 
 
+LAMBDA_SQS_POLLERS = 5  # Lambda starts an SQS event source with five concurrent pollers
+
+
+def sqs_pollers(properties: dict[str, Any]) -> int:
+    """How many batches of one SQS event source run at once: as on Lambda, five, or fewer when the source's
+    ScalingConfig.MaximumConcurrency says so. One poller alone would make every message wait behind a slow batch
+    (an exit waiting out a broker outage, say), which Lambda never does."""
+    scaling = properties.get("ScalingConfig") or {}
+    try:
+        most = int(scaling.get("MaximumConcurrency", LAMBDA_SQS_POLLERS))
+    except (TypeError, ValueError):
+        most = LAMBDA_SQS_POLLERS
+    return max(1, min(most, LAMBDA_SQS_POLLERS))
+
+
 class SqsPoller(Worker):
-    def __init__(self, runtime: LambdaRuntime, fn: FunctionSpec, event: EventSource, template: Template, sqs: Any):
-        super().__init__(f"sqs:{fn.logical_id}.{event.name}")
+    def __init__(
+        self,
+        runtime: LambdaRuntime,
+        fn: FunctionSpec,
+        event: EventSource,
+        template: Template,
+        sqs: Any,
+        index: int = 0,
+    ):
+        super().__init__(f"sqs:{fn.logical_id}.{event.name}" + (f"#{index}" if index else ""))
         queue = template.queue_by_arn(str(event.properties["Queue"]))
         if queue is None:
             raise ValueError(f"{fn.logical_id}.{event.name}: queue {event.properties['Queue']} is not in the template")

@@ -27,7 +27,7 @@ from local.aws import MotoServer, provision
 from local.chaos import CrashAfterBroker
 from local.components import FAILED, STARTING, STOPPED, UP, Components
 from local.gateway import Gateway
-from local.pollers import ScheduleTimer, SqsPoller, StreamPoller, Worker, schedule_interval_s
+from local.pollers import ScheduleTimer, SqsPoller, StreamPoller, Worker, schedule_interval_s, sqs_pollers
 from local.processes import Child, ChildSpec, RestartPolicy, Supervisor
 from local.runtime import FunctionError, LambdaRuntime, metrics_per_invocation
 from local.template import FunctionSpec, StateMachineSpec, Template, load_template
@@ -397,7 +397,8 @@ class LocalStack:
                 if event.properties.get("Enabled", True) is False:
                     continue
                 if event.type == "SQS":
-                    self.workers.append(SqsPoller(runtime, fn, event, template, sqs))
+                    for index in range(sqs_pollers(event.properties)):
+                        self.workers.append(SqsPoller(runtime, fn, event, template, sqs, index=index))
                 elif event.type == "DynamoDB":
                     table = template.table_by_stream_arn(str(event.properties["Stream"]))
                     if table is None:

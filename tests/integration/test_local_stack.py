@@ -112,7 +112,7 @@ def test_health_answers_503_while_starting_and_200_with_every_component_once_up(
 
 def test_template_resources_are_realised_and_unknown_types_skipped(stack):
     # Given the fixture template (a table with its name from !Sub, two queues, a state machine, an alarm)
-    # Then they exist in moto under their resolved names, and the alarm is only listed as skipped
+    # Then they exist in moto under their resolved names (the alarm too, never evaluated: a test sets its state)
     assert stack.table_name("ProbeTable") == "probe-test"
     assert "probe-test" in stack.client("dynamodb").list_tables()["TableNames"]
     urls = stack.client("sqs").list_queues()["QueueUrls"]
@@ -122,7 +122,9 @@ def test_template_resources_are_realised_and_unknown_types_skipped(stack):
     ]
     machines = stack.client("stepfunctions").list_state_machines()["stateMachines"]
     assert [m["name"] for m in machines] == ["bracketflow-local-ApprovalWorkflow"]
-    assert stack.template.skipped == {"NotRealisedAlarm": "AWS::CloudWatch::Alarm"}
+    alarms = stack.client("cloudwatch").describe_alarms()["MetricAlarms"]
+    assert len(alarms) == 1 and alarms[0]["MetricName"] == "Errors"
+    assert stack.template.skipped == {}
 
 
 # ---------- the API ----------
@@ -198,6 +200,24 @@ def test_sqs_source_delivers_a_batch_deletes_successes_and_redrives_reported_fai
     assert get_item(table, "attempt#ok-1")["attempts"] == {"N": "1"}
     attrs = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
     assert (attrs["ApproximateNumberOfMessages"], attrs["ApproximateNumberOfMessagesNotVisible"]) == ("0", "0")
+
+
+def test_a_slow_batch_does_not_hold_the_queues_other_messages_back(stack, table):
+    sqs = stack.client("sqs")
+    queue = stack.queue_url("WorkQueue")
+    # Given a message whose handler is held (an exit waiting out a broker outage, say)
+    sqs.send_message(QueueUrl=queue, MessageBody="slow-1")
+    eventually(lambda: get_item(table, "attempt#slow-1"), "the slow message taken")
+    try:
+        # When another message arrives meanwhile
+        sqs.send_message(QueueUrl=queue, MessageBody="ok-after-slow")
+        # Then it is handled while the first is still held, as Lambda's concurrent pollers would
+        eventually(lambda: get_item(table, "done#ok-after-slow"), "the second message handled")
+        assert get_item(table, "done#slow-1") is None
+    finally:
+        client, name = table
+        client.put_item(TableName=name, Item={"pk": {"S": "release#slow-1"}})
+    eventually(lambda: get_item(table, "done#slow-1"), "the slow message finished once released")
 
 
 def test_schedule_fires_its_function_with_the_schedules_input(stack, table):

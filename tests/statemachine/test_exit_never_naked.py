@@ -240,6 +240,34 @@ def test_a_position_closed_by_hand_is_not_taken_for_the_gtt_fill_and_its_gtt_doe
     assert net_position(market, "INFY") == 0
 
 
+def test_a_whole_position_closed_by_hand_in_one_order_closes_every_bracket_on_it(market, kite: KiteConnect):
+    # Given two protected brackets on INFY MIS (BUY 10 and BUY 4: the broker's net position is 14)
+    first = protected_bracket(market, fresh_strategy("bulk-a"), timeout_s=STATUS_BOUND_S)
+    second = protected_bracket(market, fresh_strategy("bulk-b"), timeout_s=STATUS_BOUND_S, quantity=4)
+    assert net_position(market, "INFY") == 14
+    # When the trader exits the whole position in the Kite app: one untagged SELL 14
+    by_hand = kite.place_order(
+        variety="regular",
+        exchange="NSE",
+        tradingsymbol="INFY",
+        transaction_type="SELL",
+        quantity=14,
+        product="MIS",
+        order_type="LIMIT",
+        price=1499.95,
+    )
+    assert kite.order_history(by_hand)[-1]["status"] == "COMPLETE"
+    # Then both brackets are CLOSED MANUAL at that order, each for its own quantity (not left under review while
+    # the broker is flat), and neither GTT lives on to fire into the flat account
+    for b, quantity in ((first, 10), (second, 4)):
+        done = wait_for_status(b.id, "CLOSED", "NEEDS_REVIEW", timeout_s=STATUS_BOUND_S)
+        assert done.status.value == "CLOSED", event_types(b.id)
+        assert done.exit_reason.value == "MANUAL"
+        assert (done.exit.broker_order_id, done.exit.filled_quantity) == (by_hand, quantity)
+        assert str(b.gtt_id) not in live_gtts(market)
+    assert net_position(market, "INFY") == 0
+
+
 def _seen(order_id: str) -> bool:
     """The watcher has acted on (or ruled out) the order's COMPLETE update: it keeps a claim of every update it took."""
     from bracketflow.adapters.dynamo import lifecycle as store

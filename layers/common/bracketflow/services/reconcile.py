@@ -77,7 +77,7 @@ from bracketflow.services import lifecycle
 from bracketflow.services.emergency_exit import emergency_exit
 from bracketflow.services.finalize import finalize
 from bracketflow.services.lifecycle import OrderFact, event, retrying
-from bracketflow.services.order_updates import gtt_exit_reason
+from bracketflow.services.order_updates import gtt_exit_reason, is_bracket_order_tag
 from bracketflow.services.protect import CLAIM_ATTEMPTS, own_twin_or_new_gtt, place_protection, protection_request
 from bracketflow.services.register_bracket import start_workflow
 from bracketflow.settings import get_settings
@@ -214,6 +214,30 @@ class BrokerView:
             if mapped is None or mapped.get("bracket_id") == bracket.id:
                 return order
         return None
+
+    def bulk_closing_order(self, bracket: Bracket, filled_at: datetime | None) -> OrderReport | None:
+        """An order not of ours that closed this bracket's position together with others on the same instrument
+        and product (the Kite app's Positions -> Exit sells the whole net position in one order): COMPLETE, the
+        exit side, for more than the bracket's filled quantity, placed at or after its fill, carrying no tag of
+        ours. The latest such order; None when there is none (a close in several pieces: a human looks)."""
+        spec = bracket.spec
+        if filled_at is None:
+            return None
+        since = _aware(filled_at).replace(microsecond=0)
+        candidates = [
+            o
+            for o in self.orders.values()
+            if o.status == "COMPLETE"
+            and o.exchange == spec.exchange.value
+            and o.tradingsymbol == spec.symbol
+            and o.product == spec.product.value
+            and o.transaction_type == spec.exit_action.value
+            and o.filled_quantity > bracket.entry.filled_quantity
+            and not is_bracket_order_tag(o.tag)
+            and o.order_timestamp is not None
+            and _aware(o.order_timestamp) >= since
+        ]
+        return max(candidates, key=lambda o: (_aware(o.order_timestamp or since), str(o.order_id)), default=None)
 
 
 def utc_now() -> datetime:
@@ -458,13 +482,26 @@ def _check_protected(bracket: Bracket, view: BrokerView, now: datetime) -> Outco
         _confirm(view)
         if gtt is not None and gtt.status == "active":
             _cancel_gtt(gtt.gtt_id)  # with no position at the broker, it could only open one
-        closing = view.closing_order(bracket, _entry_filled_at(bracket))
-        if closing is None:
-            why = "no single order of its quantity closed it after its fill; its GTT cancelled"
-            return _flag(bracket, f"POSITION_FLAT: the broker shows no position and {why}")
-        return _close_from_broker(
-            bracket, closing, ExitReason.MANUAL, "POSITION_CLOSED_AT_BROKER", "position closed at the broker"
-        )
+        filled_at = _entry_filled_at(bracket)
+        closing = view.closing_order(bracket, filled_at)
+        if closing is not None:
+            return _close_from_broker(
+                bracket, closing, ExitReason.MANUAL, "POSITION_CLOSED_AT_BROKER", "position closed at the broker"
+            )
+        bulk = view.bulk_closing_order(bracket, filled_at)
+        if bulk is not None:
+            # The position is flat and one order closed it with others': this bracket is closed too, at that
+            # order's price (its own share of the order, not the whole order, in the P&L).
+            return _close_from_broker(
+                bracket,
+                bulk,
+                ExitReason.MANUAL,
+                "POSITION_CLOSED_AT_BROKER_IN_BULK",
+                f"position closed at the broker by order {bulk.order_id} with others on {spec.symbol}",
+                shared=True,
+            )
+        why = "no single order of its quantity closed it after its fill; its GTT cancelled"
+        return _flag(bracket, f"POSITION_FLAT: the broker shows no position and {why}")
     if gtt is None or gtt.status in GTT_INERT:
         _confirm(view)
         what = "missing" if gtt is None else gtt.status
@@ -641,10 +678,20 @@ def _flag(bracket: Bracket, reason: str, order: OrderReport | None = None) -> Ou
     return "FLAGGED", reason
 
 
-def _close_from_broker(bracket: Bracket, order: OrderReport, reason: ExitReason, repair: str, detail: str) -> Outcome:
+def _close_from_broker(
+    bracket: Bracket,
+    order: OrderReport,
+    reason: ExitReason,
+    repair: str,
+    detail: str,
+    *,
+    shared: bool = False,
+) -> Outcome:
     """The broker closed the position (its GTT, or the trader by hand): record that exit, then close the bracket.
 
-    From PROTECTED, or from EXITING with no exit order (the exit Lambda's claim that found the GTT fired)."""
+    From PROTECTED, or from EXITING with no exit order (the exit Lambda's claim that found the GTT fired). A `shared`
+    order closed other brackets' positions too: this bracket records its own filled quantity of it, and the order
+    is not mapped to this bracket alone."""
     repo = BracketRepository()
     price = order.average_price or Decimal(0)
 
@@ -652,12 +699,13 @@ def _close_from_broker(bracket: Bracket, order: OrderReport, reason: ExitReason,
         claimed = b.status is BracketStatus.EXITING and b.exit is None
         if (b.status is not BracketStatus.PROTECTED and not claimed) or b.version != bracket.version:
             return None
+        own = b.entry.filled_quantity if shared else order.filled_quantity
         leg = LegOrder(
             role=LegRole.EXIT,
             status=OrderStatus.EXECUTED,
             broker_order_id=BrokerOrderId(str(order.order_id)),
-            quantity=order.quantity,
-            filled_quantity=order.filled_quantity,
+            quantity=own if shared else order.quantity,
+            filled_quantity=own,
             average_price=price,
         )
         nxt = (
@@ -669,7 +717,7 @@ def _close_from_broker(bracket: Bracket, order: OrderReport, reason: ExitReason,
             event(
                 ExitFilled,
                 nxt,
-                filled_quantity=order.filled_quantity,
+                filled_quantity=own,
                 average_price=price,
                 broker_order_id=str(order.order_id),
                 gtt_id=b.gtt_id,
@@ -677,12 +725,10 @@ def _close_from_broker(bracket: Bracket, order: OrderReport, reason: ExitReason,
             ),
             event(Reconciled, nxt, repair=repair, detail=detail, order_id=str(order.order_id), exit_reason=reason),
         ]
-        repo.save(
-            b,
-            nxt,
-            evs,
-            legs=[store.leg_put(nxt, leg), store.broker_order_map_item(str(order.order_id), nxt, LegRole.EXIT.value)],
-        )
+        legs = [store.leg_put(nxt, leg)]
+        if not shared:
+            legs.append(store.broker_order_map_item(str(order.order_id), nxt, LegRole.EXIT.value))
+        repo.save(b, nxt, evs, legs=legs)
         return nxt
 
     after = retrying(bracket.id, step)

@@ -38,8 +38,10 @@ def _construct(tag: str):
             value: Any = loader.construct_scalar(node)
         elif isinstance(node, yaml.SequenceNode):
             value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        elif isinstance(node, yaml.MappingNode):
+            value = loader.construct_mapping(node, deep=True)
+        else:  # YAML has no fourth kind of node
+            raise yaml.constructor.ConstructorError(None, None, f"!{tag} on a {type(node).__name__}", node.start_mark)
         if tag == "Ref":
             return {"Ref": value}
         if tag == "Condition":

@@ -213,9 +213,9 @@ class LocalWebSocketApi:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server  # aiohttp keeps the bound socket here; port 0 means "tell me which"
-        if server is not None and getattr(server, "sockets", None):
-            self.port = int(server.sockets[0].getsockname()[1])
+        addresses = self._runner.addresses  # the bound sockets' addresses; port 0 means "tell me which"
+        if addresses:
+            self.port = int(addresses[0][1])
 
     async def _shutdown(self) -> None:
         for ws in list(self._sockets.values()):

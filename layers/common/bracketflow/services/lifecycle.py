@@ -214,7 +214,7 @@ def exit_outcome(bracket: Bracket) -> dict[str, Any] | None:
     quantity = sum(f.filled_quantity for f in fills) or leg.filled_quantity
     price = leg.average_price
     if len(fills) > 1:
-        price = sum((f.average_price or Decimal(0)) * f.filled_quantity for f in fills) / quantity
+        price = sum(((f.average_price or Decimal(0)) * f.filled_quantity for f in fills), Decimal(0)) / quantity
     return {
         "exit": {
             "reason": None if bracket.exit_reason is None else bracket.exit_reason.value,

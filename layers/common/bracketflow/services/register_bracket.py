@@ -344,7 +344,7 @@ def resume_unstarted_brackets(older_than_s: int = 60) -> list[str]:
     """
     repo = BracketRepository()
     cutoff = utc_now() - timedelta(seconds=older_than_s)
-    started = []
+    started: list[str] = []
     for bracket in repo.list_open():
         if bracket.status is BracketStatus.CREATED and bracket.created_at <= cutoff and start_workflow(repo, bracket):
             started.append(bracket.id)

@@ -255,9 +255,19 @@ class MotoServer:
         Table.query = query  # type: ignore[method-assign,assignment]  # its receiver is not named self, as it sits in a method
 
     def _restore(self) -> None:
+        self._restore_config_and_handlers()
+        self._restore_fast_paths()
+        if self._saved_moto_port is None:
+            os.environ.pop("MOTO_PORT", None)
+        else:
+            os.environ["MOTO_PORT"] = self._saved_moto_port
+        # The backends are process-global: leave nothing behind for whatever runs in this process next.
+        _reset_moto_backends()
+
+    def _restore_config_and_handlers(self) -> None:
+        """moto's config, its Lambda invoke, SendTaskFailure and the request handlers as they were before start()."""
         from moto.awslambda_simple.models import LambdaSimpleBackend
         from moto.core.config import default_user_config
-        from moto.dynamodb.models import DynamoDBBackend
         from moto.stepfunctions.responses import StepFunctionResponse
 
         for key, value in self._saved_config.items():
@@ -282,6 +292,11 @@ class MotoServer:
             else:
                 handler.serialized = own
         self._plain_json_handlers = []
+
+    def _restore_fast_paths(self) -> None:
+        """moto's own parsing, client factory, item sizing, queries and transactions, in place of ours."""
+        from moto.dynamodb.models import DynamoDBBackend
+
         if self._saved_entrypoint is not None:
             from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
@@ -307,12 +322,6 @@ class MotoServer:
         if self._saved_transact is not None:
             DynamoDBBackend.transact_write_items = self._saved_transact  # type: ignore[method-assign]
             self._saved_transact = None
-        if self._saved_moto_port is None:
-            os.environ.pop("MOTO_PORT", None)
-        else:
-            os.environ["MOTO_PORT"] = self._saved_moto_port
-        # The backends are process-global: leave nothing behind for whatever runs in this process next.
-        _reset_moto_backends()
 
     def client(self, service: str) -> Any:
         return boto3.client(

@@ -735,7 +735,7 @@ class Soak:
 
     # ---- checks ----
 
-    def _check(self, faults_fired: dict[str, int], wall: float) -> SoakResult:
+    def _check(self, faults_fired: dict[str, int], wall: float) -> SoakResult:  # noqa: C901, PLR0912, PLR0915 - every promise checked over one snapshot of the books
         from bracketflow.adapters.dynamo.brackets import BracketRepository
         from bracketflow.domain.ids import bracket_ref
 
@@ -959,7 +959,7 @@ def _review_reasons(repo: Any, brackets: list[Any]) -> dict[str, int]:
     return dict(reasons.most_common())
 
 
-def unprotected_intervals(
+def unprotected_intervals(  # noqa: C901, PLR0915 - one sweep over the broker's timeline
     timeline: list[dict[str, Any]], ignore_orders: set[str], trader_deleted: set[int] | None = None
 ) -> list[dict[str, Any]]:
     """From the broker's timeline alone: per symbol and product, the stretches when some filled quantity had

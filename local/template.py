@@ -330,7 +330,7 @@ class _Resolver:
                 out[key] = resolved
         return out
 
-    def _function(self, fn: str, arg: Any) -> Any:
+    def _function(self, fn: str, arg: Any) -> Any:  # noqa: C901, PLR0912 - one branch per CloudFormation intrinsic
         if fn == "GetAtt":
             logical_id, attribute = (arg if isinstance(arg, list) else str(arg).split(".", 1))[:2]
             return self.get_att(self.resolve(logical_id), self.resolve(attribute))
@@ -412,7 +412,7 @@ def _as_env(variables: dict[str, Any]) -> dict[str, str]:
     return {k: ("" if v is None else str(v).lower() if isinstance(v, bool) else str(v)) for k, v in variables.items()}
 
 
-def load_template(
+def load_template(  # noqa: C901, PLR0912, PLR0915 - one pass over the template's resources, by type
     path: str | Path,
     *,
     parameter_overrides: dict[str, str] | None = None,

@@ -138,7 +138,7 @@ def request_hash(spec: BracketSpec) -> str:
     return hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
-def place(
+def place(  # noqa: PLR0912 - the intake's one path, read top to bottom
     caller: Caller,
     spec: BracketSpec,
     *,

@@ -17,8 +17,9 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from bracketflow.adapters.sqs import retry_in
+from bracketflow.contracts import ExitRequest
 from bracketflow.observability import logger, metrics, tracer
-from bracketflow.services.execute_exit import ExitIntent, execute_exit, exit_attempt_failed, retry_delay_s
+from bracketflow.services.execute_exit import execute_exit, exit_attempt_failed, retry_delay_s
 from bracketflow.settings import get_settings
 
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -27,7 +28,7 @@ processor = BatchProcessor(event_type=EventType.SQS)
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> dict[str, Any]:
     try:
-        result = execute_exit(ExitIntent.from_json(record.body), claim_id=record.message_id)
+        result = execute_exit(ExitRequest.from_json(record.body), claim_id=record.message_id)
     except Exception as exc:
         exit_attempt_failed(_bracket_id(record), exc)
         _retry_soon(record)

@@ -1,12 +1,8 @@
 """Exit a bracket whose stop the streamer saw crossed — exactly once (docs/reliability.md).
 
-Input: the streamer's exit intent (ExitQueue, SQS Standard, so it may arrive twice or concurrently):
-    {"bracket_id", "reason": "STOP|TRAIL_STOP", "ltp": "<decimal>", "stop_price": "<decimal>",
-     "detected_at": "<ISO UTC>", "message_index": int, "packet_index": int}
-or the trader's DELETE of a PROTECTED bracket (services/cancel_bracket.py), the same shape with "reason": "MANUAL",
-"ltp": null (the API does not know the market) and "detected_at" the request's time,
-or the MIS square-off (services/square_off.py), "reason": "EOD", "ltp": null, the bracket's stop as "stop_price"
-(both come through the queue so they get its retries and its DLQ like the streamer's exits),
+Input: an ExitRequest (bracketflow/contracts.py) from the ExitQueue (SQS Standard, so it may arrive twice or
+concurrently): the streamer's crossed stop, the trader's DELETE of a PROTECTED bracket (MANUAL), the MIS square-off
+(EOD) or reconciliation's exits, all through the queue so they get its retries and its DLQ,
 and a claim id: the SQS message id, which stays the same across redeliveries of one message.
 
 1. Claim: PROTECTED (or EXIT_FAILED, a retry) -> EXITING by a conditional write, with an ExitRequested event that
@@ -39,11 +35,10 @@ sends it to the DLQ and its alarm; ExitRetries counts every failed attempt (its 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -52,11 +47,12 @@ from bracketflow.adapters.broker import get_broker
 from bracketflow.adapters.broker.port import BrokerPort, OrderReport, OrderRequest
 from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.contracts import ExitRequest
 from bracketflow.domain.bracket import Bracket, LegOrder
-from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, PositionSide
+from bracketflow.domain.enums import BracketStatus, LegRole, OrderStatus, PositionSide
 from bracketflow.domain.events import ExitFailed, ExitPlaced, ExitRequested
 from bracketflow.domain.ids import order_tag
-from bracketflow.errors import BrokerError, BrokerRejected, ConcurrentModification, ValidationFailed
+from bracketflow.errors import BrokerError, BrokerRejected, ConcurrentModification
 from bracketflow.observability import logger, metrics
 from bracketflow.services.working_entry import settle_before_exit
 from bracketflow.settings import get_settings
@@ -67,12 +63,6 @@ RETRY_BASE_S = 1
 RETRY_CAP_S = 10
 _CHILD_POLL_S = 0.25
 _DEAD_ORDER_STATUSES = frozenset({"REJECTED", "CANCELLED"})
-# TARGET: reconciliation found the GTT's target leg fired and its order refused, the position still open.
-_QUEUED_REASONS = frozenset(
-    {ExitReason.STOP, ExitReason.TRAIL_STOP, ExitReason.TARGET, ExitReason.MANUAL, ExitReason.EOD}
-)
-# Exits nobody saw a price for: the trader's DELETE and the square-off clock. A stop hit always carries its LTP.
-_PRICELESS_REASONS = frozenset({ExitReason.MANUAL, ExitReason.EOD})
 
 
 class ExitOutcome(StrEnum):
@@ -84,46 +74,6 @@ class ExitOutcome(StrEnum):
 
 
 @dataclass(frozen=True)
-class ExitIntent:
-    bracket_id: str
-    reason: ExitReason
-    ltp: Decimal | None  # None for a MANUAL (the trader's DELETE) or EOD (square-off) exit
-    stop_price: Decimal
-    detected_at: str | None = None
-    message_index: int | None = None
-    packet_index: int | None = None
-
-    @classmethod
-    def from_json(cls, body: str) -> ExitIntent:
-        """Parse an ExitQueue message; ValidationFailed names what is wrong (such a message goes to the DLQ)."""
-        try:
-            raw = json.loads(body)
-        except ValueError as exc:
-            raise ValidationFailed(f"exit intent is not JSON: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ValidationFailed("exit intent must be a JSON object")
-        try:
-            reason = ExitReason(raw["reason"])
-            retry = raw.get("retry_of") is not None  # an exit that failed at the broker, retried (any reason)
-            if reason not in _QUEUED_REASONS and not retry:
-                raise ValueError(f"reason must be STOP, TRAIL_STOP, TARGET, MANUAL or EOD, got {reason.value}")
-            ltp = raw.get("ltp") if reason in _PRICELESS_REASONS or retry else raw["ltp"]
-            return cls(
-                bracket_id=str(raw["bracket_id"]),
-                reason=reason,
-                ltp=None if ltp is None else Decimal(str(ltp)),
-                stop_price=Decimal(str(raw["stop_price"])),
-                detected_at=raw.get("detected_at"),
-                message_index=raw.get("message_index"),
-                packet_index=raw.get("packet_index"),
-            )
-        except KeyError as missing:
-            raise ValidationFailed(f"exit intent lacks {missing}") from None
-        except (ValueError, InvalidOperation) as exc:
-            raise ValidationFailed(f"exit intent is invalid: {exc}") from None
-
-
-@dataclass(frozen=True)
 class ExitResult:
     outcome: ExitOutcome
     bracket_id: str
@@ -132,7 +82,7 @@ class ExitResult:
 
 
 def execute_exit(
-    intent: ExitIntent,
+    intent: ExitRequest,
     claim_id: str,
     *,
     repo: BracketRepository | None = None,
@@ -232,7 +182,7 @@ def _tighter(bracket: Bracket, stop: Decimal) -> Decimal:
     return min(bracket.stop_price, stop)
 
 
-def _claim(repo: BracketRepository, intent: ExitIntent, claim_id: str) -> Bracket | ExitResult:
+def _claim(repo: BracketRepository, intent: ExitRequest, claim_id: str) -> Bracket | ExitResult:
     for _ in range(_ATTEMPTS):
         bracket = repo.get(intent.bracket_id)
         if bracket is None:

@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= ap-south-1
 
-.PHONY: run test lint fmt openapi bench soak build deploy validate account token capital record replay demo clean venv sam-venv paper console browser
+.PHONY: run test lint typecheck fmt openapi bench soak build deploy validate account token capital record replay demo clean venv sam-venv paper console browser
 
 venv: $(VENV)/.installed
 sam-venv: $(SAM_VENV)/.installed
@@ -46,8 +46,8 @@ $(SAM_VENV)/.installed: requirements/sam.txt
 run: venv console
 	@$(PY) -m local
 
-## make test: lint, every test, and the template checks (sam validate --lint, sam build).
-test: venv sam-venv console browser lint validate build
+## make test: lint, the type check, every test, and the template checks (sam validate --lint, sam build).
+test: venv sam-venv console browser lint typecheck validate build
 	@$(PY) -m pytest -q -n 2 --dist loadgroup
 
 ## make browser: the headless Chromium and Firefox ESR the browser tests drive (Debian's packages; installed only
@@ -68,6 +68,8 @@ fmt: venv
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
 
+## make typecheck: mypy over the layer, the streamer, the paper exchange, the local stack and every function
+## (the files pyproject.toml's [tool.mypy] names).
 typecheck: venv
 	@$(VENV)/bin/mypy
 

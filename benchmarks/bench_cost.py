@@ -247,6 +247,37 @@ class Meter:
                 units += _units(size, 1024)
         return units
 
+    def _dynamodb_units(self, action: str, response: Any, body_out: Any, before: Any) -> tuple[float, float]:
+        """The write and read request units one DynamoDB call is billed."""
+        wru = rru = 0.0
+        body = response.body if isinstance(response.body, dict) else {}
+        if action in ("PutItem", "UpdateItem", "DeleteItem"):
+            table, key, old = before[0]
+            new = self._snapshot(response, table, key)
+            wru = self._write_units(table, old, new)
+        elif action == "TransactWriteItems":
+            for table, key, old, kind in before:
+                if kind == "ConditionCheck":
+                    wru += 2 * _units(_item_size(old), 1024)
+                    continue
+                new = self._snapshot(response, table, key)
+                wru += 2 * self._write_units(table, old, new)
+        elif action == "GetItem":
+            factor = 1.0 if body.get("ConsistentRead") else 0.5
+            rru = factor * _units(_item_size(body_out.get("Item")), 4096)
+        elif action in ("Query", "Scan"):
+            factor = 1.0 if body.get("ConsistentRead") else 0.5
+            rru = factor * _units(sum(_item_size(i) for i in body_out.get("Items", [])), 4096)
+        elif action == "TransactGetItems":
+            rru = sum(2 * _units(_item_size(r.get("Item")), 4096) for r in body_out.get("Responses", []))
+        elif action == "BatchGetItem":
+            rru = sum(
+                0.5 * _units(_item_size(i), 4096) for items in body_out.get("Responses", {}).values() for i in items
+            )
+        elif action == "BatchWriteItem":
+            wru = sum(len(v) for v in body.get("RequestItems", {}).values())
+        return wru, rru
+
     def _count(self, bucket: str, service: str, action: str, response: Any, result: Any, before: Any) -> None:
         if (service, action) in _FREE_OR_FIXED or service == "dynamodbstreams":
             return
@@ -258,32 +289,7 @@ class Meter:
             return  # an empty (long) poll: the fixed cost of a poller
         wru = rru = 0.0
         if service == "dynamodb":
-            body = response.body if isinstance(response.body, dict) else {}
-            if action in ("PutItem", "UpdateItem", "DeleteItem"):
-                table, key, old = before[0]
-                new = self._snapshot(response, table, key)
-                wru = self._write_units(table, old, new)
-            elif action == "TransactWriteItems":
-                for table, key, old, kind in before:
-                    if kind == "ConditionCheck":
-                        wru += 2 * _units(_item_size(old), 1024)
-                        continue
-                    new = self._snapshot(response, table, key)
-                    wru += 2 * self._write_units(table, old, new)
-            elif action == "GetItem":
-                factor = 1.0 if body.get("ConsistentRead") else 0.5
-                rru = factor * _units(_item_size(body_out.get("Item")), 4096)
-            elif action in ("Query", "Scan"):
-                factor = 1.0 if body.get("ConsistentRead") else 0.5
-                rru = factor * _units(sum(_item_size(i) for i in body_out.get("Items", [])), 4096)
-            elif action == "TransactGetItems":
-                rru = sum(2 * _units(_item_size(r.get("Item")), 4096) for r in body_out.get("Responses", []))
-            elif action == "BatchGetItem":
-                rru = sum(
-                    0.5 * _units(_item_size(i), 4096) for items in body_out.get("Responses", {}).values() for i in items
-                )
-            elif action == "BatchWriteItem":
-                wru = sum(len(v) for v in body.get("RequestItems", {}).values())
+            wru, rru = self._dynamodb_units(action, response, body_out, before)
         with self._lock:
             self.requests[bucket][f"{service}.{action}"] += 1
             self.wru[bucket] += wru

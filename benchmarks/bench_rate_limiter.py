@@ -38,6 +38,37 @@ def _max_in_window(times: list[float], window_s: float) -> int:
     return best
 
 
+def _hammer(limiter: OrderRateLimiter, callers: int, duration_s: float) -> tuple[list[float], list[float], int]:
+    """`callers` threads acquiring as fast as they can for `duration_s`: the grant times, the waits, the give-ups."""
+    grants: list[float] = []
+    waits: list[float] = []
+    timeouts = 0
+    lock = threading.Lock()
+    stop_at = time.time() + duration_s
+    barrier = threading.Barrier(callers)
+
+    def caller() -> None:
+        nonlocal timeouts
+        barrier.wait()
+        while time.time() < stop_at:
+            try:
+                grant = limiter.acquire("bench", timeout_s=2.0)
+            except RateLimited:
+                with lock:
+                    timeouts += 1
+                continue
+            with lock:
+                grants.append(grant.granted_at)
+                waits.append(grant.waited_s)
+
+    threads = [threading.Thread(target=caller) for _ in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return grants, waits, timeouts
+
+
 def run(duration_s: float = 5.0, callers: int = 4, per_second: int = 8, per_minute: int = 350) -> dict[str, Any]:
     """Hammer the limiter; write and return the achieved rates."""
     from bracketflow.adapters.aws import reset_clients
@@ -67,32 +98,7 @@ def run(duration_s: float = 5.0, callers: int = 4, per_second: int = 8, per_minu
 
         client.meta.events.register("before-call.dynamodb.*", count)
 
-        grants: list[float] = []
-        waits: list[float] = []
-        timeouts = 0
-        lock = threading.Lock()
-        stop_at = time.time() + duration_s
-        barrier = threading.Barrier(callers)
-
-        def caller() -> None:
-            nonlocal timeouts
-            barrier.wait()
-            while time.time() < stop_at:
-                try:
-                    grant = limiter.acquire("bench", timeout_s=2.0)
-                except RateLimited:
-                    with lock:
-                        timeouts += 1
-                    continue
-                with lock:
-                    grants.append(grant.granted_at)
-                    waits.append(grant.waited_s)
-
-        threads = [threading.Thread(target=caller) for _ in range(callers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        grants, waits, timeouts = _hammer(limiter, callers, duration_s)
     finally:
         server.stop()
         for k, v in saved.items():

@@ -86,7 +86,7 @@ class MotoServer:
         # werkzeug logs every request at INFO; the console wants our lines, not moto's access log.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         for key, value in _MOTO_CONFIG.items():
-            self._saved_config[key] = default_user_config.get(key)  # type: ignore[misc]
+            self._saved_config[key] = default_user_config.get(key)
             default_user_config[key] = dict(value)  # type: ignore[literal-required]
 
         _reset_moto_backends()  # start from empty backends whatever ran in this process before
@@ -170,7 +170,7 @@ class MotoServer:
                         undo()
                         raise
 
-        DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+        DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign,assignment]  # its receiver is not named self, as it sits in a method
 
     def _answer_data_calls_as_plain_json(self) -> None:
         """Answer DynamoDB's item calls and stream reads with json.dumps of moto's result, as their wire format is.
@@ -252,12 +252,22 @@ class MotoServer:
                 finally:
                     del table.all_items
 
-        Table.query = query  # type: ignore[method-assign]
+        Table.query = query  # type: ignore[method-assign,assignment]  # its receiver is not named self, as it sits in a method
 
     def _restore(self) -> None:
+        self._restore_config_and_handlers()
+        self._restore_fast_paths()
+        if self._saved_moto_port is None:
+            os.environ.pop("MOTO_PORT", None)
+        else:
+            os.environ["MOTO_PORT"] = self._saved_moto_port
+        # The backends are process-global: leave nothing behind for whatever runs in this process next.
+        _reset_moto_backends()
+
+    def _restore_config_and_handlers(self) -> None:
+        """moto's config, its Lambda invoke, SendTaskFailure and the request handlers as they were before start()."""
         from moto.awslambda_simple.models import LambdaSimpleBackend
         from moto.core.config import default_user_config
-        from moto.dynamodb.models import DynamoDBBackend
         from moto.stepfunctions.responses import StepFunctionResponse
 
         for key, value in self._saved_config.items():
@@ -274,14 +284,19 @@ class MotoServer:
             if own is None:
                 del handler.call_action  # back to the inherited one
             else:
-                handler.call_action = own  # type: ignore[method-assign]
+                handler.call_action = own
         self._locked_handlers = []
         for handler, own in reversed(self._plain_json_handlers):
             if own is None:
                 del handler.serialized
             else:
-                handler.serialized = own  # type: ignore[method-assign]
+                handler.serialized = own
         self._plain_json_handlers = []
+
+    def _restore_fast_paths(self) -> None:
+        """moto's own parsing, client factory, item sizing, queries and transactions, in place of ours."""
+        from moto.dynamodb.models import DynamoDBBackend
+
         if self._saved_entrypoint is not None:
             from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
@@ -307,12 +322,6 @@ class MotoServer:
         if self._saved_transact is not None:
             DynamoDBBackend.transact_write_items = self._saved_transact  # type: ignore[method-assign]
             self._saved_transact = None
-        if self._saved_moto_port is None:
-            os.environ.pop("MOTO_PORT", None)
-        else:
-            os.environ["MOTO_PORT"] = self._saved_moto_port
-        # The backends are process-global: leave nothing behind for whatever runs in this process next.
-        _reset_moto_backends()
 
     def client(self, service: str) -> Any:
         return boto3.client(
@@ -416,14 +425,14 @@ def _items_sized_once() -> Any:
 
     original = Item.__dict__["__init__"]
 
-    def __init__(item: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -> None:
-        item.hash_key = hash_key
-        item.range_key = range_key
+    def __init__(self: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -> None:
+        self.hash_key = hash_key
+        self.range_key = range_key
         typed = {key: DynamoType(value) for key, value in attrs.items()}
         if sum(bytesize(key) + value.size() for key, value in typed.items()) > _MOTO_ITEM_SIZE_LIMIT:
             raise ItemSizeTooLarge
-        item.attrs = LimitedSizeDict.__new__(LimitedSizeDict)
-        dict.update(item.attrs, typed)  # later top-level writes still go through moto's own check
+        self.attrs = LimitedSizeDict.__new__(LimitedSizeDict)
+        dict.update(self.attrs, typed)  # later top-level writes still go through moto's own check
 
     Item.__init__ = __init__  # type: ignore[method-assign]
     return lambda: setattr(Item, "__init__", original)
@@ -462,8 +471,8 @@ def _workflows_parsed_once() -> Any:
     parsed: dict[str, Any] = {}
     lock = threading.Lock()
 
-    def _get_evaluation_entrypoint(worker: Any) -> Any:
-        definition = worker._evaluation_details.state_machine_details.definition
+    def _get_evaluation_entrypoint(self: Any) -> Any:
+        definition = self._evaluation_details.state_machine_details.definition
         with lock:
             program = parsed.get(definition)
         if program is None:
@@ -571,12 +580,12 @@ def _transaction_undo(backend: Any, transact_items: list[dict[str, Any]]) -> Any
     return undo
 
 
-def _send_task_failure_with_cause(response: Any) -> Any:
+def _send_task_failure_with_cause(self: Any) -> Any:
     """moto 5.2.5's SendTaskFailure drops `cause`; workflows read it in Catch (e.g. the broker's reject reason)."""
     from moto.core.responses import EmptyResult
 
-    response.stepfunction_backend.send_task_failure(
-        response._get_param("taskToken"), error=response._get_param("error"), cause=response._get_param("cause")
+    self.stepfunction_backend.send_task_failure(
+        self._get_param("taskToken"), error=self._get_param("error"), cause=self._get_param("cause")
     )
     return EmptyResult()
 

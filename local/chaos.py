@@ -79,7 +79,7 @@ class CrashAfterBroker:
             chaos._maybe_die(str(method).upper(), str(url), response.status_code)
             return response
 
-        requests.Session.request = request  # type: ignore[method-assign]
+        requests.Session.request = request  # type: ignore[method-assign,assignment]  # a pass-through wrapper
 
         def undo() -> None:
             requests.Session.request = original  # type: ignore[method-assign]

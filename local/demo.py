@@ -263,7 +263,14 @@ def describe(event: Mapping[str, Any], bracket: Mapping[str, Any]) -> Line:
     """The line for one audit event of GET /api/v1/brackets/{id} (its fields are flat on the event)."""
     kind = str(event.get("type"))
     at = clock(str(event["at"]))
-    e = event
+    line = _entry_line(kind, event, bracket, at)
+    if line is None:
+        line = _exit_line(kind, event, at)
+    return line if line is not None else _unpriced_line(kind, event, at)
+
+
+def _entry_line(kind: str, e: Mapping[str, Any], bracket: Mapping[str, Any], at: str) -> Line | None:
+    """The alert, its entry and the stop that protects it; None for any other event."""
     if kind == "BracketRegistered":
         return Line(
             at,
@@ -295,6 +302,11 @@ def describe(event: Mapping[str, Any], bracket: Mapping[str, Any]) -> Line:
         return Line(
             at, "GTT stop moved", _money(e.get("new_stop")), f"GTT {e.get('gtt_id')}, from {_money(e.get('old_stop'))}"
         )
+    return None
+
+
+def _exit_line(kind: str, e: Mapping[str, Any], at: str) -> Line | None:
+    """The exit, from its trigger to the closed bracket, and reconciliation's repairs; None for any other event."""
     if kind == "ExitRequested":
         crossed = f" crossed the stop {_money(e.get('stop_price'))}" if e.get("stop_price") else ""
         return Line(
@@ -318,6 +330,10 @@ def describe(event: Mapping[str, Any], bracket: Mapping[str, Any]) -> Line:
         return Line(at, "reconciled", "-", f"{e.get('repair')}: {e.get('detail')}"[:160])
     if kind == "ExitSkipped":
         return Line(at, "exit skipped", "-", f"{e.get('reason')}: GTT {e.get('gtt_id')} closed the position itself")
+    return None
+
+
+def _unpriced_line(kind: str, e: Mapping[str, Any], at: str) -> Line:
     # The rest carry no price: rejections, cancels, failures, review flags. Their name and what they say.
     label = OTHER_LABELS.get(kind, kind)
     said = e.get("message") or e.get("reason") or e.get("detail") or e.get("tag") or ""

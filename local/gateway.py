@@ -140,10 +140,10 @@ class Gateway:
         raw_body = request.rfile.read(length) if length else b""
 
         if path == "/health" and request.command in ("GET", "HEAD"):
-            ok, body = self.health()
+            ok, report = self.health()
             if ok:
-                body.update(self._deployed_health(request, split.query))
-            self._write(request, 200 if ok else 503, {"Content-Type": "application/json"}, json.dumps(body).encode())
+                report.update(self._deployed_health(request, split.query))
+            self._write(request, 200 if ok else 503, {"Content-Type": "application/json"}, json.dumps(report).encode())
             return
         if not self.accepting.is_set():
             self._error(request, 503, "the local stack is still starting; try again when GET /health answers 200")

@@ -246,8 +246,8 @@ def template_environment(function_dir: Path, template: Path = TEMPLATE) -> dict[
     for resource in (doc.get("Resources") or {}).values():
         props = resource.get("Properties") or {}
         code = props.get("CodeUri")
-        is_function = resource.get("Type") == "AWS::Serverless::Function" and isinstance(code, str)
-        if is_function and (REPO / code).resolve() == function_dir.resolve():
+        is_function = resource.get("Type") == "AWS::Serverless::Function"
+        if is_function and isinstance(code, str) and (REPO / code).resolve() == function_dir.resolve():
             layers.append(props)
     for props in layers:
         variables = (props.get("Environment") or {}).get("Variables") or {}

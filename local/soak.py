@@ -479,7 +479,7 @@ class Soak:
             assert self.stack is not None
             if child in self.stack.children:
                 self.stack.children.remove(child)
-            self.stack._start_child(child.spec)
+            self.stack._start_child(child.spec, self.stack.config.streamer_restart)
             self.actions["streamer_restarted_by_soak"] += 1
             self.killed = None
 
@@ -744,7 +744,7 @@ class Soak:
 
     # ---- checks ----
 
-    def _check(self, faults_fired: dict[str, int], wall: float) -> SoakResult:
+    def _check(self, faults_fired: dict[str, int], wall: float) -> SoakResult:  # noqa: C901, PLR0912, PLR0915 - every promise checked over one snapshot of the books
         from bracketflow.adapters.dynamo.brackets import BracketRepository
         from bracketflow.domain.ids import bracket_ref
 
@@ -864,21 +864,21 @@ class Soak:
                 legs = [int(leg["quantity"]) for leg in gtt["orders"]]
                 violation("gtt_mismatch", f"GTT {b.gtt_id} legs {legs} for an open {qty}", bracket_id=b.id)
         for gtt_id, g in sorted(active.items()):
-            owner = owner_of_gtt.get(gtt_id)
-            if owner is not None and owner.id in open_qty and open_qty[owner.id] != 0:
+            holder = owner_of_gtt.get(gtt_id)
+            if holder is not None and holder.id in open_qty and open_qty[holder.id] != 0:
                 continue
             cond = g["condition"]
-            legs = [(leg["transaction_type"], int(leg["quantity"]), leg["product"]) for leg in g["orders"]]
+            gtt_legs = [(leg["transaction_type"], int(leg["quantity"]), leg["product"]) for leg in g["orders"]]
             why = (
-                f"its bracket {owner.id} is {owner.status.value}"
-                if owner is not None
+                f"its bracket {holder.id} is {holder.status.value}"
+                if holder is not None
                 else "no bracket records it (a second GTT for one bracket, or one left behind)"
             )
             violation(
                 "orphan_gtt",
-                f"live GTT {gtt_id} on {cond['tradingsymbol']} {legs}: {why}",
+                f"live GTT {gtt_id} on {cond['tradingsymbol']} {gtt_legs}: {why}",
                 gtt_id=gtt_id,
-                **({"bracket_id": owner.id} if owner is not None else {}),
+                **({"bracket_id": holder.id} if holder is not None else {}),
             )
 
         # statuses
@@ -968,7 +968,7 @@ def _review_reasons(repo: Any, brackets: list[Any]) -> dict[str, int]:
     return dict(reasons.most_common())
 
 
-def unprotected_intervals(
+def unprotected_intervals(  # noqa: C901, PLR0915 - one sweep over the broker's timeline
     timeline: list[dict[str, Any]], ignore_orders: set[str], trader_deleted: set[int] | None = None
 ) -> list[dict[str, Any]]:
     """From the broker's timeline alone: per symbol and product, the stretches when some filled quantity had

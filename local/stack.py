@@ -197,7 +197,7 @@ class LocalStack:
             self.stop()
             raise
 
-    def _start(self) -> None:
+    def _start(self) -> None:  # noqa: C901, PLR0912, PLR0915 - the start in order: each step needs the one before
         cfg = self.config
         moto_port = free_port(cfg.host) if cfg.moto_port == 0 else cfg.moto_port
         self.paper_port = free_port(cfg.host) if cfg.paper_port == 0 else cfg.paper_port
@@ -387,7 +387,7 @@ class LocalStack:
         except ImportError:  # pragma: no cover
             pass
 
-    def _start_event_sources(self, template: Template, runtime: LambdaRuntime) -> None:
+    def _start_event_sources(self, template: Template, runtime: LambdaRuntime) -> None:  # noqa: C901, PLR0912 - one poller per kind of event source in the template
         assert self.moto is not None
         sqs = self.moto.client("sqs")
         streams = self.moto.client("dynamodbstreams")
@@ -479,6 +479,24 @@ class LocalStack:
         if self.gateway is not None:
             self.gateway.accepting.clear()
         self._started = False
+        self._stop_processes()
+        self._stop_servers()
+        if self._undo_metrics is not None:
+            self._undo_metrics()
+            self._undo_metrics = None
+        if self._undo_chaos is not None:
+            self._undo_chaos()
+            self._undo_chaos = None
+        self._restore_environment()
+        if self._frozen:
+            gc.set_threshold(*self._saved_gc_threshold)
+            gc.unfreeze()  # what the stack held can be collected again
+            self._frozen = False
+        for name in self.components.states():
+            self.components.set(name, STOPPED)
+
+    def _stop_processes(self) -> None:
+        """The supervisors first (so nothing restarts), then the children newest first, then the pollers."""
         for supervisor in self.supervisors:
             supervisor.stop()
         self.supervisors = []
@@ -494,6 +512,9 @@ class LocalStack:
         for worker in self.workers:
             worker.join()
         self.workers = []
+
+    def _stop_servers(self) -> None:
+        """moto (its running executions stopped first), then the WebSocket API, then the REST gateway."""
         if self.moto is not None:
             self._stop_running_executions()
             self.moto.runtime = None
@@ -505,19 +526,6 @@ class LocalStack:
         if self.gateway is not None:
             self.gateway.stop()
             self.gateway = None
-        if self._undo_metrics is not None:
-            self._undo_metrics()
-            self._undo_metrics = None
-        if self._undo_chaos is not None:
-            self._undo_chaos()
-            self._undo_chaos = None
-        self._restore_environment()
-        if self._frozen:
-            gc.set_threshold(*self._saved_gc_threshold)
-            gc.unfreeze()  # what the stack held can be collected again
-            self._frozen = False
-        for name in self.components.states():
-            self.components.set(name, STOPPED)
 
     def _stop_running_executions(self) -> None:
         """Executions parked on a Wait or a task token would otherwise wake up later against a stopped server."""

@@ -25,6 +25,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,19 +99,8 @@ def read_websocket_routes(template_path: Path, parameters: dict[str, str]) -> We
     if not apis:
         return None
     api_id, api = next(iter(apis.items()))
-    stage = "local"
-    for props in of_type("AWS::ApiGatewayV2::Stage").values():
-        if api_id in _refs(props.get("ApiId")):
-            name = props.get("StageName")
-            refs = _refs(name) if isinstance(name, dict) else []
-            stage = parameters.get(refs[0], stage) if refs else str(name or stage)
-    integrations = {}
-    for lid, props in of_type("AWS::ApiGatewayV2::Integration").items():
-        targets = [
-            r for r in _refs(props.get("IntegrationUri")) if resources.get(r, {}).get("Type", "").endswith("Function")
-        ]
-        if targets:
-            integrations[lid] = targets[0]
+    stage = _stage_name(of_type("AWS::ApiGatewayV2::Stage").values(), api_id, parameters)
+    integrations = _function_integrations(of_type("AWS::ApiGatewayV2::Integration"), resources)
     routes = WebSocketRoutes(api_id, str(api.get("RouteSelectionExpression") or "$request.body.action"), stage)
     route_ids: dict[str, str] = {}
     for lid, props in of_type("AWS::ApiGatewayV2::Route").items():
@@ -125,6 +115,31 @@ def read_websocket_routes(template_path: Path, parameters: dict[str, str]) -> We
             if ref in route_ids:
                 routes.two_way.add(route_ids[ref])
     return routes
+
+
+def _stage_name(stages: Iterable[dict[str, Any]], api_id: str, parameters: dict[str, str]) -> str:
+    """The API's stage name (a parameter's value when the template refers to one), "local" when no stage names it."""
+    stage = "local"
+    for props in stages:
+        if api_id in _refs(props.get("ApiId")):
+            name = props.get("StageName")
+            refs = _refs(name) if isinstance(name, dict) else []
+            stage = parameters.get(refs[0], stage) if refs else str(name or stage)
+    return stage
+
+
+def _function_integrations(
+    integrations: dict[str, dict[str, Any]], resources: dict[str, dict[str, Any]]
+) -> dict[str, str]:
+    """Each integration that invokes a function: its logical id -> the function's."""
+    found = {}
+    for lid, props in integrations.items():
+        targets = [
+            r for r in _refs(props.get("IntegrationUri")) if resources.get(r, {}).get("Type", "").endswith("Function")
+        ]
+        if targets:
+            found[lid] = targets[0]
+    return found
 
 
 def _connection_id() -> str:
@@ -213,9 +228,9 @@ class LocalWebSocketApi:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server  # aiohttp keeps the bound socket here; port 0 means "tell me which"
-        if server is not None and getattr(server, "sockets", None):
-            self.port = int(server.sockets[0].getsockname()[1])
+        addresses = self._runner.addresses  # the bound sockets' addresses; port 0 means "tell me which"
+        if addresses:
+            self.port = int(addresses[0][1])
 
     async def _shutdown(self) -> None:
         for ws in list(self._sockets.values()):

@@ -593,7 +593,7 @@ class Engine:
         edge = ((reference - band) / tick).to_integral_value(rounding=ROUND_CEILING) * tick
         return max(edge, tick)
 
-    def place_order(self, variety: str, params: Mapping[str, Any], *, reject_reason: str | None = None) -> Order:
+    def place_order(self, variety: str, params: Mapping[str, Any], *, reject_reason: str | None = None) -> Order:  # noqa: C901, PLR0912, PLR0915 - Kite's checks in Kite's order: the first refusal wins
         """Validate like Kite (bad input raises KiteError 400) and place; the order may fill at once."""
         if variety not in VARIETIES:
             raise _input(f"Invalid `variety` {variety!r}: the paper exchange supports regular and amo.")
@@ -720,7 +720,7 @@ class Engine:
             order.status_message = "IOC order cancelled: not filled on arrival."
             self._emit(order)
 
-    def modify_order(self, variety: str, order_id: str, params: Mapping[str, Any]) -> Order:
+    def modify_order(self, variety: str, order_id: str, params: Mapping[str, Any]) -> Order:  # noqa: C901, PLR0912, PLR0915 - Kite's checks in Kite's order: the first refusal wins
         order = self.order(order_id)
         if order.variety != variety:
             raise _input(f"Order {order_id} is a {order.variety} order, not {variety}.")
@@ -935,7 +935,7 @@ class Engine:
 
     # ---- GTT ---------------------------------------------------------------------------------------------
 
-    def _parse_gtt(self, params: Mapping[str, Any]) -> tuple[str, Instrument, list[Decimal], Decimal, list[GttLeg]]:
+    def _parse_gtt(self, params: Mapping[str, Any]) -> tuple[str, Instrument, list[Decimal], Decimal, list[GttLeg]]:  # noqa: C901, PLR0912 - Kite's checks in Kite's order: the first refusal wins
         gtt_type = str(params.get("type") or "")
         if gtt_type not in {"single", "two-leg"}:
             raise _input("Invalid `type`: use single or two-leg.")

@@ -476,7 +476,7 @@ async def _hold_answer(request: web.Request, exchange: PaperExchange, rule: Faul
 
 
 @web.middleware
-async def kite_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def kite_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:  # noqa: C901, PLR0912 - each request passes these gates in this order
     exchange = _exchange(request)
     path = request.path
     if path.startswith("/_paper"):

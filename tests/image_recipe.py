@@ -135,6 +135,41 @@ def _run(root: Path, command: str, pip_python: str) -> None:
     subprocess.run([pip_python, "-m", "pip", "install", "--quiet", *mapped], check=True, cwd=root)
 
 
+def _perform_stage(stage: Stage, root: Path, roots: dict[str, Path], pip_python: str) -> Image:
+    """One stage's steps under `root` (earlier stages' roots by name, for COPY --from); the image it leaves."""
+    env: dict[str, str] = {}
+    workdir = root
+    argv: list[str] = []
+    user = stop_signal = None
+    for step in stage.steps:
+        kind = step.instruction
+        if kind == "COPY":
+            if set(step.flags) - {"from"}:
+                raise RecipeDrift(f"COPY flags {step.flags} are not performed by the recipe")
+            source, target = step.args.split()
+            origin = _inside(roots[step.flags["from"]], source) if "from" in step.flags else REPO / source
+            if not origin.exists():
+                raise RecipeDrift(f"COPY {source}: nothing there")
+            _copy(origin, _inside(root, target))
+        elif kind == "RUN":
+            _run(root, step.args, pip_python)
+        elif kind == "ENV":
+            env.update(env_of(step))
+        elif kind == "WORKDIR":
+            workdir = _inside(root, step.args)
+            workdir.mkdir(parents=True, exist_ok=True)
+        elif kind in ("ENTRYPOINT", "CMD"):
+            argv += json.loads(step.args)  # exec form only: no shell in between
+        elif kind == "USER":
+            user = step.args
+        elif kind == "STOPSIGNAL":
+            stop_signal = step.args
+        else:
+            raise RecipeDrift(f"{kind} {step.args!r} is not performed by the recipe")
+    mapped = {k: _map_paths(root, v) if k == "PYTHONPATH" else v for k, v in env.items()}
+    return Image(root, mapped, workdir, argv, user, stop_signal)
+
+
 def perform(workspace: Path, dockerfile: Path = DOCKERFILE, pip_python: str = sys.executable) -> Image:
     """Carry out every stage of `dockerfile` under `workspace`; the last stage is the image."""
     stages = parse(dockerfile.read_text(encoding="utf-8"))
@@ -144,37 +179,7 @@ def perform(workspace: Path, dockerfile: Path = DOCKERFILE, pip_python: str = sy
         root = workspace / f"stage-{stage.name}"
         root.mkdir(parents=True)
         roots[stage.name] = root
-        env: dict[str, str] = {}
-        workdir = root
-        argv: list[str] = []
-        user = stop_signal = None
-        for step in stage.steps:
-            kind = step.instruction
-            if kind == "COPY":
-                if set(step.flags) - {"from"}:
-                    raise RecipeDrift(f"COPY flags {step.flags} are not performed by the recipe")
-                source, target = step.args.split()
-                origin = _inside(roots[step.flags["from"]], source) if "from" in step.flags else REPO / source
-                if not origin.exists():
-                    raise RecipeDrift(f"COPY {source}: nothing there")
-                _copy(origin, _inside(root, target))
-            elif kind == "RUN":
-                _run(root, step.args, pip_python)
-            elif kind == "ENV":
-                env.update(env_of(step))
-            elif kind == "WORKDIR":
-                workdir = _inside(root, step.args)
-                workdir.mkdir(parents=True, exist_ok=True)
-            elif kind in ("ENTRYPOINT", "CMD"):
-                argv += json.loads(step.args)  # exec form only: no shell in between
-            elif kind == "USER":
-                user = step.args
-            elif kind == "STOPSIGNAL":
-                stop_signal = step.args
-            else:
-                raise RecipeDrift(f"{kind} {step.args!r} is not performed by the recipe")
-        mapped = {k: _map_paths(root, v) if k == "PYTHONPATH" else v for k, v in env.items()}
-        image = Image(root, mapped, workdir, argv, user, stop_signal)
+        image = _perform_stage(stage, root, roots, pip_python)
     if image is None:
         raise RecipeDrift("no stage in the Dockerfile")
     return image

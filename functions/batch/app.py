@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 
 from bracketflow.observability import logger, metrics, tracer
@@ -33,7 +34,7 @@ IdempotencyHeader = Annotated[
     str | None,
     Header(alias="Idempotency-Key", max_length=128, description="The batch's idempotency key (as client_batch_id)"),
 ]
-_POST_RESPONSES = {
+_POST_RESPONSES: dict[int, OpenAPIResponse] = {
     200: {"description": "The batch is final (PLACED, PARTIAL, ROLLED_BACK or FAILED)"},
     202: {"description": "Accepted and still running (IN_PROGRESS or ROLLING_BACK): poll GET /api/v1/batches/{id}"},
     **error_responses(400, 401, 404, 409, 429, 503),

@@ -10,14 +10,24 @@ import html
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.types import (
+    OpenAPIResponse,
+    OpenAPIResponseContentModel,
+    OpenAPIResponseContentSchema,
+)
 
 from bracketflow.errors import BracketflowError, BrokerMisconfigured, SessionExpired, ValidationFailed
 from bracketflow.observability import logger, metrics
 from bracketflow.services.broker_session import broker_login_url, complete_login
 
 api = APIGatewayRestResolver()
-_PAGE = {"text/html": {"schema": {"type": "string"}}}
-_NOT_SET_UP = {"description": "Kite login is not set up (the broker secret has no api_key)", "content": _PAGE}
+_PAGE: dict[str, OpenAPIResponseContentSchema | OpenAPIResponseContentModel] = {
+    "text/html": {"schema": {"type": "string"}}
+}
+_NOT_SET_UP: OpenAPIResponse = {
+    "description": "Kite login is not set up (the broker secret has no api_key)",
+    "content": dict(_PAGE),
+}
 
 
 @api.get(

@@ -13,12 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from bracketflow.adapters.sqs import retry_in
+from bracketflow.contracts import ExitRequest
 from bracketflow.errors import ExitNotYetPossible
 from bracketflow.observability import logger, metrics, tracer
-from bracketflow.services.execute_exit import ExitIntent, ExitOutcome, execute_exit, exit_attempt_failed, retry_delay_s
+from bracketflow.services.execute_exit import ExitOutcome, execute_exit, exit_attempt_failed, retry_delay_s
 from bracketflow.settings import get_settings
 
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -27,9 +29,9 @@ processor = BatchProcessor(event_type=EventType.SQS)
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> dict[str, Any]:
     try:
-        intent = ExitIntent.from_json(record.body)
+        request = ExitRequest.from_json(record.body)
         # The watchdog's delayed copy acts for the claim it checks on; any other message is its own claim.
-        result = execute_exit(intent, claim_id=intent.resume_claim or record.message_id)
+        result = execute_exit(request, claim_id=request.resume_claim or record.message_id)
     except Exception as exc:
         exit_attempt_failed(_bracket_id(record), exc)
         _retry_soon(record)
@@ -60,5 +62,5 @@ def _bracket_id(record: SQSRecord) -> str | None:
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

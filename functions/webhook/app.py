@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 
 from bracketflow.observability import logger, metrics, tracer
@@ -32,7 +33,10 @@ _ALERT_BODY = {
         "content": {"text/plain": {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}},
     }
 }
-_RESPONSES = {200: {"description": "Registered, or a resend (duplicate: true)"}, **error_responses()}
+_RESPONSES: dict[int, OpenAPIResponse] = {
+    200: {"description": "Registered, or a resend (duplicate: true)"},
+    **error_responses(),
+}
 
 
 @app.post(

@@ -13,10 +13,8 @@ Threads, and what each may touch:
   metrics   EMF every STREAMER_METRICS_INTERVAL_S, and the heartbeat item the console's status panel reads.
 SIGTERM/SIGINT: stop reading, stop the control poller, write the last stops, flush the publishers, exit 0.
 
-Exit intent (ExitQueue -> functions/exit), one per bracket whose stop was crossed:
-  {"bracket_id", "reason": "STOP|TRAIL_STOP", "ltp": "<decimal>", "stop_price": "<decimal>",
-   "detected_at": "<ISO UTC>", "message_index": int, "packet_index": int}
-  reason is TRAIL_STOP when the stop that was hit is not the bracket's original stop-loss.
+Exit request (ExitQueue -> functions/exit), one per bracket whose stop was crossed: bracketflow.contracts.ExitRequest,
+  TRAIL_STOP when the stop that was hit had trailed past the bracket's stop-loss (trailing.stop_has_trailed).
 Order update (OrderEventsQueue -> functions/watcher):
   {"source": "ticker", "received_at": "<ISO UTC>", "order": <the Kite order update's "data" object, verbatim>}
 """
@@ -39,9 +37,10 @@ from bracketflow.adapters.dynamo import prices as price_store
 from bracketflow.adapters.dynamo import streamer_health
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.dynamo.records import iso
+from bracketflow.contracts import ExitRequest
 from bracketflow.domain.enums import ExitReason
 from bracketflow.domain.instruments import CompactMaster, InstrumentMaster
-from bracketflow.domain.trailing import to_paise, to_rupees
+from bracketflow.domain.trailing import stop_has_trailed, to_paise, to_rupees
 from bracketflow.observability import logger
 from bracketflow.settings import Settings, get_settings
 from streamer.control import ControlPoller, Unwatch, Watch
@@ -241,19 +240,19 @@ class Streamer:
         detected_at = iso(datetime.now(UTC))
         for e in exits:
             watched = self._watched.pop(e.bracket_id, None)
-            original = watched.original_stop if watched is not None else e.stop_price
-            reason = ExitReason.STOP if e.stop_price == original else ExitReason.TRAIL_STOP
-            self.exit_publisher.put(
-                {
-                    "bracket_id": e.bracket_id,
-                    "reason": reason.value,
-                    "ltp": str(to_rupees(e.ltp)),
-                    "stop_price": str(to_rupees(e.stop_price)),
-                    "detected_at": detected_at,
-                    "message_index": e.message_index,
-                    "packet_index": e.packet_index,
-                }
+            trailed = watched is not None and stop_has_trailed(
+                watched.watch.bracket.side, watched.original_stop, e.stop_price
             )
+            request = ExitRequest(
+                bracket_id=e.bracket_id,
+                reason=ExitReason.TRAIL_STOP if trailed else ExitReason.STOP,
+                ltp=to_rupees(e.ltp),
+                stop_price=to_rupees(e.stop_price),
+                detected_at=detected_at,
+                message_index=e.message_index,
+                packet_index=e.packet_index,
+            )
+            self.exit_publisher.put(request.to_dict())
             self._recently_exited[e.bracket_id] = now
             self.keeper.forget(e.bracket_id)
             self.exits_detected += 1

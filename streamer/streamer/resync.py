@@ -49,7 +49,7 @@ def watch_for(bracket: Bracket, master: InstrumentMaster | CompactMaster | None 
         gtt_id=bracket.gtt_id,
         original_stop=to_paise(spec.sl_price),
         # A stop that already moved away from the stop-loss can only have moved because the trail was active.
-        activated=bracket.stop_price != spec.sl_price,
+        activated=bracket.stop_has_trailed,
     )
 
 

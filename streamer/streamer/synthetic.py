@@ -75,6 +75,20 @@ def _rupees(paise: int) -> float:
     return float(Decimal(paise).scaleb(-2))
 
 
+def _equity_packet(rng: random.Random, spec: SessionSpec, mode: str, token: int, ltp: int, volume: int) -> bytes:
+    """An equity's packet in its mode; a full packet's book is a few ticks wide, in mixed sessions now and then
+    with one side empty."""
+    if mode == "ltp":
+        return struct.pack(">Ii", token, ltp)
+    if mode == "quote":
+        return _quote(token, ltp, volume)
+    spread = TICK * rng.randint(1, 4)
+    bid, ask = max(TICK, ltp - spread), ltp + spread
+    if spec.modes == "mixed" and rng.random() < 0.03:
+        bid, ask = (0, ask) if rng.random() < 0.5 else (bid, 0)  # one side of the book empty
+    return _full(token, ltp, volume, bid, ask)
+
+
 def generate(spec: SessionSpec) -> tuple[list[bytes], list[dict[str, Any]]]:
     rng = random.Random(spec.seed)
     equities = [(t << 8) | NSE_EQ for t in rng.sample(range(1_000, 4_000_000), spec.instruments)]
@@ -114,17 +128,8 @@ def generate(spec: SessionSpec) -> tuple[list[bytes], list[dict[str, Any]]]:
                 volume[t] += rng.randint(1, 500)
             if is_index(t):
                 packets.append(_index_packet(mode[t], t, ltp))
-                continue
-            if mode[t] == "ltp":
-                packets.append(struct.pack(">Ii", t, ltp))
-            elif mode[t] == "quote":
-                packets.append(_quote(t, ltp, volume[t]))
             else:
-                spread = TICK * rng.randint(1, 4)
-                bid, ask = max(TICK, ltp - spread), ltp + spread
-                if spec.modes == "mixed" and rng.random() < 0.03:
-                    bid, ask = (0, ask) if rng.random() < 0.5 else (bid, 0)  # one side of the book empty
-                packets.append(_full(t, ltp, volume[t], bid, ask))
+                packets.append(_equity_packet(rng, spec, mode[t], t, ltp, volume[t]))
         frames.append(struct.pack(">H", len(packets)) + b"".join(struct.pack(">H", len(p)) + p for p in packets))
     return frames, watchlist
 

@@ -327,17 +327,17 @@ def test_another_accounts_bracket_cannot_be_cancelled(world):
 
 
 def test_the_exit_queue_takes_manual_without_a_price_but_still_needs_one_for_a_stop():
+    from bracketflow.contracts import ExitRequest
     from bracketflow.errors import ValidationFailed
-    from bracketflow.services.execute_exit import ExitIntent
 
-    manual = ExitIntent.from_json(
+    manual = ExitRequest.from_json(
         json.dumps({"bracket_id": "b1", "reason": "MANUAL", "ltp": None, "stop_price": "1490"})
     )
     assert (manual.reason.value, manual.ltp, manual.stop_price) == ("MANUAL", None, Decimal("1490"))
     with pytest.raises(ValidationFailed, match="ltp"):
-        ExitIntent.from_json(json.dumps({"bracket_id": "b1", "reason": "STOP", "stop_price": "1490"}))
+        ExitRequest.from_json(json.dumps({"bracket_id": "b1", "reason": "STOP", "stop_price": "1490"}))
     with pytest.raises(ValidationFailed, match="reason must be"):
-        ExitIntent.from_json(json.dumps({"bracket_id": "b1", "reason": "ROLLBACK", "ltp": "1", "stop_price": "1490"}))
+        ExitRequest.from_json(json.dumps({"bracket_id": "b1", "reason": "ROLLBACK", "ltp": "1", "stop_price": "1490"}))
 
 
 # ---------- a bracket whose workflow never started ----------

@@ -138,6 +138,7 @@ def test_an_entry_fill_that_reaches_the_watcher_before_place_entry_records_it_st
 def test_an_exit_fill_that_reaches_the_watcher_before_the_exit_lambda_records_it_still_closes_the_bracket(
     world, monkeypatch, update_first
 ):
+    from bracketflow.contracts import ExitRequest
     from bracketflow.services import execute_exit as exit_service
     from bracketflow.services.finalize import finalize
     from bracketflow.services.lifecycle import store_exit_token
@@ -151,7 +152,7 @@ def test_an_exit_fill_that_reaches_the_watcher_before_the_exit_lambda_records_it
     racing = UpdateBeforeAnswer(world)
     if update_first:
         monkeypatch.setattr(exit_service, "get_broker", lambda: racing)
-    intent = exit_service.ExitIntent.from_json(json.dumps(exit_message(protected.id, stop="1495", ltp="1494")))
+    intent = ExitRequest.from_json(json.dumps(exit_message(protected.id, stop="1495", ltp="1494")))
     # When the exit Lambda places the MARKET exit and its COMPLETE reaches the watcher before (or after) the order
     # id is recorded
     result = exit_service.execute_exit(intent, claim_id="msg-1")
@@ -301,6 +302,7 @@ def test_the_same_update_twice_changes_nothing_even_once_its_dedupe_key_is_gone(
 def test_a_gtt_that_fires_under_the_exit_lambdas_claim_still_closes_the_bracket_from_its_order(
     world, monkeypatch, update_during_claim
 ):
+    from bracketflow.contracts import ExitRequest
     from bracketflow.services import execute_exit as exit_service
     from bracketflow.services.finalize import finalize
     from bracketflow.services.lifecycle import store_exit_token
@@ -314,7 +316,7 @@ def test_a_gtt_that_fires_under_the_exit_lambdas_claim_still_closes_the_bracket_
     child = next(o for o in world.state()["orders"] if not o.get("tag"))
     update = broker_order(world, str(child["order_id"]))
     assert (update["status"], update.get("tag")) == ("COMPLETE", None)
-    intent = exit_service.ExitIntent.from_json(json.dumps(exit_message(protected.id, stop="1480", ltp="1479")))
+    intent = ExitRequest.from_json(json.dumps(exit_message(protected.id, stop="1480", ltp="1479")))
     # When the exit Lambda claims the bracket (finding the GTT triggered, it places nothing) and the GTT order's
     # COMPLETE reaches the watcher after that, or while the Lambda holds the claim but has not decided yet
     during: list[dict[str, Any]] = []

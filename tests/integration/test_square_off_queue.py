@@ -110,20 +110,20 @@ def test_an_eod_exit_the_broker_could_not_take_goes_back_to_the_queue_for_its_re
 
 @pytest.mark.parametrize("reason", ["EOD", "MANUAL"])
 def test_exit_intents_without_a_price_are_accepted_for_eod_and_manual(reason):
-    from bracketflow.services.execute_exit import ExitIntent
+    from bracketflow.contracts import ExitRequest
 
     body = {"bracket_id": "b1", "reason": reason, "ltp": None, "stop_price": "1480", "detected_at": None}
-    intent = ExitIntent.from_json(json.dumps(body))
+    intent = ExitRequest.from_json(json.dumps(body))
     assert intent.reason.value == reason and intent.ltp is None
 
 
 @pytest.mark.parametrize("reason", ["STOP", "TRAIL_STOP"])
 def test_a_stop_exit_intent_must_carry_its_ltp(reason):
+    from bracketflow.contracts import ExitRequest
     from bracketflow.errors import ValidationFailed
-    from bracketflow.services.execute_exit import ExitIntent
 
     with pytest.raises(ValidationFailed, match="ltp"):
-        ExitIntent.from_json(json.dumps({"bracket_id": "b1", "reason": reason, "stop_price": "1480"}))
+        ExitRequest.from_json(json.dumps({"bracket_id": "b1", "reason": reason, "stop_price": "1480"}))
 
 
 def test_square_off_without_an_exit_queue_fails_before_touching_any_bracket(world, monkeypatch):

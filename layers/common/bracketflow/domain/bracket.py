@@ -12,6 +12,7 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
+from bracketflow.domain import trailing
 from bracketflow.domain.calendar import IST
 from bracketflow.domain.enums import (
     DEFAULT_PRICE_TYPE,
@@ -294,9 +295,7 @@ class Bracket:
     @property
     def stop_has_trailed(self) -> bool:
         """The current stop is tighter than the one placed: an exit at it is a TRAIL_STOP, not a STOP."""
-        if self.position_side is PositionSide.LONG:
-            return self.stop_price > self.spec.sl_price
-        return self.stop_price < self.spec.sl_price
+        return trailing.stop_has_trailed(self.position_side, self.spec.sl_price, self.stop_price)
 
     def transition(self, to: BracketStatus, *, now: datetime | None = None, **changes: Any) -> Bracket:
         """The bracket in status `to`, version + 1; raises InvalidStateTransition if the table forbids it."""

@@ -156,6 +156,12 @@ def has_price(ltp: int) -> bool:
     return ltp > 0
 
 
+def stop_has_trailed(side: PositionSide | str, placed_stop: Decimal | int, stop: Decimal | int) -> bool:
+    """The stop is tighter than the one placed: an exit at it is a TRAIL_STOP, not a STOP (both in rupees, or both
+    in paise). The one rule, for the bracket and for the streamer."""
+    return stop > placed_stop if _is_long(side) else stop < placed_stop
+
+
 def is_triggered(side: PositionSide | str, ltp: int, stop: int) -> bool:
     """Step 1: LONG exits if ltp <= stop; SHORT exits if ltp >= stop — never on an LTP that is no price."""
     if not has_price(ltp):

@@ -184,7 +184,7 @@ def _positive(value: Decimal, label: str) -> None:
         raise ValidationFailed(f"{label} must be greater than 0, got {value}")
 
 
-def validate_bracket(
+def validate_bracket(  # noqa: C901, PLR0912, PLR0915 - the rules in the order a trader reads their refusals
     spec: BracketSpec,
     *,
     tick_size: Decimal = DEFAULT_TICK_SIZE,

@@ -20,6 +20,7 @@ import aws_lambda_powertools.event_handler
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError, ValidationException
 from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
@@ -57,7 +58,7 @@ AWS_BUSY_MESSAGE = (
 )
 
 
-def error_responses(*codes: int) -> dict[int, dict[str, Any]]:
+def error_responses(*codes: int) -> dict[int, OpenAPIResponse]:
     """OpenAPI `responses` for the given error codes (all of them when none are named)."""
     schema = {
         "type": "object",
@@ -75,7 +76,9 @@ def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
         # Prices carry at most a few decimals and stay under 1e8, so float's shortest repr prints the exact
         # decimal (1480.05 stays 1480.05); the arithmetic never happens in float, only this last printing.
-        return int(value) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 else float(value)
+        exponent = value.as_tuple().exponent  # a letter for NaN and infinity, which no validated price is
+        whole = value == value.to_integral_value() and isinstance(exponent, int) and exponent >= 0
+        return int(value) if whole else float(value)
     if hasattr(value, "value"):
         return value.value
     return str(value)
@@ -164,7 +167,7 @@ def _serve_openapi(app: APIGatewayRestResolver) -> None:
         return Response(status_code=200, content_type="text/html", body=page)
 
 
-def make_resolver(title: str, description: str, *, swagger: bool = True) -> APIGatewayRestResolver:
+def make_resolver(title: str, description: str, *, swagger: bool = True) -> APIGatewayRestResolver:  # noqa: C901 - one small handler per error kind
     """A validating resolver with the error envelope; `swagger` serves the API's OpenAPI document and its UI at
     /swagger (only where API Gateway routes /swagger)."""
     # Bodies are read with wire_json's limits (size, nesting, number length): a hostile body is a 400, never a 5xx.

@@ -58,7 +58,7 @@ def loads(text: str, *, max_chars: int = MAX_BODY_CHARS, decimals: bool = False,
         raise ValidationFailed(f"{what} is not valid JSON") from None
 
 
-def body_text(body: str | None, is_base64: bool) -> str | None:
+def body_text(body: str | None, is_base64: bool | None) -> str | None:
     """The request body as text: API Gateway hands over bytes that are not text as base64, and those are refused."""
     if body is None or not is_base64:
         return body

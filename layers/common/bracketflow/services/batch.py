@@ -131,7 +131,7 @@ def _leg_error(index: int, field: str, message: str) -> ValidationFailed:
     return ValidationFailed(f"orders.{index}.{field}: {message} (leg {index + 1})")
 
 
-def validate_leg(index: int, raw: Mapping[str, Any]) -> LegOrder:
+def validate_leg(index: int, raw: Mapping[str, Any]) -> LegOrder:  # noqa: C901, PLR0912, PLR0915 - a leg's rules in the order their refusals are read
     """One leg checked like a single order; ValidationFailed names the leg (0-based index, as in the body) and field.
 
     The instrument must be in the instrument master and tradable; quantity is units, a multiple of the lot size;

@@ -10,10 +10,9 @@ is ordered against every other change), then handed to whoever acts for that sta
                  workflow's CancelEntryForTrader cancels the rest at the broker. Whatever filled before the cancel is
                  exited at market with reason MANUAL (ExitCancelledFill): a trader who cancels wants out, not a
                  smaller protected position. A token not stored yet: the waiting task sees the request itself.
-  PROTECTED,     an exit intent {"bracket_id", "reason": "MANUAL", "ltp": null, "stop_price", "detected_at",
-  EXIT_FAILED    "message_index": null, "packet_index": null} on the ExitQueue: the exit Lambda claims the bracket,
-                 deletes the GTT first (a GTT that already triggered means the broker closed it: no second exit),
-                 places the MARKET exit; the watcher and Finalize close it with reason MANUAL.
+  PROTECTED,     a MANUAL ExitRequest (bracketflow/contracts.py, no price) on the ExitQueue: the exit Lambda claims
+  EXIT_FAILED    the bracket, deletes the GTT first (a GTT that already triggered means the broker closed it: no
+                 second exit), places the MARKET exit; the watcher and Finalize close it with reason MANUAL.
   ENTRY_FILLED   409: protection is being placed this second; DELETE again once it is PROTECTED (seconds).
   EXITING        409: it is already exiting. NEEDS_REVIEW: 409, a human must look. Terminal: 409.
 
@@ -31,6 +30,7 @@ from bracketflow.adapters import sfn
 from bracketflow.adapters.dynamo import lifecycle as token_store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.sqs import send_json
+from bracketflow.contracts import ExitRequest
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus, ExitReason
 from bracketflow.domain.states import is_terminal
@@ -125,15 +125,11 @@ def queue_exit(bracket: Bracket, reason: ExitReason) -> None:
     url = get_settings().exit_queue_url
     if not url:
         raise Conflict("exits cannot be queued: EXIT_QUEUE_URL is not configured for this function")
-    send_json(
-        url,
-        {
-            "bracket_id": bracket.id,
-            "reason": reason.value,
-            "ltp": None,
-            "stop_price": str(bracket.stop_price),
-            "detected_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "message_index": None,
-            "packet_index": None,
-        },
+    intent = ExitRequest(
+        bracket_id=bracket.id,
+        reason=reason,
+        ltp=None,
+        stop_price=bracket.stop_price,
+        detected_at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
     )
+    send_json(url, intent.to_dict())

@@ -1,16 +1,12 @@
 """Exit a bracket whose stop the streamer saw crossed — exactly once (docs/reliability.md).
 
-Input: the streamer's exit intent (ExitQueue, SQS Standard, so it may arrive twice or concurrently):
-    {"bracket_id", "reason": "STOP|TRAIL_STOP", "ltp": "<decimal>", "stop_price": "<decimal>",
-     "detected_at": "<ISO UTC>", "message_index": int, "packet_index": int}
-or the trader's DELETE of a PROTECTED bracket (services/cancel_bracket.py), the same shape with "reason": "MANUAL",
-"ltp": null (the API does not know the market) and "detected_at" the request's time,
-or the MIS square-off (services/square_off.py), "reason": "EOD", "ltp": null, the bracket's stop as "stop_price"
-(both come through the queue so they get its retries and its DLQ like the streamer's exits),
-or a strategy's own exit (services/signals.py): "reason": "SIGNAL" (an exit/close/reverse alert), "TIME" (exit_after /
-exit_at) or "KILL_SWITCH" (the daily loss limit, or POST /api/v1/flatten), "ltp": null. One of these that finds the
-bracket ENTRY_FILLED (protection being placed) is answered NOT_YET, which the handler hands back to SQS: the message
-comes back in seconds and exits the bracket once it is PROTECTED,
+Input: an ExitRequest (bracketflow/contracts.py) from the ExitQueue (SQS Standard, so it may arrive twice or
+concurrently): the streamer's crossed stop, the trader's DELETE of a PROTECTED bracket (MANUAL), the MIS square-off
+(EOD), reconciliation's exits, or a strategy's own exit (services/signals.py): SIGNAL (an exit/close/reverse
+alert), TIME (exit_after / exit_at) or KILL_SWITCH (the daily loss limit, or POST /api/v1/flatten). One of these
+last three that finds the bracket ENTRY_FILLED (protection being placed) is answered NOT_YET, which the handler
+hands back to SQS: it comes back in seconds and exits the bracket once it is PROTECTED. All come through the
+queue so they get its retries and its DLQ,
 and a claim id: the SQS message id, which stays the same across redeliveries of one message.
 
 1. Claim: PROTECTED (or EXIT_FAILED, a retry) -> EXITING by a conditional write, with an ExitRequested event that
@@ -43,12 +39,11 @@ sends it to the DLQ and its alarm; ExitRetries counts every failed attempt (its 
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass, replace
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -58,11 +53,12 @@ from bracketflow.adapters.broker.port import BrokerPort, OrderReport, OrderReque
 from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.sqs import send_json
+from bracketflow.contracts import ExitRequest
 from bracketflow.domain.bracket import Bracket, LegOrder
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, PositionSide
 from bracketflow.domain.events import ExitFailed, ExitPlaced, ExitRequested
 from bracketflow.domain.ids import order_tag
-from bracketflow.errors import BrokerError, BrokerRejected, BrokerTimeout, ConcurrentModification, ValidationFailed
+from bracketflow.errors import BrokerError, BrokerRejected, BrokerTimeout, ConcurrentModification
 from bracketflow.observability import logger, metrics
 from bracketflow.services.working_entry import settle_before_exit
 from bracketflow.settings import get_settings
@@ -73,24 +69,6 @@ RETRY_BASE_S = 1
 RETRY_CAP_S = 10
 _CHILD_POLL_S = 0.25
 _DEAD_ORDER_STATUSES = frozenset({"REJECTED", "CANCELLED"})
-# TARGET: reconciliation found the GTT's target leg fired and its order refused, the position still open.
-_QUEUED_REASONS = frozenset(
-    {
-        ExitReason.STOP,
-        ExitReason.TRAIL_STOP,
-        ExitReason.TARGET,
-        ExitReason.MANUAL,
-        ExitReason.EOD,
-        ExitReason.SIGNAL,
-        ExitReason.TIME,
-        ExitReason.KILL_SWITCH,
-    }
-)
-# Exits nobody saw a price for: the trader's DELETE, the square-off clock, a strategy's signal, a time exit and the kill
-# switch. A stop hit always carries its LTP.
-_PRICELESS_REASONS = frozenset(
-    {ExitReason.MANUAL, ExitReason.EOD, ExitReason.SIGNAL, ExitReason.TIME, ExitReason.KILL_SWITCH}
-)
 # Exits decided away from the market (services/signals.py): one that finds the bracket ENTRY_FILLED (its GTT being
 # placed this second) waits for the protection and exits then, instead of being dropped as someone else's exit.
 _DEFERRABLE_REASONS = frozenset({ExitReason.SIGNAL, ExitReason.TIME, ExitReason.KILL_SWITCH})
@@ -106,51 +84,6 @@ class ExitOutcome(StrEnum):
 
 
 @dataclass(frozen=True)
-class ExitIntent:
-    bracket_id: str
-    reason: ExitReason
-    ltp: Decimal | None  # None for a MANUAL (the trader's DELETE) or EOD (square-off) exit
-    stop_price: Decimal
-    detected_at: str | None = None
-    message_index: int | None = None
-    packet_index: int | None = None
-    # The watchdog's copy of a claimed exit's message names the claim it checks on (see _arm_watchdog).
-    resume_claim: str | None = None
-    raw: dict[str, Any] | None = field(default=None, compare=False, repr=False)
-
-    @classmethod
-    def from_json(cls, body: str) -> ExitIntent:
-        """Parse an ExitQueue message; ValidationFailed names what is wrong (such a message goes to the DLQ)."""
-        try:
-            raw = json.loads(body)
-        except ValueError as exc:
-            raise ValidationFailed(f"exit intent is not JSON: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ValidationFailed("exit intent must be a JSON object")
-        try:
-            reason = ExitReason(raw["reason"])
-            retry = raw.get("retry_of") is not None  # an exit that failed at the broker, retried (any reason)
-            if reason not in _QUEUED_REASONS and not retry:
-                raise ValueError(f"reason must be one of {', '.join(sorted(_QUEUED_REASONS))}, got {reason.value}")
-            ltp = raw.get("ltp") if reason in _PRICELESS_REASONS or retry else raw["ltp"]
-            return cls(
-                bracket_id=str(raw["bracket_id"]),
-                reason=reason,
-                ltp=None if ltp is None else Decimal(str(ltp)),
-                stop_price=Decimal(str(raw["stop_price"])),
-                detected_at=raw.get("detected_at"),
-                message_index=raw.get("message_index"),
-                packet_index=raw.get("packet_index"),
-                resume_claim=str(raw["resume_claim"]) if raw.get("resume_claim") else None,
-                raw=raw,
-            )
-        except KeyError as missing:
-            raise ValidationFailed(f"exit intent lacks {missing}") from None
-        except (ValueError, InvalidOperation) as exc:
-            raise ValidationFailed(f"exit intent is invalid: {exc}") from None
-
-
-@dataclass(frozen=True)
 class ExitResult:
     outcome: ExitOutcome
     bracket_id: str
@@ -159,7 +92,7 @@ class ExitResult:
 
 
 def execute_exit(
-    intent: ExitIntent,
+    intent: ExitRequest,
     claim_id: str,
     *,
     repo: BracketRepository | None = None,
@@ -207,7 +140,7 @@ def execute_exit(
 
 
 def _place_exit(
-    repo: BracketRepository, broker: BrokerPort, bracket: Bracket, intent: ExitIntent, gtt_orders: list[OrderReport]
+    repo: BracketRepository, broker: BrokerPort, bracket: Bracket, intent: ExitRequest, gtt_orders: list[OrderReport]
 ) -> ExitResult:
     """Under the exit lease: adopt our tagged exit order if the broker has one, else place it for what is open."""
     tag = order_tag(bracket.id, LegRole.EXIT.value)
@@ -271,29 +204,18 @@ def _lease_s() -> float:
     return s.order_rate_wait_s + s.broker_connect_timeout_s + s.broker_timeout_s + s.broker_lookup_window_s + 5.0
 
 
-def _arm_watchdog(intent: ExitIntent, claim_id: str) -> None:
+def _arm_watchdog(intent: ExitRequest, claim_id: str) -> None:
     """Send a copy of the exit's message, delayed EXIT_WATCHDOG_S, that resumes this claim if no exit order was placed
     by then: an invocation that dies after deleting the GTT would otherwise leave the position naked until the
     queue's visibility timeout. A claim that did its work by then makes the copy a no-op (DUPLICATE)."""
     settings = get_settings()
     if not settings.exit_queue_url:
         return
-    body = dict(intent.raw) if intent.raw else _intent_fields(intent)
-    body["resume_claim"] = claim_id
+    body = replace(intent, resume_claim=claim_id).to_dict()
     try:
         send_json(settings.exit_queue_url, body, delay_s=settings.exit_watchdog_s)
     except Exception:  # the queue's own redelivery still resumes a claim whose invocation died
         logger.exception("could not arm the exit watchdog", extra={"bracket_id": intent.bracket_id})
-
-
-def _intent_fields(intent: ExitIntent) -> dict[str, Any]:
-    return {
-        "bracket_id": intent.bracket_id,
-        "reason": intent.reason.value,
-        "ltp": None if intent.ltp is None else str(intent.ltp),
-        "stop_price": str(intent.stop_price),
-        "detected_at": intent.detected_at,
-    }
 
 
 def retry_delay_s(receive_count: int) -> int:
@@ -317,7 +239,7 @@ def _tighter(bracket: Bracket, stop: Decimal) -> Decimal:
     return min(bracket.stop_price, stop)
 
 
-def _claim(repo: BracketRepository, intent: ExitIntent, claim_id: str) -> tuple[Bracket, bool] | ExitResult:
+def _claim(repo: BracketRepository, intent: ExitRequest, claim_id: str) -> tuple[Bracket, bool] | ExitResult:
     """(the bracket, True) when this message claims the exit now; (the bracket, False) when it resumes its own
     claim (a redelivery, or the watchdog's copy) that placed no exit order yet; otherwise an ExitResult."""
     for _ in range(_ATTEMPTS):

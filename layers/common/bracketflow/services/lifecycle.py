@@ -48,6 +48,7 @@ from bracketflow.adapters.broker import get_broker
 from bracketflow.adapters.broker.port import OrderReport, OrderRequest
 from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.contracts import ExitRequest
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, Validity
 from bracketflow.domain.events import (
@@ -214,7 +215,7 @@ def exit_outcome(bracket: Bracket) -> dict[str, Any] | None:
     quantity = sum(f.filled_quantity for f in fills) or leg.filled_quantity
     price = leg.average_price
     if len(fills) > 1:
-        price = sum((f.average_price or Decimal(0)) * f.filled_quantity for f in fills) / quantity
+        price = sum(((f.average_price or Decimal(0)) * f.filled_quantity for f in fills), Decimal(0)) / quantity
     return {
         "exit": {
             "reason": None if bracket.exit_reason is None else bracket.exit_reason.value,
@@ -388,7 +389,7 @@ WAIT_FOR_FLAT = "WAIT_FOR_FLAT"
 def reverse_still_open(bracket: Bracket) -> list[str]:
     """The brackets this reverse waits for that are not closed yet (their exit has not filled at the broker)."""
     repo = BracketRepository()
-    still = []
+    still: list[str] = []
     for other_id in bracket.reverse_of:
         other = repo.get(other_id)
         if other is not None and not is_terminal(other.status):
@@ -753,18 +754,15 @@ def queue_exit_retry(bracket: Bracket) -> None:
         raise RuntimeError(f"bracket {bracket.id}: its exit failed and no EXIT_QUEUE_URL is set to retry it")
     from bracketflow.adapters.sqs import send_json
 
-    reason = bracket.exit_reason.value if bracket.exit_reason is not None else "MANUAL"
-    send_json(
-        url,
-        {
-            "bracket_id": bracket.id,
-            "reason": reason,
-            "ltp": None,
-            "stop_price": str(bracket.stop_price),
-            "detected_at": utc_now().isoformat().replace("+00:00", "Z"),
-            "retry_of": None if bracket.exit is None else bracket.exit.broker_order_id,
-        },
+    intent = ExitRequest(
+        bracket_id=bracket.id,
+        reason=bracket.exit_reason if bracket.exit_reason is not None else ExitReason.MANUAL,
+        ltp=None,
+        stop_price=bracket.stop_price,
+        detected_at=utc_now().isoformat().replace("+00:00", "Z"),
+        retry_of=None if bracket.exit is None else bracket.exit.broker_order_id,
     )
+    send_json(url, intent.to_dict())
     metrics.add_metric(name=metrics_names.EXIT_RETRIES, unit="Count", value=1)
     logger.warning("exit failed at the broker; retry queued", extra={"bracket_id": bracket.id})
 

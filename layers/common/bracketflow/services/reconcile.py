@@ -58,6 +58,7 @@ from bracketflow.adapters.dynamo.gtt_claims import GttClaimedElsewhere, claim_al
 from bracketflow.adapters.instrument_store import current_master
 from bracketflow.adapters.sfn import bracket_workflow_status
 from bracketflow.adapters.sqs import send_control, send_json
+from bracketflow.contracts import ExitRequest
 from bracketflow.domain import calendar
 from bracketflow.domain.bracket import Bracket, LegOrder
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, PositionSide
@@ -830,16 +831,14 @@ def _queue_stop_exit(bracket: Bracket, last: Decimal, why: str, *, reason: ExitR
     reason = reason or (ExitReason.TRAIL_STOP if bracket.stop_has_trailed else ExitReason.STOP)
     detail = f"{why}; the market is at {last} (stop {bracket.stop_price}): {reason.value} exit queued"
     _note(bracket.id, "STOP_EXIT_QUEUED", detail)
-    intent = {
-        "bracket_id": bracket.id,
-        "reason": reason.value,
-        "ltp": str(last),
-        "stop_price": str(bracket.stop_price),
-        "detected_at": utc_now().isoformat().replace("+00:00", "Z"),
-        "message_index": None,
-        "packet_index": None,
-    }
-    send_json(get_settings().exit_queue_url, intent)
+    intent = ExitRequest(
+        bracket_id=bracket.id,
+        reason=reason,
+        ltp=last,
+        stop_price=bracket.stop_price,
+        detected_at=utc_now().isoformat().replace("+00:00", "Z"),
+    )
+    send_json(get_settings().exit_queue_url, intent.to_dict())
     return "STOP_EXIT_QUEUED", detail
 
 
@@ -891,7 +890,7 @@ LAST_RUN_REPAIRED_KEPT = 50  # the brackets a run repaired that its record lists
 def _record_last_run(summary: dict[str, Any], results: list[dict[str, Any]], at: datetime) -> None:
     """Keep the run's summary for the console's status panel: when it ran, and which brackets it repaired (with
     their account, so each trader sees only their own). Never fails the run: the repairs are done already."""
-    repaired = []
+    repaired: list[dict[str, Any]] = []
     for result in results:
         if (result or {}).get("repair") and len(repaired) < LAST_RUN_REPAIRED_KEPT:
             bracket = BracketRepository().get(str(result["bracket_id"]))

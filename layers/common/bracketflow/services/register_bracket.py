@@ -169,7 +169,7 @@ def request_hash(spec: BracketSpec) -> str:
     return hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
-def place(
+def place(  # noqa: C901, PLR0912 - the intake's one path, read top to bottom
     caller: Caller,
     spec: BracketSpec,
     *,
@@ -395,7 +395,7 @@ def resume_unstarted_brackets(older_than_s: int = 60) -> list[str]:
     """
     repo = BracketRepository()
     cutoff = utc_now() - timedelta(seconds=older_than_s)
-    started = []
+    started: list[str] = []
     for bracket in repo.list_open():
         if bracket.status is BracketStatus.CREATED and bracket.created_at <= cutoff and start_workflow(repo, bracket):
             started.append(bracket.id)

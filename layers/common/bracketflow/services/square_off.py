@@ -5,12 +5,12 @@ the day's session in the market calendar (none on an exchange holiday; a Muhurat
 its own close), so the local stack, which plays cron schedules every few seconds, squares off only when the clock says
 so; {"force": true} in the event skips that check (tests, a manual run).
 
-  PROTECTED / EXIT_FAILED MIS brackets -> an EOD exit intent on the ExitQueue (EXIT_QUEUE_URL), in the queue's agreed
-      shape: {"bracket_id", "reason": "EOD", "ltp": null, "stop_price", "detected_at", "message_index": null,
-      "packet_index": null}. The exit Lambda (services/execute_exit) does the rest exactly as for a stop: the claim
-      (PROTECTED -> EXITING), GTT cancelled first (no exit if it already fired), MARKET exit with market protection,
-      lost answers found by tag — and the queue's retries and DLQ alarm when the broker refuses. Going through the
-      queue rather than calling the exit directly is what gives the square-off those retries.
+  PROTECTED / EXIT_FAILED MIS brackets -> an EOD ExitRequest (bracketflow/contracts.py) on the ExitQueue
+      (EXIT_QUEUE_URL): no price, the bracket's stop kept. The exit Lambda (services/execute_exit) does the rest
+      exactly as for a stop: the claim (PROTECTED -> EXITING), GTT cancelled first (no exit if it already fired),
+      MARKET exit with market protection, lost answers found by tag — and the queue's retries and DLQ alarm when the
+      broker refuses. Going through the queue rather than calling the exit directly is what gives the square-off
+      those retries.
       A second run the same day places nothing: a bracket already EXITING is not queued again, and a second intent
       for one still waiting in the queue finds it claimed by the first and is acknowledged as a duplicate.
   ENTRY_PENDING MIS brackets -> the entry is cancelled (services/lifecycle.cancel_entry); a partial fill becomes
@@ -25,6 +25,7 @@ from typing import Any
 
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.sqs import send_json
+from bracketflow.contracts import ExitRequest
 from bracketflow.domain import calendar
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus, ExitReason, Product
@@ -86,12 +87,10 @@ def square_off_mis(*, force: bool = False, now: datetime | None = None) -> dict[
 
 def eod_exit_intent(bracket: Bracket, at: datetime) -> dict[str, Any]:
     """The ExitQueue message for an EOD exit: no price was seen (the exit is at market) and the stop is kept as is."""
-    return {
-        "bracket_id": bracket.id,
-        "reason": ExitReason.EOD.value,
-        "ltp": None,
-        "stop_price": str(bracket.stop_price),
-        "detected_at": at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "message_index": None,
-        "packet_index": None,
-    }
+    return ExitRequest(
+        bracket_id=bracket.id,
+        reason=ExitReason.EOD,
+        ltp=None,
+        stop_price=bracket.stop_price,
+        detected_at=at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+    ).to_dict()

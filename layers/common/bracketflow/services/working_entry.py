@@ -123,6 +123,7 @@ def _watch(bracket: Bracket) -> dict[str, Any]:
     spec = bracket.spec
     instrument = default_master().get(spec.exchange.value, spec.symbol)
     tick = instrument.tick_size if instrument and instrument.tick_size > 0 else get_settings().default_tick_size
+    token: int | None
     if instrument is not None:
         token = instrument.instrument_token
     else:

@@ -268,6 +268,37 @@ def test_a_whole_position_closed_by_hand_in_one_order_closes_every_bracket_on_it
     assert net_position(market, "INFY") == 0
 
 
+def test_a_stop_exit_racing_a_close_by_hand_never_opens_the_reverse_position(market, kite: KiteConnect, monkeypatch):
+    from bracketflow.services import reconcile
+
+    monkeypatch.setattr(reconcile, "EXITING_FLAT_AFTER_S", 0.0)
+    # Given a protected BUY 10 INFY MIS
+    b = protected_bracket(market, fresh_strategy("race-hand"), timeout_s=STATUS_BOUND_S)
+    # When the trader sells 10 by hand and, in the same instant, the streamer reports the stop crossed
+    by_hand = kite.place_order(
+        variety="regular",
+        exchange="NSE",
+        tradingsymbol="INFY",
+        transaction_type="SELL",
+        quantity=10,
+        product="MIS",
+        order_type="LIMIT",
+        price=1499.95,
+    )
+    stop_hit(market, b.id, "1479.95")
+    # Then no exit order of ours sells into the flat account (it would open a short of 10), and reconciliation
+    # closes the bracket MANUAL at the trader's order
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        assert net_position(market, "INFY") == 0
+        time.sleep(0.5)
+    run_reconcile(market)
+    done = wait_for_status(b.id, "CLOSED", timeout_s=STATUS_BOUND_S)
+    assert done.exit_reason.value == "MANUAL" and done.exit.broker_order_id == by_hand
+    assert exit_orders(market, b.id) == [] and net_position(market, "INFY") == 0
+    assert str(b.gtt_id) not in live_gtts(market)
+
+
 def _seen(order_id: str) -> bool:
     """The watcher has acted on (or ruled out) the order's COMPLETE update: it keeps a claim of every update it took."""
     from bracketflow.adapters.dynamo import lifecycle as store

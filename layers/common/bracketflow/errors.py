@@ -128,6 +128,12 @@ class SessionExpired(BrokerError):
         super().__init__(message, http_status=http_status, error_type=error_type)
 
 
+class PositionNotHeld(BrokerError):
+    """The broker's net position no longer holds what an exit would close: placing it would open a reverse position."""
+
+    status_code = 409
+
+
 class BrokerOrderNotFound(BrokerError):
     """The broker has no order (or GTT) with that id."""
 

@@ -43,6 +43,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -55,10 +56,11 @@ from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.sqs import send_json
 from bracketflow.contracts import ExitRequest
 from bracketflow.domain.bracket import Bracket, LegOrder
+from bracketflow.domain.calendar import IST
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus, PositionSide
 from bracketflow.domain.events import ExitFailed, ExitPlaced, ExitRequested
 from bracketflow.domain.ids import order_tag
-from bracketflow.errors import BrokerError, BrokerRejected, BrokerTimeout, ConcurrentModification
+from bracketflow.errors import BrokerError, BrokerRejected, BrokerTimeout, ConcurrentModification, PositionNotHeld
 from bracketflow.observability import logger, metrics
 from bracketflow.services.working_entry import settle_before_exit
 from bracketflow.settings import get_settings
@@ -156,6 +158,7 @@ def _place_exit(
     quantity = open_quantity(bracket, [*tagged, *gtt_orders])
     if quantity <= 0:
         raise ValueError(f"bracket {bracket.id}: earlier exit orders filled all {bracket.entry.filled_quantity}")
+    _check_position_held(broker, bracket, quantity)
     spec = bracket.spec
     request = OrderRequest(
         exchange=spec.exchange.value,
@@ -180,6 +183,34 @@ def _place_exit(
         extra={"bracket_id": bracket.id, "order_id": order_id, "reason": intent.reason, "quantity": quantity},
     )
     return ExitResult(ExitOutcome.PLACED, bracket.id, order_id)
+
+
+def _check_position_held(broker: BrokerPort, bracket: Bracket, quantity: int) -> None:
+    """An exit must close a position, never open the reverse one: when the broker's net position on the bracket's
+    instrument and product no longer holds `quantity` on the bracket's side (the trader closed it in the Kite app, the
+    broker squared it off), nothing is placed and the exit is retried in seconds; reconciliation closes a bracket
+    whose position is flat. Checked only for a bracket entered today (the positions the broker lists; a position
+    carried from an earlier day may live in the holdings instead), and skipped when the positions cannot be read
+    (an open position waits for no read)."""
+    spec = bracket.spec
+    if bracket.created_at.astimezone(IST).date() != datetime.now(IST).date():
+        return
+    try:
+        net = sum(
+            p.quantity
+            for p in broker.positions()
+            if p.exchange == spec.exchange.value and p.tradingsymbol == spec.symbol and p.product == spec.product.value
+        )
+    except BrokerError as exc:
+        logger.warning("positions unreadable before an exit; placing it", extra={"error": exc.message})
+        return
+    held = max(net, 0) if bracket.position_side is PositionSide.LONG else max(-net, 0)
+    if held < quantity:
+        raise PositionNotHeld(
+            f"bracket {bracket.id}: the broker's net {spec.symbol} {spec.product.value} position is {net}, an exit of "
+            f"{quantity} would open a reverse position; nothing placed, retried (closed elsewhere: reconciliation "
+            "closes the bracket)"
+        )
 
 
 def open_quantity(bracket: Bracket, dead_exits: list[OrderReport]) -> int:

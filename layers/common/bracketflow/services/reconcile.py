@@ -360,6 +360,11 @@ def _result(repo: BracketRepository, bracket_id: str, outcome: Outcome) -> dict[
     return result
 
 
+# An EXITING bracket with no exit order whose position the broker shows flat this long is closed from the order that
+# flattened it: the exit Lambda refuses to place an exit into a flat position and retries in seconds meanwhile.
+EXITING_FLAT_AFTER_S = 10.0
+
+
 class _LookLive(Exception):
     """The snapshot suggests a repair: decide again on the broker's live state before acting."""
 
@@ -480,29 +485,7 @@ def _check_protected(bracket: Bracket, view: BrokerView, now: datetime) -> Outco
             return _queue_stop_exit(bracket, last, why, reason=reason)
         return None  # the GTT's order is still working
     if net == 0:
-        _confirm(view)
-        if gtt is not None and gtt.status == "active":
-            _cancel_gtt(gtt.gtt_id)  # with no position at the broker, it could only open one
-        filled_at = _entry_filled_at(bracket)
-        closing = view.closing_order(bracket, filled_at)
-        if closing is not None:
-            return _close_from_broker(
-                bracket, closing, ExitReason.MANUAL, "POSITION_CLOSED_AT_BROKER", "position closed at the broker"
-            )
-        bulk = view.bulk_closing_order(bracket, filled_at)
-        if bulk is not None:
-            # The position is flat and one order closed it with others': this bracket is closed too, at that
-            # order's price (its own share of the order, not the whole order, in the P&L).
-            return _close_from_broker(
-                bracket,
-                bulk,
-                ExitReason.MANUAL,
-                "POSITION_CLOSED_AT_BROKER_IN_BULK",
-                f"position closed at the broker by order {bulk.order_id} with others on {spec.symbol}",
-                shared=True,
-            )
-        why = "no single order of its quantity closed it after its fill; its GTT cancelled"
-        return _flag(bracket, f"POSITION_FLAT: the broker shows no position and {why}")
+        return _position_flat(bracket, view, gtt)
     if gtt is None or gtt.status in GTT_INERT:
         _confirm(view)
         what = "missing" if gtt is None else gtt.status
@@ -510,6 +493,36 @@ def _check_protected(bracket: Bracket, view: BrokerView, now: datetime) -> Outco
             return _reprotect(bracket, f"GTT {bracket.gtt_id} {what} at the broker")
         return _flag(bracket, f"GTT_GONE: GTT {bracket.gtt_id} {what} at the broker while the position is open")
     return None
+
+
+def _position_flat(bracket: Bracket, view: BrokerView, gtt: GttReport | None) -> Outcome:
+    """The broker shows no position where this bracket holds one: closed elsewhere (by hand, the broker's square-off).
+    Its live GTT is cancelled first (with no position it could only open one); the bracket is closed MANUAL at the
+    order that closed it, alone or with others' positions, or flagged when no order explains it."""
+    spec = bracket.spec
+    _confirm(view)
+    if gtt is not None and gtt.status == "active":
+        _cancel_gtt(gtt.gtt_id)  # with no position at the broker, it could only open one
+    filled_at = _entry_filled_at(bracket)
+    closing = view.closing_order(bracket, filled_at)
+    if closing is not None:
+        return _close_from_broker(
+            bracket, closing, ExitReason.MANUAL, "POSITION_CLOSED_AT_BROKER", "position closed at the broker"
+        )
+    bulk = view.bulk_closing_order(bracket, filled_at)
+    if bulk is not None:
+        # The position is flat and one order closed it with others': this bracket is closed too, at that
+        # order's price (its own share of the order, not the whole order, in the P&L).
+        return _close_from_broker(
+            bracket,
+            bulk,
+            ExitReason.MANUAL,
+            "POSITION_CLOSED_AT_BROKER_IN_BULK",
+            f"position closed at the broker by order {bulk.order_id} with others on {spec.symbol}",
+            shared=True,
+        )
+    why = "no single order of its quantity closed it after its fill; its GTT cancelled"
+    return _flag(bracket, f"POSITION_FLAT: the broker shows no position and {why}")
 
 
 def _check_exiting(bracket: Bracket, view: BrokerView, now: datetime) -> Outcome:
@@ -543,6 +556,13 @@ def _check_skipped_exit(bracket: Bracket, view: BrokerView, now: datetime) -> Ou
     record it and the bracket would stay EXITING forever."""
     skipped = [e for e in BracketRepository().events(bracket.id) if e.get("type") == ExitSkipped.type]
     if not skipped:
+        spec = bracket.spec
+        net = view.net_quantity(spec.exchange.value, spec.symbol, spec.product.value)
+        if net == 0 and _age_s(bracket, None, now) > EXITING_FLAT_AFTER_S:
+            # The exit Lambda found nothing to close (it never places an exit into a flat position): the position
+            # was closed elsewhere while the exit was claimed.
+            gtt = view.gtts.get(str(bracket.gtt_id)) if bracket.gtt_id else None
+            return _position_flat(bracket, view, gtt)
         return None
     gtt_id = str(skipped[-1].get("gtt_id") or bracket.gtt_id)
     gtt = view.gtts.get(gtt_id)

@@ -7,8 +7,8 @@ and MARKET entries, about half with a trail), and at the same time:
   each at a rate;
 - TradingView resends (the same alert body again, a moment to seconds later) and trader DELETEs;
 - a strategy's own signals for an earlier alert's strategy and symbol: exit / close / closelong / closeshort / a flat
-  market position, now and then a closeall for the strategy, and reverse alerts (the other side, "reverse": true),
-  each resent at the same rate as alerts;
+  market position, now and then a closeall for the strategy, and reverse pairs (an alert on a symbol of their own,
+  then its reverse: the other side, "reverse": true), each resent at the same rate as alerts;
 - the trader's own hands at the broker, through its Kite API as the trader's app would: closing a position, deleting
   a GTT, an unrelated round trip and a resting order on a symbol bracketflow trades;
 - kill -9 of the streamer (restarted by the stack if it supervises its children, else by the soak, and said so);
@@ -84,6 +84,9 @@ SYMBOLS = (
     "WIPRO",
     "SUNPHARMA",
 )
+# Symbols only reverse pairs trade (an alert, then its reverse): the guard against an open bracket the other way is
+# account-wide per symbol, so on the storm's symbols, where other strategies hold the old side, a reverse is refused.
+REVERSE_SYMBOLS = ("MARUTI", "BAJFINANCE", "ASIANPAINT", "HCLTECH", "TATASTEEL", "NTPC", "ONGC", "HINDUNILVR")
 TRANSIENT = frozenset({"CREATED", "ENTRY_FILLED", "EXITING", "EXIT_FAILED"})
 FINISHED = frozenset({"CLOSED", "FAILED", "CANCELLED", "EXPIRED"})
 LIVE_ORDER = frozenset({"OPEN", "TRIGGER PENDING"})
@@ -126,9 +129,10 @@ class SoakConfig:
     alerts_per_s: float = 1.0
     resend_rate: float = 0.15  # of alerts sent again, 0.2 to 8 s later
     delete_rate: float = 0.08  # of alerts whose bracket the trader DELETEs 1 to 40 s later
-    exit_rate: float = 0.12  # of alerts followed 2 to 60 s later by an exit signal for their strategy and symbol
-    closeall_rate: float = 0.01  # of alerts followed 2 to 90 s later by a closeall for their strategy
-    reverse_rate: float = 0.05  # of alerts followed 3 to 45 s later by a reverse (the other side, same strategy)
+    exit_rate: float = 0.12  # of alerts followed 1.5 to 20 s later by an exit signal for their strategy and symbol
+    closeall_rate: float = 0.01  # of alerts followed 1.5 to 30 s later by a closeall for their strategy
+    reverse_rate: float = 0.05  # per alert, a reverse pair: an alert on a REVERSE_SYMBOLS symbol, 2 to 12 s later its
+    # reverse (the other side, same strategy)
     hand_every_s: float = 12.0  # a hand action at the broker about this often
     streamer_kill_every_s: float = 120.0
     crash_rate: float = 0.03  # of broker-changing calls inside a Lambda invocation that end it
@@ -213,12 +217,13 @@ EXIT_WORDS = ("exit", "close", "side", "flat", "wrong_side")
 
 def signal_steps(cfg: SoakConfig, opened: list[tuple[float, dict[str, Any]]]) -> list[Step]:
     """A strategy's own signals after its alerts, from their own seeded draws (so the rest of a seed's plan is what it
-    was): exit signals and closealls ("signal" steps, indexed apart from alerts, since they open no bracket) and
-    reverse alerts ("alert" steps indexed after the plan's alerts: each opens one bracket like any alert)."""
+    was): exit signals and closealls ("signal" steps, indexed apart from alerts, since they open no bracket) soon
+    after an alert, while its bracket is likely open; and reverse pairs, an alert on a REVERSE_SYMBOLS symbol with a
+    wide stop and then its reverse ("alert" steps indexed after the plan's alerts: each opens one bracket)."""
     rng = random.Random(f"{cfg.seed}:signals")
     out: list[Step] = []
     signals = 0
-    reverses = 0
+    pairs = 0
 
     def resent(at: float, kind: str, index: int) -> None:
         if rng.random() < cfg.resend_rate:
@@ -231,7 +236,7 @@ def signal_steps(cfg: SoakConfig, opened: list[tuple[float, dict[str, Any]]]) ->
         if roll < cfg.exit_rate + cfg.closeall_rate:
             if roll < cfg.exit_rate:
                 word = rng.choice(EXIT_WORDS)
-                when = at + rng.uniform(2.0, 60.0)
+                when = at + rng.uniform(1.5, 20.0)
                 if word in ("exit", "close"):
                     body = {"action": word, **target}
                 elif word == "flat":  # TradingView's {{strategy.market_position}}: flat, whatever the action says
@@ -239,28 +244,41 @@ def signal_steps(cfg: SoakConfig, opened: list[tuple[float, dict[str, Any]]]) ->
                 else:  # closelong / closeshort; the wrong side closes nothing
                     body = {"action": "closelong" if long == (word == "side") else "closeshort", **target}
             else:
-                when = at + rng.uniform(2.0, 90.0)
+                when = at + rng.uniform(1.5, 30.0)
                 body = {"action": "closeall", "strategy": alert["strategy"]}
             out.append(Step(when, 0, "signal", {"index": signals, "signal": body}))
             resent(when, "signal_resend", signals)
             signals += 1
         if rng.random() < cfg.reverse_rate:
-            when = at + rng.uniform(3.0, 45.0)
+            side = rng.choice(("buy", "sell"))
+            first = {
+                "symbol": f"NSE:{REVERSE_SYMBOLS[pairs % len(REVERSE_SYMBOLS)]}",
+                "action": side,
+                "quantity": str(rng.randint(1, 5)),
+                "product": rng.choice(("MIS", "CNC")),
+                "pricetype": "MARKET",
+                "sl_percent": str(rng.choice(("1.5", "2", "2.5"))),  # wide: still open when its reverse comes
+                "target_percent": str(rng.choice(("2", "3"))),
+                "strategy": f"soak{cfg.seed}-r{pairs}",
+            }
             pricetype = "MARKET" if rng.random() < 0.7 else "LIMIT"
             reverse = {
-                **{k: alert[k] for k in ("symbol", "product", "strategy")},
-                "action": "sell" if long else "buy",
+                **first,
+                "action": "sell" if side == "buy" else "buy",
                 "quantity": str(rng.randint(1, 5)),
                 "pricetype": pricetype,
                 "sl_percent": str(rng.choice(("0.4", "0.5", "0.6", "0.8"))),
                 "target_percent": str(rng.choice(("0.6", "0.8", "1", "1.2"))),
                 "reverse": True,
             }
-            index = cfg.brackets + reverses
             offset_ticks = rng.choice((-4, -2, 2)) if pricetype == "LIMIT" else 0
-            out.append(Step(when, 0, "alert", {"index": index, "alert": reverse, "offset_ticks": offset_ticks}))
-            resent(when, "resend", index)
-            reverses += 1
+            when = at + rng.uniform(0.1, 0.9)
+            later = when + rng.uniform(2.0, 12.0)
+            index = cfg.brackets + 2 * pairs
+            out.append(Step(when, 0, "alert", {"index": index, "alert": first, "offset_ticks": 0}))
+            out.append(Step(later, 0, "alert", {"index": index + 1, "alert": reverse, "offset_ticks": offset_ticks}))
+            resent(later, "resend", index + 1)
+            pairs += 1
     return out
 
 

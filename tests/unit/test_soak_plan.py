@@ -40,12 +40,15 @@ def test_exit_signals_name_an_earlier_alerts_strategy_and_symbol():
 
 def test_reverse_alerts_take_the_other_side_of_an_earlier_alerts_strategy_and_symbol():
     plan = make_plan(CFG)
-    alerts = {s.data["alert"]["strategy"]: s for s in plan if s.kind == "alert" and s.data["index"] < CFG.brackets}
-    reverses = [s for s in plan if s.kind == "alert" and s.data["index"] >= CFG.brackets]
-    assert reverses and all(s.data["alert"]["reverse"] is True for s in reverses)
-    for s in reverses:
-        opened = alerts[s.data["alert"]["strategy"]]
-        assert opened.at < s.at
-        assert s.data["alert"]["symbol"] == opened.data["alert"]["symbol"]
-        assert {s.data["alert"]["action"], opened.data["alert"]["action"]} == {"buy", "sell"}
-    assert sorted(s.data["index"] for s in reverses) == list(range(CFG.brackets, CFG.brackets + len(reverses)))
+    pairs = [s for s in plan if s.kind == "alert" and s.data["index"] >= CFG.brackets]
+    by_index = {s.data["index"]: s for s in pairs}
+    assert sorted(by_index) == list(range(CFG.brackets, CFG.brackets + len(pairs))) and len(pairs) % 2 == 0
+    storm = {s.data["alert"]["symbol"] for s in plan if s.kind == "alert" and s.data["index"] < CFG.brackets}
+    for index in range(CFG.brackets, CFG.brackets + len(pairs), 2):
+        opened, reverse = by_index[index].data["alert"], by_index[index + 1].data["alert"]
+        assert "reverse" not in opened and reverse["reverse"] is True
+        assert by_index[index].at < by_index[index + 1].at
+        assert (reverse["strategy"], reverse["symbol"]) == (opened["strategy"], opened["symbol"])
+        assert {reverse["action"], opened["action"]} == {"buy", "sell"}
+        # on a symbol of their own: the storm's other strategies hold no side there for the guard to refuse
+        assert opened["symbol"] not in storm

@@ -6,6 +6,9 @@ and MARKET entries, about half with a trail), and at the same time:
 - every fault kind the paper exchange has (paper/faults.py KINDS, read at run time, so a new kind is exercised too),
   each at a rate;
 - TradingView resends (the same alert body again, a moment to seconds later) and trader DELETEs;
+- a strategy's own signals for an earlier alert's strategy and symbol: exit / close / closelong / closeshort / a flat
+  market position, now and then a closeall for the strategy, and reverse pairs (an alert on a symbol of their own,
+  then its reverse: the other side, "reverse": true), each resent at the same rate as alerts;
 - the trader's own hands at the broker, through its Kite API as the trader's app would: closing a position, deleting
   a GTT, an unrelated round trip and a resting order on a symbol bracketflow trades;
 - kill -9 of the streamer (restarted by the stack if it supervises its children, else by the soak, and said so);
@@ -13,7 +16,9 @@ and MARKET entries, about half with a trail), and at the same time:
 Then the faults stop, the market holds still, reconciliation runs, and the checks below read the broker's own state
 and timeline (GET /_paper/timeline: every order and GTT change with a sub-second time) against bracketflow's records:
 
-  one_bracket_per_alert   every distinct alert made exactly one bracket; its resends named that bracket
+  one_bracket_per_alert   every distinct bracket-opening alert (reverses too) made exactly one bracket; its resends
+                          named that bracket (exit signals open none: a bracket a signal ends is CLOSED, SIGNAL)
+  one_action_per_signal   every exit signal was answered 200, and its resends "duplicate": true
   order_placed_twice      no order tag of ours placed again while an earlier order with that tag was working or done
   position_mismatch       per symbol and product, the broker's net position = what bracketflow says is open
   gtt_mismatch            each open bracket with a position has exactly one live GTT for its open quantity
@@ -79,6 +84,9 @@ SYMBOLS = (
     "WIPRO",
     "SUNPHARMA",
 )
+# Symbols only reverse pairs trade (an alert, then its reverse): the guard against an open bracket the other way is
+# account-wide per symbol, so on the storm's symbols, where other strategies hold the old side, a reverse is refused.
+REVERSE_SYMBOLS = ("MARUTI", "BAJFINANCE", "ASIANPAINT", "HCLTECH", "TATASTEEL", "NTPC", "ONGC", "HINDUNILVR")
 TRANSIENT = frozenset({"CREATED", "ENTRY_FILLED", "EXITING", "EXIT_FAILED"})
 FINISHED = frozenset({"CLOSED", "FAILED", "CANCELLED", "EXPIRED"})
 LIVE_ORDER = frozenset({"OPEN", "TRIGGER PENDING"})
@@ -121,6 +129,10 @@ class SoakConfig:
     alerts_per_s: float = 1.0
     resend_rate: float = 0.15  # of alerts sent again, 0.2 to 8 s later
     delete_rate: float = 0.08  # of alerts whose bracket the trader DELETEs 1 to 40 s later
+    exit_rate: float = 0.12  # of alerts followed 1.5 to 20 s later by an exit signal for their strategy and symbol
+    closeall_rate: float = 0.01  # of alerts followed 1.5 to 30 s later by a closeall for their strategy
+    reverse_rate: float = 0.05  # per alert, a reverse pair: an alert on a REVERSE_SYMBOLS symbol, 2 to 12 s later its
+    # reverse (the other side, same strategy)
     hand_every_s: float = 12.0  # a hand action at the broker about this often
     streamer_kill_every_s: float = 120.0
     crash_rate: float = 0.03  # of broker-changing calls inside a Lambda invocation that end it
@@ -158,6 +170,7 @@ def make_plan(cfg: SoakConfig) -> list[Step]:
 
     interval = 1.0 / cfg.alerts_per_s
     duration = cfg.brackets * interval
+    opened: list[tuple[float, dict[str, Any]]] = []  # (when, the alert) of each bracket-opening alert, by index
     for i in range(cfg.brackets):
         at = i * interval + rng.uniform(0, interval * 0.5)
         symbol = rng.choice(cfg.symbols)
@@ -181,6 +194,7 @@ def make_plan(cfg: SoakConfig) -> list[Step]:
         # LIMIT entries: a few ticks through the market (fills at once) or a few ticks away (rests, then fills).
         offset_ticks = rng.choice((-4, -2, 2, 4, 8)) if alert["pricetype"] == "LIMIT" else 0
         add(at, "alert", index=i, alert=alert, offset_ticks=offset_ticks)
+        opened.append((at, alert))
         if rng.random() < cfg.resend_rate:
             add(at + rng.uniform(0.2, 8.0), "resend", index=i)
         if rng.random() < cfg.delete_rate:
@@ -193,7 +207,79 @@ def make_plan(cfg: SoakConfig) -> list[Step]:
     while t < duration:
         add(t, "kill_streamer")
         t += rng.uniform(0.7, 1.3) * cfg.streamer_kill_every_s
+    for step in signal_steps(cfg, opened):
+        add(step.at, step.kind, **step.data)
     return sorted(steps)
+
+
+EXIT_WORDS = ("exit", "close", "side", "flat", "wrong_side")
+
+
+def signal_steps(cfg: SoakConfig, opened: list[tuple[float, dict[str, Any]]]) -> list[Step]:
+    """A strategy's own signals after its alerts, from their own seeded draws (so the rest of a seed's plan is what it
+    was): exit signals and closealls ("signal" steps, indexed apart from alerts, since they open no bracket) soon
+    after an alert, while its bracket is likely open; and reverse pairs, an alert on a REVERSE_SYMBOLS symbol with a
+    wide stop and then its reverse ("alert" steps indexed after the plan's alerts: each opens one bracket)."""
+    rng = random.Random(f"{cfg.seed}:signals")
+    out: list[Step] = []
+    signals = 0
+    pairs = 0
+
+    def resent(at: float, kind: str, index: int) -> None:
+        if rng.random() < cfg.resend_rate:
+            out.append(Step(at + rng.uniform(0.2, 8.0), 0, kind, {"index": index}))
+
+    for at, alert in opened:
+        target = {"symbol": alert["symbol"], "strategy": alert["strategy"]}
+        long = alert["action"] == "buy"
+        roll = rng.random()
+        if roll < cfg.exit_rate + cfg.closeall_rate:
+            if roll < cfg.exit_rate:
+                word = rng.choice(EXIT_WORDS)
+                when = at + rng.uniform(1.5, 20.0)
+                if word in ("exit", "close"):
+                    body = {"action": word, **target}
+                elif word == "flat":  # TradingView's {{strategy.market_position}}: flat, whatever the action says
+                    body = {"action": "sell" if long else "buy", "market_position": "flat", **target}
+                else:  # closelong / closeshort; the wrong side closes nothing
+                    body = {"action": "closelong" if long == (word == "side") else "closeshort", **target}
+            else:
+                when = at + rng.uniform(1.5, 30.0)
+                body = {"action": "closeall", "strategy": alert["strategy"]}
+            out.append(Step(when, 0, "signal", {"index": signals, "signal": body}))
+            resent(when, "signal_resend", signals)
+            signals += 1
+        if rng.random() < cfg.reverse_rate:
+            side = rng.choice(("buy", "sell"))
+            first = {
+                "symbol": f"NSE:{REVERSE_SYMBOLS[pairs % len(REVERSE_SYMBOLS)]}",
+                "action": side,
+                "quantity": str(rng.randint(1, 5)),
+                "product": rng.choice(("MIS", "CNC")),
+                "pricetype": "MARKET",
+                "sl_percent": str(rng.choice(("1.5", "2", "2.5"))),  # wide: still open when its reverse comes
+                "target_percent": str(rng.choice(("2", "3"))),
+                "strategy": f"soak{cfg.seed}-r{pairs}",
+            }
+            pricetype = "MARKET" if rng.random() < 0.7 else "LIMIT"
+            reverse = {
+                **first,
+                "action": "sell" if side == "buy" else "buy",
+                "quantity": str(rng.randint(1, 5)),
+                "pricetype": pricetype,
+                "sl_percent": str(rng.choice(("0.4", "0.5", "0.6", "0.8"))),
+                "target_percent": str(rng.choice(("0.6", "0.8", "1", "1.2"))),
+                "reverse": True,
+            }
+            offset_ticks = rng.choice((-4, -2, 2)) if pricetype == "LIMIT" else 0
+            when = at + rng.uniform(0.1, 0.9)
+            later = when + rng.uniform(2.0, 12.0)
+            index = cfg.brackets + 2 * pairs
+            out.append(Step(when, 0, "alert", {"index": index, "alert": first, "offset_ticks": 0}))
+            out.append(Step(later, 0, "alert", {"index": index + 1, "alert": reverse, "offset_ticks": offset_ticks}))
+            resent(later, "resend", index + 1)
+            pairs += 1
+    return out
 
 
 # ---------- the run ----------
@@ -206,6 +292,16 @@ class Send:
     status: int
     bracket_id: str | None
     duplicate: bool | None
+    message: str
+
+
+@dataclass
+class SignalSend:
+    index: int
+    body: str
+    status: int
+    duplicate: bool | None
+    brackets: list[dict[str, Any]]  # what the answer says was done: bracket_id, status, action
     message: str
 
 
@@ -242,6 +338,9 @@ class Soak:
         self.chaos = CrashAfterBroker(cfg.crash_rate, seed=cfg.seed) if cfg.crash_rate > 0 else None
         self.sends: list[Send] = []
         self.bodies: dict[int, str] = {}
+        self.signal_sends: list[SignalSend] = []  # exit signals: they open no bracket, so they are checked apart
+        self.signal_bodies: dict[int, str] = {}
+        self.reversing: dict[int, list[str]] = {}  # a reverse alert's index -> the brackets its answer said it closes
         self.client_errors: list[dict[str, Any]] = []
         self.actions: Counter[str] = Counter()
         self.hand_order_ids: set[str] = set()  # the trader's unrelated orders: not bracketflow's to match
@@ -420,7 +519,7 @@ class Soak:
         body = json.dumps(alert)
         self.bodies[step.data["index"]] = body
         self._send(step.data["index"], body)
-        self.actions["alert"] += 1
+        self.actions["reverse" if alert.get("reverse") else "alert"] += 1
 
     def _do_resend(self, step: Step) -> None:
         body = self.bodies.get(step.data["index"])
@@ -437,6 +536,8 @@ class Soak:
             payload = answer.json()
         except ValueError:
             payload = {}
+        if payload.get("reverse_of"):
+            self.reversing.setdefault(index, list(payload["reverse_of"]))
         self.sends.append(
             Send(
                 index,
@@ -445,6 +546,35 @@ class Soak:
                 payload.get("bracket_id"),
                 payload.get("duplicate"),
                 str(payload.get("message") or "")[:200],
+            )
+        )
+
+    def _do_signal(self, step: Step) -> None:
+        body = json.dumps({**step.data["signal"], "apikey": SOAK_API_KEY})
+        self.signal_bodies[step.data["index"]] = body
+        self._send_signal(step.data["index"], body)
+        self.actions["closeall" if step.data["signal"]["action"] == "closeall" else "exit_signal"] += 1
+
+    def _do_signal_resend(self, step: Step) -> None:
+        body = self.signal_bodies.get(step.data["index"])
+        if body is not None:
+            self._send_signal(step.data["index"], body)
+            self.actions["signal_resend"] += 1
+
+    def _send_signal(self, index: int, body: str) -> None:
+        answer = self._client("POST", "/tradingview/webhook/bracket", data=body, headers={"Content-Type": "text/plain"})
+        try:
+            payload = answer.json() if answer is not None else {}
+        except ValueError:
+            payload = {}
+        self.signal_sends.append(
+            SignalSend(
+                index,
+                body,
+                0 if answer is None else answer.status_code,
+                payload.get("duplicate"),
+                list(payload.get("brackets") or []),
+                str(payload.get("message") or ("no answer" if answer is None else ""))[:200],
             )
         )
 
@@ -896,6 +1026,10 @@ class Soak:
                 if not flagged or not str(flagged[-1].get("reason") or "").strip():
                     violation("review_unexplained", "NEEDS_REVIEW with no FlaggedForReview reason", bracket_id=b.id)
 
+        # exit signals: acted on once each
+        for check, detail in signal_findings(self.signal_sends):
+            violation(check, detail)
+
         # no 5xx to a client
         for err in self.client_errors:
             violation(
@@ -929,6 +1063,7 @@ class Soak:
             "dead_letters": {k: v for k, v in self._queued(dead_letters=True).items() if v},
             # The trader took the stop away: how long until reconciliation put one back (not counted above).
             "unprotected_after_trader_deleted_gtt_s": [g["seconds"] for g in after_hand],
+            **signal_counts(self.signal_sends, self.reversing, brackets),
         }
         if self.cfg.details_path is not None:
             details = {
@@ -937,6 +1072,7 @@ class Soak:
                 "gtts": state["gtts"],
                 "hand_order_ids": sorted(self.hand_order_ids),
                 "sends": [asdict(s) for s in self.sends],
+                "signal_sends": [asdict(s) for s in self.signal_sends],
                 "brackets": [{**b.to_dict(), "events": repo.events(b.id)} for b in brackets],
             }
             self.cfg.details_path.write_text(json.dumps(details, default=str))
@@ -953,6 +1089,43 @@ class Soak:
             notes=self.notes,
             counts=counts,
         )
+
+
+def signal_findings(sends: list[SignalSend]) -> list[tuple[str, str]]:
+    """one_action_per_signal: each exit signal answered 200 (a 5xx is server_error's), each resend as a duplicate."""
+    found = []
+    by_index: dict[int, list[SignalSend]] = defaultdict(list)
+    for send in sends:
+        by_index[send.index].append(send)
+    for index, group in sorted(by_index.items()):
+        first = group[0]
+        if 400 <= first.status < 500 and first.status != 429:
+            found.append(("one_action_per_signal", f"signal {index} refused {first.status}: {first.message}"))
+        acted = first.status == 200
+        for later in group[1:]:
+            if acted and later.status == 200 and later.duplicate is not True:
+                found.append(("one_action_per_signal", f"a resend of signal {index} acted again: {later.brackets}"))
+            acted = acted or later.status == 200
+    return found
+
+
+def signal_counts(sends: list[SignalSend], reversing: dict[int, list[str]], brackets: list[Any]) -> dict[str, Any]:
+    """What the signals did: per first answer, what was done to the brackets they named; how many reverse alerts
+    found a bracket to close; and how every closed bracket ended (reason SIGNAL among the others)."""
+    firsts: dict[int, SignalSend] = {}
+    for send in sends:
+        firsts.setdefault(send.index, send)
+    done = Counter(b["action"] for s in firsts.values() for b in s.brackets)
+    return {
+        "signals": {
+            "sent": len(firsts),
+            "answers": dict(Counter(s.status for s in sends)),
+            "matched_nothing": sum(1 for s in firsts.values() if s.status == 200 and not s.brackets),
+            "bracket_actions": dict(done),
+        },
+        "reverses_that_closed_a_bracket": len(reversing),
+        "exit_reasons": dict(Counter(b.exit_reason.value for b in brackets if b.exit_reason is not None)),
+    }
 
 
 def _role(tag: str) -> str:

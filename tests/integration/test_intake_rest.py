@@ -251,7 +251,12 @@ def test_a_day_past_the_loss_limit_is_risk_blocked(aws, trader):
     # When another bracket comes
     answer = call_api("POST", PLACE, bracket_request(trader.api_key, symbol="SBIN", entry_price=800, sl_price=790,
                                                       target_price=820))  # fmt: skip
-    _assert_blocked(aws, answer, 403, "RISK_BLOCKED:DAILY_LOSS_LIMIT")
+    _assert_blocked(aws, answer, 403, "RISK_BLOCKED:DAILY_LOSS_HIT")
+    # And the order book says why in the trader's words, as it does for the kill switch's own block
+    book = call_api("GET", "/api/v1/orderbook", headers={"X-API-KEY": trader.api_key})
+    assert book.status == 200, book.body
+    (row,) = [o for o in book.body["data"]["orders"] if o["bracket_id"] == answer.body["bracket_id"]]
+    assert row["block"]["reason"] == "DAILY_LOSS_HIT" and "daily loss limit" in row["block"]["explanation"]
 
 
 def test_outside_the_trading_window_a_live_broker_account_is_risk_blocked(aws, trader, monkeypatch):

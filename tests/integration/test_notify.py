@@ -322,3 +322,53 @@ def test_leg_updates_without_a_broker_order_make_no_order_update():
     assert order_messages(new, {"entry": {"role": "ENTRY", "status": "CREATED"}}) == []
     same = {"account_id": "a", "entry": {"broker_order_id": "1", "status": "SENT_TO_BROKER"}}
     assert order_messages(same, same) == []
+
+
+# ---------- the kill switch ----------
+
+
+def test_a_kill_switch_trip_reaches_subscribers_once_as_an_account_update(aws):
+    from decimal import Decimal
+
+    from bracketflow.services import kill_switch
+
+    # Given Asha and Ravi subscribed to their own accounts
+    subscribe("asha-1", "acc_asha")
+    subscribe("ravi-1", "acc_ravi")
+    stream = Stream(TABLE)
+    # When the loss check trips Asha's kill switch, and trips it again a minute later (still halted)
+    detail = {"pnl": Decimal("-612.5"), "limit": Decimal("500")}
+    assert kill_switch.flatten("acc_asha", kill_switch.DAILY_LOSS_HIT, by="risk_watch", detail=detail)["first_today"]
+    assert not kill_switch.flatten("acc_asha", kill_switch.DAILY_LOSS_HIT, by="risk_watch", detail=detail)[
+        "first_today"
+    ]
+    load_handler("notify")({"Records": stream.records()}, FakeContext())
+    # Then Asha got one account update saying the kill switch flattened her account, why, and until when
+    (update,) = [m for m in sent_to("asha-1") if m["type"] == "account_update"]
+    assert update["status"] == "kill_switch" and update["account_id"] == "acc_asha"
+    assert update["reason"] == "DAILY_LOSS_HIT" and update["tag"] == "RISK_BLOCKED:DAILY_LOSS_HIT"
+    assert update["by"] == "risk_watch" and update["data"] == {"pnl": "-612.5", "limit": 500}
+    halt = aws.get_item(Key={"pk": "HALT#acc_asha", "sk": halt_day()})["Item"]
+    assert update["blocked_until"] == halt["until"] and update["timestamp"] == halt["at"]
+    # And Ravi, whose account trades on, got nothing
+    assert sent_to("ravi-1") == []
+
+
+def test_a_flatten_by_hand_says_so_without_loss_figures(aws):
+    from bracketflow.services import kill_switch
+    from bracketflow.services.notify import collect
+
+    stream = Stream(TABLE)
+    kill_switch.flatten("acc_asha", kill_switch.FLATTENED, by="api")
+    box = collect(stream.records())
+    ((account, update),) = [(a, m) for a, m in box.messages if m["type"] == "account_update"]
+    assert account == "acc_asha" and update["tag"] == "RISK_BLOCKED:FLATTENED" and update["by"] == "api"
+    assert update["data"] == {} and [a for a, _ in box.halts] == ["acc_asha"]
+
+
+def halt_day() -> str:
+    from datetime import UTC, datetime
+
+    from bracketflow.domain.calendar import IST
+
+    return datetime.now(UTC).astimezone(IST).date().isoformat()

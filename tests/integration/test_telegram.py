@@ -287,3 +287,51 @@ def test_a_blocked_bracket_reaches_telegram_through_notify(telegram_env, monkeyp
     (request,) = telegram_env.requests
     text = request["body"]["text"]
     assert "Blocked" in text and "INFY" in text and "RISK_BLOCKED:DAILY_LOSS_HIT" in text and b.id in text
+
+
+def test_a_kill_switch_trip_reaches_telegram_through_notify_before_the_brackets_notices(telegram_env, monkeypatch):
+    # Given the brackets table with its stream, and Telegram pointed at the fake
+    from decimal import Decimal
+
+    from test_intake_support import FakeContext, brackets_table_schema
+    from test_notify import Stream, load_handler, new_bracket
+
+    from bracketflow.adapters.aws import reset_clients
+    from bracketflow.adapters.dynamo.brackets import BracketRepository
+    from bracketflow.domain.enums import BlockKind
+    from bracketflow.domain.events import BracketBlocked, BracketRegistered
+    from bracketflow.services import kill_switch
+
+    boto3.resource("dynamodb", region_name=REGION).create_table(
+        TableName="bracketflow-telegram-test",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        **brackets_table_schema(),
+    )
+    monkeypatch.setenv("TABLE_NAME", "bracketflow-telegram-test")
+    monkeypatch.setenv("WEBSOCKET_MANAGEMENT_URL", "")
+    monkeypatch.setenv("TELEGRAM_MIN_INTERVAL_S", "0")
+    reset_clients()
+    stream = Stream("bracketflow-telegram-test")
+    # When the loss check trips the kill switch and the next alert is then refused, in one stream batch
+    detail = {"pnl": Decimal("-612.5"), "limit": Decimal("500")}
+    kill_switch.flatten("acc_asha", kill_switch.DAILY_LOSS_HIT, by="risk_watch", detail=detail)
+    repo = BracketRepository()
+    b = new_bracket()
+    repo.create(b, [BracketRegistered(bracket_id=b.id)])
+    blocked = b.block(BlockKind.RISK_BLOCKED, "DAILY_LOSS_HIT")
+    repo.save(b, blocked, [BracketBlocked(b.id, {"kind": "RISK_BLOCKED", "tag": blocked.tags[0]})])
+    result = load_handler("notify")({"Records": stream.records()}, FakeContext())
+    # Then one Telegram message carries both lines, the kill switch first, with the account, the why and the figures
+    assert result["telegrams"] == 1
+    (request,) = telegram_env.requests
+    first, second = request["body"]["text"].split("\n")
+    assert "Kill switch" in first and "acc_asha" in first and "daily loss limit" in first
+    assert "-612.5" in first and "limit 500" in first and "RISK_BLOCKED:DAILY_LOSS_HIT" in first
+    assert "Blocked" in second and b.id in second
+
+
+def test_a_flatten_by_hand_notice_says_it_was_by_hand():
+    from bracketflow.services.telegram import format_halt
+
+    line = format_halt("acc_<asha>", {"reason": "FLATTENED", "tag": "RISK_BLOCKED:FLATTENED", "data": {}})
+    assert "flattened by hand" in line and "acc_&lt;asha&gt;" in line and "P&amp;L" not in line

@@ -4,7 +4,11 @@ interpreter, the exit Lambda on ExitQueue, the watcher) with the paper exchange 
 - an exit alert closes the strategy's open bracket on the symbol with reason SIGNAL, once: its resend does nothing;
 - an exit alert cancels the strategy's working entry, and leaves other strategies' brackets alone;
 - TradingView's flat market position is an exit whatever the action says;
-- closeall by API key closes every open bracket of the account, on every symbol.
+- closeall by API key closes every open bracket of the account, on every symbol;
+- closelong / closeshort close only the strategy's brackets on that side;
+- a reverse sends the new entry only once the old position is flat at the broker;
+- risk_amount / risk_percent (of the account's capital) size the quantity, saying why;
+- exit_after / exit_at (IST) exit the bracket with reason TIME when their minute comes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from local.stack import LocalStack
 from tests.stack_support import (
     BRACKET_STACK_ENV,
     assert_every_version_audited,
+    bracket,
     broker_orders,
     event_types,
     events,
@@ -171,6 +176,46 @@ def test_close_position_on_the_rest_api_exits_once_per_client_order_id(market):
     assert "symbol" in bad.json()["message"]
 
 
+def test_closelong_and_closeshort_close_only_the_strategys_brackets_on_that_side(market):
+    # Given strategy S long 10 INFY and short 10 SBIN, both protected
+    strategy = fresh_strategy("sig-sides")
+    long = protected_bracket(market, strategy, timeout_s=STATUS_BOUND_S)
+    short = protected_bracket(
+        market,
+        strategy,
+        timeout_s=STATUS_BOUND_S,
+        symbol="SBIN",
+        action="SELL",
+        entry_price="799.95",
+        sl_price="810",
+        target_price="780",
+    )
+    # When S sends closeshort INFY and closelong SBIN: neither names a bracket it holds
+    for action, symbol in (("closeshort", "NSE:INFY"), ("closelong", "NSE:SBIN")):
+        answer = alert(market, {"action": action, "symbol": symbol, "strategy": strategy})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["brackets"] == [] and "no open bracket" in answer.json()["message"]
+        assert answer.json()["side"] == ("SHORT" if action == "closeshort" else "LONG")
+    # Then both are still protected, their positions held
+    assert bracket(long.id).status.value == "PROTECTED" and bracket(short.id).status.value == "PROTECTED"
+    assert (net_position(market, "INFY"), net_position(market, "SBIN")) == (10, -10)
+    # When S sends closelong INFY
+    answer = alert(market, {"action": "closelong", "symbol": "NSE:INFY", "strategy": strategy})
+    assert [(x["bracket_id"], x["action"]) for x in answer.json()["brackets"]] == [(long.id, "EXIT_POSITION")]
+    # Then only the long closes (SIGNAL), and the short is still protected
+    done = wait_for_status(long.id, "CLOSED", "NEEDS_REVIEW", timeout_s=STATUS_BOUND_S)
+    assert (done.status.value, done.exit_reason.value) == ("CLOSED", "SIGNAL"), event_types(long.id)
+    assert (net_position(market, "INFY"), net_position(market, "SBIN")) == (0, -10)
+    assert bracket(short.id).status.value == "PROTECTED"
+    # When S sends closeshort SBIN, it closes the short the same way
+    answer = alert(market, {"action": "closeshort", "symbol": "NSE:SBIN", "strategy": strategy})
+    assert [(x["bracket_id"], x["action"]) for x in answer.json()["brackets"]] == [(short.id, "EXIT_POSITION")]
+    done = wait_for_status(short.id, "CLOSED", "NEEDS_REVIEW", timeout_s=STATUS_BOUND_S)
+    assert (done.status.value, done.exit_reason.value) == ("CLOSED", "SIGNAL"), event_types(short.id)
+    assert net_position(market, "SBIN") == 0
+    assert len(exit_orders(market, long.id)) == 1 and len(exit_orders(market, short.id, "SBIN")) == 1
+
+
 # ---------- reverse ----------
 
 
@@ -270,6 +315,39 @@ def test_a_risk_that_sizes_to_zero_or_has_no_capital_is_a_400_that_says_so(marke
     assert both.status_code == 400, both.text
 
 
+def test_risk_percent_sizes_from_the_capital_set_for_the_account(market):
+    from bracketflow import admin
+    from bracketflow.adapters.dynamo import records as r
+    from bracketflow.adapters.dynamo.table import table
+    from local.stack import DEV_ACCOUNT_ID
+
+    # Given the account's capital set to 5 lakh the way an operator sets it
+    assert admin.main(["set-capital", DEV_ACCOUNT_ID, "500000"]) == 0
+    try:
+        # When a bracket risks 0.5 % of it (2500 rupees) with a stop 20 below the entry (a warm API Lambda knows the
+        # account as it was for up to CREDENTIAL_CACHE_SECONDS, as for its other limits: until then it is refused)
+        def sized() -> requests.Response | None:
+            tried = place_raw(market, risk_percent="0.5")
+            return None if "needs the account's capital" in tried.text else tried
+
+        answer = wait_for("the capital in effect", sized, timeout_s=STATUS_BOUND_S)
+        # Then it is placed for floor(2500 / 20) = 125, and the answer and the audit trail say how
+        assert answer.status_code == 200, answer.text
+        data = answer.json()
+        assert data["quantity"] == 125
+        sizing = data["sizing"]
+        assert (sizing["method"], sizing["capital"], sizing["risk_percent"]) == ("risk_percent", "500000", "0.5")
+        assert sizing["quantity_by_risk"] == 125 and sizing["capped_by_max_order_value"] is False
+        registered = events(data["bracket_id"])[0]
+        assert registered["quantity"] == 125 and registered["sizing"]["capital"] == "500000"
+        # And one that would size to nothing (0.001 % = 5 rupees, under one stop distance) is a 400 that says so
+        zero = place_raw(market, risk_percent="0.001")
+        assert zero.status_code == 400, zero.text
+        assert "rounds to 0" in zero.json()["message"]
+    finally:
+        table().update_item(Key=r.account_key(DEV_ACCOUNT_ID), UpdateExpression="REMOVE capital")
+
+
 # ---------- time exit ----------
 
 
@@ -291,3 +369,50 @@ def test_a_time_exit_closes_the_bracket_with_reason_time_when_its_minute_comes(m
     assert net_position(market, "INFY") == 0
     market.runtime.invoke("RiskWatchFunction", {"time": late})
     assert len(exit_orders(market, b.id)) == 1
+
+
+def test_an_exit_at_time_closes_the_bracket_with_reason_time_at_that_ist_minute(market):
+    from datetime import UTC, datetime, timedelta
+
+    from bracketflow.domain.calendar import IST
+
+    # Given a protected bracket asked to leave at an IST time a few minutes from now (the last minute of the day if
+    # that would be tomorrow's)
+    now = datetime.now(UTC)
+    at = min(now.astimezone(IST) + timedelta(minutes=5), now.astimezone(IST).replace(hour=23, minute=59))
+    if at.strftime("%H:%M") <= now.astimezone(IST).strftime("%H:%M"):
+        pytest.skip("no later minute left today on the IST clock")
+    exit_at = at.strftime("%H:%M")
+    b = protected_bracket(market, fresh_strategy("sig-time-at"), timeout_s=STATUS_BOUND_S, exit_at=exit_at)
+    assert b.spec.exit_at == exit_at
+    due = at.replace(second=0, microsecond=0).astimezone(UTC)
+    assert b.exit_due_at == due
+    # When the risk watch runs the minute before, nothing happens to it
+    early = market.runtime.invoke("RiskWatchFunction", {"time": (due - timedelta(seconds=30)).isoformat()})
+    assert [x for x in early["time_exits"] if x["bracket_id"] == b.id] == []
+    assert bracket(b.id).status.value == "PROTECTED"
+    # When it runs at that minute
+    ran = market.runtime.invoke("RiskWatchFunction", {"time": due.isoformat()})
+    assert [(x["bracket_id"], x["action"]) for x in ran["time_exits"]] == [(b.id, "EXIT_POSITION")]
+    # Then the bracket closes with reason TIME, flat at the broker, with one exit order
+    done = wait_for_status(b.id, "CLOSED", "NEEDS_REVIEW", timeout_s=STATUS_BOUND_S)
+    assert (done.status.value, done.exit_reason.value) == ("CLOSED", "TIME"), event_types(b.id)
+    assert net_position(market, "INFY") == 0
+    assert len(exit_orders(market, b.id)) == 1
+
+
+def test_an_exit_at_that_has_passed_today_is_a_400_that_says_so(market):
+    from datetime import UTC, datetime, timedelta
+
+    from bracketflow.domain.calendar import IST
+
+    now = datetime.now(UTC).astimezone(IST)
+    if now.hour == 0 and now.minute == 0:
+        pytest.skip("no minute of today has passed yet")
+    passed = (now - timedelta(minutes=1)).strftime("%H:%M")
+    answer = place_raw(market, quantity=1, exit_at=passed)
+    assert answer.status_code == 400, answer.text
+    assert "already passed" in answer.json()["message"]
+    malformed = place_raw(market, quantity=1, exit_at="25:00")
+    assert malformed.status_code == 400, malformed.text
+    assert "exit_at" in malformed.json()["message"]

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "set-capital":
             accounts.set_capital(args.account_id, _rupees(args.rupees))
             print(f"capital of {args.account_id}: {args.rupees}")
+            print("New alerts size from it within CREDENTIAL_CACHE_SECONDS (30 s) on a warm Lambda.")
         else:
             accounts.revoke_webhook_token(args.account_id, args.token)
             print("revoked")

@@ -35,7 +35,7 @@ from bracketflow.observability import logger, metrics
 from bracketflow.services import risk, signals
 from bracketflow.services.accounts import default_limits
 
-DAILY_LOSS_HIT = "DAILY_LOSS_HIT"  # the loss limit tripped it
+DAILY_LOSS_HIT = risk.DAILY_LOSS_HIT  # the loss limit tripped it (intake's own realised-loss check says the same)
 FLATTENED = "FLATTENED"  # the trader pressed it
 _HALT_KEEP_S = 3 * 86400  # the item outlives its day; TTL deletion lags, so halted_today() checks the date itself
 

@@ -17,6 +17,11 @@ Input: DynamoDB Streams records (NEW_AND_OLD_IMAGES) of the brackets table, in s
      CANCELLED), "filled_quantity", "quantity", "average_price", "role", "bracket_id", "tradingsymbol", "exchange",
      "transaction_type", "product", "status_message"}, "timestamp"}   (the order-update shape)
 * EVENT items of the notice kinds (services/telegram.NOTICE_EVENTS) -> Telegram lines, sent after the pushes.
+* the account's halt for the day (a HALT item, inserted once a day when the kill switch trips) ->
+    {"type": "account_update", "status": "kill_switch", "account_id", "reason": "DAILY_LOSS_HIT" | "FLATTENED",
+     "tag": "RISK_BLOCKED:<reason>", "by", "blocked_until", "data": {"pnl", "limit"} (the loss check's figures),
+     "timestamp"}
+  and a Telegram notice saying the account was flattened and why.
 
 Pushes go to every connection subscribed to the bracket's account; a connection that is gone (410) is forgotten.
 """
@@ -65,6 +70,8 @@ class Outbox:
 
     messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (account_id, message)
     notices: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # (bracket_id, event type, data)
+    # kill-switch notices: (account_id, halt fields); their lines need no bracket
+    halts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -195,11 +202,39 @@ def event_message(item: Mapping[str, Any]) -> dict[str, Any] | None:
     )
 
 
+HALT_DETAIL = ("pnl", "limit")  # what the loss check saw, when it was the one that tripped
+
+
+def halt_message(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The account update a kill switch trip makes (the day's HALT item, written once)."""
+    reason = str(item.get("reason"))
+    return r.plain(
+        {
+            "type": "account_update",
+            "status": "kill_switch",
+            "account_id": item.get("account_id"),
+            "reason": reason,
+            "tag": f"RISK_BLOCKED:{reason}",
+            "by": item.get("by"),
+            "blocked_until": item.get("until"),
+            "data": {k: item[k] for k in HALT_DETAIL if item.get(k) is not None},
+            "timestamp": item.get("at") or _now(),
+        }
+    )
+
+
 def collect(records: Iterable[Mapping[str, Any]]) -> Outbox:
     """Turn stream records into messages and notices, keeping stream order."""
     box = Outbox()
     for record in records:
-        if record.get("eventName") not in ("INSERT", "MODIFY") or _item_type(record) not in ("BRACKET", "EVENT"):
+        kind = _item_type(record)
+        if kind == "HALT" and record.get("eventName") == "INSERT":
+            halt = image(record, "NewImage") or {}
+            found = halt_message(halt)
+            box.messages.append((str(halt.get("account_id")), found))
+            box.halts.append((str(halt.get("account_id")), found))
+            continue
+        if record.get("eventName") not in ("INSERT", "MODIFY") or kind not in ("BRACKET", "EVENT"):
             continue  # connections, dedupe keys, snapshots ...: nothing a trader sees
         new = image(record, "NewImage")
         if not new:
@@ -281,11 +316,24 @@ def notice_lines(notices: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def halt_lines(halts: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    lines = []
+    for account_id, message in halts:
+        try:
+            lines.append(telegram.format_halt(account_id, message))
+        except Exception as exc:  # as for bracket notices: never worth failing the batch
+            logger.warning("notice not formatted", extra={"account_id": account_id, "error": type(exc).__name__})
+    return lines
+
+
 def handle_stream_batch(records: Iterable[Mapping[str, Any]]) -> Delivery:
-    """Deliver one stream batch: WebSocket pushes first (they are what a screen waits for), then Telegram."""
+    """Deliver one stream batch: WebSocket pushes first (they are what a screen waits for), then Telegram.
+
+    A kill switch notice goes first among the Telegram lines: it is the one a trader must not miss in a long batch."""
     box = collect(records)
     pushed, gone, failed = push(box.messages)
-    telegrams = telegram.send_notices(notice_lines(box.notices)) if box.notices else 0
+    lines = halt_lines(box.halts) + (notice_lines(box.notices) if box.notices else [])
+    telegrams = telegram.send_notices(lines) if lines else 0
     return Delivery(pushed=pushed, gone=gone, failed=failed, telegrams=telegrams)
 
 

@@ -30,7 +30,8 @@ _SECRET_FIELDS = {"apikey", "api_key", "token", "x-api-key"}
 
 # What each block reason means, in the trader's words (the order book's tooltip).
 BLOCK_EXPLANATIONS = {
-    "DAILY_LOSS_LIMIT": "today's realised loss has reached the account's daily loss limit",
+    "DAILY_LOSS_HIT": "today's loss has reached the account's daily loss limit: new brackets wait for the next session",
+    "FLATTENED": "the account was flattened by hand today: new brackets wait for the next session",
     "MAX_OPEN_BRACKETS": "the account already has its maximum number of open brackets",
     "MAX_ORDER_VALUE": "the order's value is above the account's maximum order value",
     "OUTSIDE_TRADING_WINDOW": "the market is not open for new entries now",

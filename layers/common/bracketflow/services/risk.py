@@ -36,6 +36,11 @@ class Block:
         return self.kind.tag(self.reason)
 
 
+# The day's loss reached the account's limit: the one reason for it, whether intake sees the realised loss alone or the
+# kill switch (services/kill_switch.py) sees realised plus open loss and halts the account for the day.
+DAILY_LOSS_HIT = "DAILY_LOSS_HIT"
+
+
 def trading_day_bounds(now: datetime) -> tuple[datetime, datetime]:
     """The current IST calendar day as a UTC interval [start, end)."""
     local = now.astimezone(IST)
@@ -58,7 +63,7 @@ def check_risk(
     market_always_open: bool,
 ) -> Block | None:
     if realised_pnl_today <= -limits.daily_loss_limit:
-        return Block(BlockKind.RISK_BLOCKED, "DAILY_LOSS_LIMIT")
+        return Block(BlockKind.RISK_BLOCKED, DAILY_LOSS_HIT)
     if open_count >= limits.max_open_brackets:
         return Block(BlockKind.RISK_BLOCKED, "MAX_OPEN_BRACKETS")
     if order_value_price(spec) * spec.quantity > limits.max_order_value:

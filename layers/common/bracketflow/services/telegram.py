@@ -1,4 +1,5 @@
-"""Telegram notices for the trader: blocked, placed, filled, rejected and exited brackets (and ones needing review).
+"""Telegram notices for the trader: blocked, placed, filled, rejected and exited brackets (and ones needing review),
+and the kill switch flattening the account.
 
 Runs only off the DynamoDB stream (functions/notify), never inside a trading Lambda, and never raises: a Telegram
 failure is logged and counted (metric TelegramFailed) and trading carries on.
@@ -80,6 +81,20 @@ def format_notice(event_type: str, data: Mapping[str, Any], facts: BracketFacts)
     if event_type == "FlaggedForReview":
         return f"🔎 Needs review {where} | {_e(data.get('reason'))}{ref}"
     return None
+
+
+def format_halt(account_id: str, update: Mapping[str, Any]) -> str:
+    """The kill switch notice (Telegram HTML) from the account update notify makes of the day's halt."""
+    reason = update.get("reason")
+    why = "daily loss limit reached" if reason == "DAILY_LOSS_HIT" else "flattened by hand"
+    data = update.get("data") or {}
+    figures = (
+        f" (day P&amp;L {_e(data['pnl'])}, limit {_e(data['limit'])})" if "pnl" in data and "limit" in data else ""
+    )
+    return (
+        f"🛑 Kill switch: account <code>{_e(account_id)}</code> flattened, {why}{figures} | open brackets exited, "
+        f"working entries cancelled, new alerts refused ({_e(update.get('tag'))}) until the next session"
+    )
 
 
 def batch_texts(lines: Sequence[str], limit: int = MAX_TEXT) -> list[str]:

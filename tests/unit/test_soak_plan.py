@@ -1,0 +1,54 @@
+"""The soak's plan (local/soak.py make_plan): a strategy's own signals mixed in among the alerts, from the seed."""
+
+from __future__ import annotations
+
+from local.soak import SoakConfig, make_plan
+
+CFG = SoakConfig(brackets=400, seed=16)
+
+
+def test_the_plan_is_the_seeds_and_the_signals_leave_the_alerts_as_they_were():
+    plan = make_plan(CFG)
+    assert [(s.at, s.kind, s.data) for s in plan] == [(s.at, s.kind, s.data) for s in make_plan(CFG)]
+    without = make_plan(SoakConfig(brackets=400, seed=16, exit_rate=0, closeall_rate=0, reverse_rate=0))
+    opening = [(s.at, s.data) for s in plan if s.kind == "alert" and s.data["index"] < CFG.brackets]
+    assert opening == [(s.at, s.data) for s in without if s.kind == "alert"]
+
+
+def test_exit_signals_name_an_earlier_alerts_strategy_and_symbol():
+    plan = make_plan(CFG)
+    alerts = {s.data["alert"]["strategy"]: s for s in plan if s.kind == "alert" and s.data["index"] < CFG.brackets}
+    signals = [s for s in plan if s.kind == "signal"]
+    actions = {s.data["signal"]["action"] for s in signals}
+    assert {"exit", "close", "closelong", "closeshort", "closeall"} <= actions
+    assert "buy" in actions or "sell" in actions  # a flat market position
+    for s in signals:
+        body = s.data["signal"]
+        opened = alerts[body["strategy"]]
+        assert opened.at < s.at
+        if body["action"] == "closeall":
+            assert set(body) == {"action", "strategy"}  # a strategy's, never the whole account's
+        else:
+            assert body["symbol"] == opened.data["alert"]["symbol"]
+        if "market_position" in body:
+            assert body["market_position"] == "flat"
+    # each signal has its own index, and a resend only ever repeats a signal that was planned before it
+    assert sorted(s.data["index"] for s in signals) == list(range(len(signals)))
+    first = {s.data["index"]: s.at for s in signals}
+    assert all(first[r.data["index"]] < r.at for r in plan if r.kind == "signal_resend")
+
+
+def test_reverse_alerts_take_the_other_side_of_an_earlier_alerts_strategy_and_symbol():
+    plan = make_plan(CFG)
+    pairs = [s for s in plan if s.kind == "alert" and s.data["index"] >= CFG.brackets]
+    by_index = {s.data["index"]: s for s in pairs}
+    assert sorted(by_index) == list(range(CFG.brackets, CFG.brackets + len(pairs))) and len(pairs) % 2 == 0
+    storm = {s.data["alert"]["symbol"] for s in plan if s.kind == "alert" and s.data["index"] < CFG.brackets}
+    for index in range(CFG.brackets, CFG.brackets + len(pairs), 2):
+        opened, reverse = by_index[index].data["alert"], by_index[index + 1].data["alert"]
+        assert "reverse" not in opened and reverse["reverse"] is True
+        assert by_index[index].at < by_index[index + 1].at
+        assert (reverse["strategy"], reverse["symbol"]) == (opened["strategy"], opened["symbol"])
+        assert {reverse["action"], opened["action"]} == {"buy", "sell"}
+        # on a symbol of their own: the storm's other strategies hold no side there for the guard to refuse
+        assert opened["symbol"] not in storm

@@ -230,9 +230,9 @@ def collect(records: Iterable[Mapping[str, Any]]) -> Outbox:
         kind = _item_type(record)
         if kind == "HALT" and record.get("eventName") == "INSERT":
             halt = image(record, "NewImage") or {}
-            found = halt_message(halt)
-            box.messages.append((str(halt.get("account_id")), found))
-            box.halts.append((str(halt.get("account_id")), found))
+            halted = halt_message(halt)
+            box.messages.append((str(halt.get("account_id")), halted))
+            box.halts.append((str(halt.get("account_id")), halted))
             continue
         if record.get("eventName") not in ("INSERT", "MODIFY") or kind not in ("BRACKET", "EVENT"):
             continue  # connections, dedupe keys, snapshots ...: nothing a trader sees

@@ -417,6 +417,7 @@ class Soak:
             local_api_key=SOAK_API_KEY,
             cron_every_s=cfg.reconcile_every_s,
             crash_after_broker=self.chaos,
+            paper_postbacks=True,  # as with Kite: order updates on the ticker and as postbacks
             extra_env={
                 "PAPER_MARKET": "walk",
                 "PAPER_SEED": str(cfg.seed),

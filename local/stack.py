@@ -85,6 +85,9 @@ class StackConfig:
     activity_log: bool = False  # console lines for table changes and workflow executions (python -m local)
     seed_dev_account: bool = True  # the app's dev account (needs the app's template, not a test fixture's)
     paper: bool | None = None  # None: start it when paper/__main__.py exists
+    # The paper exchange POSTs every order update to this stack's /broker/postback too, as Kite does to the app's
+    # postback URL: a second channel beside the ticker's order updates (off for tests that play the ticker's part).
+    paper_postbacks: bool = False
     streamer: bool | None = None  # None: start it when streamer/streamer/__main__.py exists
     streamer_restart: RestartPolicy = field(default_factory=RestartPolicy)  # LOCAL_RESTART_BACKOFF_S: the first wait
     extra_env: dict[str, str] = field(default_factory=dict)  # set for the handlers and the children
@@ -107,6 +110,7 @@ class StackConfig:
             cron_every_s=float(cron) if cron else 15.0,  # RECONCILE_EVERY_S defaults to 15 s
             schedule_every_s=float(every) if every else None,
             paper=_env_flag(env.get("LOCAL_PAPER")),
+            paper_postbacks=_env_flag(env.get("LOCAL_PAPER_POSTBACKS")) is not False,
             streamer=_env_flag(env.get("LOCAL_STREAMER")),
             streamer_restart=RestartPolicy(first_backoff_s=float(env.get("LOCAL_RESTART_BACKOFF_S") or 1.0)),
             crash_after_broker=CrashAfterBroker.from_env(env),
@@ -291,6 +295,8 @@ class LocalStack:
                             "PAPER_HOST": cfg.host,
                             # the "Kite app's" registered redirect URL: this stack's login callback
                             "PAPER_REDIRECT_URL": f"{self.api_url}/broker/callback",
+                            # Kite's postbacks, to this stack's postback route (the watcher)
+                            "PAPER_POSTBACK_URL": f"{self.api_url}/broker/postback" if cfg.paper_postbacks else "",
                         },
                         cwd=REPO_ROOT,
                         ready_port=self.paper_port,

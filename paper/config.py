@@ -24,6 +24,9 @@ class PaperConfig:
     # The Kite app's registered redirect URL: where /connect/login sends the browser with a request_token.
     redirect_url: str = "http://127.0.0.1:3000/broker/callback"
     partial_fills: bool = False
+    # Kite's postbacks: where each order update is also POSTed (JSON with its checksum), as Kite does to the app's
+    # registered postback URL; empty: none (the ticker's order updates only).
+    postback_url: str = ""
     # "09:15-15:30" (IST) closes the market outside those hours; empty: open around the clock.
     market_hours: str = ""
     walk_interval_s: float = 0.2
@@ -51,6 +54,7 @@ class PaperConfig:
             api_secret=env.get("PAPER_API_SECRET", "paper-secret"),
             redirect_url=env.get("PAPER_REDIRECT_URL") or "http://127.0.0.1:3000/broker/callback",
             partial_fills=env.get("PAPER_PARTIAL_FILLS", "0").strip().lower() in {"1", "true", "yes"},
+            postback_url=env.get("PAPER_POSTBACK_URL", "").strip(),
             market_hours=env.get("PAPER_MARKET_HOURS", "").strip(),
             walk_interval_s=float(env.get("PAPER_WALK_INTERVAL_S") or 0.2),
             walk_step_bps=float(env.get("PAPER_WALK_STEP_BPS") or 2.0),

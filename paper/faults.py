@@ -11,7 +11,8 @@ creates is left out of GET /orders, /orders/{id}, /gtt/triggers and /gtt/trigger
 books show a new entry late), outage_after (the matching request IS processed and answered 500, then every request
 on the rule's path is refused with a 500, unprocessed, for `seconds`: the broker acted, then went down),
 partial_cancel (a MARKET order the exchange accepts fills only `fill_ratio` of its quantity, rounded down to the lot,
-and the rest is CANCELLED with a market-protection message: what Kite's market protection does in a fast market).
+and the rest is CANCELLED with a market-protection message: what Kite's market protection does in a fast market),
+drop_postback (an order update's postback for the matching tradingsymbol is never sent; its ticker copy still is).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ KINDS = (
     "slow_visibility",
     "outage_after",
     "partial_cancel",
+    "drop_postback",
 )
 DEFAULT_SECONDS = {"timeout": 30.0, "delay_fill": 2.0, "slow_visibility": 3.0, "outage_after": 5.0}
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from aiohttp import WSMsgType, web
+from aiohttp import ClientSession, ClientTimeout, WSMsgType, web
 
 from bracketflow.domain.instruments import Instrument, InstrumentMaster, default_master, instruments_csv_text
 from paper import ticker
@@ -71,6 +71,10 @@ def success(data: Any, status: int = 200) -> web.Response:
 def error(message: str, error_type: str, status: int) -> web.Response:
     body = {"status": "error", "message": message, "error_type": error_type, "data": None}
     return web.Response(text=dumps(body), status=status, content_type="application/json")
+
+
+# Statuses Kite sends no postback for while nothing has filled: the order was only accepted or is being placed.
+POSTBACK_QUIET = frozenset({"OPEN", "TRIGGER PENDING", "PUT ORDER REQ RECEIVED", "VALIDATION PENDING", "OPEN PENDING"})
 
 
 class TickerClient:
@@ -143,6 +147,8 @@ class PaperExchange:
         self._pending_updates: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._replay_task: asyncio.Task[Any] | None = None
+        self._postback_session: ClientSession | None = None
+        self._postbacks: set[asyncio.Task[None]] = set()
         # slow_visibility: ("order", id) / ("gtt", id) -> the monotonic time from which GET shows it.
         self.hidden: dict[tuple[str, str], float] = {}
         # outage_after: (the rule whose path is down, the monotonic time the outage ends).
@@ -206,15 +212,45 @@ class PaperExchange:
         return (rule.fill_ratio, rule.message or MARKET_PROTECTION_CANCELLED) if rule else None
 
     def flush_updates(self) -> None:
-        """Send order updates (after the ticks that caused them) to every ticker connection, as Kite does."""
+        """Send order updates (after the ticks that caused them) to every ticker connection, as Kite does, and, with a
+        postback URL configured, POST each one there too: two channels, each of which may lose an update."""
         updates, self._pending_updates = self._pending_updates, []
         for update in updates:
+            self._postback(update)
             if self.faults.take({"drop_order_update"}, tradingsymbol=update["tradingsymbol"]):
                 log.info("fault: order update %s %s dropped", update["order_id"], update["status"])
                 continue
             message = dumps({"type": "order", "data": {**update, "user_id": USER_ID, "unfilled_quantity": 0}})
             for client in list(self.clients):
                 client.send(message)
+
+    def _postback(self, update: dict[str, Any]) -> None:
+        """Kite's postback of an order update: JSON with checksum = sha256(order_id + order_timestamp + api_secret),
+        for fills, cancellations, rejections and changes (not for an order merely accepted), sent without waiting."""
+        url = self.config.postback_url
+        if not url or (update["status"] in POSTBACK_QUIET and not update.get("filled_quantity")):
+            return
+        if self.faults.take({"drop_postback"}, tradingsymbol=update["tradingsymbol"]):
+            log.info("fault: postback %s %s dropped", update["order_id"], update["status"])
+            return
+        stamp = str(update.get("order_timestamp") or "")
+        checksum = hashlib.sha256((str(update["order_id"]) + stamp + self.config.api_secret).encode()).hexdigest()
+        body = dumps({**update, "user_id": USER_ID, "unfilled_quantity": 0, "checksum": checksum})
+        task = asyncio.get_running_loop().create_task(self._send_postback(url, body))
+        self._postbacks.add(task)
+        task.add_done_callback(self._postbacks.discard)
+
+    async def _send_postback(self, url: str, body: str) -> None:
+        if self._postback_session is None:
+            self._postback_session = ClientSession(timeout=ClientTimeout(total=10))
+        try:
+            async with self._postback_session.post(
+                url, data=body, headers={"Content-Type": "application/json"}
+            ) as answer:
+                if answer.status >= 400:
+                    log.warning("postback to %s answered %s", url, answer.status)
+        except Exception as exc:  # the app being down loses a postback, as with Kite
+            log.warning("postback to %s failed: %s", url, type(exc).__name__)
 
     # ---- market data ---------------------------------------------------------------------------------------
 
@@ -404,6 +440,10 @@ class PaperExchange:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for task in list(self._postbacks):
+            task.cancel()
+        if self._postback_session is not None:
+            await self._postback_session.close()
         for client in list(self.clients):
             client.send(None)
             with contextlib.suppress(Exception):

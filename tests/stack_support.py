@@ -51,12 +51,14 @@ def stack_fixture(
     relay: bool,
     extra_env: dict[str, str] | None = None,
     parameter_overrides: dict[str, str] | None = None,
+    postbacks: bool = False,
 ) -> Any:
     """A module-scoped `stack` fixture: the whole stack on free ports, with no streamer process and no schedules (a
     test starts reconcile itself, so it knows which run saw what), the dev account's API key `api_key`.
 
     relay: paper ticker order updates reach the watcher through OrderEventsQueue (see OrderUpdateRelay); without it
-    every order update is "dropped". extra_env / parameter_overrides: the handlers' environment and the template's
+    every order update is "dropped". postbacks: the paper exchange also POSTs each order update to the stack's
+    /broker/postback, as Kite does. extra_env / parameter_overrides: the handlers' environment and the template's
     parameters (default: BRACKET_STACK_ENV / BRACKET_STACK_PARAMETERS). Use as `stack = stack_fixture(...)`.
     """
     env = dict(BRACKET_STACK_ENV if extra_env is None else extra_env)
@@ -71,6 +73,7 @@ def stack_fixture(
             local_api_key=api_key,
             streamer=False,
             schedules=False,
+            paper_postbacks=postbacks,
             parameter_overrides=dict(parameters),
             extra_env=dict(env),
         )

@@ -330,3 +330,51 @@ def test_outage_after_acts_on_the_request_then_refuses_its_path_for_its_seconds(
     time.sleep(1.1)
     (created,) = kite.get_gtts()
     assert created["status"] == "active" and created["condition"]["tradingsymbol"] == "INFY"
+
+
+def test_postbacks_carry_kites_checksum_and_drop_postback_loses_one_channel_only() -> None:
+    import hashlib
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from paper.testing import start_paper_exchange
+
+    received: list[dict] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/broker/postback"
+        with start_paper_exchange(market="manual", postback_url=url) as paper:
+            paper.set_quotes([{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": 1500, "bid": 1499.95, "ask": 1500.1}])
+            own = KiteConnect(api_key=paper.api_key, root=paper.base_url, timeout=5)
+            own.set_access_token(paper.access_token)
+            # Given a postback URL: a filled order is POSTed there, its checksum as Kite makes it
+            first = own.place_order(variety="regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY",
+                                    quantity=1, product="MIS", order_type="MARKET", market_protection=5)  # fmt: skip
+            deadline = time.monotonic() + 10
+            while not any(p["order_id"] == first and p["status"] == "COMPLETE" for p in received):
+                assert time.monotonic() < deadline, received
+                time.sleep(0.05)
+            done = next(p for p in received if p["order_id"] == first and p["status"] == "COMPLETE")
+            secret = paper.config.api_secret
+            expected = hashlib.sha256((first + str(done["order_timestamp"]) + secret).encode()).hexdigest()
+            assert done["checksum"] == expected and done["filled_quantity"] == 1
+            # When drop_postback is set, the next order's postbacks are lost (its ticker updates are not touched)
+            paper.set_faults([{"kind": "drop_postback", "match": {"tradingsymbol": "INFY"}, "count": 100}])
+            second = own.place_order(variety="regular", exchange="NSE", tradingsymbol="INFY", transaction_type="SELL",
+                                     quantity=1, product="MIS", order_type="MARKET", market_protection=5)  # fmt: skip
+            assert own.order_history(second)[-1]["status"] == "COMPLETE"
+            time.sleep(0.5)
+            assert not any(p["order_id"] == second for p in received)
+    finally:
+        server.shutdown()

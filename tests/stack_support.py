@@ -298,14 +298,22 @@ def set_aside_open_brackets() -> None:
     resolution): two open INFY brackets alike make a GTT child's fill ambiguous, and reconcile would repair both."""
     from bracketflow.adapters.dynamo.brackets import BracketRepository
     from bracketflow.domain.enums import BracketStatus
+    from bracketflow.domain.states import is_terminal
+    from bracketflow.errors import ConcurrentModification
 
     repo = BracketRepository()
     for leftover in repo.list_open():
-        b = repo.get(leftover.id)
-        if b is not None and b.status is not BracketStatus.NEEDS_REVIEW:
-            b = repo.transition(b, BracketStatus.NEEDS_REVIEW, {"type": "TestCleanup"})
-        if b is not None:
-            repo.transition(b, BracketStatus.CANCELLED, {"type": "TestCleanup"})
+        for _attempt in range(20):  # the stack may still be moving it (an exit landing): read it again
+            b = repo.get(leftover.id)
+            if b is None or is_terminal(b.status):
+                break
+            try:
+                if b.status is not BracketStatus.NEEDS_REVIEW:
+                    b = repo.transition(b, BracketStatus.NEEDS_REVIEW, {"type": "TestCleanup"})
+                repo.transition(b, BracketStatus.CANCELLED, {"type": "TestCleanup"})
+                break
+            except ConcurrentModification:
+                time.sleep(0.1)
 
 
 def get_bracket(stack: LocalStack, api_key: str, bracket_id: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 
+from bracketflow.errors import ValidationFailed
 from bracketflow.observability import logger, metrics, tracer
 from bracketflow.schemas.bracket import PlaceBracketOrderRequest
 from bracketflow.schemas.http import error_responses, make_resolver, success
@@ -89,9 +90,14 @@ def close_position(body: Annotated[ClosePositionRequest, Body()], x_api_key: Api
     summary="Flatten the account now (the kill switch by hand)",
     description="Every open bracket is exited at market (reason KILL_SWITCH) and every working entry cancelled; new "
     "brackets are refused (RISK_BLOCKED:FLATTENED) until the next session. Telegram and the KillSwitch alarm say so.",
-    responses={200: {"description": "Flattening: what happens to each bracket"}, **error_responses(401)},
+    responses={200: {"description": "Flattening: what happens to each bracket"}, **error_responses(400, 401)},
 )
 def flatten(body: Annotated[FlattenRequest | None, Body()] = None, x_api_key: ApiKeyHeader = None) -> Response[dict]:
+    sent = (app.current_event.body or "").strip()
+    kind = (app.current_event.get_header_value("content-type", "", case_sensitive=False) or "").lower()
+    if sent and (body is None or not kind.startswith(("application/json", "text/plain"))):
+        # Something was sent that is not a JSON object: never take an unreadable request for "flatten everything"
+        raise ValidationFailed('the body must be a JSON object ({"reason": ...}) or empty')
     caller = authenticate_api_key(x_api_key or (body.apikey if body else None))
     reason = body.reason if body else None
     return success(kill_switch.flatten(caller.account_id, kill_switch.FLATTENED, by="user", detail={"note": reason}))

@@ -26,7 +26,7 @@ ApiKeyHeader = Annotated[str | None, Header(alias="X-API-KEY", description="The 
 @app.get(
     "/api/v1/status",
     summary="The broker session, the streamer and its feed, the last reconciliation, firing alarms",
-    responses=error_responses(401),
+    responses={200: {"description": "The stack's status (data)"}, **error_responses(401)},
 )
 def get_status(x_api_key: ApiKeyHeader = None) -> Response[dict]:
     caller = authenticate_api_key(x_api_key)

@@ -56,6 +56,36 @@ def current_function() -> FunctionSpec | None:
     return getattr(_invocation, "spec", None)
 
 
+def past_timeout() -> FunctionSpec | None:
+    """The function whose invocation this thread runs, when that invocation is past its timeout (None otherwise)."""
+    spec = current_function()
+    deadline = getattr(_invocation, "deadline", None)
+    return spec if spec is not None and deadline is not None and time.monotonic() > deadline else None
+
+
+def refuse_broker_calls_past_timeout(broker_url: str) -> Callable[[], None]:
+    """Lambda ends an invocation at its timeout; a Python thread cannot be stopped. So that an invocation that stalled
+    past its timeout (a loaded machine) cannot still act at the broker after the workflow or the queue has retried it,
+    any request it then makes to the broker ends it as Lambda would ("Sandbox.Timedout"). Returns the undo."""
+    import requests
+
+    base = broker_url.rstrip("/")
+    original = requests.Session.request
+
+    def request(session: requests.Session, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        late = past_timeout()
+        if late is not None and str(url).startswith(base):
+            raise InvocationDied("Sandbox.Timedout", f"{late.logical_id} ran past its {late.timeout} s timeout")
+        return original(session, method, url, *args, **kwargs)
+
+    requests.Session.request = request  # type: ignore[method-assign,assignment]  # a pass-through wrapper
+
+    def undo() -> None:
+        requests.Session.request = original  # type: ignore[method-assign]
+
+    return undo
+
+
 class LambdaContext:
     """The attributes of the Lambda context object that handlers and Powertools read."""
 
@@ -204,7 +234,9 @@ class LambdaRuntime:
         """Call the function's handler with `event`; a raised exception comes back as FunctionError."""
         spec = self.spec(name_or_arn)
         outer = current_function()
+        outer_deadline = getattr(_invocation, "deadline", None)
         _invocation.spec = spec
+        _invocation.deadline = time.monotonic() + spec.timeout
         try:
             handler = self.handler(spec.logical_id)
             return handler(event, LambdaContext(spec))
@@ -217,3 +249,4 @@ class LambdaRuntime:
             raise FunctionError(spec.logical_id, type(exc).__name__, str(exc), stack) from exc
         finally:
             _invocation.spec = outer
+            _invocation.deadline = outer_deadline

@@ -29,7 +29,7 @@ from local.components import FAILED, STARTING, STOPPED, UP, Components
 from local.gateway import Gateway
 from local.pollers import ScheduleTimer, SqsPoller, StreamPoller, Worker, schedule_interval_s, sqs_pollers
 from local.processes import Child, ChildSpec, RestartPolicy, Supervisor
-from local.runtime import FunctionError, LambdaRuntime, metrics_per_invocation
+from local.runtime import FunctionError, LambdaRuntime, metrics_per_invocation, refuse_broker_calls_past_timeout
 from local.template import FunctionSpec, StateMachineSpec, Template, load_template
 from local.websocket_api import LocalWebSocketApi, read_websocket_routes
 
@@ -127,6 +127,7 @@ class LocalStack:
         self.gateway: Gateway | None = None
         self._undo_metrics: Any = None  # local.runtime.metrics_per_invocation, undone on stop
         self._undo_chaos: Any = None  # local.chaos.CrashAfterBroker.install, undone on stop
+        self._undo_timeouts: Any = None  # local.runtime.refuse_broker_calls_past_timeout, undone after the chaos
         self.websocket: LocalWebSocketApi | None = None
         self.workers: list[Worker] = []
         self.children: list[Child] = []
@@ -259,6 +260,7 @@ class LocalStack:
             self.moto = MotoServer(cfg.host, moto_port)
             self.moto.start()
             self._set_environment(template, paper_url)
+            self._undo_timeouts = refuse_broker_calls_past_timeout(os.environ["BROKER_BASE_URL"])
             if cfg.crash_after_broker is not None:
                 self._undo_chaos = cfg.crash_after_broker.install(os.environ["BROKER_BASE_URL"])
             self.moto.runtime = runtime
@@ -493,6 +495,9 @@ class LocalStack:
         if self._undo_chaos is not None:
             self._undo_chaos()
             self._undo_chaos = None
+        if self._undo_timeouts is not None:
+            self._undo_timeouts()
+            self._undo_timeouts = None
         self._restore_environment()
         if self._frozen:
             gc.set_threshold(*self._saved_gc_threshold)

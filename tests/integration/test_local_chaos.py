@@ -120,3 +120,31 @@ def test_it_is_off_unless_the_environment_asks() -> None:
     assert chaos is not None and chaos.rate == 0.2 and chaos.functions == frozenset({"ExitFunction"})
     with pytest.raises(ValueError):
         CrashAfterBroker(1.5)
+
+
+def test_an_invocation_that_stalled_past_its_timeout_cannot_reach_the_broker(tmp_path, paper_exchange) -> None:
+    import dataclasses
+
+    from local.runtime import refuse_broker_calls_past_timeout
+
+    # Given a function with a 1 s timeout whose invocation stalls for 1.5 s before placing an order (a loaded
+    # machine): Lambda would have ended it at 1 s, and its workflow would already be retrying it
+    spec = dataclasses.replace(_function(tmp_path, "PlaceEntryFunction"), timeout=1)
+    runtime = LambdaRuntime({"PlaceEntryFunction": spec})
+    undo = refuse_broker_calls_past_timeout(paper_exchange.base_url)
+    try:
+        stalled = {**_order(paper_exchange), "stall_s": 1.5}
+        code = (tmp_path / "PlaceEntryFunction" / "app.py").read_text()
+        (tmp_path / "PlaceEntryFunction" / "app.py").write_text(
+            code.replace("    try:\n", "    import time\n    time.sleep(event.get('stall_s', 0))\n    try:\n", 1)
+        )
+        # When it goes on to call the broker
+        with pytest.raises(FunctionError) as died:
+            runtime.invoke("PlaceEntryFunction", stalled)
+        # Then the invocation ends as Lambda's timeout would, and nothing reached the broker
+        assert died.value.error_type == "Sandbox.Timedout"
+        assert paper_exchange.state()["orders"] == []
+        # while one within its timeout still places
+        assert runtime.invoke("PlaceEntryFunction", _order(paper_exchange)) == {"status": 200}
+    finally:
+        undo()

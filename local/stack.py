@@ -110,7 +110,7 @@ class StackConfig:
             cron_every_s=float(cron) if cron else 15.0,  # RECONCILE_EVERY_S defaults to 15 s
             schedule_every_s=float(every) if every else None,
             paper=_env_flag(env.get("LOCAL_PAPER")),
-            paper_postbacks=_env_flag(env.get("LOCAL_PAPER_POSTBACKS")) is not False,
+            paper_postbacks=_env_flag(env.get("LOCAL_PAPER_POSTBACKS")) is True,
             streamer=_env_flag(env.get("LOCAL_STREAMER")),
             streamer_restart=RestartPolicy(first_backoff_s=float(env.get("LOCAL_RESTART_BACKOFF_S") or 1.0)),
             crash_after_broker=CrashAfterBroker.from_env(env),

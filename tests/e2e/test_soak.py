@@ -38,7 +38,7 @@ def test_a_seeded_chaos_soak_runs_its_storm_and_reports_every_check(tmp_path) ->
 
     # The storm happened: every alert went out (the soak reads prices as a chart does, past the broker's faults),
     # faults of several kinds fired, the trader and the crashes acted
-    assert result.alerts == SHORT_SOAK.brackets, report
+    assert result.alerts >= SHORT_SOAK.brackets, report  # reverses add bracket-opening alerts of their own
     fired = {kind for kind, n in result.faults_fired.items() if n}
     assert {"reject", "http_500", "http_500_after", "resend", "streamer_kill"} <= fired, report
     assert any(kind.startswith("lambda_died:") for kind in fired), report

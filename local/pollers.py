@@ -137,6 +137,7 @@ class SqsPoller(Worker):
         index: int = 0,
     ):
         super().__init__(f"sqs:{fn.logical_id}.{event.name}" + (f"#{index}" if index else ""))
+        self.index = index
         queue = template.queue_by_arn(str(event.properties["Queue"]))
         if queue is None:
             raise ValueError(f"{fn.logical_id}.{event.name}: queue {event.properties['Queue']} is not in the template")
@@ -153,7 +154,9 @@ class SqsPoller(Worker):
             got = self.sqs.receive_message(
                 QueueUrl=self.queue.url,
                 MaxNumberOfMessages=min(10, self.batch_size - len(messages)),
-                WaitTimeSeconds=0 if messages else 1,  # short long-poll so stop() is prompt
+                # short long-poll so stop() is prompt; the extra pollers of a source never long-poll (the first one
+                # does): dozens of threads waiting in moto at once made stopping the stack slow under load
+                WaitTimeSeconds=0 if messages or self.index else 1,
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
             ).get("Messages", [])

@@ -186,17 +186,12 @@ class BrokerView:
                 return p.last_price
         return None
 
-    def closing_order(self, bracket: Bracket, filled_at: datetime | None) -> OrderReport | None:
-        """The order that closed this bracket's position at the broker: COMPLETE, the exit side of the same
-        instrument and product, for the bracket's whole filled quantity, placed at or after the entry's last fill
-        (`filled_at`; the broker's stamps are whole seconds) and recorded for no other bracket. The first such order
-        after the fill closed it; None when there is none (an earlier order of the trader's, a close in several
-        pieces, or no fill time to compare with: a human looks)."""
+    def _exit_side_fills_since(self, bracket: Bracket, filled_at: datetime) -> list[OrderReport]:
+        """COMPLETE orders on the exit side of the bracket's instrument and product, placed at or after `filled_at`
+        (the broker's stamps are whole seconds), oldest first."""
         spec = bracket.spec
-        if filled_at is None:
-            return None
         since = _aware(filled_at).replace(microsecond=0)
-        candidates = [
+        found = [
             o
             for o in self.orders.values()
             if o.status == "COMPLETE"
@@ -204,13 +199,23 @@ class BrokerView:
             and o.tradingsymbol == spec.symbol
             and o.product == spec.product.value
             and o.transaction_type == spec.exit_action.value
-            and o.filled_quantity == bracket.entry.filled_quantity
-            and o.order_id != bracket.entry.broker_order_id
             and o.order_timestamp is not None
             and _aware(o.order_timestamp) >= since
         ]
-        candidates.sort(key=lambda o: (_aware(o.order_timestamp or since), str(o.order_id)))
-        for order in candidates:
+        return sorted(found, key=lambda o: (_aware(o.order_timestamp or since), str(o.order_id)))
+
+    def closing_order(self, bracket: Bracket, filled_at: datetime | None) -> OrderReport | None:
+        """The order that closed this bracket's position at the broker: COMPLETE, the exit side of the same
+        instrument and product, for the bracket's whole filled quantity, placed at or after the entry's last fill
+        (`filled_at`; the broker's stamps are whole seconds) and recorded for no other bracket. The first such order
+        after the fill closed it; None when there is none (an earlier order of the trader's, a close in several
+        pieces, or no fill time to compare with: a human looks)."""
+        if filled_at is None:
+            return None
+        for order in self._exit_side_fills_since(bracket, filled_at):
+            whole = order.filled_quantity == bracket.entry.filled_quantity
+            if not whole or order.order_id == bracket.entry.broker_order_id:
+                continue
             mapped = store.get_broker_order_map(str(order.order_id))
             if mapped is None or mapped.get("bracket_id") == bracket.id:
                 return order
@@ -221,24 +226,14 @@ class BrokerView:
         and product (the Kite app's Positions -> Exit sells the whole net position in one order): COMPLETE, the
         exit side, for more than the bracket's filled quantity, placed at or after its fill, carrying no tag of
         ours. The latest such order; None when there is none (a close in several pieces: a human looks)."""
-        spec = bracket.spec
         if filled_at is None:
             return None
-        since = _aware(filled_at).replace(microsecond=0)
-        candidates = [
+        bulk = [
             o
-            for o in self.orders.values()
-            if o.status == "COMPLETE"
-            and o.exchange == spec.exchange.value
-            and o.tradingsymbol == spec.symbol
-            and o.product == spec.product.value
-            and o.transaction_type == spec.exit_action.value
-            and o.filled_quantity > bracket.entry.filled_quantity
-            and not is_bracket_order_tag(o.tag)
-            and o.order_timestamp is not None
-            and _aware(o.order_timestamp) >= since
+            for o in self._exit_side_fills_since(bracket, filled_at)
+            if o.filled_quantity > bracket.entry.filled_quantity and not is_bracket_order_tag(o.tag)
         ]
-        return max(candidates, key=lambda o: (_aware(o.order_timestamp or since), str(o.order_id)), default=None)
+        return bulk[-1] if bulk else None
 
 
 def utc_now() -> datetime:

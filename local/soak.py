@@ -1293,13 +1293,22 @@ def summary(result: SoakResult) -> str:
 
 
 def quiet_app_logs() -> None:
-    """The functions' own (Powertools, JSON on stdout) logs go where the stack's log goes, not to the terminal."""
+    """The functions' own (Powertools, JSON) logs go to the stack's log file, not to the terminal.
+
+    Powertools filters its logger's records out of the root's handlers (so Lambda does not print them twice), so
+    propagating to the root would drop them: the app's logger writes to the root handlers' streams itself."""
     import bracketflow.observability  # noqa: F401 - builds the app's logger and its stdout handler
 
     app = logging.getLogger("bracketflow")
+    json_lines = app.handlers[0].formatter if app.handlers else None  # Powertools' JSON, with the keys it appends
     for handler in list(app.handlers):
         app.removeHandler(handler)
-    app.propagate = True
+    for root_handler in logging.getLogger().handlers:
+        if isinstance(root_handler, logging.StreamHandler):
+            handler = logging.StreamHandler(root_handler.stream)
+            handler.setFormatter(json_lines or root_handler.formatter)
+            app.addHandler(handler)
+    app.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:

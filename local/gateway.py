@@ -13,6 +13,7 @@ import base64
 import json
 import logging
 import re
+import sys
 import threading
 import time
 import uuid
@@ -71,6 +72,18 @@ def routes_from(template: Template) -> list[Route]:
     return routes
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up (a timed-out alert sender, a closed browser tab) is routine, as it is for API
+        Gateway: one debug line, not a traceback on the terminal. Anything else is still printed in full."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            log.debug("client %s hung up", client_address)
+            return
+        super().handle_error(request, client_address)
+
+
 class Gateway:
     """ThreadingHTTPServer on host:port serving the template's Api routes; start() binds, stop() closes."""
 
@@ -89,8 +102,7 @@ class Gateway:
         self.host = host
         self.stage = stage
         self.accepting = threading.Event()  # routes are served once the stack is up; /health always
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), self._handler_class())
         self.port = self._server.server_address[1]
         self._thread: threading.Thread | None = None
 

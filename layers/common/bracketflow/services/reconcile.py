@@ -40,6 +40,7 @@ instrument, "flat" means both were closed, and a partial manual close is not tol
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -289,7 +290,11 @@ def live_view() -> BrokerView:
     return read_broker(utc_now(), live=True)
 
 
+@functools.lru_cache(maxsize=4)
 def load_view(run_id: str) -> BrokerView:
+    """The run's snapshot, read and parsed once per warm container: a run's snapshot is written once and never
+    changed, and every bracket of the run (the Map's iterations) and its summary read it; it holds every order of
+    the day, so reading it per bracket cost more the longer the session ran. Not cached when missing (raises)."""
     data = snapshots.get_snapshot(run_id)
     if data is None:
         raise ValidationFailed(f"reconcile run {run_id}: no broker snapshot (expired or never taken)")

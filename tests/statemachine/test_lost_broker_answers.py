@@ -14,6 +14,7 @@ from local.stack import LocalStack
 from tests.stack_support import (
     BRACKET_STACK_ENV,
     KITE_HEADERS,
+    bracket,
     broker_orders,
     event_types,
     gtts,
@@ -35,13 +36,21 @@ API_KEY = "lost-answers-key"
 STATUS_BOUND_S = 90  # a bound for a busy 2-core machine, not a speed claim
 # The broker shows a new order or GTT this late (under the window the adapter looks over, BROKER_LOOKUP_WINDOW_S).
 SLOW_S = 2
+# A GTT the broker lists this late after answering its create with the id.
+LISTED_LATE_S = 20
 
 # PlaceProtection's own (shorter) window too: these tests are about adopting what a lost answer made, not about how
 # soon a failing protection flattens (test_bracket_workflow.py, bench_emergency_exit.py)
 stack = stack_fixture(
     API_KEY,
     relay=True,
-    extra_env={**BRACKET_STACK_ENV, "BROKER_LOOKUP_WINDOW_S": "4", "PROTECTION_LOOKUP_WINDOW_S": "4"},
+    extra_env={
+        **BRACKET_STACK_ENV,
+        "BROKER_LOOKUP_WINDOW_S": "4",
+        "PROTECTION_LOOKUP_WINDOW_S": "4",
+        # longer than a reconcile run takes on a loaded machine (the default is 10 s)
+        "GTT_VISIBILITY_GRACE_S": str(LISTED_LATE_S * 2),
+    },
 )
 
 LEVELS = {"price_type": "MARKET", "sl_price": "1485", "target_price": "1530"}
@@ -105,6 +114,23 @@ def test_a_reprotect_whose_create_answer_was_lost_makes_one_gtt(market, kite):
     wait_for_the_books(market)
     assert active_gtts(market) == [after.gtt_id]
     assert after.gtt_id != first.gtt_id
+
+
+def test_a_gtt_the_broker_lists_late_is_not_made_again_by_reconciliation(market):
+    # Given the broker answers the GTT's create with its id but leaves it out of its GTT book for a while
+    rule = {"kind": "slow_visibility", "match": {"path": "/gtt/triggers", "method": "POST"}, "seconds": LISTED_LATE_S}
+    paper(market, "faults", {"rules": [rule]})
+    bracket_id = place(market, **LEVELS)
+    protected = wait_for_status(bracket_id, "PROTECTED", timeout_s=STATUS_BOUND_S)
+    assert fired(market, "slow_visibility") == 1 and protected.gtt_id not in active_gtts(market)
+    # When reconciliation runs before the broker lists it
+    summary = run_reconcile(market)
+    # Then it makes no second GTT (both would fire: two exits, a reverse position), and once the broker shows it,
+    # one GTT stands for the position, the bracket's own
+    assert not summary["repairs"], summary
+    wait_for_the_books(market)
+    assert active_gtts(market) == [protected.gtt_id]
+    assert bracket(bracket_id).status.value == "PROTECTED"
 
 
 def test_an_entry_answered_500_and_listed_late_is_placed_once(market):

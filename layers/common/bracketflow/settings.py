@@ -146,6 +146,10 @@ class LifecycleSettings(_Base):
     # A GTT that fired but whose LIMIT child has not filled this long after (the market gapped past its price) is
     # exited at market by the exit Lambda, the child cancelled first.
     gtt_child_grace_s: float = Field(3.0, alias="GTT_CHILD_GRACE_S")
+    # A GTT the broker answered with its id but does not list yet is not "missing" until the bracket has been
+    # unchanged this long: a broker whose GTT book shows a new GTT late would otherwise get a second GTT from
+    # reconciliation, and both would fire. A GTT shown deleted, cancelled or rejected is re-made at once.
+    gtt_visibility_grace_s: float = Field(10.0, alias="GTT_VISIBILITY_GRACE_S")
     # An exit is watched: this long after it is claimed, a delayed copy of its message checks that an exit order was
     # placed, and resumes the exit if the invocation that claimed it died (after deleting the GTT, say) instead of
     # leaving the position to the queue's visibility timeout.

@@ -55,7 +55,13 @@ from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo import reconcile as snapshots
 from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.brackets import BracketRepository
-from bracketflow.adapters.dynamo.gtt_claims import GttClaimedElsewhere, claim_alone, claimant, save_claiming
+from bracketflow.adapters.dynamo.gtt_claims import (
+    GttClaimedElsewhere,
+    claim_alone,
+    claimant,
+    claimed_at,
+    save_claiming,
+)
 from bracketflow.adapters.instrument_store import current_master
 from bracketflow.adapters.sfn import bracket_workflow_status
 from bracketflow.adapters.sqs import send_control, send_json
@@ -380,6 +386,15 @@ def _changed_since(bracket: Bracket, view: BrokerView) -> bool:
     return _aware(bracket.updated_at) > _aware(view.taken_at)
 
 
+def _listed_late(gtt_id: str, now: datetime) -> bool:
+    """A GTT recorded for its bracket less than GTT_VISIBILITY_GRACE_S ago that the broker does not list yet."""
+    recorded = claimed_at(gtt_id)
+    return (
+        recorded is not None
+        and (_aware(now) - _aware(recorded)).total_seconds() < get_settings().gtt_visibility_grace_s
+    )
+
+
 Outcome = tuple[str, str] | None
 
 
@@ -488,6 +503,8 @@ def _check_protected(bracket: Bracket, view: BrokerView, now: datetime) -> Outco
         return _position_flat(bracket, view, gtt)
     if gtt is None or gtt.status in GTT_INERT:
         _confirm(view)
+        if gtt is None and bracket.gtt_id and _listed_late(bracket.gtt_id, now):
+            return None  # answered with its id moments ago, not listed yet: looked at again by the next run
         what = "missing" if gtt is None else gtt.status
         if get_settings().reconcile_reprotect:
             return _reprotect(bracket, f"GTT {bracket.gtt_id} {what} at the broker")

@@ -101,3 +101,9 @@ def claimant(gtt_id: str) -> str | None:
     """The bracket that claimed `gtt_id` (None: no bracket of this stack ever recorded it)."""
     item = table().get_item(Key=r.gtt_claim_key(gtt_id), ConsistentRead=True).get("Item")
     return None if item is None else str(item.get("bracket_id"))
+
+
+def claimed_at(gtt_id: str) -> datetime | None:
+    """When `gtt_id` was recorded for a bracket (None: never by this stack): how long the broker has had to list it."""
+    item = table().get_item(Key=r.gtt_claim_key(gtt_id), ConsistentRead=True).get("Item")
+    return None if item is None or not item.get("claimed_at") else datetime.fromisoformat(str(item["claimed_at"]))

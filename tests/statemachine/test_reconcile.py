@@ -18,6 +18,7 @@ from local.stack import LocalStack
 from tests.stack_support import (
     bracket,
     events,
+    net_position,
     place,
     protected_bracket,
     quote,
@@ -221,15 +222,20 @@ def test_a_vanished_gtt_with_the_market_through_the_stop_is_exited_at_stop(marke
     assert [g for g in kite.get_gtts() if g["status"] == "active"] == []
 
 
-def test_a_vanished_gtt_with_the_market_beyond_the_target_is_flagged(market, kite):
-    # Given the same, but the market has risen past the target (1550): a GTT would fire at once, and no stop was hit
+def test_a_vanished_gtt_with_the_market_beyond_the_target_is_exited_at_target(market, kite):
+    # Given the same, but the market has risen past the target (1550): a new GTT would fire its target leg at once
     b = protected_bracket(market)
     kite.delete_gtt(int(b.gtt_id))
     quote(market, "1555", "1554.95", "1555")
     summary = run_reconcile(market)
-    # Then nothing is placed behind the trader's back, and the bracket waits for a human
-    assert bracket(b.id).status.value == "NEEDS_REVIEW" and summary["repairs"] == {"FLAGGED": 1}
-    assert "cannot re-protect" in [e for e in events(b.id) if e["type"] == "FlaggedForReview"][-1]["reason"]
+    # Then no GTT is placed and the position is not left with no stop while it waits for a human: it is exited as
+    # the GTT's target leg would have, through the exit Lambda
+    assert summary["repairs"] == {"STOP_EXIT_QUEUED": 1} and "STOP_EXIT_QUEUED" in reconciled(b.id)
+    after = wait_for("the exit order", lambda: (x := bracket(b.id)).exit and x.exit.broker_order_id and x)
+    assert after.exit_reason.value == "TARGET"
+    exit_order = kite.order_history(after.exit.broker_order_id)[-1]
+    assert (exit_order["transaction_type"], exit_order["order_type"], exit_order["quantity"]) == ("SELL", "MARKET", 10)
+    assert exit_order["status"] == "COMPLETE" and net_position(market, "INFY") == 0
     assert [g for g in kite.get_gtts() if g["status"] == "active"] == []
 
 

@@ -818,6 +818,10 @@ def _reprotect(bracket: Bracket, why: str) -> Outcome:
     except (ValidationFailed, AssertionError):
         if last is not None and _through_the_stop(bracket, last) and settings.exit_queue_url:
             return _queue_stop_exit(bracket, last, why)
+        if last is not None and _past_the_target(bracket, last) and settings.exit_queue_url:
+            # A new GTT would fire its target leg at once: the exit it would make, taken through the exit Lambda,
+            # rather than a position left with no stop at all while it waits for a human.
+            return _queue_stop_exit(bracket, last, why, reason=ExitReason.TARGET)
         return _flag(bracket, f"{why}; cannot re-protect: the market ({last}) is beyond the stop or target")
     request = protection_request(bracket, bracket.entry.filled_quantity, last, tick, settings.stop_limit_buffer_percent)
     # A GTT an earlier re-protect made and never recorded (its answer lost) is adopted, not made again.
@@ -861,10 +865,17 @@ def _through_the_stop(bracket: Bracket, last: Decimal) -> bool:
     return last >= bracket.stop_price
 
 
+def _past_the_target(bracket: Bracket, last: Decimal) -> bool:
+    if bracket.position_side is PositionSide.LONG:
+        return last >= bracket.spec.target_price
+    return last <= bracket.spec.target_price
+
+
 def _queue_stop_exit(bracket: Bracket, last: Decimal, why: str, *, reason: ExitReason | None = None) -> Outcome:
-    """The market went through the stop while no GTT stood: exit as the streamer would have (STOP, or TRAIL_STOP for
-    a trailed stop) through the ExitQueue, so the exit Lambda claims it exactly once with the queue's retries
-    (flagging it for review instead would make the exit Lambda refuse it, and leave the position open)."""
+    """The market went through the stop (or past the target) while no GTT stood: exit as the streamer would have
+    (STOP, or TRAIL_STOP for a trailed stop) or as the GTT's target leg would have (TARGET) through the ExitQueue, so
+    the exit Lambda claims it exactly once with the queue's retries (flagging it for review instead would make the
+    exit Lambda refuse it, and leave the position open)."""
     reason = reason or (ExitReason.TRAIL_STOP if bracket.stop_has_trailed else ExitReason.STOP)
     detail = f"{why}; the market is at {last} (stop {bracket.stop_price}): {reason.value} exit queued"
     _note(bracket.id, "STOP_EXIT_QUEUED", detail)

@@ -164,5 +164,25 @@ def test_an_emergency_exit_deletes_the_gtt_a_failed_protection_left_at_the_broke
     assert [g["status"] for g in gtts(market)] == ["deleted"]
 
 
+def test_a_gtt_of_a_failed_protection_that_fired_while_unreadable_is_not_flattened_again(market):
+    # Given the broker creates the GTT, answers 500, and its GTT service is then down until protection gives up
+    rule = {"kind": "outage_after", "match": {"path": "/gtt/triggers", "method": "POST"}, "seconds": 15}
+    paper(market, "faults", {"rules": [rule]})
+    bracket_id = place(market, **LEVELS)
+    wait_for("the GTT create the broker carried out", lambda: fired(market, "outage_after") == 1)
+    # and the market then runs past the target (1530): that GTT fires and its order closes the position
+    quote(market, "1535", "1534.95", "1535")
+    wait_for("the GTT's order to close the position", lambda: net_position(market, "INFY") == 0)
+    # When protection fails and the emergency path runs while the GTTs still cannot be read
+    wait_for("the GTT service to answer again", lambda: _listable(market), timeout_s=STATUS_BOUND_S)
+    wait_for_status(bracket_id, "PROTECTED", "CLOSED", "NEEDS_REVIEW", timeout_s=STATUS_BOUND_S)
+    run_reconcile(market)
+    # Then it flattens nothing (a flatten too would have opened a short 10): the GTT's order is the exit
+    closed = wait_for_status(bracket_id, "CLOSED", "NEEDS_REVIEW", timeout_s=STATUS_BOUND_S)
+    exits = [o for o in broker_orders(market, "INFY") if o["tag"] == order_tag(bracket_id, "EXIT")]
+    assert exits == [] and net_position(market, "INFY") == 0, event_types(bracket_id)
+    assert closed.status.value == "CLOSED" and closed.exit_reason.value == "TARGET", event_types(bracket_id)
+
+
 def _listable(stack: LocalStack) -> bool:
     return requests.get(f"{stack.paper_url}/gtt/triggers", headers=KITE_HEADERS, timeout=10).status_code == 200

@@ -16,8 +16,9 @@ new GTT only seconds after creating it, so an emergency flatten sweeps once more
 passed since the first sweep (the position is already flat by then: this wait delays nothing that protects it).
 Such a GTT may even have fired already (the market went through its stop): then its order is the exit, and the
 bracket is recorded PROTECTED by it instead of being flattened a second time (protect.adopt_fired_twin); when the
-GTT list cannot be read, the flatten goes ahead (an open position waits for nothing, and a double exit would show in
-reconciliation as a position bracketflow does not hold).
+GTT list cannot be read, the flatten goes ahead (an open position waits for nothing), unless the order book shows an
+order like the one such a GTT would place: then the step fails and is retried until the GTTs can be read, since a
+flatten as well would open a reverse position.
 
 The same flatten serves the trader's DELETE of a bracket whose entry had (partly) filled (ExitCancelledFill in the
 workflow): exit_reason MANUAL, recorded as ExitRequested + ExitPlaced, with no ProtectionFailed and no alarm.
@@ -26,20 +27,21 @@ workflow): exit_reason MANUAL, recorded as ExitRequested + ExitPlaced, with no P
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 from bracketflow.adapters.broker import get_broker
-from bracketflow.adapters.broker.port import OrderRequest
+from bracketflow.adapters.broker.port import BrokerPort, OrderRequest
 from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.domain.bracket import Bracket, LegOrder
 from bracketflow.domain.enums import BracketStatus, ExitReason, LegRole, OrderStatus
 from bracketflow.domain.events import EmergencyExitPlaced, ExitPlaced, ExitRequested, ProtectionFailed
 from bracketflow.domain.ids import BrokerOrderId, order_tag
-from bracketflow.errors import BrokerError, InvalidStateTransition
+from bracketflow.errors import BrokerError, BrokerUnavailable, InvalidStateTransition
 from bracketflow.observability import logger, metrics
 from bracketflow.services.lifecycle import event, load, requested_exit_reason, retrying
-from bracketflow.services.protect import adopt_fired_twin, delete_leftover_gtts
+from bracketflow.services.protect import adopt_fired_twin, delete_leftover_gtts, sweep_request
 from bracketflow.services.working_entry import settle_before_exit
 from bracketflow.settings import get_settings
 
@@ -91,11 +93,7 @@ def emergency_exit(bracket_id: str, reason: str, exit_reason: ExitReason = ExitR
         logger.warning("GTT sweep before the flatten failed", extra={"bracket_id": bracket_id, "error": exc.message})
     earlier = [o for o in broker.find_orders_by_tag(req.tag) if o.status != "REJECTED"]
     if not earlier and exit_reason is ExitReason.EMERGENCY:
-        try:
-            adopted = adopt_fired_twin(broker, bracket)
-        except BrokerError as exc:  # the GTT list cannot be read: an open position must not wait for it
-            logger.warning("could not look for a fired GTT before flattening", extra={"error": exc.message})
-            adopted = None
+        adopted = _fired_twin_or_none(broker, bracket)
         if adopted is not None:
             return _result(adopted)
     order_id: BrokerOrderId = earlier[0].order_id if earlier else broker.place_order(req)
@@ -113,6 +111,48 @@ def emergency_exit(bracket_id: str, reason: str, exit_reason: ExitReason = ExitR
         time.sleep(get_settings().broker_lookup_window_s)  # a GTT the broker lists late is swept too
         delete_leftover_gtts(bracket)
     return _result(recorded)
+
+
+def _fired_twin_or_none(broker: BrokerPort, bracket: Bracket) -> Bracket | None:
+    """The bracket adopted by a GTT of an earlier protection attempt that already fired (protect.adopt_fired_twin),
+    else None: flatten. Raises (retried) when the GTTs cannot be read and the order book suggests such a GTT fired."""
+    bracket_id = bracket.id
+    try:
+        adopted = adopt_fired_twin(broker, bracket)
+    except BrokerError as exc:  # the GTT list cannot be read: an open position must not wait for it, unless
+        if _twin_child_in_the_book(broker, bracket):  # the order book shows a GTT of ours may have closed it
+            raise BrokerUnavailable(
+                f"bracket {bracket_id}: the broker's GTTs cannot be read ({exc.message}) and its order book shows "
+                "an order like one a GTT of an earlier protection attempt would place: not flattened until "
+                "the GTTs can be read (flattening too would open a reverse position); retried"
+            ) from exc
+        logger.warning(
+            "could not look for a fired GTT before flattening",
+            extra={"bracket_id": bracket_id, "error": exc.message},
+        )
+        adopted = None
+    return adopted
+
+
+def _twin_child_in_the_book(broker: BrokerPort, bracket: Bracket) -> bool:
+    """An untagged order since the fill that looks like a leg of this bracket's protection (instrument, exit side,
+    quantity, LIMIT at its stop-limit or target price), not refused or cancelled unfilled: what a GTT created by a
+    lost create answer places when it fires. Only a reason to wait for the GTT list, never to adopt without it (two
+    brackets with the same levels and quantity place the same orders; the GTT claims tell them apart)."""
+    spec, req = bracket.spec, sweep_request(bracket)
+    prices = {leg.price for leg in req.orders}
+    since = bracket.updated_at - timedelta(seconds=1)  # the broker's timestamps are whole seconds
+    return any(
+        not o.tag
+        and (o.exchange, o.tradingsymbol, o.product) == (spec.exchange.value, spec.symbol, spec.product.value)
+        and o.transaction_type == spec.exit_action.value
+        and o.order_type == "LIMIT"
+        and o.quantity == bracket.entry.filled_quantity
+        and o.price in prices
+        and not (o.status in ("REJECTED", "CANCELLED") and not o.filled_quantity)
+        and (o.order_timestamp is None or o.order_timestamp >= since)
+        for o in broker.orders()
+    )
 
 
 def record_exit_seen(bracket_id: str, order_id: str, tag_map: dict[str, Any]) -> Bracket:

@@ -173,14 +173,14 @@ def leftover_gtts(broker: BrokerPort, bracket: Bracket) -> list[GttReport]:
     """Active GTTs at the broker that may protect this bracket's fill: its recorded one, and any GTT exactly like its
     protection request that no other bracket claims (one an earlier PlaceProtection attempt made and never recorded:
     its answer lost, its Lambda timed out). Raises BrokerError when the broker's GTTs cannot be read."""
-    req = _sweep_request(bracket)
+    req = sweep_request(bracket)
     live = [g for g in broker.gtts() if g.status == "active"]
     recorded = [g for g in live if bracket.gtt_id and str(g.gtt_id) == str(bracket.gtt_id)]
     twins = _unclaimed([g for g in live if g.same_trigger_as(req) and g not in recorded], bracket)
     return recorded + twins
 
 
-def _sweep_request(bracket: Bracket) -> GttRequest:
+def sweep_request(bracket: Bracket) -> GttRequest:
     """The protection request this bracket's fill would have made (what a leftover GTT of it looks like)."""
     fill = bracket.entry.average_price or bracket.stop_price
     percent = get_settings().stop_limit_buffer_percent
@@ -204,7 +204,7 @@ def adopt_fired_twin(broker: BrokerPort, bracket: Bracket) -> Bracket | None:
     bracket is recorded PROTECTED by it (its fill then closes the bracket, as for any GTT) and returned; None when
     there is none."""
     quantity = bracket.entry.filled_quantity
-    req = _sweep_request(bracket)
+    req = sweep_request(bracket)
     fired = _fired_since_fill(_unclaimed([g for g in broker.gtts() if g.status == "triggered"], bracket), bracket, req)
     if fired is None:
         return None

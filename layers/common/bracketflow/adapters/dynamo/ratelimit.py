@@ -168,10 +168,10 @@ class OrderRateLimiter:
                 waited = max(0.0, self._clock() - started)
                 metrics.add_metric(name="OrderRateLimitWait", unit="Milliseconds", value=round(waited * 1000, 1))
                 return Grant(granted_at=slot_ms / 1000, waited_s=waited, send_by=slot_ms / 1000 + self.send_within_s)
-            self.slot_missed(account, late_s)
+            self._slot_missed(account, late_s)
         self._refuse(account, 0.0, timeout_s, why=f"woke too late for {MAX_SLOT_MISSES} slots in a row")
 
-    def slot_missed(self, account: str, late_s: float) -> None:
+    def _slot_missed(self, account: str, late_s: float) -> None:
         """Count and log an order that could not leave within its slot's `send_by` (it books another)."""
         metrics.add_metric(name=metrics_names.ORDER_RATE_SLOT_MISSED, unit="Count", value=1)
         logger.info(

@@ -34,6 +34,11 @@ class PaperConfig:
     # compresses time with a faster one.
     walk_step_bps: float = 2.0
     heartbeat_interval_s: float = 1.0
+    # Kite's order rate limits per API key (0: none): order writes (POST, PUT, DELETE /orders) per second and per
+    # minute, placements per day. Past one, Kite answers 429 "Too many requests" and does nothing.
+    order_rate_per_second: int = 10
+    order_rate_per_minute: int = 400
+    orders_per_day: int = 5000
 
     def __post_init__(self) -> None:
         if self.market not in MARKETS:
@@ -41,6 +46,8 @@ class PaperConfig:
         parse_market_hours(self.market_hours)
         if not self.walk_interval_s > 0 or not self.walk_step_bps > 0:
             raise ValueError("PAPER_WALK_INTERVAL_S and PAPER_WALK_STEP_BPS must be above 0")
+        if min(self.order_rate_per_second, self.order_rate_per_minute, self.orders_per_day) < 0:
+            raise ValueError("PAPER_ORDER_RATE_PER_SECOND, _PER_MINUTE and PAPER_ORDERS_PER_DAY cannot be negative")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PaperConfig:
@@ -58,4 +65,7 @@ class PaperConfig:
             market_hours=env.get("PAPER_MARKET_HOURS", "").strip(),
             walk_interval_s=float(env.get("PAPER_WALK_INTERVAL_S") or 0.2),
             walk_step_bps=float(env.get("PAPER_WALK_STEP_BPS") or 2.0),
+            order_rate_per_second=int(env.get("PAPER_ORDER_RATE_PER_SECOND") or 10),
+            order_rate_per_minute=int(env.get("PAPER_ORDER_RATE_PER_MINUTE") or 400),
+            orders_per_day=int(env.get("PAPER_ORDERS_PER_DAY") or 5000),
         )

@@ -21,6 +21,7 @@ import logging
 import random
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -127,6 +128,55 @@ class RandomWalk:
         return moves
 
 
+class OrderRateLimits:
+    """Kite's order rate limits, per API key: order writes (place, modify, cancel) per second and per minute, and
+    placements per IST day. A write past a limit is refused and counted nowhere. The windows slide (any 1 s, any
+    60 s), which is stricter than Kite's calendar seconds: what passes here passes there."""
+
+    def __init__(self, config: PaperConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.reset()
+
+    def admit(self, api_key: str, placement: bool) -> str | None:
+        """Count one order write and answer None, or name the limit that refuses it."""
+        now = self.clock()
+        writes = self._writes.setdefault(api_key, deque())
+        while writes and writes[0] <= now - 60:
+            writes.popleft()
+        last_second = 0
+        for t in reversed(writes):
+            if t <= now - 1:
+                break
+            last_second += 1
+        day = datetime.fromtimestamp(now, IST).date().isoformat()
+        placed_day, placed = self._placed.get(api_key, (day, 0))
+        placed = placed if placed_day == day else 0
+        refusal = None
+        if self.per_second and last_second >= self.per_second:
+            refusal = f"{self.per_second} orders per second"
+        elif self.per_minute and len(writes) >= self.per_minute:
+            refusal = f"{self.per_minute} orders per minute"
+        elif placement and self.per_day and placed >= self.per_day:
+            refusal = f"{self.per_day} orders per day"
+        if refusal is not None:
+            self.refused += 1
+            return refusal
+        writes.append(now)
+        if placement:
+            self._placed[api_key] = (day, placed + 1)
+        return None
+
+    def reset(self) -> None:
+        """The configured limits, and nothing counted."""
+        self.per_second = self.config.order_rate_per_second
+        self.per_minute = self.config.order_rate_per_minute
+        self.per_day = self.config.orders_per_day
+        self.refused = 0
+        self._writes: dict[str, deque[float]] = {}
+        self._placed: dict[str, tuple[str, int]] = {}  # api key -> (IST date, placements that day)
+
+
 class PaperExchange:
     def __init__(self, config: PaperConfig, instruments: InstrumentMaster | None = None) -> None:
         self.config = config
@@ -137,6 +187,7 @@ class PaperExchange:
             market_hours=parse_market_hours(config.market_hours),
         )
         self.faults = Faults(config.seed)
+        self.order_limits = OrderRateLimits(config)
         self.market = config.market
         self.walk = RandomWalk(self.instruments, config.seed, config.walk_step_bps)
         self.clients: set[TickerClient] = set()
@@ -458,6 +509,7 @@ class PaperExchange:
         self.engine.partial_fills = self.config.partial_fills
         self.market = self.config.market
         self.faults.clear()
+        self.order_limits.reset()
         self.access_tokens = {self.config.access_token}
         self.request_tokens = set()
         self.walk = RandomWalk(self.instruments, self.config.seed, self.config.walk_step_bps)
@@ -504,6 +556,21 @@ async def _tradingsymbol_of(request: web.Request, exchange: PaperExchange) -> st
     return None
 
 
+ORDER_WRITES = frozenset({"POST", "PUT", "DELETE"})
+
+
+def _over_order_rate(request: web.Request, exchange: PaperExchange) -> web.Response | None:
+    """Kite's answer to an order write past the rate limits (429, nothing done), or None when it may go on."""
+    if request.method not in ORDER_WRITES or not request.path.startswith("/orders/"):
+        return None
+    api_key = request.headers.get("Authorization", "").removeprefix("token ").split(":", 1)[0]
+    refusal = exchange.order_limits.admit(api_key, placement=request.method == "POST")
+    if refusal is None:
+        return None
+    log.info("rate limit: %s %s refused, over %s", request.method, request.path, refusal)
+    return error("Too many requests", "NetworkException", 429)
+
+
 async def _hold_answer(request: web.Request, exchange: PaperExchange, rule: FaultRule) -> None:
     """The timeout fault: the work is done, but the answer waits until the client gives up or time runs out."""
     log.info("fault: holding the answer to %s %s for up to %ss", request.method, request.path, rule.seconds)
@@ -540,6 +607,9 @@ async def kite_middleware(request: web.Request, handler: Handler) -> web.StreamR
             if exchange.in_outage(path):
                 log.info("fault: outage, %s %s refused", request.method, path)
                 return error("Something went wrong at the exchange.", "GeneralException", 500)
+            refused = _over_order_rate(request, exchange)
+            if refused is not None:
+                return refused
             symbol = await _tradingsymbol_of(request, exchange)
             rule = exchange.faults.take(
                 {"http_500", "http_429"}, path=path, method=request.method, tradingsymbol=symbol
@@ -927,6 +997,8 @@ async def control_state(request: web.Request) -> web.Response:
         {str(token): mode for token, mode in client.modes.items()} for client in exchange.clients
     ]
     state["faults"] = [r.as_dict() for r in exchange.faults.rules]
+    # Order writes refused for Kite's rate limits (429) since the start or the last reset.
+    state["rate_limited"] = exchange.order_limits.refused
     # What slow_visibility still keeps out of GET answers, so a test can wait until the books show everything.
     state["hidden"] = sum(1 for kind, object_id in list(exchange.hidden) if not exchange.visible(kind, object_id))
     return web.Response(text=dumps({"status": "success", "data": state}), content_type="application/json")
@@ -971,9 +1043,22 @@ async def control_config(request: web.Request) -> web.Response:
         exchange.market = body["market"]
     if "partial_fills" in body:
         exchange.engine.partial_fills = bool(body["partial_fills"])
-    return web.json_response(
-        {"status": "success", "data": {"market": exchange.market, "partial_fills": exchange.engine.partial_fills}}
-    )
+    limits = exchange.order_limits
+    fields = {"order_rate_per_second": "per_second", "order_rate_per_minute": "per_minute", "orders_per_day": "per_day"}
+    for name, attribute in fields.items():
+        if name in body:
+            value = body[name]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise KiteError(f"{name} must be a whole number, 0 for no limit.")
+            setattr(limits, attribute, value)
+    data = {
+        "market": exchange.market,
+        "partial_fills": exchange.engine.partial_fills,
+        "order_rate_per_second": limits.per_second,
+        "order_rate_per_minute": limits.per_minute,
+        "orders_per_day": limits.per_day,
+    }
+    return web.json_response({"status": "success", "data": data})
 
 
 async def control_replay(request: web.Request) -> web.Response:

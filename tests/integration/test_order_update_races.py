@@ -429,3 +429,17 @@ def test_a_filled_entry_whose_workflow_fails_for_good_stays_filled_for_reconcili
     after = bracket(bracket_id)
     assert after.status.value == "ENTRY_FILLED"
     assert event_types(bracket_id)[-1] == "WorkflowFailed"
+
+
+@pytest.mark.parametrize("error", ["BrokerRateLimited", "RateLimited"])
+def test_an_entry_refused_for_rate_until_its_retries_ran_out_fails_as_never_placed(world, error):
+    from bracketflow.services.lifecycle import record_failure
+
+    # Given an entry the broker (429) or our own order limiter refused each time PlaceEntry tried: no order was sent
+    bracket_id = registered_bracket("acc_rate")
+    # When the workflow records its failure
+    record_failure(bracket_id, error, "Too many requests", "entry")
+    # Then the bracket fails, nothing to review: a refusal for rate comes before the broker acts
+    after = bracket(bracket_id)
+    assert (after.status.value, after.entry.status.value) == ("FAILED", "FAILED")
+    assert world.state()["orders"] == []

@@ -259,11 +259,14 @@ def test_concurrent_callers_at_one_instant_share_one_bucket(served_table):
 def test_limits_come_from_settings(table, monkeypatch):
     monkeypatch.setenv("ORDER_RATE_LIMIT_PER_SECOND", "3")
     monkeypatch.setenv("ORDER_RATE_LIMIT_PER_MINUTE", "100")
+    monkeypatch.setenv("BROKER_ORDER_RATE_LIMIT_PER_SECOND", "5")
+    monkeypatch.setenv("ORDER_SEND_WITHIN_S", "0.25")
     from bracketflow.settings import get_settings
 
     get_settings.cache_clear()
     limiter = OrderRateLimiter.from_settings()
-    assert [lim.limit for lim in limiter.limits] == [3, 100]
+    assert limiter.limits == (RateLimit(3, 1.0), RateLimit(100, 60.0), RateLimit(5, 1.5))
+    assert limiter.send_within_s == 0.25
     for _ in range(3):
         limiter.acquire("acct9", timeout_s=0)
     assert table.get_item(Key={"pk": "RATELIMIT#acct9", "sk": "BUCKET"})["Item"]["version"] == 3
@@ -373,3 +376,117 @@ def test_concurrent_waiting_callers_each_book_their_own_slot_within_the_limits(s
     assert sorted(booked(limiter._table())) == sorted(slots)
     # and each booked with one write, however many booked at the same moment
     assert len(bookings) == 40
+
+
+# ---- slots are kept at the moment of sending ----------------------------------------------------------------------
+
+WITH_BROKER_GUARD = (PER_SECOND, PER_MINUTE, RateLimit(10, 1.25))  # Kite's 10/s, 0.125 s to send within
+
+
+class LateWaker(FakeClock):
+    """A busy process: each sleep overruns by the next of `overruns` (then by nothing)."""
+
+    def __init__(self, overruns: list[float]) -> None:
+        super().__init__()
+        self.overruns = list(overruns)
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds + (self.overruns.pop(0) if self.overruns else 0.0))
+
+
+def test_orders_sent_a_little_after_their_slots_never_exceed_the_brokers_second():
+    # Given 16 orders at one instant, the first 8 of which leave 0.2 s after their slot (a slow process), the rest
+    # on time: by the account's own limit alone, 8 slots at t and 8 at t + 1 s
+    t = 1_000_000
+    unguarded = schedule([], [(t, t + 10_000)] * 16, KITE_DEFAULTS)
+    sent = [s + 200 for s in unguarded[:8]] + list(unguarded[8:])
+    # Then 16 would reach the broker within one second, as the alert-burst benchmark saw
+    assert max_in_window([s / 1000 for s in sent], 1.0) == 16
+    # While with the broker's limit held over 1 s + twice the send-within time, at most its 10 do
+    guarded = schedule([], [(t, t + 10_000)] * 16, WITH_BROKER_GUARD)
+    sent = [s + 200 for s in guarded[:8]] + list(guarded[8:])  # type: ignore[operator]
+    assert max_in_window([s / 1000 for s in sent], 1.0) <= 10
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(min_value=0, max_value=1_500), st.integers(min_value=0, max_value=250)),
+        min_size=1,
+        max_size=120,
+    )
+)
+def test_no_second_at_the_broker_holds_more_than_its_limit_when_orders_leave_within_their_slots(requests_):
+    # Given requests at arbitrary times, each reaching the broker up to 0.25 s after its slot (0.125 s to wake and
+    # send, as much again on the way)
+    t, asks = 0, []
+    for gap, _ in requests_:
+        t += gap
+        asks.append((t, t + 100_000))
+    slots = schedule([], asks, WITH_BROKER_GUARD)
+    arrivals = [slot + late for slot, (_, late) in zip(slots, requests_, strict=True) if slot is not None]
+    # Then no 1 s window at the broker holds more than Kite's 10, and our own slots keep our 8 per second
+    assert max_in_window([a / 1000 for a in arrivals], 1.0) <= 10
+    assert max_in_window([s / 1000 for s in slots if s is not None], 1.0) <= 8
+
+
+def test_the_broker_guard_keeps_the_steady_rate_at_our_own_limit():
+    # Given 100 orders at one instant: by our 8/s alone, the last slot is 12 s later
+    slots = schedule([], [(0, 100_000)] * 100, WITH_BROKER_GUARD)
+    # Then with the broker guard it is 12.25 s: the same 8 per second, only the second second's burst is smaller
+    assert slots[:16] == [0] * 8 + [1000] * 2 + [1250] * 6
+    assert slots[-1] == 12_250
+
+
+def test_a_grant_says_when_the_order_must_have_left(table):
+    clock = FakeClock()
+    limiter = OrderRateLimiter(8, 350, broker_per_second=10, send_within_s=0.125, clock=clock, sleep=clock.sleep)
+    grant = limiter.acquire("acct1")
+    assert grant.send_by == pytest.approx(grant.granted_at + 0.125)
+    assert limiter.limits == WITH_BROKER_GUARD
+
+
+def test_a_caller_that_wakes_past_its_send_by_books_a_new_slot(table):
+    # Given this second's 8 slots taken, and a caller whose sleep to the next slot overruns by 0.3 s
+    clock = LateWaker([0.3])
+    now_ms = int(clock.now * 1000)
+    table.put_item(Item={"pk": bucket_pk("acct1"), "sk": "BUCKET", "version": 8, "settled": [now_ms] * 8})
+    limiter = OrderRateLimiter(8, 350, broker_per_second=10, clock=clock, sleep=clock.sleep)
+    # When it asks
+    grant = limiter.acquire("acct1", timeout_s=5.0)
+    # Then it does not go on the slot it missed (t + 1 s) but on a new one when it woke (t + 1.3 s)
+    assert grant.granted_at == pytest.approx(now_ms / 1000 + 1.3)
+    assert grant.send_by == pytest.approx(now_ms / 1000 + 1.425)
+    # and the missed slot stays spent: no other order can be sent on it late
+    assert sorted(booked(table)) == pytest.approx(sorted([now_ms / 1000] * 8 + [now_ms / 1000 + 1.0, grant.granted_at]))
+
+
+def slow_calls(table, clock: FakeClock, seconds: float, *operations: str) -> None:
+    """Each of these DynamoDB operations takes `seconds` on the clock (a loaded process, a slow network)."""
+    for operation in operations:
+        table.meta.client.meta.events.register(f"before-call.dynamodb.{operation}", lambda **_: clock.sleep(seconds))
+
+
+def test_a_booking_slower_than_the_send_within_time_is_refused_and_sends_nothing(table):
+    # Given a process whose booking writes take 0.3 s, though its reads are quick
+    clock = FakeClock()
+    limiter = OrderRateLimiter(8, 350, clock=clock, sleep=clock.sleep)
+    slow_calls(limiter._table(), clock, 0.3, "UpdateItem")
+    # When it asks for a slot, each slot it books is 0.3 s gone before it knows it
+    with pytest.raises(RateLimited) as refused:
+        limiter.acquire("acct1", timeout_s=5.0)
+    # Then after three it gives up: RateLimited, retried by its workflow, and no order went late
+    assert "woke too late for 3 slots in a row" in refused.value.message
+
+
+def test_a_booking_asks_for_a_slot_as_far_ahead_as_its_look_took(table):
+    # Given a process whose reads and writes both take 0.3 s
+    clock = FakeClock()
+    start = clock.now
+    limiter = OrderRateLimiter(8, 350, clock=clock, sleep=clock.sleep)
+    slow_calls(limiter._table(), clock, 0.3, "GetItem", "UpdateItem")
+    # When it asks for a slot
+    grant = limiter.acquire("acct1", timeout_s=5.0)
+    # Then the slot it books is when its write is done, not when it started: the first one is kept
+    assert grant.granted_at == pytest.approx(start + 0.6)
+    assert len(booked(table)) == 1

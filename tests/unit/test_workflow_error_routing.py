@@ -262,6 +262,17 @@ def test_a_functions_timeout_is_below_its_states_timeout(where, state, function,
     )
 
 
+@pytest.mark.parametrize(("where", "state", "function", "callback"), TASKS, ids=[t[0] for t in TASKS])
+def test_no_retrier_is_shadowed_by_an_earlier_one(where, state, function, callback):
+    # Step Functions applies the first retrier that names the error: a later one naming it too never runs (PlaceEntry's
+    # own patient RateLimited retrier did not, behind the general one)
+    first: dict[str, int] = {}
+    for index, retrier in enumerate(state.get("Retry") or []):
+        for error in retrier["ErrorEquals"]:
+            assert error not in first, f"{where}: {error} in retrier {index} is shadowed by retrier {first[error]}"
+            first[error] = index
+
+
 def test_the_scan_sees_the_errors_that_bit_us():
     # the account-wide order limiter's error, raised in adapters/dynamo/ratelimit.py
     assert "RateLimited" in errors_of("EmergencyExitFunction")

@@ -48,6 +48,7 @@ EXIT_RETRIES = "ExitRetries"  # an exit attempt failed and another was queued (i
 BROKER_ERRORS = "BrokerErrors"  # every failed broker HTTP attempt (retries count); no extra dimension
 ORDER_RATE_LIMIT_WAIT = "OrderRateLimitWait"  # milliseconds a placement waited for the account-wide limiter
 ORDER_RATE_LIMITED = "OrderRateLimited"
+ORDER_RATE_SLOT_MISSED = "OrderRateSlotMissed"  # an order still unsent past its slot's send-by took another
 
 BROKER_SESSION_MISSING = "BrokerSessionMissing"  # pre-market check: 1 = no working Kite session, 0 = verified
 

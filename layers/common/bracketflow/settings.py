@@ -38,6 +38,10 @@ class BrokerSettings(_Base):
     broker_timeout_s: float = Field(5.0, alias="BROKER_TIMEOUT_S")
     order_rate_per_second: int = Field(8, alias="ORDER_RATE_LIMIT_PER_SECOND")
     order_rate_per_minute: int = Field(350, alias="ORDER_RATE_LIMIT_PER_MINUTE")
+    # The broker's own order limit per second (Kite: 10; 0: none) and how late after its slot an order may still
+    # leave: together they keep the orders that reach the broker in any 1 s within its limit (see ratelimit.py).
+    broker_order_rate_per_second: int = Field(10, ge=0, alias="BROKER_ORDER_RATE_LIMIT_PER_SECOND")
+    order_send_within_s: float = Field(0.125, gt=0, le=1, alias="ORDER_SEND_WITHIN_S")
     # broker_timeout_s is the read timeout; connecting should be quick or not at all.
     broker_connect_timeout_s: float = Field(3.05, alias="BROKER_CONNECT_TIMEOUT_S")
     broker_max_attempts: int = Field(4, alias="BROKER_MAX_ATTEMPTS")

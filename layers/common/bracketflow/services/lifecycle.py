@@ -801,8 +801,11 @@ def store_exit_token(bracket_id: str, token: str) -> dict[str, Any]:
 
 # ---------- a step that failed for good ----------
 
-# Failures before any order exists: the bracket can simply fail (nothing at the broker to look after).
-_NOTHING_PLACED = frozenset({"SessionExpired", "BrokerRejected", "BrokerRateLimited", "ValidationFailed", "NotFound"})
+# Failures before any order exists: the bracket can simply fail (nothing at the broker to look after). A refusal for
+# rate, the broker's (429) or our own limiter's, comes before the order is sent.
+_NOTHING_PLACED = frozenset(
+    {"SessionExpired", "BrokerRejected", "BrokerRateLimited", "RateLimited", "ValidationFailed", "NotFound"}
+)
 
 
 def record_failure(bracket_id: str, error: str, cause: str, step: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 `get_broker()` builds the configured broker once per settings object: BROKER=kite talks to Kite with the trader's
 stored session; BROKER=paper talks to the local paper exchange, which speaks the same Kite v3 API, and is refused
 anywhere it could reach the real broker or its credentials (endpoints.check_paper_safety). Order-placing calls take
-a token from the account-wide DynamoDB rate limiter first.
+a slot from the account-wide DynamoDB rate limiter first and leave no later than it allows.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def _build(settings: Any) -> KiteBroker:
     credentials = credentials_provider(settings)
     limiter = OrderRateLimiter.from_settings()
 
-    def take_order_token() -> None:
-        limiter.acquire(settings.broker_account, timeout_s=settings.order_rate_wait_s)
+    def take_order_token() -> float:
+        return limiter.acquire(settings.broker_account, timeout_s=settings.order_rate_wait_s).send_by
 
     return KiteBroker(
         settings.broker_base_url,

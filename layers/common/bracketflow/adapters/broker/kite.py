@@ -12,6 +12,9 @@ Rules this adapter keeps, because real money rides on them:
   unknown. The caller's retry (the workflow's, seconds later) looks again before it places anything, so a request
   is made twice only if the broker shows it later than the window;
 - MARKET and SL-M orders always carry `market_protection`;
+- order calls (place, modify, cancel) go in a slot of the account-wide rate limiter (`order_throttle`), and leave
+  no later than that slot allows: a call that is still here past its `send_by` (a slow thread, a credentials read)
+  takes a new slot instead, so late orders never bunch up on top of the next second's at the broker;
 - broker errors become the named exceptions in bracketflow.errors; an expired session says "log in again".
 """
 
@@ -51,6 +54,7 @@ from bracketflow.errors import (
     BrokerRejected,
     BrokerTimeout,
     BrokerUnavailable,
+    RateLimited,
     SessionExpired,
 )
 from bracketflow.observability import logger, metrics, subsegment
@@ -91,6 +95,20 @@ class BrokerUnreachable(BrokerUnavailable):
 
 
 _NeverSent = BrokerUnreachable
+
+# An order call whose slot has passed before it could leave takes a new one; after this many it is refused.
+MAX_SLOT_MISSES = 3
+
+# What an order throttle returns: the Unix time by which the order must leave on its slot (None: any time).
+OrderThrottle = Callable[[], float | None]
+
+
+class _SlotMissed(Exception):
+    """The order's rate-limit slot passed before the request left: nothing was sent, so a new slot is taken."""
+
+    def __init__(self, late_s: float) -> None:
+        super().__init__(f"{late_s:.3f}s past the slot's send-by time")
+        self.late_s = late_s
 
 
 def error_from_response(http_status: int, body: Any) -> BrokerError:
@@ -275,10 +293,11 @@ class KiteBroker:
         market_protection: Decimal = Decimal("5"),
         lookup_pause_s: float = 0.5,
         lookup_window_s: float = 3.0,
-        order_throttle: Callable[[], object] | None = None,
+        order_throttle: OrderThrottle | None = None,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._credentials = credentials
@@ -293,6 +312,7 @@ class KiteBroker:
         self._session = session or requests.Session()
         self._sleep = sleep
         self._jitter = jitter
+        self._clock = clock
 
     # ---- orders -------------------------------------------------------------------------------------------------
 
@@ -305,9 +325,8 @@ class KiteBroker:
         attempt = 0
         while True:
             attempt += 1
-            self._throttle()
             try:
-                data = self._send("POST", path, form=form)
+                data = self._send("POST", path, form=form, throttled=True)
                 return BrokerOrderId(str(data["order_id"]))
             except (BrokerRateLimited, _NeverSent) as exc:
                 # Refused before acting: repeating is safe.
@@ -568,9 +587,8 @@ class KiteBroker:
             error_type=cause.error_type,
         ) from unreadable
 
-    def _throttle(self) -> None:
-        if self._order_throttle is not None:
-            self._order_throttle()
+    def _throttle(self) -> float | None:
+        return self._order_throttle() if self._order_throttle is not None else None
 
     def _retrying(
         self,
@@ -585,10 +603,8 @@ class KiteBroker:
         attempt = 0
         while True:
             attempt += 1
-            if throttled:
-                self._throttle()
             try:
-                return self._send(method, path, form=form, query=query)
+                return self._send(method, path, form=form, query=query, throttled=throttled)
             except (BrokerRateLimited, BrokerUnavailable, BrokerTimeout) as exc:
                 if attempt >= self._max_attempts:
                     raise
@@ -613,28 +629,59 @@ class KiteBroker:
         *,
         form: dict[str, str] | None = None,
         query: dict[str, Any] | None = None,
+        throttled: bool = False,
+    ) -> Any:
+        """One call; an order call (`throttled`) first takes its rate-limit slot, and a new one each time it could
+        not leave by its slot's send-by time (RateLimited after MAX_SLOT_MISSES: nothing was sent)."""
+        if not throttled:
+            return self._send_in_session(method, path, None, form=form, query=query)
+        for _ in range(MAX_SLOT_MISSES):
+            send_by = self._throttle()
+            try:
+                return self._send_in_session(method, path, send_by, form=form, query=query)
+            except _SlotMissed as missed:
+                metrics.add_metric(name=metrics_names.ORDER_RATE_SLOT_MISSED, unit="Count", value=1)
+                logger.info(
+                    "order call missed its rate-limit slot, taking another",
+                    extra={"call": f"{method} {_path_of(path)}", "late_s": round(missed.late_s, 3)},
+                )
+        raise RateLimited(
+            f"{method} {path} could not leave within its order rate-limit slot {MAX_SLOT_MISSES} times; not sent"
+        )
+
+    def _send_in_session(
+        self,
+        method: str,
+        path: str,
+        send_by: float | None,
+        *,
+        form: dict[str, str] | None = None,
+        query: dict[str, Any] | None = None,
     ) -> Any:
         """One call, plus one repeat after a TokenException if the stored session has changed since we cached it."""
         creds = self._credentials(False)
         try:
-            return self._send_once(method, path, creds, form=form, query=query)
+            return self._send_once(method, path, creds, send_by, form=form, query=query)
         except SessionExpired:
             fresh = self._credentials(True)
             if fresh == creds:
                 raise
             # The broker refused the stale token before acting, so this repeat is safe even for a placement.
-            return self._send_once(method, path, fresh, form=form, query=query)
+            return self._send_once(method, path, fresh, send_by, form=form, query=query)
 
     def _send_once(
         self,
         method: str,
         path: str,
         creds: KiteCredentials,
+        send_by: float | None = None,
         *,
         form: dict[str, str] | None = None,
         query: dict[str, Any] | None = None,
     ) -> Any:
         headers = {"X-Kite-Version": KITE_VERSION, "Authorization": f"token {creds.api_key}:{creds.access_token}"}
+        if send_by is not None and (now := self._clock()) > send_by:  # the last moment before the request leaves
+            raise _SlotMissed(now - send_by)
         try:
             return send_kite_request(self._session, method, self._base_url + path, headers, self._timeout, form, query)
         except BrokerError:

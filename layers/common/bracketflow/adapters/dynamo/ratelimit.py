@@ -7,6 +7,14 @@ refills continuously: a bucket of 8 refilled at 8/s lets 8 + 8 = 16 orders into 
 which is exactly what the broker punishes. Here no window of `window_s` ever holds more than `limit` grants, and a
 burst of `limit` (an 8-leg batch) still goes out at once.
 
+A slot is a promise about when the order reaches the broker, not only when the caller wakes: a caller that wakes
+late (a busy process, a slow thread) and sends then lands in the next window on top of that window's own orders. So
+each grant carries a `send_by` (the slot plus `send_within_s`); the caller sends no later than that or books again
+(`acquire` does so itself when it wakes too late, and the broker adapter checks once more right before sending).
+With a broker limit configured, a third limit keeps any window of 1 s + 2 x `send_within_s` (one share for waking
+late, one for the way to the broker) within the broker's per-second limit: the orders that reach the broker in any
+1 s then came from slots inside such a window. At 8/s ours and 10/s Kite's with 0.125 s, both come to 8/s steady.
+
 A caller reserves a slot and sleeps until it. Slots are given in order, like a queue: each is at or after every
 earlier one and at least `window_s` after the limit-th latest, so any `limit` + 1 consecutive grants span a full
 window (`next_slot`). The booking is one atomic append, which never fails and never has to be repeated: the caller
@@ -33,6 +41,7 @@ from typing import Any, NoReturn
 
 from botocore.exceptions import ClientError
 
+from bracketflow import metrics_names
 from bracketflow.adapters.aws import resource
 from bracketflow.errors import RateLimited
 from bracketflow.observability import logger, metrics
@@ -41,6 +50,9 @@ from bracketflow.settings import get_settings
 BUCKET_SK = "BUCKET"
 COMPACT_AT = 32  # fold the appended requests into `settled` once there are this many
 CLOCK_MARGIN_MS = 5_000  # a settled slot is kept this much past the longest window, for callers whose clock lags
+DEFAULT_SEND_WITHIN_S = 0.125  # how late after its slot an order may still leave
+MAX_LEAD_MS = 1_000  # the most a booking asks for a slot ahead of now (see _book)
+MAX_SLOT_MISSES = 3  # slots a caller may wake too late for before it is refused (RateLimited: nothing was sent)
 
 
 def bucket_pk(account: str) -> str:
@@ -100,6 +112,7 @@ def decide(grants: Sequence[int], now_ms: int, limits: Sequence[RateLimit]) -> D
 class Grant:
     granted_at: float  # Unix seconds, as stamped in the bucket
     waited_s: float
+    send_by: float  # Unix seconds: the order must leave by then, or book a new slot
 
 
 class OrderRateLimiter:
@@ -110,12 +123,17 @@ class OrderRateLimiter:
         per_second: int,
         per_minute: int,
         *,
+        broker_per_second: int | None = None,
+        send_within_s: float = DEFAULT_SEND_WITHIN_S,
         table_name: str | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self.limits = (RateLimit(per_second, 1.0), RateLimit(per_minute, 60.0))
+        self.limits: tuple[RateLimit, ...] = (RateLimit(per_second, 1.0), RateLimit(per_minute, 60.0))
+        if broker_per_second:
+            self.limits += (RateLimit(broker_per_second, 1.0 + 2 * send_within_s),)
+        self.send_within_s = send_within_s
         self._table_name = table_name
         self._clock = clock
         self._sleep = sleep
@@ -124,29 +142,63 @@ class OrderRateLimiter:
     @classmethod
     def from_settings(cls) -> OrderRateLimiter:
         settings = get_settings()
-        return cls(settings.order_rate_per_second, settings.order_rate_per_minute, table_name=settings.table_name)
+        return cls(
+            settings.order_rate_per_second,
+            settings.order_rate_per_minute,
+            broker_per_second=settings.broker_order_rate_per_second,
+            send_within_s=settings.order_send_within_s,
+            table_name=settings.table_name,
+        )
 
     def _table(self) -> Any:
         return resource("dynamodb").Table(self._table_name or get_settings().table_name)
 
     def acquire(self, account: str, timeout_s: float = 5.0) -> Grant:
         """Book the next order slot for `account` and sleep until it; RateLimited (no slot taken) if it is more than
-        `timeout_s` away."""
-        table = self._table()
-        key = {"pk": bucket_pk(account), "sk": BUCKET_SK}
+        `timeout_s` away. A caller that wakes past its slot's `send_by` books again (the missed slot stays spent)."""
         started = self._clock()
         deadline_ms = int((started + timeout_s) * 1000)
+        for _ in range(MAX_SLOT_MISSES):
+            slot_ms = self._book(account, deadline_ms, timeout_s)
+            wait_s = slot_ms / 1000 - self._clock()
+            if wait_s > 0:
+                self._sleep(wait_s)
+            late_s = self._clock() - slot_ms / 1000
+            if late_s <= self.send_within_s:
+                waited = max(0.0, self._clock() - started)
+                metrics.add_metric(name="OrderRateLimitWait", unit="Milliseconds", value=round(waited * 1000, 1))
+                return Grant(granted_at=slot_ms / 1000, waited_s=waited, send_by=slot_ms / 1000 + self.send_within_s)
+            self._slot_missed(account, late_s)
+        self._refuse(account, 0.0, timeout_s, why=f"woke too late for {MAX_SLOT_MISSES} slots in a row")
+
+    def _slot_missed(self, account: str, late_s: float) -> None:
+        """Count and log an order that could not leave within its slot's `send_by` (it books another)."""
+        metrics.add_metric(name=metrics_names.ORDER_RATE_SLOT_MISSED, unit="Count", value=1)
+        logger.info(
+            "order rate limit: woke too late for the slot, booking another",
+            extra={"account": account, "late_s": round(late_s, 3), "send_within_s": self.send_within_s},
+        )
+
+    def _book(self, account: str, deadline_ms: int, timeout_s: float) -> int:
+        """Book one slot (Unix ms) no later than `deadline_ms` (or now, if a slot is free now), or raise RateLimited."""
+        table = self._table()
+        key = {"pk": bucket_pk(account), "sk": BUCKET_SK}
         # A look first: when the next slot is already too far, refuse without writing anything.
+        looked_at = self._clock()
         item = table.get_item(Key=key, ConsistentRead=True).get("Item") or {}
         now_ms = int(self._clock() * 1000)
         slot_ms = next_slot(given_slots(item, self.limits), now_ms, self.limits)
         if slot_ms > max(now_ms, deadline_ms):  # a free slot now is always taken
             self._refuse(account, (slot_ms - now_ms) / 1000, timeout_s)
-        now_ms = int(self._clock() * 1000)
+        # The earliest slot asked for is as far ahead as the look took: the booking write takes about as long, and a
+        # slot that has passed by the time the caller knows it would be sent late.
+        lead_ms = min(int((self._clock() - looked_at) * 1000), MAX_LEAD_MS)
+        arrival_ms = int(self._clock() * 1000) + lead_ms
+        latest_ms = max(arrival_ms, deadline_ms)
         item = table.update_item(
             Key=key,
             UpdateExpression="SET grants = list_append(if_not_exists(grants, :none), :me) ADD version :one",
-            ExpressionAttributeValues={":none": [], ":me": [{"t": now_ms, "d": max(now_ms, deadline_ms)}], ":one": 1},
+            ExpressionAttributeValues={":none": [], ":me": [{"t": arrival_ms, "d": latest_ms}], ":one": 1},
             ReturnValues="ALL_NEW",
         )["Attributes"]
         mine = schedule(_settled(item), _requests(item), self.limits)[-1]
@@ -155,12 +207,7 @@ class OrderRateLimiter:
         if mine is None:  # others booked the slots we saw between our look and our append
             slot_ms = next_slot(given_slots(item, self.limits), now_ms, self.limits)
             self._refuse(account, (slot_ms - now_ms) / 1000, timeout_s)
-        wait_s = mine / 1000 - self._clock()
-        if wait_s > 0:
-            self._sleep(wait_s)
-        waited = max(0.0, self._clock() - started)
-        metrics.add_metric(name="OrderRateLimitWait", unit="Milliseconds", value=round(waited * 1000, 1))
-        return Grant(granted_at=mine / 1000, waited_s=waited)
+        return mine
 
     def _compact(self, table: Any, key: dict[str, str], item: dict[str, Any], now_ms: int) -> None:
         """Fold the appended requests into `settled` and drop what has left the longest window. Best effort: if
@@ -183,16 +230,16 @@ class OrderRateLimiter:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
 
-    def _refuse(self, account: str, next_slot_in_s: float, timeout_s: float) -> NoReturn:
+    def _refuse(self, account: str, next_slot_in_s: float, timeout_s: float, why: str = "") -> NoReturn:
         metrics.add_metric(name="OrderRateLimited", unit="Count", value=1)
         logger.warning(
             "order rate limit: no slot in time",
             extra={"account": account, "next_slot_in_s": round(next_slot_in_s, 3), "timeout_s": timeout_s},
         )
+        reason = why or f"next slot in {next_slot_in_s:.2f}s, more than the {timeout_s:.2f}s we may wait"
         raise RateLimited(
             f"order rate limit for broker account {account!r} reached "
-            f"({self.limits[0].limit}/s, {self.limits[1].limit}/min): next slot in {next_slot_in_s:.2f}s, "
-            f"more than the {timeout_s:.2f}s we may wait"
+            f"({self.limits[0].limit}/s, {self.limits[1].limit}/min): {reason}"
         )
 
 

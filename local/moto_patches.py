@@ -91,7 +91,7 @@ class MotoPatches:
         batch, most of the DynamoDB server's time on the local stack (and held under the DynamoDB lock and the GIL).
         For these operations moto's result is already the JSON body (attribute values are {"S": ...} maps); only
         timestamps (stream records' ApproximateCreationDateTime) and binary values need moto's encoding, and unset
-        members are left out, as its serializer does. tests/integration/test_local_dynamodb_json.py compares both
+        members are left out, as its serializer does. tests/local/test_local_dynamodb_fast_paths.py compares both
         bodies. Errors (a cancelled transaction's reasons, a failed condition) still go through moto's serializer.
         """
         from moto.dynamodb.responses import DynamoHandler
@@ -280,7 +280,7 @@ def items_sized_once() -> Any:
     """moto builds an item attribute by attribute, and each insertion re-sums the size of every attribute already in
     it to enforce DynamoDB's 400 KB limit: quadratic in the attributes, ~2 ms of an alert's CPU for the bracket's
     ~30-attribute items. Sizes only add up, so summing once over the finished item refuses exactly the items moto's
-    running check refuses (tests/integration/test_local_dynamodb_fast_paths.py). Returns what puts moto's back."""
+    running check refuses (tests/local/test_local_dynamodb_fast_paths.py). Returns what puts moto's back."""
     from moto.dynamodb.exceptions import ItemSizeTooLarge
     from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
     from moto.dynamodb.models.utilities import bytesize

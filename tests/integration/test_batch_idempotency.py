@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from test_batch_support import (  # noqa: F401
+
+from tests.support.batch import (  # noqa: F401
     LONG_CALL,
     SHORT_PUT,
     batch_aws,
@@ -23,7 +24,7 @@ from test_batch_support import (  # noqa: F401
     leg,
     post_batch,
 )
-from test_intake_support import aws, other_trader, trader  # noqa: F401
+from tests.support.intake import aws, other_trader, trader  # noqa: F401
 
 
 def states(env):

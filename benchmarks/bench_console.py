@@ -74,7 +74,7 @@ def run() -> dict[str, Any]:
     stack = start_stack()
     api_key = stack.config.local_api_key
     try:
-        from tests.stack_support import paper
+        from tests.support.stack import paper
 
         paper(stack, "config", {"market": "manual"})
         bracket_id = _place(stack, api_key)

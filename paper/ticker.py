@@ -70,16 +70,16 @@ def snapshot_from_quote(instrument: Instrument, quote: Quote) -> TickSnapshot:
         last_qty=quote.last_qty,
         average_price=to_paise(quote.ltp),
         volume=quote.volume,
-        buy_qty=sum(q for _, q, _ in bids),
-        sell_qty=sum(q for _, q, _ in asks),
+        buy_qty=sum(level.quantity for level in bids),
+        sell_qty=sum(level.quantity for level in asks),
         open=to_paise(quote.open),
         high=to_paise(quote.high),
         low=to_paise(quote.low),
         close=to_paise(quote.close),
         last_trade_time=epoch,
         exchange_time=epoch,
-        bids=tuple((q, to_paise(p), n) for p, q, n in bids),
-        asks=tuple((q, to_paise(p), n) for p, q, n in asks),
+        bids=tuple((level.quantity, to_paise(level.price), level.orders) for level in bids),
+        asks=tuple((level.quantity, to_paise(level.price), level.orders) for level in asks),
     )
 
 

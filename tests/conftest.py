@@ -6,6 +6,9 @@ import os
 
 import pytest
 
+# The shared helpers assert too: pytest explains their failures as it does a test's (it rewrites test_*.py only).
+pytest.register_assert_rewrite("tests.support")
+
 # Fake credentials and a fixed region for every test, set before anything builds a boto3 client.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")

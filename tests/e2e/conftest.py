@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from local.stack import DEV_ACCOUNT_ID, LocalStack, StackConfig
-from tests.stack_support import paper, quote
+from tests.support.stack import paper, quote
 
 E2E_API_KEY = "e2e-dev-key"
 

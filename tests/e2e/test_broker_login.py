@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from local.stack import LocalStack, StackConfig
-from tests.stack_support import wait_for
+from tests.support.stack import wait_for
 
 pytestmark = pytest.mark.xdist_group("stack")
 

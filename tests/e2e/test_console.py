@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from local.stack import LocalStack
 from tests.e2e.conftest import E2E_API_KEY
 from tests.e2e.firefox import FIREFOX, firefox_page
-from tests.stack_support import bracket, quote, run_reconcile, wait_for
+from tests.support.stack import bracket, quote, run_reconcile, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"

@@ -17,7 +17,7 @@ import requests
 
 from local.demo import EXIT_CLOSED, EXIT_TIMEOUT, EXIT_UNREACHABLE, DemoConfig, run
 from local.stack import LocalStack, free_port
-from tests.stack_support import get_bracket, quote, wait_for
+from tests.support.stack import get_bracket, quote, wait_for
 
 BOUND_S = 90  # an upper bound for a slow machine, never a timing assertion
 

@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from local.stack import LocalStack
-from tests.stack_support import get_bracket, paper, quote, wait_for
+from tests.support.stack import get_bracket, paper, quote, wait_for
 
 BOUND_S = 90  # an upper bound for a slow machine, never a timing assertion
 

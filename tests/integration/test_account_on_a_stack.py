@@ -21,12 +21,12 @@ import pytest
 import requests
 import yaml
 from moto.server import ThreadedMotoServer
-from test_intake_support import bracket_request, call_api, call_webhook
 
 from bracketflow.adapters.aws import reset_clients
 from bracketflow.adapters.secrets import reset_pepper_cache
 from local.stack import free_port
 from local.template import load_yaml
+from tests.support.intake import bracket_request, call_api, call_webhook
 
 # moto's state is global to a process: never beside a running local stack (see tests/e2e/conftest.py)
 pytestmark = pytest.mark.xdist_group("stack")

@@ -1,12 +1,13 @@
 """Accounts and keys: random, shown once, stored only as a peppered hash; ensure_account for the local stack."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_intake_support are redefined as test parameters)
+# ruff: noqa: F811  (pytest fixtures imported from tests.support.intake are redefined as test parameters)
 from __future__ import annotations
 
 import hashlib
 
 import pytest
-from test_intake_support import aws, bracket_request, call_api  # noqa: F401
+
+from tests.support.intake import aws, bracket_request, call_api  # noqa: F401
 
 PLACE = "/api/v1/placebracketorder"
 

@@ -5,14 +5,15 @@ retry a 4xx: each of them must be registered. Pacing their entries is the accoun
 broker. The clock the limits read is frozen, so "one second" here is one instant: the strictest case.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from test_intake_support are redefined as test parameters)
+# ruff: noqa: F811  (pytest fixtures imported from tests.support.intake are redefined as test parameters)
 from __future__ import annotations
 
 import json
 from decimal import Decimal
 
 import pytest
-from test_intake_support import aws, bracket_request, call_api, call_webhook  # noqa: F401
+
+from tests.support.intake import aws, bracket_request, call_api, call_webhook  # noqa: F401
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from test_intake_support import FakeContext, api_event, bracket_request
+
+from tests.support.intake import FakeContext, api_event, bracket_request
 
 ALERT = {"apikey": "bf_live_not_checked_before_aws", "symbol": "NSE:INFY", "action": "buy", "quantity": "1",
          "entry_price": "1500", "sl_price": "1480", "target_price": "1550"}  # fmt: skip

@@ -11,7 +11,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from test_batch_support import (  # noqa: F401
+
+from tests.support.batch import (  # noqa: F401
     LONG_CALL,
     LONG_PUT,
     SHORT_PUT,
@@ -23,7 +24,7 @@ from test_batch_support import (  # noqa: F401
     leg,
     post_batch,
 )
-from test_intake_support import aws, other_trader, trader  # noqa: F401
+from tests.support.intake import aws, other_trader, trader  # noqa: F401
 
 
 def test_a_good_batch_is_recorded_and_its_saga_started(batch_aws, trader):
@@ -207,9 +208,8 @@ def test_placing_under_another_accounts_path_is_not_found_and_records_nothing(ba
 
 
 def test_batches_share_the_keys_placement_limit_and_a_refused_one_records_nothing(batch_aws, trader, monkeypatch):
-    from test_intake_support import bracket_request, call_api
-
     from bracketflow.services import register_bracket
+    from tests.support.intake import bracket_request, call_api
 
     # Given a clock that does not move (every request in the same instant) and the default 2 placements a second
     monkeypatch.setattr(register_bracket, "now_ms", lambda: 1_775_000_000_000)

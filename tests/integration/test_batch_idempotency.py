@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from test_batch_support import (  # noqa: F401
+
+from tests.support.batch import (  # noqa: F401
     LONG_CALL,
     SHORT_PUT,
     batch_aws,
@@ -23,7 +24,7 @@ from test_batch_support import (  # noqa: F401
     leg,
     post_batch,
 )
-from test_intake_support import aws, other_trader, trader  # noqa: F401
+from tests.support.intake import aws, other_trader, trader  # noqa: F401
 
 
 def states(env):
@@ -166,13 +167,13 @@ def test_keys_are_per_account(batch_aws, trader, other_trader):
 
 
 def test_a_key_whose_window_ended_starts_a_new_batch(batch_aws, trader, monkeypatch):
-    from bracketflow.services import batch
+    from bracketflow.services.batch import registration
     from bracketflow.settings import get_settings
 
     monkeypatch.setenv("CLIENT_BATCH_ID_WINDOW_SECONDS", "60")
     get_settings.cache_clear()
     clock = [1_775_000_000]
-    monkeypatch.setattr(batch, "_now_s", lambda: clock[0])
+    monkeypatch.setattr(registration, "_now_s", lambda: clock[0])
     first = post_batch(trader, [leg()], client_batch_id="daily")
     # (61 s later: past the 60 s window, though DynamoDB's TTL has not deleted the key yet)
     clock[0] += 61

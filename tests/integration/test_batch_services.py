@@ -12,7 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_batch_support import (  # noqa: F401
+
+from bracketflow.adapters.dynamo.batches import BatchRepository
+from bracketflow.errors import BrokerUnavailable
+from bracketflow.services import batch
+from bracketflow.services.models import Caller
+from tests.support.batch import (  # noqa: F401
     LONG_CALL,
     LONG_PUT,
     SHORT_CALL,
@@ -22,12 +27,7 @@ from test_batch_support import (  # noqa: F401
     leg,
     quote_condor,
 )
-from test_intake_support import aws, trader  # noqa: F401
-
-from bracketflow.adapters.dynamo.batches import BatchRepository
-from bracketflow.errors import BrokerUnavailable
-from bracketflow.services import batch
-from bracketflow.services.models import Caller
+from tests.support.intake import aws, trader  # noqa: F401
 
 REJECT_THIRD_LEG = {"kind": "reject", "match": {"tradingsymbol": SHORT_CALL}, "count": 1}
 

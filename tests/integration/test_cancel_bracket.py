@@ -19,10 +19,10 @@ import pytest
 import requests
 from moto import mock_aws
 
-from tests.integration.exit_support import sqs_event
-from tests.integration.test_intake_support import REGION, FakeContext, brackets_table_schema, call_api
-from tests.order_update_support import KITE_HEADERS, broker_order, finished_output, waiting_execution
-from tests.stack_support import bracket, events
+from tests.support.exits import sqs_event
+from tests.support.intake import REGION, FakeContext, brackets_table_schema, call_api
+from tests.support.order_updates import KITE_HEADERS, broker_order, finished_output, waiting_execution
+from tests.support.stack import bracket, events
 
 TABLE = "bracketflow-cancel-test"
 

@@ -1,7 +1,7 @@
 """functions/exit against moto and the paper exchange: claim, GTT cancelled first, one MARKET exit with
 market_protection, redeliveries and duplicates placing nothing, a triggered GTT meaning no exit, ambiguous and
 failed placements resolved without a second order."""
-# ruff: noqa: F811  (the `world` fixture imported from exit_support is redefined as test parameters)
+# ruff: noqa: F811  (the `world` fixture imported from tests.support.exits is redefined as test parameters)
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from decimal import Decimal
 import pytest
 
 from bracketflow.settings import get_settings
-from tests.integration.exit_support import exit_message, seed_protected, sqs_event, world  # noqa: F401
-from tests.integration.test_intake_support import FakeContext
+from tests.support.exits import exit_message, seed_protected, sqs_event, world  # noqa: F401
+from tests.support.intake import FakeContext
 
 
 def invoke(*bodies):

@@ -4,14 +4,15 @@ One moto table for the whole run (creating one per example would dominate); afte
 table must hold no bracket, leg, event or dedupe key, and no workflow may have started.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from test_intake_support are redefined as test parameters)
+# ruff: noqa: F811  (pytest fixtures imported from tests.support.intake are redefined as test parameters)
 from __future__ import annotations
 
 import json
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_intake_support import aws, bracket_request, call_api, call_webhook, trader  # noqa: F401
+
+from tests.support.intake import aws, bracket_request, call_api, call_webhook, trader  # noqa: F401
 
 FIELDS = [
     "symbol", "exchange", "product", "action", "quantity", "entry_price", "sl_price", "target_price", "pricetype",

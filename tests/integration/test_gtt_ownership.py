@@ -9,7 +9,7 @@ each position gets a broker-side stop of its own, while a retry after a lost cre
 
 from __future__ import annotations
 
-# ruff: noqa: F811  (the `world` fixture imported from exit_support is redefined as test parameters)
+# ruff: noqa: F811  (the `world` fixture imported from tests.support.exits is redefined as test parameters)
 import dataclasses
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.exit_support import world  # noqa: F401  (pytest fixture)
+from tests.support.exits import world  # noqa: F401  (pytest fixture)
 
 LTP = Decimal("1500")
 SL = Decimal("1485")

@@ -6,7 +6,7 @@ each come back 400 with a message saying what is wrong, and write nothing. The f
 Gateway hands them over: base64 when they are not text) as well as JSON that is valid but absurd.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from test_intake_support are redefined as test parameters)
+# ruff: noqa: F811  (pytest fixtures imported from tests.support.intake are redefined as test parameters)
 from __future__ import annotations
 
 import base64
@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_intake_support import Answer, _invoke, api_event, aws, bracket_request, trader  # noqa: F401
+
+from tests.support.intake import Answer, _invoke, api_event, aws, bracket_request, trader  # noqa: F401
 
 # (module, path) of every route that reads a request body
 BODY_ROUTES = [

@@ -2,13 +2,13 @@
 skips their packets, so a bracket on one could never be protected or trailed: intake refuses it with a clear 400 on
 every way in (REST, TradingView webhook, batch legs), writing nothing and starting nothing."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_intake_support are redefined as test parameters)
+# ruff: noqa: F811  (pytest fixtures imported from tests.support.intake are redefined as test parameters)
 from __future__ import annotations
 
 import pytest
-from test_intake_support import aws, bracket_request, call_api, call_webhook, trader  # noqa: F401
 
 from bracketflow.domain.instruments import default_master, is_index_token
+from tests.support.intake import aws, bracket_request, call_api, call_webhook, trader  # noqa: F401
 
 
 def nothing_written(aws) -> bool:

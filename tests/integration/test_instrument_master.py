@@ -3,7 +3,7 @@ read lazily by the lookups; an unknown symbol is refused with a 400 naming it (n
 expired contract is refused, the tick and lot come from Kite's list; the download refuses a list too short to be
 Kite's and keeps the stored one; paper mode keeps the shipped master. AWS is moto; the broker is the paper exchange."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_intake_support are redefined as test parameters)
+# ruff: noqa: F811  (pytest fixtures imported from tests.support.intake are redefined as test parameters)
 from __future__ import annotations
 
 import csv
@@ -12,9 +12,9 @@ import json
 
 import boto3
 import pytest
-from test_intake_support import REGION, aws, bracket_request, call_api, call_webhook, trader  # noqa: F401
 
 from benchmarks.bench_instruments import COLUMNS, full_size_csv
+from tests.support.intake import REGION, aws, bracket_request, call_api, call_webhook, trader  # noqa: F401
 
 BUCKET = "bf-instruments"
 
@@ -204,7 +204,7 @@ def kite_at_the_paper_exchange(aws, monkeypatch, paper_exchange):
 def test_the_download_refuses_a_list_too_short_to_be_kites_and_keeps_the_stored_one(kite_at_the_paper_exchange):
     from bracketflow.adapters.instrument_store import MASTER_KEY
     from functions.instruments.app import lambda_handler
-    from tests.integration.test_intake_support import FakeContext
+    from tests.support.intake import FakeContext
 
     s3 = kite_at_the_paper_exchange
     s3.put_object(Bucket=BUCKET, Key=MASTER_KEY, Body=b"yesterday")
@@ -240,6 +240,6 @@ def test_a_full_list_is_stored_compact_and_answers_lookups(aws, monkeypatch):
 
 def test_paper_mode_downloads_nothing(aws):
     from functions.instruments.app import lambda_handler
-    from tests.integration.test_intake_support import FakeContext
+    from tests.support.intake import FakeContext
 
     assert lambda_handler({}, FakeContext())["downloaded"] is False

@@ -1,14 +1,15 @@
 """POST /api/v1/placebracketorder: the bracket API's contract, every validation rule and error code, the block
 tags, idempotency by client_order_id, the per-key limit and a workflow start that fails."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_intake_support are redefined as test parameters)
+# ruff: noqa: F811  (pytest fixtures imported from tests.support.intake are redefined as test parameters)
 from __future__ import annotations
 
 import json
 from decimal import Decimal
 
 import pytest
-from test_intake_support import aws, bracket_request, call_api, other_trader, trader  # noqa: F401
+
+from tests.support.intake import aws, bracket_request, call_api, other_trader, trader  # noqa: F401
 
 PLACE = "/api/v1/placebracketorder"
 

@@ -1,6 +1,6 @@
 """POST /tradingview/webhook/bracket: TradingView's variants, tokens, the IP allow-list and resent alerts."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_intake_support are redefined as test parameters)
+# ruff: noqa: F811  (pytest fixtures imported from tests.support.intake are redefined as test parameters)
 from __future__ import annotations
 
 import json
@@ -8,7 +8,8 @@ import threading
 from decimal import Decimal
 
 import pytest
-from test_intake_support import aws, call_webhook, other_trader, trader  # noqa: F401
+
+from tests.support.intake import aws, call_webhook, other_trader, trader  # noqa: F401
 
 
 def alert(**fields):

@@ -15,7 +15,8 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-from test_intake_support import FakeContext, brackets_table_schema
+
+from tests.support.intake import FakeContext, brackets_table_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = "bracketflow-notify-test"

@@ -92,7 +92,7 @@ def test_every_json_error_answer_is_the_error_component(document):
 @pytest.mark.parametrize(("context_path", "server"), [("/dev/swagger", "/dev"), ("/swagger", "/")])
 def test_the_rest_api_serves_the_document_and_swagger_ui(document, context_path, server):
     from functions.api.app import lambda_handler
-    from tests.integration.test_intake_support import FakeContext, api_event
+    from tests.support.intake import FakeContext, api_event
 
     def get(query: dict[str, str] | None) -> dict[str, Any]:
         event = api_event("GET", "/swagger", query=query)

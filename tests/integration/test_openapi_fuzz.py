@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from local.openapi import DOCUMENT
-from tests.stack_support import stack_fixture
+from tests.support.stack import stack_fixture
 
 pytestmark = [pytest.mark.xdist_group("stack"), pytest.mark.timeout(600)]
 

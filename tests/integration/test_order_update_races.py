@@ -17,9 +17,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tests.integration.exit_support import exit_message, seed_protected
-from tests.integration.test_intake_support import REGION, brackets_table_schema
-from tests.order_update_support import (
+from tests.support.exits import exit_message, seed_protected
+from tests.support.intake import REGION, brackets_table_schema
+from tests.support.order_updates import (
     broker_order,
     finished_output,
     hand_built_update,
@@ -29,7 +29,7 @@ from tests.order_update_support import (
     waiting_execution,
     watcher,
 )
-from tests.stack_support import bracket, event_types
+from tests.support.stack import bracket, event_types
 
 TABLE = "bracketflow-races-test"
 

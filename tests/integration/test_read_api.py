@@ -1,13 +1,14 @@
 """GET/DELETE /api/v1/brackets/{id}, the order book, the order log, the OpenAPI document; account scoping."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_intake_support are redefined as test parameters)
+# ruff: noqa: F811  (pytest fixtures imported from tests.support.intake are redefined as test parameters)
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from test_intake_support import aws, bracket_request, call_api, other_trader, trader  # noqa: F401
+
+from tests.support.intake import aws, bracket_request, call_api, other_trader, trader  # noqa: F401
 
 PLACE = "/api/v1/placebracketorder"
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_batch_support import batch_aws, batch_executions, leg, post_batch  # noqa: F401
-from test_intake_support import aws, bracket_request, call_api, call_webhook, trader  # noqa: F401
+
+from tests.support.batch import batch_aws, batch_executions, leg, post_batch  # noqa: F401
+from tests.support.intake import aws, bracket_request, call_api, call_webhook, trader  # noqa: F401
 
 
 @pytest.fixture

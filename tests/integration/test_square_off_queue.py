@@ -1,6 +1,6 @@
 """The MIS square-off sends its EOD exits through the ExitQueue (moto), so they get the exit Lambda's claim, SQS
 retries and DLQ; the exit Lambda (functions/exit) places them at the paper exchange like any other exit."""
-# ruff: noqa: F811  (the `world` fixture imported from exit_support is redefined as test parameters)
+# ruff: noqa: F811  (the `world` fixture imported from tests.support.exits is redefined as test parameters)
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from bracketflow.settings import get_settings
-from tests.integration.exit_support import seed_protected, sqs_event, world  # noqa: F401
-from tests.integration.test_intake_support import FakeContext
+from tests.support.exits import seed_protected, sqs_event, world  # noqa: F401
+from tests.support.intake import FakeContext
 
 
 def take_messages(w: Any) -> list[tuple[str, dict[str, Any]]]:

@@ -2,7 +2,7 @@
 the last reconciliation (each trader sees only their own repaired brackets), the stack's alarms that fire; and the
 template hands the status function every alarm of the stack."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_intake_support are redefined as test parameters)
+# ruff: noqa: F811  (pytest fixtures imported from tests.support.intake are redefined as test parameters)
 from __future__ import annotations
 
 import json
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from test_intake_support import REGION, _invoke, api_event, aws, other_trader, trader  # noqa: F401
 
 from local.template import load_template
+from tests.support.intake import REGION, _invoke, api_event, aws, other_trader, trader  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 STATUS = "/api/v1/status"

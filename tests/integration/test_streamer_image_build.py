@@ -18,7 +18,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tests.image_recipe import DOCKERFILE, REPO, parse
+from tests.support.image_recipe import DOCKERFILE, REPO, parse
 
 FUNCTION_DIR = REPO / "functions" / "streamer_image"
 REGION = "ap-south-1"

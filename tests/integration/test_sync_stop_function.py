@@ -1,13 +1,13 @@
 """functions/sync_stop against moto and the paper exchange: the GTT's stop leg follows a tighter trailed stop (full
 replace, the target leg untouched, the limit kept at the same distance), and nothing changes otherwise."""
-# ruff: noqa: F811  (the `world` fixture imported from exit_support is redefined as test parameters)
+# ruff: noqa: F811  (the `world` fixture imported from tests.support.exits is redefined as test parameters)
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from tests.integration.exit_support import seed_protected, sqs_event, world  # noqa: F401
-from tests.integration.test_intake_support import FakeContext
+from tests.support.exits import seed_protected, sqs_event, world  # noqa: F401
+from tests.support.intake import FakeContext
 
 
 def invoke(*bodies):

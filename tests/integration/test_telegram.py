@@ -257,13 +257,13 @@ def test_notices_name_the_bracket_in_the_traders_words():
 
 def test_a_blocked_bracket_reaches_telegram_through_notify(telegram_env, monkeypatch):
     # Given the brackets table with its stream, and Telegram pointed at the fake
-    from test_intake_support import FakeContext, brackets_table_schema
     from test_notify import Stream, load_handler, new_bracket
 
     from bracketflow.adapters.aws import reset_clients
     from bracketflow.adapters.dynamo.brackets import BracketRepository
     from bracketflow.domain.enums import BlockKind
     from bracketflow.domain.events import BracketBlocked, BracketRegistered
+    from tests.support.intake import FakeContext, brackets_table_schema
 
     boto3.resource("dynamodb", region_name=REGION).create_table(
         TableName="bracketflow-telegram-test",
@@ -293,7 +293,6 @@ def test_a_kill_switch_trip_reaches_telegram_through_notify_before_the_brackets_
     # Given the brackets table with its stream, and Telegram pointed at the fake
     from decimal import Decimal
 
-    from test_intake_support import FakeContext, brackets_table_schema
     from test_notify import Stream, load_handler, new_bracket
 
     from bracketflow.adapters.aws import reset_clients
@@ -301,6 +300,7 @@ def test_a_kill_switch_trip_reaches_telegram_through_notify_before_the_brackets_
     from bracketflow.domain.enums import BlockKind
     from bracketflow.domain.events import BracketBlocked, BracketRegistered
     from bracketflow.services import kill_switch
+    from tests.support.intake import FakeContext, brackets_table_schema
 
     boto3.resource("dynamodb", region_name=REGION).create_table(
         TableName="bracketflow-telegram-test",

@@ -14,8 +14,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tests.integration.test_intake_support import REGION, api_event, brackets_table_schema
-from tests.order_update_support import (
+from tests.support.intake import REGION, api_event, brackets_table_schema
+from tests.support.order_updates import (
     broker_order,
     finished_output,
     postback_event,
@@ -24,7 +24,7 @@ from tests.order_update_support import (
     waiting_execution,
     watcher,
 )
-from tests.stack_support import bracket
+from tests.support.stack import bracket
 
 TABLE = "bracketflow-watcher-test"
 

@@ -16,9 +16,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tests.integration.test_intake_support import REGION, brackets_table_schema
-from tests.order_update_support import broker_order, registered_bracket, sqs_records, watcher
-from tests.stack_support import bracket, event_types, wait_for
+from tests.support.intake import REGION, brackets_table_schema
+from tests.support.order_updates import broker_order, registered_bracket, sqs_records, watcher
+from tests.support.stack import bracket, event_types, wait_for
 
 TABLE = "bracketflow-claim-lease-test"
 LEASE_S = 1

@@ -1,5 +1,5 @@
 """Fixtures for the modules that run the workflows on a local stack (each defines its own `stack` with
-tests/stack_support.stack_fixture)."""
+tests/support/stack.stack_fixture)."""
 
 from __future__ import annotations
 

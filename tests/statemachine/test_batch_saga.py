@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from local.stack import LocalStack
-from tests.iron_condor import LONG_CALL, LONG_PUT, SHORT_CALL, SHORT_PUT, condor_quotes, iron_condor
-from tests.stack_support import broker_orders, paper, positions, stack_fixture
+from tests.support.iron_condor import LONG_CALL, LONG_PUT, SHORT_CALL, SHORT_PUT, condor_quotes, iron_condor
+from tests.support.stack import broker_orders, paper, positions, stack_fixture
 
 # One module-scoped stack per module, and moto's backends are process-wide: share the bracket workflow's xdist group
 # so the statemachine stacks run one after another in one worker.

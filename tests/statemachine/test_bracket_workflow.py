@@ -2,7 +2,7 @@
 Lambdas and the watcher in-process, the paper exchange (manual market) as the broker, all through the local stack.
 
 Brackets are placed through the REST API (intake starts the execution named by the bracket id). Order updates reach
-the watcher through OrderEventsQueue in the streamer's agreed format: the relay in tests/stack_support.py reads the
+the watcher through OrderEventsQueue in the streamer's agreed format: the relay in tests/support/stack.py reads the
 paper ticker's order updates and enqueues them, standing in for the streamer's publisher so these tests do not depend
 on its process.
 
@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from bracketflow.domain.ids import order_tag
 from local.stack import LocalStack
-from tests.stack_support import (
+from tests.support.stack import (
     BRACKET_STACK_ENV,
     assert_every_version_audited,
     bracket,

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from local.stack import LocalStack
-from tests.stack_support import (
+from tests.support.stack import (
     BRACKET_STACK_ENV,
     assert_every_version_audited,
     broker_orders,
@@ -34,7 +34,7 @@ from tests.stack_support import (
     wait_for_execution_end,
     wait_for_status,
 )
-from tests.stack_support import bracket as bracket_state  # (the tests call the bracket they hold `bracket`)
+from tests.support.stack import bracket as bracket_state  # (the tests call the bracket they hold `bracket`)
 
 pytestmark = pytest.mark.xdist_group("stack")
 

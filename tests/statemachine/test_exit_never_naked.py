@@ -25,7 +25,7 @@ from kiteconnect import KiteConnect
 from bracketflow.domain.ids import order_tag
 from local.chaos import CrashAfterBroker
 from local.stack import LocalStack
-from tests.stack_support import (
+from tests.support.stack import (
     broker_orders,
     event_types,
     events,

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from local.stack import LocalStack
-from tests.stack_support import (
+from tests.support.stack import (
     BRACKET_STACK_ENV,
     gtts,
     net_position,

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from local.stack import LocalStack
-from tests.stack_support import (
+from tests.support.stack import (
     fresh_strategy,
     net_position,
     protected_bracket,

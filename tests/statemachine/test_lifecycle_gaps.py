@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from bracketflow.domain.ids import order_tag
 from local.stack import LocalStack
-from tests.stack_support import (
+from tests.support.stack import (
     bracket,
     broker_orders,
     events,

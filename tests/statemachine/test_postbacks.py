@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from local.stack import LocalStack
-from tests.stack_support import (
+from tests.support.stack import (
     bracket,
     fresh_strategy,
     paper,

@@ -15,7 +15,7 @@ import pytest
 
 from bracketflow.adapters.dynamo.reconcile import get_last_run
 from local.stack import LocalStack
-from tests.stack_support import (
+from tests.support.stack import (
     bracket,
     events,
     net_position,

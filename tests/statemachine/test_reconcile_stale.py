@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from local.stack import LocalStack
-from tests.stack_support import (
+from tests.support.stack import (
     bracket,
     events,
     gtts,

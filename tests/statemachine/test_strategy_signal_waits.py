@@ -19,7 +19,7 @@ import requests
 
 from bracketflow.domain.ids import order_tag
 from local.stack import LocalStack
-from tests.stack_support import (
+from tests.support.stack import (
     BRACKET_STACK_ENV,
     bracket,
     broker_orders,

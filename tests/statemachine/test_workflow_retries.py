@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from local.stack import LocalStack
-from tests.stack_support import (
+from tests.support.stack import (
     BRACKET_STACK_ENV,
     bracket,
     broker_orders,

@@ -1,5 +1,5 @@
-"""The streamer image's recipe, proven without Docker: streamer/Dockerfile's own steps (tests/image_recipe.py reads
-them from the file) install the locked requirements and copy the code into a fresh directory; the streamer is
+"""The streamer image's recipe, proven without Docker: streamer/Dockerfile's own steps (tests/support/image_recipe.py
+reads them from the file) install the locked requirements and copy the code into a fresh directory; the streamer is
 started from there exactly as the image's entrypoint starts it, on an interpreter that has nothing but its standard
 library, and on the local stack it connects to the paper exchange's ticker, trails a bracket placed through the API
 and exits it once, for TRAIL_STOP. The recipe refuses Dockerfile steps it does not know, so the two cannot drift."""
@@ -15,8 +15,8 @@ import requests
 
 from local.processes import Child, ChildSpec
 from local.stack import LocalStack
-from tests.image_recipe import DOCKERFILE, REPO, RecipeDrift, bare_python, parse, perform
-from tests.stack_support import get_bracket, paper, quote, stack_fixture, wait_for
+from tests.support.image_recipe import DOCKERFILE, REPO, RecipeDrift, bare_python, parse, perform
+from tests.support.stack import get_bracket, paper, quote, stack_fixture, wait_for
 
 pytestmark = pytest.mark.xdist_group("stack")
 

@@ -3,7 +3,7 @@ picked up by resync, trailed on live quotes, its stop persisted (and sent to the
 intent lands on the exit queue; a restart resumes from the persisted stop; control messages watch and unwatch;
 order updates are forwarded to the watcher's queue; stop() flushes and returns."""
 
-# ruff: noqa: F811  (the `world` fixture imported from exit_support is redefined as test parameters)
+# ruff: noqa: F811  (the `world` fixture imported from tests.support.exits is redefined as test parameters)
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.exit_support import INFY_TOKEN, seed_protected, world  # noqa: F401
+from tests.support.exits import INFY_TOKEN, seed_protected, world  # noqa: F401
 
 DEADLINE_S = 20
 

@@ -12,10 +12,11 @@ from typing import Any
 
 import boto3
 import pytest
-from test_intake_support import REGION, Trader, _invoke, api_event, aws  # noqa: F401
+
+from tests.support.intake import REGION, Trader, _invoke, api_event, aws  # noqa: F401
 
 # the condor's strikes and legs, for the batch tests that import them from here
-from tests.iron_condor import LONG_CALL, LONG_PUT, SHORT_CALL, SHORT_PUT, condor_quotes, iron_condor, leg  # noqa: F401
+from tests.support.iron_condor import LONG_CALL, LONG_PUT, SHORT_CALL, SHORT_PUT, condor_quotes, iron_condor, leg  # noqa: F401
 
 
 @pytest.fixture

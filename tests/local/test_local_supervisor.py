@@ -8,7 +8,7 @@ import threading
 
 from local.components import DOWN, FAILED, UP
 from local.processes import Child, ChildSpec, RestartPolicy, Supervisor
-from tests.stack_support import wait_for
+from tests.support.stack import wait_for
 
 
 class Reports:

@@ -17,7 +17,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tests.integration.test_intake_support import REGION, brackets_table_schema
+from tests.support.intake import REGION, brackets_table_schema
 
 TABLE = "bracketflow-exit-test"
 INFY_TOKEN = 408065

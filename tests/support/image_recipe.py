@@ -19,7 +19,7 @@ import venv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "streamer" / "Dockerfile"
 
 

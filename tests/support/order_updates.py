@@ -15,8 +15,8 @@ from typing import Any
 import boto3
 import requests
 
-from tests.integration.exit_support import sqs_event
-from tests.integration.test_intake_support import REGION, FakeContext, api_event
+from tests.support.exits import sqs_event
+from tests.support.intake import REGION, FakeContext, api_event
 
 # Requests to the paper exchange's Kite API, as the broker adapter makes them.
 KITE_HEADERS = {"Authorization": "token paper:paper-token", "X-Kite-Version": "3"}

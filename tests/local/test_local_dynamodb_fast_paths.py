@@ -1,5 +1,6 @@
-"""The local stack's cheaper DynamoDB (local/aws.py) answers exactly as moto would, and a cancelled transaction leaves
-nothing behind: not its writes, not its stream records, and not a stream reader stranded on a discarded shard.
+"""The local stack's cheaper DynamoDB (local/moto_patches.py) answers exactly as moto would, and a cancelled
+transaction leaves nothing behind: not its writes, not its stream records, and not a stream reader stranded on a
+discarded shard.
 
 moto backs up a transaction by deep-copying the table per item and swaps the copy in on failure; its responses walk
 the botocore shape; its Query sorts the whole table first. The local stack replaces those three costs; these tests

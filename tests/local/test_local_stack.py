@@ -1,7 +1,7 @@
 """The local stack realises a template end to end: health, routes, SQS with partial failures and a DLQ, schedules,
 DynamoDB Streams, and a state machine run by moto's interpreter with an in-process Lambda task and a task token.
 
-One stack (on free ports, from tests/integration/fixtures/local_stack/template.yaml) serves the whole module.
+One stack (on free ports, from tests/local/fixtures/local_stack/template.yaml) serves the whole module.
 """
 
 from __future__ import annotations

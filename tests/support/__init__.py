@@ -1,0 +1,1 @@
+"""Helpers and fixtures the tests share: moto set-ups, the local stack, Kite order updates, exits, batches."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from bracketflow import metrics_names
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.dynamo.records import iso
 from bracketflow.adapters.instrument_store import current_master
@@ -84,7 +85,7 @@ def move_to_breakeven(share_id: str, after: Bracket, *, repo: BracketRepository 
     else:
         logger.warning("could not set the breakeven stop", extra={"bracket_id": share_id})
         return None
-    metrics.add_metric(name="BreakevenStopsSet", unit="Count", value=1)
+    metrics.add_metric(name=metrics_names.BREAKEVEN_STOPS_SET, unit="Count", value=1)
     logger.info("breakeven stop set", extra={"bracket_id": moved.id, "stop_price": str(level)})
     url = get_settings().stop_sync_queue_url
     if url:

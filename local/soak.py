@@ -220,10 +220,11 @@ def make_plan(cfg: SoakConfig) -> list[Step]:
 
 
 def scale_out(alert: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    """The alert as a scale-out: its target and the next ones further out, each with a share of a larger quantity
-    (halves of an even quantity, or three equal quantities), mostly with a breakeven stop after the first target."""
+    """The alert as a scale-out: a first target at half its target (so some are reached while the storm runs) and the
+    next ones further out, each with a share of a larger quantity (halves of an even quantity, or three equal
+    quantities), mostly with a breakeven stop after the first target."""
     out = dict(alert)
-    first = Decimal(out.pop("target_percent"))
+    first = Decimal(out.pop("target_percent")) / 2
     lots = int(out["quantity"])
     if rng.random() < 0.6:
         out["quantity"] = str(2 * lots)
@@ -1097,6 +1098,7 @@ class Soak:
             # The trader took the stop away: how long until reconciliation put one back (not counted above).
             "unprotected_after_trader_deleted_gtt_s": [g["seconds"] for g in after_hand],
             **signal_counts(self.signal_sends, self.reversing, brackets),
+            "scale_out": scale_out_counts(repo, brackets),
         }
         if self.cfg.details_path is not None:
             details = {
@@ -1158,6 +1160,22 @@ def signal_counts(sends: list[SignalSend], reversing: dict[int, list[str]], brac
         },
         "reverses_that_closed_a_bracket": len(reversing),
         "exit_reasons": dict(Counter(b.exit_reason.value for b in brackets if b.exit_reason is not None)),
+    }
+
+
+def scale_out_counts(repo: Any, brackets: list[Any]) -> dict[str, Any]:
+    """What the scale-out alerts became: their shares, how each ended, and the breakeven stops set (each one tighter
+    than the stop it replaced, or the ratchet broke)."""
+    shares = [b for b in brackets if b.group]
+    moves = [(b, e) for b in shares for e in repo.events(b.id) if e["type"] == "BreakevenStopSet"]
+    long = {b.id: b.spec.action.value == "BUY" for b in shares}
+    loosened = [e for b, e in moves if (Decimal(e["new_stop"]) <= Decimal(e["old_stop"])) == long[b.id]]
+    return {
+        "alerts": len({b.group[0] for b in shares}),
+        "shares": len(shares),
+        "exit_reasons": dict(Counter(b.exit_reason.value for b in shares if b.exit_reason is not None)),
+        "breakeven_stops_set": len(moves),
+        "breakeven_stops_loosened": len(loosened),
     }
 
 
@@ -1316,6 +1334,7 @@ def summary(result: SoakResult) -> str:
         f"  faults fired: {result.faults_fired}",
         f"  worst unprotected: {result.worst_unprotected_s:.2f} s (goal < {UNPROTECTED_GOAL_S:.0f} s)",
         f"  violations: {len(result.violations)} {result.violation_counts()}",
+        f"  scale-out: {result.counts.get('scale_out')}",
     ]
     lines += [f"    - {json.dumps(v, default=str)}" for v in result.violations[:60]]
     if len(result.violations) > 60:

@@ -302,6 +302,9 @@ def _entry_line(kind: str, e: Mapping[str, Any], bracket: Mapping[str, Any], at:
         return Line(
             at, "GTT stop moved", _money(e.get("new_stop")), f"GTT {e.get('gtt_id')}, from {_money(e.get('old_stop'))}"
         )
+    if kind == "BreakevenStopSet":
+        after = f"target {e.get('after_share')} hit"
+        return Line(at, "stop to breakeven", _money(e.get("new_stop")), f"{after}, from {_money(e.get('old_stop'))}")
     return None
 
 

@@ -9,6 +9,8 @@ and MARKET entries, about half with a trail), and at the same time:
 - a strategy's own signals for an earlier alert's strategy and symbol: exit / close / closelong / closeshort / a flat
   market position, now and then a closeall for the strategy, and reverse pairs (an alert on a symbol of their own,
   then its reverse: the other side, "reverse": true), each resent at the same rate as alerts;
+- scale-out alerts now and then: two or three targets under one stop, each with its share of the quantity, most with a
+  breakeven stop after the first target (each share is a bracket of its own);
 - the trader's own hands at the broker, through its Kite API as the trader's app would: closing a position, deleting
   a GTT, an unrelated round trip and a resting order on a symbol bracketflow trades;
 - kill -9 of the streamer (restarted by the stack if it supervises its children, else by the soak, and said so);
@@ -16,8 +18,9 @@ and MARKET entries, about half with a trail), and at the same time:
 Then the faults stop, the market holds still, reconciliation runs, and the checks below read the broker's own state
 and timeline (GET /_paper/timeline: every order and GTT change with a sub-second time) against bracketflow's records:
 
-  one_bracket_per_alert   every distinct bracket-opening alert (reverses too) made exactly one bracket; its resends
-                          named that bracket (exit signals open none: a bracket a signal ends is CLOSED, SIGNAL)
+  one_bracket_per_alert   every distinct bracket-opening alert (reverses too) made exactly one bracket (a scale-out:
+                          one per share, named in its answer); its resends named that bracket (and those shares)
+                          (exit signals open none: a bracket a signal ends is CLOSED, SIGNAL)
   one_action_per_signal   every exit signal was answered 200, and its resends "duplicate": true
   order_placed_twice      no order tag of ours placed again while an earlier order with that tag was working or done
   position_mismatch       per symbol and product, the broker's net position = what bracketflow says is open
@@ -133,6 +136,7 @@ class SoakConfig:
     closeall_rate: float = 0.01  # of alerts followed 1.5 to 30 s later by a closeall for their strategy
     reverse_rate: float = 0.05  # per alert, a reverse pair: an alert on a REVERSE_SYMBOLS symbol, 2 to 12 s later its
     # reverse (the other side, same strategy)
+    scale_out_rate: float = 0.06  # of alerts sent as a scale-out (targets with shares, mostly with a breakeven)
     hand_every_s: float = 12.0  # a hand action at the broker about this often
     streamer_kill_every_s: float = 120.0
     crash_rate: float = 0.03  # of broker-changing calls inside a Lambda invocation that end it
@@ -171,6 +175,7 @@ def make_plan(cfg: SoakConfig) -> list[Step]:
     interval = 1.0 / cfg.alerts_per_s
     duration = cfg.brackets * interval
     opened: list[tuple[float, dict[str, Any]]] = []  # (when, the alert) of each bracket-opening alert, by index
+    scale_rng = random.Random(f"{cfg.seed}:scale-out")  # its own draws: the rest of the seed's plan stays as it was
     for i in range(cfg.brackets):
         at = i * interval + rng.uniform(0, interval * 0.5)
         symbol = rng.choice(cfg.symbols)
@@ -193,6 +198,8 @@ def make_plan(cfg: SoakConfig) -> list[Step]:
             alert["client_order_id"] = f"soak{cfg.seed}-{i}"
         # LIMIT entries: a few ticks through the market (fills at once) or a few ticks away (rests, then fills).
         offset_ticks = rng.choice((-4, -2, 2, 4, 8)) if alert["pricetype"] == "LIMIT" else 0
+        if scale_rng.random() < cfg.scale_out_rate:
+            alert = scale_out(alert, scale_rng)
         add(at, "alert", index=i, alert=alert, offset_ticks=offset_ticks)
         opened.append((at, alert))
         if rng.random() < cfg.resend_rate:
@@ -210,6 +217,25 @@ def make_plan(cfg: SoakConfig) -> list[Step]:
     for step in signal_steps(cfg, opened):
         add(step.at, step.kind, **step.data)
     return sorted(steps)
+
+
+def scale_out(alert: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """The alert as a scale-out: a first target at half its target (so some are reached while the storm runs) and the
+    next ones further out, each with a share of a larger quantity (halves of an even quantity, or three equal
+    quantities), mostly with a breakeven stop after the first target."""
+    out = dict(alert)
+    first = Decimal(out.pop("target_percent")) / 2
+    lots = int(out["quantity"])
+    if rng.random() < 0.6:
+        out["quantity"] = str(2 * lots)
+        out["targets"] = [{"percent": str(first), "share": 50}, {"percent": str(2 * first), "share": 50}]
+    else:
+        out["quantity"] = str(3 * lots)
+        out["targets"] = [{"percent": str(first * k), "quantity": lots} for k in (1, 2, 3)]
+    if rng.random() < 0.75:
+        out["breakeven_after"] = 1
+        out["breakeven_buffer"] = rng.choice(("0", "0.05", "0.5"))
+    return out
 
 
 EXIT_WORDS = ("exit", "close", "side", "flat", "wrong_side")
@@ -293,6 +319,7 @@ class Send:
     bracket_id: str | None
     duplicate: bool | None
     message: str
+    shares: tuple[str, ...] = ()  # a scale-out's brackets, one per share, as its answer named them
 
 
 @dataclass
@@ -521,6 +548,8 @@ class Soak:
         self.bodies[step.data["index"]] = body
         self._send(step.data["index"], body)
         self.actions["reverse" if alert.get("reverse") else "alert"] += 1
+        if "targets" in alert:
+            self.actions["scale_out"] += 1
 
     def _do_resend(self, step: Step) -> None:
         body = self.bodies.get(step.data["index"])
@@ -547,6 +576,7 @@ class Soak:
                 payload.get("bracket_id"),
                 payload.get("duplicate"),
                 str(payload.get("message") or "")[:200],
+                tuple(str(s.get("bracket_id")) for s in payload.get("shares") or ()),
             )
         )
 
@@ -902,7 +932,10 @@ class Soak:
             firsts = [s for s in self.sends if s.index == index]
             if firsts and any(s.status == 200 and s.duplicate is False for s in firsts[1:]):
                 violation("one_bracket_per_alert", f"a resend of alert {index} was not answered as a duplicate")
-        answered = set().union(*per_alert.values()) if per_alert else set()
+            shares = {s.shares for s in firsts if s.shares}
+            if len(shares) > 1:
+                violation("one_bracket_per_alert", f"scale-out alert {index} was answered with other shares: {shares}")
+        answered = set().union(*per_alert.values(), *(s.shares for s in self.sends)) if per_alert else set()
         for extra in sorted(set(by_id) - answered):
             violation("one_bracket_per_alert", "a bracket no alert's answer named", bracket_id=extra)
 
@@ -1065,6 +1098,7 @@ class Soak:
             # The trader took the stop away: how long until reconciliation put one back (not counted above).
             "unprotected_after_trader_deleted_gtt_s": [g["seconds"] for g in after_hand],
             **signal_counts(self.signal_sends, self.reversing, brackets),
+            "scale_out": scale_out_counts(repo, brackets),
         }
         if self.cfg.details_path is not None:
             details = {
@@ -1126,6 +1160,22 @@ def signal_counts(sends: list[SignalSend], reversing: dict[int, list[str]], brac
         },
         "reverses_that_closed_a_bracket": len(reversing),
         "exit_reasons": dict(Counter(b.exit_reason.value for b in brackets if b.exit_reason is not None)),
+    }
+
+
+def scale_out_counts(repo: Any, brackets: list[Any]) -> dict[str, Any]:
+    """What the scale-out alerts became: their shares, how each ended, and the breakeven stops set (each one tighter
+    than the stop it replaced, or the ratchet broke)."""
+    shares = [b for b in brackets if b.group]
+    moves = [(b, e) for b in shares for e in repo.events(b.id) if e["type"] == "BreakevenStopSet"]
+    long = {b.id: b.spec.action.value == "BUY" for b in shares}
+    loosened = [e for b, e in moves if (Decimal(e["new_stop"]) <= Decimal(e["old_stop"])) == long[b.id]]
+    return {
+        "alerts": len({b.group[0] for b in shares}),
+        "shares": len(shares),
+        "exit_reasons": dict(Counter(b.exit_reason.value for b in shares if b.exit_reason is not None)),
+        "breakeven_stops_set": len(moves),
+        "breakeven_stops_loosened": len(loosened),
     }
 
 
@@ -1284,6 +1334,7 @@ def summary(result: SoakResult) -> str:
         f"  faults fired: {result.faults_fired}",
         f"  worst unprotected: {result.worst_unprotected_s:.2f} s (goal < {UNPROTECTED_GOAL_S:.0f} s)",
         f"  violations: {len(result.violations)} {result.violation_counts()}",
+        f"  scale-out: {result.counts.get('scale_out')}",
     ]
     lines += [f"    - {json.dumps(v, default=str)}" for v in result.violations[:60]]
     if len(result.violations) > 60:

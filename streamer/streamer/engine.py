@@ -158,6 +158,20 @@ class TrailingEngine:
         self._changed.pop(bracket_id, None)
         return True
 
+    def tighten(self, bracket_id: str, stop: int) -> bool:
+        """Move a watched bracket's stop to `stop` (paise) if that tightens it (a breakeven set elsewhere); the trail
+        goes on from there. False when it would loosen it or the bracket is not watched: a stop never loosens."""
+        entry = self._by_id.get(bracket_id)
+        if entry is None:
+            return False
+        s = entry[0]
+        if not (stop > s[_STOP] if s[_LONG] else stop < s[_STOP]):
+            return False
+        s[_STOP] = stop
+        self._changed[bracket_id] = stop
+        s[_THRESHOLD] = trail_threshold(s[_SPEC], stop, s[_ACTIVATED])
+        return True
+
     def _drop(self, state: list, token: int) -> None:
         rest = tuple(s for s in self._by_token.get(token, ()) if s is not state)
         if rest:

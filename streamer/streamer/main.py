@@ -160,7 +160,8 @@ class Streamer:
 
     def watch(self, command: Watch) -> bool:
         """Start trailing; False when already watched, just exited, or not trailable. A watch for a bracket already
-        watched updates what it holds (the quantity and GTT of a partly filled entry that grew), keeping its trail."""
+        watched updates what it holds (the quantity and GTT of a partly filled entry that grew, a tighter stop such as
+        a breakeven), keeping its trail."""
         bracket = command.bracket
         bid = bracket.bracket_id
         with self._lock:
@@ -171,6 +172,8 @@ class Streamer:
                     self._watched[bid] = replace(
                         held, watch=replace(held.watch, quantity=command.quantity, gtt_id=gtt_id)
                     )
+                # A stop set elsewhere (a scale-out share's breakeven) is taken when it is tighter, never looser.
+                self.engine.tighten(bid, to_paise(bracket.stop_price))
                 return False
             exited_at = self._recently_exited.get(bid)
             if exited_at is not None and self._clock() - exited_at < EXIT_QUIET_S:

@@ -110,3 +110,10 @@ def test_events_without_a_price_are_named_in_words_with_what_they_say():
     # Then each line names the event, has no price, and carries the broker's or reconciliation's words
     assert (rejected.label, rejected.price, rejected.detail) == ("entry rejected", "-", "insufficient funds")
     assert (flagged.label, flagged.price, flagged.detail) == ("needs review", "-", "POSITION_FLAT: no position")
+
+
+def test_a_breakeven_is_a_line_with_its_new_stop_and_the_target_that_set_it():
+    b = bracket("PROTECTED", [])
+    moved = describe(event(5, "BreakevenStopSet", 5, old_stop="1480", new_stop="1501", after_share=1), b)
+    assert (moved.label, moved.detail) == ("stop to breakeven", "target 1 hit, from 1480.00")
+    assert "1501" in moved.price

@@ -1,10 +1,11 @@
 """The short seeded chaos soak (`make soak` runs the long one): a few hundred TradingView alerts over a fast paper
 market while every paper fault kind fires at a rate, alerts are resent, strategies send exit, closeall and reverse
-signals for their earlier alerts, the trader DELETEs brackets and acts at the broker by hand, the streamer is killed
--9 and Lambda invocations die right after the broker acted. When the storm stops and the market is still, every
-check runs: one bracket per bracket-opening alert, each exit signal acted on once, no order placed twice, the broker's
-positions as bracketflow says, one live GTT per open position and none left over, nothing stuck half-way, every
-NEEDS_REVIEW explained, no 5xx to a client, and the longest time a filled position had no stop.
+signals for their earlier alerts, some alerts scale out over two or three targets, the trader DELETEs brackets and
+acts at the broker by hand, the streamer is killed -9 and Lambda invocations die right after the broker acted. When
+the storm stops and the market is still, every check runs: one bracket per bracket-opening alert (one per share of a
+scale-out), each exit signal acted on once, no order placed twice, the broker's positions as bracketflow says, one
+live GTT per open position and none left over, nothing stuck half-way, every NEEDS_REVIEW explained, no 5xx to a
+client, and the longest time a filled position had no stop.
 
 Asserted here: the storm happened (alerts, resends, faults of every kind, hand actions, crashes, a killed streamer)
 and every check ran. The checks' findings are printed with the bracket and the reason, and are not asserted yet:
@@ -46,6 +47,9 @@ def test_a_seeded_chaos_soak_runs_its_storm_and_reports_every_check(tmp_path) ->
     # and strategies sent their own signals: exits (some ending a bracket with reason SIGNAL) and reverses
     assert result.counts["actions"].get("exit_signal") and result.counts["actions"].get("reverse"), report
     assert result.counts["signals"]["sent"] > 0 and result.counts["signals"]["answers"], report
+    # and scale-out alerts, each share a bracket of its own; no breakeven ever loosened a stop
+    assert result.counts["actions"].get("scale_out") and result.counts["scale_out"]["shares"] > 0, report
+    assert result.counts["scale_out"]["breakeven_stops_loosened"] == 0, report
 
     # and the checks ran over what it left, against the broker's own books (their findings are in the report above)
     assert result.brackets > 0 and sum(result.statuses.values()) == result.brackets, report

@@ -335,3 +335,71 @@ def test_every_placement_is_in_the_order_log_with_the_key_redacted(aws, trader):
     assert sorted(int(x["status_code"]) for x in logs) == [200, 400]
     assert all(json.loads(x["request"])["apikey"] == "***" for x in logs)
     assert trader.api_key not in json.dumps([str(x) for x in aws.items()])
+
+
+def _scale_out(api_key, **overrides):
+    """BUY 10 INFY at 1500, stop 1480: 6 for 1520 and 4 for +2 percent (1530), breakeven after target 1."""
+    targets = [{"price": 1520, "quantity": 6}, {"percent": 2, "quantity": 4}]
+    return bracket_request(api_key, target_price=None, targets=targets, breakeven_after=1, **overrides)
+
+
+def test_a_scale_out_registers_one_bracket_per_share_in_one_go_and_its_resend_answers_them_all(aws, trader):
+    # Given a REST scale-out with a client_order_id
+    body = _scale_out(trader.api_key, client_order_id="cid-scale", breakeven_buffer="0.5")
+    # When it is placed
+    first = call_api("POST", PLACE, body)
+    # Then two shares are answered, each its own bracket for its quantity and target, under the same stop
+    assert first.status == 200, first.body
+    shares = first.body["shares"]
+    assert [(s["share_index"], s["quantity"], Decimal(s["target_price"])) for s in shares] == [
+        (1, 6, Decimal("1520")),
+        (2, 4, Decimal("1530")),
+    ]
+    assert first.body["bracket_id"] == shares[0]["bracket_id"] and first.body["quantity"] == 10
+    ids = [s["bracket_id"] for s in shares]
+    states = {i["bracket_id"]: i for i in brackets(aws)}
+    assert sorted(states) == sorted(ids)
+    for index, bracket_id in enumerate(ids, start=1):
+        state = states[bracket_id]
+        assert (state["status"], state["share_index"], state["share_group"]) == ("CREATED", index, ids)
+        assert (Decimal(state["sl_price"]), state["breakeven_after"], Decimal(state["breakeven_buffer"])) == (
+            Decimal("1480"),
+            1,
+            Decimal("0.5"),
+        )
+        legs = {i["sk"] for i in aws.items(f"BRACKET#{bracket_id}") if i["sk"].startswith("ORDER#")}
+        assert legs == {"ORDER#ENTRY", "ORDER#STOP", "ORDER#TARGET"}
+    # And each share's workflow is started under its own id
+    assert sorted(e["name"] for e in aws.executions()) == sorted(ids)
+    # When it is resent
+    again = call_api("POST", PLACE, body)
+    # Then the same shares are answered, and nothing new is written or started
+    assert again.status == 200 and again.body["duplicate"] is True
+    assert [s["bracket_id"] for s in again.body["shares"]] == ids
+    assert len(brackets(aws)) == 2 and len(aws.executions()) == 2
+
+
+def test_a_scale_out_is_risk_checked_as_one_position_and_blocked_whole(aws, trader):
+    # Given an order value limit below the whole quantity's value but above each share's
+    _set_limits(aws, trader.account_id, max_order_value=Decimal(12000))
+    # When a scale-out of 10 x 1500 (6 and 4) is placed
+    answer = call_api("POST", PLACE, _scale_out(trader.api_key))
+    # Then it is blocked, every share FAILED with the tag, none started
+    assert answer.status == 403 and answer.body["tag"] == "RISK_BLOCKED:MAX_ORDER_VALUE"
+    assert sorted(i["status"] for i in brackets(aws)) == ["FAILED", "FAILED"]
+    assert aws.executions() == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"target_price": 1550}, "not both"),
+        ({"targets": [{"price": 1520, "quantity": 6}, {"price": 1530, "quantity": 5}]}, "add up to the quantity 10"),
+        ({"targets": [{"price": 1520, "share": 50}, {"price": 1530.03, "share": 50}]}, "target 2: target_price"),
+        ({"breakeven_after": 2}, "breakeven_after must name a target from 1 to 1"),
+    ],
+)
+def test_a_scale_out_that_cannot_be_split_is_a_400_and_writes_nothing(aws, trader, changes, says):
+    answer = call_api("POST", PLACE, {**_scale_out(trader.api_key), **changes})
+    assert answer.status == 400 and says in answer.body["message"], answer.body
+    assert brackets(aws) == []

@@ -252,6 +252,9 @@ def test_notices_name_the_bracket_in_the_traders_words():
     assert closed is not None and "TARGET @ 1550" in closed and "P&amp;L 500" in closed
     filled = format_notice("EntryFilled", {"filled_quantity": 10, "average_price": "1499.5"}, facts)
     assert filled is not None and "10 @ 1499.5" in filled
+    breakeven = format_notice("BreakevenStopSet", {"after_share": 1, "old_stop": "1480", "new_stop": "1501"}, facts)
+    assert breakeven is not None and "breakeven" in breakeven and "target 1 hit" in breakeven
+    assert "1480 → 1501" in breakeven and "br_1" in breakeven
     assert format_notice("StopTrailed", {}, facts) is None
 
 

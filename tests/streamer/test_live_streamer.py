@@ -229,6 +229,27 @@ def test_a_second_watch_of_a_watched_bracket_updates_its_quantity_and_keeps_its_
     assert streamer.watched_ids() == {"br_grown_1"}
 
 
+def test_a_breakeven_stop_stored_by_the_workflow_is_taken_at_resync_and_exits_there(fast, start_streamer):
+    # Given a streamer watching a LONG at stop 1480 (a 30-point trail) with the market at 1500
+    from bracketflow.adapters.dynamo.brackets import BracketRepository
+    from bracketflow.domain.events import BreakevenStopSet
+
+    bracket = seed_protected(fast.paper, trail={"type": "points", "value": "30"})
+    streamer = start_streamer()
+    eventually(lambda: streamer.stop_of(bracket.id) == 148000, "resync to watch the bracket")
+    # When the workflow stores a breakeven stop of 1501 for it (a scale-out's first target filled)
+    repo = BracketRepository()
+    current = repo.get(bracket.id)
+    moved = BreakevenStopSet(bracket.id, {"old_stop": "1480", "new_stop": "1501"}, bracket_version=current.version + 1)
+    repo.append_event(current, moved, stop_price=Decimal("1501"))
+    # Then the streamer's next resync takes it
+    eventually(lambda: streamer.stop_of(bracket.id) == 150100, "the streamer to take the breakeven stop")
+    # And when the price comes back to 1500.95, the exit is at that stop, as a moved stop
+    quote(fast.paper, "1500.95")
+    exits = eventually(lambda: drain(fast, "exits"), "an exit intent")
+    assert (exits[0]["bracket_id"], exits[0]["reason"], exits[0]["stop_price"]) == (bracket.id, "TRAIL_STOP", "1501.00")
+
+
 def test_order_updates_from_the_ticker_reach_the_watchers_queue(fast, start_streamer):
     # Given the streamer connected
     from bracketflow.adapters.broker import get_broker

@@ -103,6 +103,36 @@ def test_activation_is_reached_at_exactly_the_activation_price():
     assert engine.stops() == {"long": 150500, "short": 149500}
 
 
+def test_a_stop_set_elsewhere_is_taken_only_when_it_tightens_and_the_trail_goes_on_from_it():
+    # Given a LONG at 1480 with a 10-point trail, and a SHORT at 1520 without one
+    engine = TrailingEngine(
+        [
+            _bracket("long", trail={"type": "points", "value": "10"}),
+            _bracket("short", token=TCS, side="SHORT", stop="1520"),
+        ]
+    )
+    # When a breakeven of 1501 comes for both (a scale-out share's, set by the workflow)
+    assert engine.tighten("long", 150100) is True
+    assert engine.tighten("short", 150100) is True
+    # Then both stops are there, and recorded as changes to persist
+    assert engine.stops() == {"long": 150100, "short": 150100}
+    assert engine.take_stop_changes() == {"long": 150100, "short": 150100}
+    # And a looser stop, or one for a bracket not watched, changes nothing
+    assert engine.tighten("long", 149000) is False
+    assert engine.tighten("short", 151000) is False
+    assert engine.tighten("gone", 150000) is False
+    assert engine.stops() == {"long": 150100, "short": 150100}
+    # And the trail goes on from the new stop: 1512 trails the LONG to 1502, 1510 would not have moved it
+    engine.feed(message(ltp_packet(INFY, 151000)))
+    assert engine.stop_of("long") == 150100
+    engine.feed(message(ltp_packet(INFY, 151200)))
+    assert engine.stop_of("long") == 150200
+    # And each exits at its new stop
+    assert engine.feed(message(ltp_packet(TCS, 150095))) == []
+    assert [e.bracket_id for e in engine.feed(message(ltp_packet(TCS, 150100)))] == ["short"]
+    assert [e.stop_price for e in engine.feed(message(ltp_packet(INFY, 150200)))] == [150200]
+
+
 def test_watch_unwatch_and_coalesced_stop_changes():
     engine = TrailingEngine()
     engine.watch(_bracket(trail={"type": "percent", "value": "1"}))

@@ -255,7 +255,7 @@ def test_every_event_of_the_lifecycle_is_registered_by_name():
         "FlaggedForReview", "Reconciled",
         # written by services as plain mappings (tests/unit/test_event_registry.py finds them in the code)
         "WorkflowStartFailed", "WorkflowFailed", "CancelRequested", "ExitSkipped", "BrokerStopMoved",
-        "GttOrderCancelled",
+        "GttOrderCancelled", "BreakevenStopSet",
     }  # fmt: skip
     assert set(EVENT_TYPES) == expected
     for name, cls in EVENT_TYPES.items():

@@ -52,3 +52,26 @@ def test_reverse_alerts_take_the_other_side_of_an_earlier_alerts_strategy_and_sy
         assert {reverse["action"], opened["action"]} == {"buy", "sell"}
         # on a symbol of their own: the storm's other strategies hold no side there for the guard to refuse
         assert opened["symbol"] not in storm
+
+
+def test_some_alerts_scale_out_with_shares_that_split_their_quantity():
+    from decimal import Decimal
+
+    from bracketflow.domain.bracket import ScaleTarget
+    from bracketflow.domain.scale_out import share_quantities
+
+    plan = make_plan(CFG)
+    scaled = [s.data["alert"] for s in plan if s.kind == "alert" and "targets" in s.data["alert"]]
+    assert 0 < len(scaled) < CFG.brackets // 5
+    assert any("breakeven_after" in a for a in scaled) and any("breakeven_after" not in a for a in scaled)
+    for alert in scaled:
+        assert "target_percent" not in alert and 2 <= len(alert["targets"]) <= 3
+        targets = tuple(
+            ScaleTarget(Decimal(t["percent"]), Decimal(t["share"]) if "share" in t else None, t.get("quantity"))
+            for t in alert["targets"]
+        )
+        # each share gets at least one unit of the quantity, and every unit is in one share
+        quantities = share_quantities(int(alert["quantity"]), targets, 1)
+        assert sum(quantities) == int(alert["quantity"]) and min(quantities) >= 1
+        # further targets lie further out
+        assert [t.price for t in targets] == sorted(t.price for t in targets)

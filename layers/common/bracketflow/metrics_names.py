@@ -30,6 +30,7 @@ CANCEL_REQUESTS = "CancelRequests"  # DELETE of a bracket that acted (cancel the
 KILL_SWITCH_TRIPPED = "KillSwitchTripped"  # an account flattened and halted for the day (loss limit or by hand)
 TIME_EXITS = "TimeExits"  # brackets whose exit_after / exit_at came, handed to the exit (or their entry cancelled)
 EXIT_SIGNALS = "ExitSignals"  # a strategy's exit/close/closeall alert or REST close acted on (resends not counted)
+BREAKEVEN_STOPS_SET = "BreakevenStopsSet"  # a scale-out share's stop moved to breakeven after the named target
 ORDER_UPDATE_DUPLICATES = "OrderUpdateDuplicates"
 UNMATCHED_ORDER_UPDATES = "UnmatchedOrderUpdates"
 ORDER_UPDATES_MATCHED_BY_TAG = "OrderUpdatesMatchedByTag"  # an update that outran its order id: matched by tag

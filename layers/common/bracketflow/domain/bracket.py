@@ -64,6 +64,32 @@ class TrailSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ScaleTarget:
+    """One target of a scale-out request: its price and its share of the quantity, as a percent or in units."""
+
+    price: Decimal
+    share_percent: Decimal | None = None
+    quantity: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"price": str(self.price)}
+        if self.share_percent is not None:
+            out["share"] = str(self.share_percent)
+        if self.quantity is not None:
+            out["quantity"] = self.quantity
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScaleTarget:
+        quantity = data.get("quantity")
+        return cls(
+            price=Decimal(str(data["price"])),
+            share_percent=_to_dec(data.get("share")),
+            quantity=None if quantity is None else int(quantity),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class BracketSpec:
     """The normalised order request: what the trader asked for, after parsing (and, once validated, checked).
 
@@ -97,6 +123,13 @@ class BracketSpec:
     # Sizing from risk (services/sizing): what the quantity was worked out from, kept for the audit trail.
     risk_amount: Decimal | None = None
     risk_percent: Decimal | None = None
+    # Scale-out (domain/scale_out.py): the request's targets, split at intake into one bracket per share; each share
+    # then has no targets, its own target_price and quantity, and its 1-based share_index. breakeven_after names the
+    # share whose TARGET exit moves the other shares' stops to their entry plus breakeven_buffer (points).
+    targets: tuple[ScaleTarget, ...] = ()
+    share_index: int | None = None
+    breakeven_after: int | None = None
+    breakeven_buffer: Decimal | None = None
 
     @property
     def position_side(self) -> PositionSide:
@@ -139,6 +172,10 @@ class BracketSpec:
             "reverse": self.reverse or None,
             "risk_amount": _dec(self.risk_amount),
             "risk_percent": _dec(self.risk_percent),
+            "targets": [t.to_dict() for t in self.targets] or None,
+            "share_index": self.share_index,
+            "breakeven_after": self.breakeven_after,
+            "breakeven_buffer": _dec(self.breakeven_buffer),
         }
         return {k: v for k, v in fields.items() if v is not None}
 
@@ -170,6 +207,10 @@ class BracketSpec:
             reverse=bool(data.get("reverse")),
             risk_amount=_to_dec(data.get("risk_amount")),
             risk_percent=_to_dec(data.get("risk_percent")),
+            targets=tuple(ScaleTarget.from_dict(t) for t in data.get("targets") or ()),
+            share_index=None if data.get("share_index") is None else int(data["share_index"]),
+            breakeven_after=None if data.get("breakeven_after") is None else int(data["breakeven_after"]),
+            breakeven_buffer=_to_dec(data.get("breakeven_buffer")),
         )
 
 
@@ -215,7 +256,7 @@ class LegOrder:
 
 
 # Fields transition()/update() must never take from **changes: they are the aggregate's identity and bookkeeping.
-_PROTECTED_FIELDS = frozenset({"id", "account_id", "spec", "status", "version", "created_at", "reverse_of"})
+_PROTECTED_FIELDS = frozenset({"id", "account_id", "spec", "status", "version", "created_at", "reverse_of", "group"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +282,8 @@ class Bracket:
     earlier_exits: tuple[LegOrder, ...] = field(default_factory=tuple)
     # A reverse: the brackets the other way that must be closed (flat at the broker) before this entry is sent.
     reverse_of: tuple[BracketId, ...] = field(default_factory=tuple)
+    # A scale-out share: the ids of every share of its alert, in share order (itself included); empty otherwise.
+    group: tuple[BracketId, ...] = field(default_factory=tuple)
 
     @classmethod
     def register(
@@ -344,6 +387,7 @@ class Bracket:
             "tags": list(self.tags),
             "earlier_exits": [leg.to_dict() for leg in self.earlier_exits],
             "reverse_of": list(self.reverse_of),
+            **({"group": list(self.group)} if self.group else {}),
         }
 
     @classmethod
@@ -364,4 +408,5 @@ class Bracket:
             tags=tuple(data.get("tags") or ()),
             earlier_exits=tuple(LegOrder.from_dict(leg) for leg in data.get("earlier_exits") or ()),
             reverse_of=tuple(BracketId(i) for i in data.get("reverse_of") or ()),
+            group=tuple(BracketId(i) for i in data.get("group") or ()),
         )

@@ -232,3 +232,9 @@ class GttOrderCancelled(BracketEvent):
 @_register
 class BrokerStopMoved(BracketEvent):
     """The GTT's stop leg at the broker was moved to the trailed stop. data: gtt_id, old_stop, new_stop."""
+
+
+@_register
+class BreakevenStopSet(BracketEvent):
+    """A scale-out share's stop moved to its entry (plus the cost buffer) because the share named by breakeven_after
+    exited at its target. data: old_stop, new_stop, entry_price, buffer, after_share, after_bracket_id."""

@@ -13,10 +13,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bracketflow.domain.bracket import BracketSpec, TrailSpec
+from bracketflow.domain.bracket import BracketSpec, ScaleTarget, TrailSpec
 from bracketflow.domain.enums import Action, TrailType
 from bracketflow.domain.ids import AccountId, ClientOrderId
-from bracketflow.domain.validation import parse_action, parse_exchange, parse_price, parse_trail_type, split_symbol
+from bracketflow.domain.validation import (
+    parse_action,
+    parse_exchange,
+    parse_price,
+    parse_quantity,
+    parse_trail_type,
+    split_symbol,
+)
 from bracketflow.errors import ValidationFailed
 from bracketflow.schemas import wire_json
 
@@ -25,6 +32,7 @@ MAX_PRICE = Decimal("100000000")
 MAX_QUANTITY = 10_000_000
 MAX_BODY_CHARS = 16_384
 MAX_EXIT_AFTER_MINUTES = 7 * 24 * 60
+MAX_TARGETS = 3
 
 Price = Annotated[Decimal, Field(gt=0, le=MAX_PRICE, max_digits=14, decimal_places=4)]
 Text = Annotated[str, Field(min_length=1, max_length=64)]
@@ -34,6 +42,23 @@ class TrailIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["percent", "points", "PERCENT", "POINTS"] = Field(description="percent of the price, or points")
     value: Annotated[Decimal, Field(gt=0, le=MAX_PRICE, max_digits=14, decimal_places=4)]
+
+
+class TargetIn(BaseModel):
+    """One scale-out target: its level (exactly one of price, percent, points) and its share of the quantity."""
+
+    model_config = ConfigDict(extra="forbid")
+    price: Price | None = Field(None, description="The target's price")
+    percent: Annotated[Decimal | None, Field(gt=0, lt=100, max_digits=8, decimal_places=4)] = Field(
+        None, description="The target as a percent away from entry_price"
+    )
+    points: Price | None = Field(None, description="The target as points away from entry_price")
+    share: Annotated[Decimal | None, Field(gt=0, le=100, max_digits=8, decimal_places=4)] = Field(
+        None, description="This target's share of the quantity, in percent (rounded down to the lot)"
+    )
+    quantity: Annotated[int | None, Field(gt=0, le=MAX_QUANTITY)] = Field(
+        None, description="This target's share of the quantity, in units (instead of share)"
+    )
 
 
 class PlaceBracketOrderRequest(BaseModel):
@@ -69,7 +94,7 @@ class PlaceBracketOrderRequest(BaseModel):
     )
     entry_price: Price
     sl_price: Price
-    target_price: Price
+    target_price: Price | None = Field(None, description="Required unless targets are given")
     ordertype: str = Field("REGULAR", max_length=16, description="Accepted for compatibility: REGULAR")
     pricetype: str = Field("LIMIT", max_length=8, description="LIMIT (default), MARKET, SL or SL-M")
     trigger_price: Price | None = Field(None, description="For SL and SL-M entries")
@@ -96,6 +121,18 @@ class PlaceBracketOrderRequest(BaseModel):
         False,
         description="If the strategy holds this symbol the other way: exit that first, then enter (never both at once)",
     )
+    targets: list[TargetIn] | None = Field(
+        None,
+        min_length=1,
+        max_length=3,
+        description="Scale-out instead of target_price: one bracket per target under the same stop, each for its share",
+    )
+    breakeven_after: Annotated[int | None, Field(ge=1, le=3)] = Field(
+        None, description="When this target's share exits at its target, the other shares' stops move to their entry"
+    )
+    breakeven_buffer: Annotated[Decimal | None, Field(ge=0, le=MAX_PRICE, max_digits=14, decimal_places=4)] = Field(
+        None, description="Points beyond the entry for the breakeven stop (costs); default 0"
+    )
 
 
 def request_to_spec(req: PlaceBracketOrderRequest, account_id: str) -> BracketSpec:
@@ -104,6 +141,11 @@ def request_to_spec(req: PlaceBracketOrderRequest, account_id: str) -> BracketSp
         raise ValidationFailed(f"Invalid ordertype {req.ordertype!r}: only REGULAR orders make brackets")
     trail = None if req.trail is None else TrailSpec(type=TrailType.parse(req.trail.type), value=req.trail.value)
     quantity = _quantity_or_risk(req.quantity, req.risk_amount, req.risk_percent)
+    action = parse_action(req.action)
+    targets_raw = None if req.targets is None else [t.model_dump(exclude_none=True) for t in req.targets]
+    target_price, targets = _target_or_targets(
+        req.target_price, targets_raw, action, req.entry_price, req.breakeven_after, req.breakeven_buffer
+    )
     return BracketSpec(
         account_id=AccountId(account_id),
         symbol=req.symbol,
@@ -113,7 +155,7 @@ def request_to_spec(req: PlaceBracketOrderRequest, account_id: str) -> BracketSp
         quantity=quantity,
         entry_price=req.entry_price,
         sl_price=req.sl_price,
-        target_price=req.target_price,
+        target_price=target_price,
         price_type=req.pricetype,  # type: ignore[arg-type]
         trigger_price=req.trigger_price,
         trail=trail,
@@ -128,7 +170,69 @@ def request_to_spec(req: PlaceBracketOrderRequest, account_id: str) -> BracketSp
         reverse=req.reverse,
         risk_amount=req.risk_amount,
         risk_percent=req.risk_percent,
+        targets=targets,
+        breakeven_after=req.breakeven_after,
+        breakeven_buffer=req.breakeven_buffer,
     )
+
+
+def _target_or_targets(
+    target_price: Decimal | None,
+    targets_raw: Any,
+    action: Action,
+    entry: Decimal | None,
+    breakeven_after: int | None,
+    breakeven_buffer: Decimal | None,
+) -> tuple[Decimal, tuple[ScaleTarget, ...]]:
+    """(the target price, the scale-out targets): one target_price, or 1-3 targets (the first one's price is the
+    request's target_price until intake splits it into shares)."""
+    if targets_raw is None:
+        if target_price is None:
+            raise ValidationFailed("target_price is required (or targets, to scale out)")
+        if breakeven_after is not None or breakeven_buffer is not None:
+            raise ValidationFailed("breakeven_after and breakeven_buffer need targets: a single target leaves no share")
+        return target_price, ()
+    if target_price is not None:
+        raise ValidationFailed("give target_price or targets, not both")
+    if not isinstance(targets_raw, list) or not 1 <= len(targets_raw) <= MAX_TARGETS:
+        raise ValidationFailed(f"targets must be a list of 1 to {MAX_TARGETS} targets")
+    targets = tuple(_scale_target(raw, index, action, entry) for index, raw in enumerate(targets_raw, start=1))
+    return targets[0].price, targets
+
+
+def _scale_target(raw: Any, index: int, action: Action, entry: Decimal | None) -> ScaleTarget:
+    if not isinstance(raw, dict):
+        raise ValidationFailed(f'target {index} must be an object like {{"price": 1550, "share": 50}}')
+    unknown = set(raw) - {"price", "percent", "points", "share", "quantity"}
+    if unknown:
+        raise ValidationFailed(f"target {index} has unknown fields: {', '.join(sorted(unknown))}")
+    levels = {f"target_{k}": raw.get(k) for k in ("price", "percent", "points")}
+    try:
+        price = _level(levels, "target", action, entry, is_stop=False)
+    except ValidationFailed as exc:
+        raise ValidationFailed(f"target {index}: {exc.message}") from None
+    if entry is not None and ((price <= entry) if action is Action.BUY else (price >= entry)):
+        side = "greater" if action is Action.BUY else "less"
+        raise ValidationFailed(f"target {index}: for {action} orders, a target must be {side} than entry price")
+    share = _bounded(parse_price(raw.get("share"), f"target {index} share", required=False), "share")
+    quantity = raw.get("quantity")
+    if (share is None) == (quantity in (None, "")):
+        raise ValidationFailed(f"target {index}: give its share (percent of the quantity) or its quantity")
+    if share is not None and share > 100:
+        raise ValidationFailed(f"target {index}: share is a percent of the quantity, at most 100, got {share}")
+    units = None if quantity in (None, "") else parse_quantity(quantity, f"target {index} quantity")
+    return ScaleTarget(price=price, share_percent=share, quantity=units)
+
+
+def _breakeven_after(raw: Any) -> int | None:
+    if raw in (None, ""):
+        return None
+    text = str(raw).strip().upper().removeprefix("TARGET").removeprefix("T") if not isinstance(raw, bool) else ""
+    if not text.isdigit() or not 1 <= int(text) <= MAX_TARGETS:
+        raise ValidationFailed(
+            f"breakeven_after must name a target, 1 to {MAX_TARGETS}, got {raw!r} (a price as the trigger is not taken)"
+        )
+    return int(text)
 
 
 def _quantity_or_risk(quantity: Any, risk_amount: Decimal | None, risk_percent: Decimal | None) -> Any:
@@ -240,6 +344,10 @@ def _level(data: dict[str, Any], name: str, action: Action, entry: Decimal | Non
     return entry - offset if below else entry + offset
 
 
+def _level_given(data: dict[str, Any], name: str) -> bool:
+    return any(_field(data, f"{name}_{kind}") is not None for kind in ("price", "percent", "points"))
+
+
 def _trail(data: dict[str, Any]) -> TrailSpec | None:
     raw = data.get("trail")
     if isinstance(raw, dict):
@@ -291,6 +399,21 @@ def alert_to_spec(data: dict[str, Any], account_id: str) -> BracketSpec:
     if risk_percent is not None and risk_percent > 100:
         raise ValidationFailed(f"risk_percent must be at most 100, got {risk_percent}")
     raw_exit_at = _field(data, "exit_at")
+    breakeven_after = _breakeven_after(data.get("breakeven_after"))
+    breakeven_buffer = _bounded(
+        parse_price(_field(data, "breakeven_buffer"), "breakeven_buffer", required=False), "breakeven_buffer"
+    )
+    if breakeven_buffer is not None and breakeven_buffer < 0:
+        raise ValidationFailed(f"breakeven_buffer must not be negative, got {breakeven_buffer}")
+    raw_targets = data.get("targets")
+    if raw_targets is not None:
+        if _level_given(data, "target"):
+            raise ValidationFailed("give target_price/percent/points or targets, not both")
+        target_price, targets = _target_or_targets(None, raw_targets, action, entry, breakeven_after, breakeven_buffer)
+    else:
+        target_price = _level(data, "target", action, entry, is_stop=False)
+        _target_or_targets(target_price, None, action, entry, breakeven_after, breakeven_buffer)
+        targets = ()
     return BracketSpec(
         account_id=AccountId(account_id),
         symbol=symbol,
@@ -300,7 +423,7 @@ def alert_to_spec(data: dict[str, Any], account_id: str) -> BracketSpec:
         quantity=_quantity_or_risk(quantity_raw, risk_amount, risk_percent),
         entry_price=entry,
         sl_price=_level(data, "sl", action, entry, is_stop=True),
-        target_price=_level(data, "target", action, entry, is_stop=False),
+        target_price=target_price,
         price_type=_field(data, "pricetype", "price_type"),
         trigger_price=_bounded(
             parse_price(_field(data, "trigger_price"), "trigger_price", required=False), "trigger_price"
@@ -320,4 +443,7 @@ def alert_to_spec(data: dict[str, Any], account_id: str) -> BracketSpec:
         reverse=_flag(data.get("reverse"), "reverse"),
         risk_amount=risk_amount,
         risk_percent=risk_percent,
+        targets=targets,
+        breakeven_after=breakeven_after,
+        breakeven_buffer=breakeven_buffer,
     )

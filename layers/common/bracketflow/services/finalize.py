@@ -3,7 +3,9 @@
 P&L (Decimal, rupees) = (exit average - entry average) x quantity for a LONG, the negative of that for a SHORT.
 The STATE item gets realised_pnl and exit_price (risk's daily-loss check sums realised_pnl), the bracket goes
 EXITING (or PROTECTED, when the broker's own GTT closed it) -> CLOSED with its BracketClosed event, in one
-conditional write. The `bracket_order_update` notifications are derived from the audit events by functions/notify
+conditional write. A scale-out share closed at its target then moves its siblings' stops to breakeven when it is the
+share their breakeven_after names (services/breakeven).
+The `bracket_order_update` notifications are derived from the audit events by functions/notify
 (mapping in services/lifecycle.py).
 """
 
@@ -18,6 +20,7 @@ from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus, ExitReason, PositionSide
 from bracketflow.domain.events import BracketClosed
 from bracketflow.observability import logger, metrics
+from bracketflow.services import breakeven
 from bracketflow.services.lifecycle import event, exit_outcome, retrying
 
 
@@ -63,4 +66,16 @@ def finalize(bracket_id: str, exit_info: dict[str, Any] | None) -> dict[str, Any
     except Exception:  # the streamer's resync drops closed brackets anyway; closing must not fail on this
         logger.exception("unwatch message not sent", extra={"bracket_id": bracket_id})
     metrics.add_metric(name="BracketsClosed", unit="Count", value=1)
-    return {"status": bracket.status.value, **result}
+    moved = _breakeven(bracket)
+    return {"status": bracket.status.value, **result, **({"breakeven": moved} if moved else {})}
+
+
+def _breakeven(bracket: Bracket) -> list[str]:
+    """A scale-out share closed at its target may move the other shares' stops to breakeven (services/breakeven)."""
+    if not bracket.group or bracket.status is not BracketStatus.CLOSED:
+        return []
+    try:
+        return breakeven.after_close(bracket)
+    except Exception:  # the shares keep their own stops and GTTs; closing this one must not fail on it
+        logger.exception("breakeven not applied", extra={"bracket_id": bracket.id})
+        return []

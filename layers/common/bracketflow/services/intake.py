@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bracketflow.adapters.dynamo import accounts as account_store
+from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus
 from bracketflow.errors import BracketBlocked, BracketflowError, Unauthorized
 from bracketflow.schemas.bracket import PlaceBracketOrderRequest, alert_to_spec, parse_alert_body, request_to_spec
@@ -71,6 +72,11 @@ def placement_response(p: Placement) -> dict[str, Any]:
     b, s = p.bracket, p.bracket.spec
     if p.duplicate:
         message = "Duplicate request: this bracket was already registered; nothing new was placed"
+    elif p.shares:
+        message = (
+            f"Scale-out registered as {len(p.shares)} brackets, one per target - each share's entry will be placed,"
+            " its GTT protection follows its fill"
+        )
     elif p.workflow_started:
         message = "Bracket order registered - the entry order will be placed, GTT protection follows the fill"
     else:
@@ -86,12 +92,25 @@ def placement_response(p: Placement) -> dict[str, Any]:
         "entry_price": s.entry_price,
         "sl_price": s.sl_price,
         "target_price": s.target_price,
-        "quantity": s.quantity,
+        "quantity": sum(share.spec.quantity for share in p.shares) if p.shares else s.quantity,
         "action": s.action.value,
         "strategy": s.strategy,
         **({"sizing": p.sizing.to_dict()} if p.sizing is not None else {}),
         **({"exit_due_at": b.exit_due_at.isoformat()} if b.exit_due_at is not None else {}),
         **({"reverse_of": list(b.reverse_of)} if b.reverse_of else {}),
+        **({"shares": [_share_view(share) for share in p.shares]} if p.shares else {}),
+        **({"breakeven_after": s.breakeven_after} if s.breakeven_after is not None else {}),
+    }
+
+
+def _share_view(share: Bracket) -> dict[str, Any]:
+    """One share of a scale-out in the answer: its own bracket, quantity and target under the common stop."""
+    return {
+        "bracket_id": share.id,
+        "share_index": share.spec.share_index,
+        "bracket_status": share.status.value,
+        "quantity": share.spec.quantity,
+        "target_price": share.spec.target_price,
     }
 
 

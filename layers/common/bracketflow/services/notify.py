@@ -11,7 +11,8 @@ Input: DynamoDB Streams records (NEW_AND_OLD_IMAGES) of the brackets table, in s
   order: a subscriber sees every status of a bracket, in the order it took them (version says so too).
 * an audit EVENT item (inserted in the same transaction) of the named kinds -> a named message:
     EntryPlaced -> "entry_order_placed"; BracketClosed -> "completed"; ProtectionFailed, EmergencyExitPlaced ->
-    "partial_failure"; EntryRejected, WorkflowFailed -> "error"; with "event", "version", the event's "data".
+    "partial_failure"; EntryRejected, WorkflowFailed -> "error"; BreakevenStopSet -> "breakeven_stop_set"; with
+    "event", "version", the event's "data".
 * a leg (entry or exit order) on the STATE item whose broker status, filled quantity or average price changed ->
     {"type": "order_update", "account_id", "data": {"order_id", "status" (Kite's words: OPEN, COMPLETE, REJECTED,
      CANCELLED), "filled_quantity", "quantity", "average_price", "role", "bracket_id", "tradingsymbol", "exchange",
@@ -50,6 +51,7 @@ NAMED_EVENTS: dict[str, str] = {
     "EmergencyExitPlaced": "partial_failure",
     "EntryRejected": "error",
     "WorkflowFailed": "error",
+    "BreakevenStopSet": "breakeven_stop_set",
 }
 
 # Our leg statuses in the broker's words, for order_update messages.

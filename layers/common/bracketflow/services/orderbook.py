@@ -71,7 +71,15 @@ def bracket_summary(b: Bracket, realised_pnl: Decimal | None = None) -> dict[str
         "exit_reason": None if b.exit_reason is None else b.exit_reason.value,
         "realised_pnl": realised_pnl,
         "created_at": b.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        **share_of(b),
     }
+
+
+def share_of(b: Bracket) -> dict[str, Any]:
+    """A scale-out share's place in its alert: the first share's id (the group), its index, and every share's id."""
+    if not b.group:
+        return {}
+    return {"group_id": b.group[0], "share_index": b.spec.share_index, "shares": list(b.group)}
 
 
 def bracket_view(b: Bracket, events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -112,6 +120,8 @@ def bracket_view(b: Bracket, events: list[dict[str, Any]]) -> dict[str, Any]:
         "tags": list(b.tags),
         "created_at": b.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "updated_at": b.updated_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        **share_of(b),
+        **({"breakeven_after": s.breakeven_after} if s.breakeven_after is not None else {}),
         "events": events,
     }
 

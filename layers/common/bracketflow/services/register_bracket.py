@@ -9,8 +9,11 @@
    ONE transaction, together with its dedupe keys (client_order_id for 24 h, a webhook alert's hash for 5 min).
    A dedupe key already taken by the same request means a resend: 200 "duplicate": true with the original id,
    and nothing new is written, so concurrent resends still make exactly one bracket (docs/reliability.md).
+   A scale-out (targets with shares, domain/scale_out.py) writes one bracket per share in that one transaction, each
+   knowing all of them (`group`); its dedupe keys name the first share, and its resend answers every share.
 5. Risk, guard and duplicate checks (services/risk.py) -> FAILED with the block tag + BracketBlocked event,
    answered 403 (risk) or 409 (guard, duplicate) with the bracket id and tag. Blocked brackets stay in the book.
+   A scale-out is checked once, as the one position it is (its whole quantity), and blocked or started whole.
 6. StartExecution(name=bracket_id). If it fails for our reasons the bracket stays CREATED with a
    WorkflowStartFailed event and resume_unstarted_brackets() (reconciliation, or by hand) starts it later;
    the execution name makes that start safe to repeat.
@@ -24,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from bracketflow.adapters.dynamo import accounts as account_store
@@ -38,7 +42,9 @@ from bracketflow.domain.calendar import IST
 from bracketflow.domain.enums import BlockKind, BracketStatus, Exchange, LegRole, OrderStatus
 from bracketflow.domain.events import BracketBlocked as BracketBlockedEvent
 from bracketflow.domain.events import BracketRegistered
+from bracketflow.domain.ids import BracketId, new_bracket_id
 from bracketflow.domain.instruments import index_called
+from bracketflow.domain.scale_out import share_specs
 from bracketflow.domain.sizing import Sizing, size_from_risk
 from bracketflow.domain.validation import parse_exchange, split_symbol, validate_bracket
 from bracketflow.errors import BracketBlocked, Forbidden, NotFound, RateLimited, ValidationFailed
@@ -67,6 +73,7 @@ class Placement:
     duplicate: bool = False
     workflow_started: bool = True
     sizing: Sizing | None = None  # the quantity worked out from risk, and why
+    shares: tuple[Bracket, ...] = ()  # a scale-out: every share's bracket in share order (`bracket` is the first)
 
 
 def check_placement_rate(
@@ -113,6 +120,14 @@ def normalise_sized(
     spec: BracketSpec, caller: Caller, *, round_to_tick: bool, account: Account | None = None
 ) -> tuple[BracketSpec, Sizing | None]:
     """normalise(), and the quantity worked out from risk_amount / risk_percent when the request sized by risk."""
+    checked, sizing, _tick, _lot = _normalise(spec, caller, round_to_tick=round_to_tick, account=account)
+    return checked, sizing
+
+
+def _normalise(
+    spec: BracketSpec, caller: Caller, *, round_to_tick: bool, account: Account | None = None
+) -> tuple[BracketSpec, Sizing | None, Decimal, int]:
+    """normalise_sized(), and the instrument's tick and lot size."""
     if caller.strategy is not None:
         if spec.strategy not in (None, "", caller.strategy):
             raise Forbidden(f"this webhook token places brackets only for strategy {caller.strategy!r}")
@@ -146,7 +161,7 @@ def normalise_sized(
     if checked.exit_at is not None and utc_now().astimezone(IST).strftime("%H:%M") >= checked.exit_at:
         raise ValidationFailed(f"exit_at {checked.exit_at} IST has already passed today")
     if not by_risk:
-        return checked, None
+        return checked, None, tick, lot
     entry = checked.entry_price or checked.trigger_price
     if entry is None:
         raise ValidationFailed("risk sizing needs entry_price (send {{close}} with a MARKET entry)")
@@ -161,7 +176,7 @@ def normalise_sized(
         lot_size=lot,
         max_order_value=limits.max_order_value,
     )
-    return replace(checked, quantity=sizing.quantity), sizing
+    return replace(checked, quantity=sizing.quantity), sizing, tick, lot
 
 
 def request_hash(spec: BracketSpec) -> str:
@@ -169,7 +184,7 @@ def request_hash(spec: BracketSpec) -> str:
     return hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
-def place(  # noqa: C901, PLR0912 - the intake's one path, read top to bottom
+def place(
     caller: Caller,
     spec: BracketSpec,
     *,
@@ -181,22 +196,13 @@ def place(  # noqa: C901, PLR0912 - the intake's one path, read top to bottom
     """Register, check and start one bracket (steps 2-6 of the module doc); raises the 4xx errors.
 
     spend_placement_token (check_placement_rate for the caller) runs once the request is known valid and new."""
-    spec, sizing = normalise_sized(spec, caller, round_to_tick=round_to_tick, account=account)
+    spec, sizing, tick, lot = _normalise(spec, caller, round_to_tick=round_to_tick, account=account)
     repo = BracketRepository()
-    settings = get_settings()
     now = utc_now()
     now_s = int(now.timestamp())
     digest = request_hash(spec)
-    bracket = Bracket.register(spec, now=now)
-    if spec.reverse:
-        reversed_ = [b.id for b in BracketRepository().list_open(caller.account_id) if _reversed_by(b, spec)]
-        bracket = replace(bracket, reverse_of=tuple(reversed_))
-
-    keys: list[tuple[dict[str, str], int]] = []
-    if spec.client_order_id:
-        keys.append((r.dedupe_client_key(caller.account_id, spec.client_order_id), settings.client_order_id_window_s))
-    if dedupe_alert:
-        keys.append((r.dedupe_alert_key(caller.account_id, digest), settings.alert_dedupe_window_s))
+    brackets = _register(caller, spec, now, tick=tick, lot=lot, round_to_tick=round_to_tick)
+    keys = _dedupe_keys(caller, spec, digest, dedupe_alert=dedupe_alert)
 
     resent = _original_of_resend(repo, keys, digest, now_s)
     if resent is not None:
@@ -206,9 +212,9 @@ def place(  # noqa: C901, PLR0912 - the intake's one path, read top to bottom
 
     reused_client_id = False
     for _attempt in range(3):
-        extra = [intake_store.dedupe_put(k, bracket.id, digest, now_s, w) for k, w in keys]
+        extra = [intake_store.dedupe_put(k, brackets[0].id, digest, now_s, w) for k, w in keys]
         try:
-            _create(repo, bracket, extra, sizing)
+            _create(repo, brackets, extra, sizing)
             break
         except ExtraConditionFailed as lost:
             key = keys[lost.index][0]
@@ -229,18 +235,53 @@ def place(  # noqa: C901, PLR0912 - the intake's one path, read top to bottom
     if reused_client_id:
         block: risk.Block | None = risk.Block(BlockKind.DUPLICATE_BLOCKED, "CLIENT_ORDER_ID_REUSED")
     else:
-        block = _run_checks(repo, bracket, account or account_store.get_account(caller.account_id), now)
+        block = _run_checks(repo, spec, brackets, account or account_store.get_account(caller.account_id), now)
     if block is not None:
-        blocked = _block(repo, bracket, block)
-        raise BracketBlocked(
-            f"bracket {blocked.id} blocked: {block.tag}",
-            bracket_id=blocked.id,
-            tag=block.tag,
-            status_code=_BLOCK_STATUS[block.kind],
-        )
-    started = start_workflow(repo, bracket)
-    metrics.add_metric(name="BracketsRegistered", unit="Count", value=1)
-    return Placement(bracket=bracket, workflow_started=started, sizing=sizing)
+        _refuse(repo, brackets, block)
+    started = [start_workflow(repo, b) for b in brackets]
+    metrics.add_metric(name="BracketsRegistered", unit="Count", value=len(brackets))
+    shares = tuple(brackets) if spec.targets else ()
+    return Placement(bracket=brackets[0], workflow_started=all(started), sizing=sizing, shares=shares)
+
+
+def _dedupe_keys(
+    caller: Caller, spec: BracketSpec, digest: str, *, dedupe_alert: bool
+) -> list[tuple[dict[str, str], int]]:
+    """The request's dedupe keys and their windows: its client_order_id, and a webhook alert's content hash."""
+    settings = get_settings()
+    keys: list[tuple[dict[str, str], int]] = []
+    if spec.client_order_id:
+        keys.append((r.dedupe_client_key(caller.account_id, spec.client_order_id), settings.client_order_id_window_s))
+    if dedupe_alert:
+        keys.append((r.dedupe_alert_key(caller.account_id, digest), settings.alert_dedupe_window_s))
+    return keys
+
+
+def _register(
+    caller: Caller, spec: BracketSpec, now: datetime, *, tick: Decimal, lot: int, round_to_tick: bool
+) -> list[Bracket]:
+    """The request's new bracket, or one per share of a scale-out (linked by `group`), in CREATED."""
+    specs = share_specs(spec, tick_size=tick, lot_size=lot, round_to_tick=round_to_tick) if spec.targets else [spec]
+    ids = [new_bracket_id() for _ in specs]
+    group: tuple[BracketId, ...] = tuple(ids) if spec.targets else ()
+    reverse_of: tuple[BracketId, ...] = ()
+    if spec.reverse:
+        reverse_of = tuple(b.id for b in BracketRepository().list_open(caller.account_id) if _reversed_by(b, spec))
+    return [
+        replace(Bracket.register(s, bracket_id=i, now=now), group=group, reverse_of=reverse_of)
+        for s, i in zip(specs, ids, strict=True)
+    ]
+
+
+def _refuse(repo: BracketRepository, brackets: list[Bracket], block: risk.Block) -> None:
+    """Block every bracket of the request (each share of a scale-out) and answer with the first one's id."""
+    blocked = [_block(repo, b, block) for b in brackets]
+    raise BracketBlocked(
+        f"bracket {blocked[0].id} blocked: {block.tag}",
+        bracket_id=blocked[0].id,
+        tag=block.tag,
+        status_code=_BLOCK_STATUS[block.kind],
+    )
 
 
 def _reversed_by(other: Bracket, spec: BracketSpec) -> bool:
@@ -273,71 +314,70 @@ def _resend_answer(repo: BracketRepository, dedupe: dict[str, Any]) -> Placement
         return None
     metrics.add_metric(name="DuplicateAlerts", unit="Count", value=1)
     logger.info("resent request answered with the original bracket", extra={"bracket_id": original.id})
-    if original.status is BracketStatus.CREATED:
-        # The first attempt may have died between writing the bracket and starting its workflow (a timeout, a
-        # crash); start it now rather than at the next resume sweep. One execution per bracket id: a workflow
-        # already running makes this a no-op.
-        start_workflow(repo, original)
-    return Placement(bracket=original, duplicate=True)
+    shares = tuple(b for b in (repo.get(i) for i in original.group) if b is not None) if original.group else ()
+    for bracket in shares or (original,):
+        if bracket.status is BracketStatus.CREATED:
+            # The first attempt may have died between writing the bracket and starting its workflow (a timeout, a
+            # crash); start it now rather than at the next resume sweep. One execution per bracket id: a workflow
+            # already running makes this a no-op.
+            start_workflow(repo, bracket)
+    return Placement(bracket=original, duplicate=True, shares=shares)
 
 
-def _create(repo: BracketRepository, bracket: Bracket, extra: list[ConditionalPut], sizing: Sizing | None) -> None:
-    at = r.iso(bracket.created_at)
-    legs = [
-        r.leg_item(
-            bracket.id,
-            bracket.account_id,
-            LegRole.ENTRY.value,
-            OrderStatus.CREATED.value,
-            at,
-            quantity=bracket.spec.quantity,
-        ),
-        r.leg_item(
-            bracket.id,
-            bracket.account_id,
-            LegRole.STOP.value,
-            OrderStatus.CREATED.value,
-            at,
-            quantity=bracket.spec.quantity,
-        ),
-        r.leg_item(
-            bracket.id,
-            bracket.account_id,
-            LegRole.TARGET.value,
-            OrderStatus.CREATED.value,
-            at,
-            quantity=bracket.spec.quantity,
-        ),
-    ]
-    data = bracket.spec.to_dict() | ({"sizing": sizing.to_dict()} if sizing is not None else {})
-    if bracket.reverse_of:
-        data["reverse_of"] = list(bracket.reverse_of)
-    event = BracketRegistered(bracket_id=bracket.id, data=data, at=bracket.created_at, bracket_version=1)
-    repo.create(bracket, [event], legs=legs, extra=extra)
+def _create(
+    repo: BracketRepository, brackets: list[Bracket], extra: list[ConditionalPut], sizing: Sizing | None
+) -> None:
+    """Every bracket of the request (one, or a scale-out's shares) with its legs and event, in one transaction."""
+    writes = []
+    for bracket in brackets:
+        at = r.iso(bracket.created_at)
+        legs = [
+            r.leg_item(
+                bracket.id,
+                bracket.account_id,
+                role.value,
+                OrderStatus.CREATED.value,
+                at,
+                quantity=bracket.spec.quantity,
+            )
+            for role in (LegRole.ENTRY, LegRole.STOP, LegRole.TARGET)
+        ]
+        data = bracket.spec.to_dict() | ({"sizing": sizing.to_dict()} if sizing is not None else {})
+        if bracket.reverse_of:
+            data["reverse_of"] = list(bracket.reverse_of)
+        if bracket.group:
+            data["group"] = list(bracket.group)
+        event = BracketRegistered(bracket_id=bracket.id, data=data, at=bracket.created_at, bracket_version=1)
+        writes.append((bracket, [event], legs))
+    repo.create_many(writes, extra=extra)
 
 
-def _run_checks(repo: BracketRepository, bracket: Bracket, account: Account | None, now: datetime) -> risk.Block | None:
+def _run_checks(
+    repo: BracketRepository, spec: BracketSpec, brackets: list[Bracket], account: Account | None, now: datetime
+) -> risk.Block | None:
+    """The risk, guard and duplicate checks for the request as a whole (a scale-out's shares are one position)."""
+    bracket = brackets[0]
     account_id = bracket.account_id
     limits = account.limits if account else default_limits()
     halted = halts.halt_reason(account_id, now)
     if halted is not None:  # the kill switch (loss limit or a hand flatten) holds until the next session
         return risk.Block(BlockKind.RISK_BLOCKED, halted)
     # What a reverse closes is neither a guard conflict nor a duplicate, nor counted against the open limit.
-    skip = {bracket.id, *bracket.reverse_of}
+    skip = {*(b.id for b in brackets), *bracket.reverse_of}
     open_brackets = [b for b in repo.list_open(account_id) if b.id not in skip]
     start, end = risk.trading_day_bounds(now)
     pnl = repo.realised_pnl_between(account_id, r.iso(start), r.iso(end))
     return (
         risk.check_risk(
-            bracket.spec,
+            spec,
             limits=limits,
             open_count=len(open_brackets),
             realised_pnl_today=pnl,
             now=now,
             market_always_open=get_settings().broker == "paper",
         )
-        or risk.check_guard(bracket.spec, open_brackets)
-        or risk.check_duplicate(bracket.spec, open_brackets)
+        or risk.check_guard(spec, open_brackets)
+        or risk.check_duplicate(spec, open_brackets)
     )
 
 

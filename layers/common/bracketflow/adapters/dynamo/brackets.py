@@ -131,18 +131,29 @@ class BracketRepository:
 
         Raises ExtraConditionFailed(index) when an extra item's condition failed (nothing is written).
         """
+        self.create_many([(bracket, events, legs)], extra=extra)
+
+    def create_many(
+        self,
+        brackets: Sequence[tuple[Bracket, Sequence[Any], Iterable[dict[str, Any]]]],
+        *,
+        extra: Sequence[ConditionalPut] = (),
+    ) -> None:
+        """create() for several new brackets (a scale-out's shares), each with its events and legs: all or none."""
         name = table_name()
-        items: list[dict[str, Any]] = [
-            {
-                "Put": {
-                    "TableName": name,
-                    "Item": r.bracket_to_item(bracket),
-                    "ConditionExpression": "attribute_not_exists(pk)",
+        items: list[dict[str, Any]] = []
+        for bracket, events, legs in brackets:
+            items.append(
+                {
+                    "Put": {
+                        "TableName": name,
+                        "Item": r.bracket_to_item(bracket),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
                 }
-            }
-        ]
-        items += [{"Put": {"TableName": name, "Item": leg}} for leg in legs]
-        items += self._event_puts(bracket, events)
+            )
+            items += [{"Put": {"TableName": name, "Item": leg}} for leg in legs]
+            items += self._event_puts(bracket, events)
         first_extra = len(items)
         for put in extra:
             op: dict[str, Any] = {"TableName": name, "Item": put.item, "ConditionExpression": put.condition}

@@ -317,6 +317,10 @@ _OPTIONAL_STATE_ATTRS = (
     "risk_amount",
     "risk_percent",
     "reverse_of",
+    "share_index",
+    "breakeven_after",
+    "breakeven_buffer",
+    "share_group",
     "gsi2pk",
     "gsi2sk",
 )
@@ -404,6 +408,10 @@ def bracket_to_item(b: Bracket) -> dict[str, Any]:
         "risk_amount": s.risk_amount,
         "risk_percent": s.risk_percent,
         "reverse_of": list(b.reverse_of) or None,
+        "share_index": s.share_index,
+        "breakeven_after": s.breakeven_after,
+        "breakeven_buffer": s.breakeven_buffer,
+        "share_group": list(b.group) or None,
     }
     item.update({k: v for k, v in optional.items() if v is not None})
     if not is_terminal(b.status):
@@ -445,6 +453,9 @@ def bracket_from_item(item: dict[str, Any]) -> Bracket:
         reverse=bool(item.get("reverse")),
         risk_amount=dec("risk_amount"),
         risk_percent=dec("risk_percent"),
+        share_index=None if item.get("share_index") is None else int(item["share_index"]),
+        breakeven_after=None if item.get("breakeven_after") is None else int(item["breakeven_after"]),
+        breakeven_buffer=dec("breakeven_buffer"),
     )
     return Bracket(
         id=BracketId(item["bracket_id"]),
@@ -462,6 +473,7 @@ def bracket_from_item(item: dict[str, Any]) -> Bracket:
         tags=tuple(item.get("tags") or ()),
         earlier_exits=tuple(_leg_from_map(leg) for leg in item.get("earlier_exits") or ()),
         reverse_of=tuple(BracketId(i) for i in item.get("reverse_of") or ()),
+        group=tuple(BracketId(i) for i in item.get("share_group") or ()),
     )
 
 

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from local.stack import LocalStack
-from tests.stack_support import BRACKET_STACK_ENV, paper, stack_fixture, wait_for
+from tests.support.stack import BRACKET_STACK_ENV, paper, stack_fixture, wait_for
 
 pytestmark = pytest.mark.xdist_group("stack")
 

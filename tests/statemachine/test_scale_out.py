@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from local.stack import LocalStack
-from tests.stack_support import (
+from tests.support.stack import (
     assert_every_version_audited,
     bracket,
     broker_orders,

@@ -38,6 +38,20 @@ LAMBDA_OWN_ERRORS = (
     "Lambda.TooManyRequestsException",
 )
 EMERGENCY_BUDGET_S = 5.0
+# What boto3 raises, by class name, when AWS itself is briefly unavailable after its own three attempts: the network
+# (a DynamoDB or SQS call that timed out or lost its connection) and throttling or a service-side fault. Such a
+# failure in a task that also talks to the broker may come after the broker acted, so it is retried like a broker
+# outage: every Retry or Catch that names BrokerUnavailable names these too.
+AWS_TRANSIENT_ERRORS = (
+    "ReadTimeoutError",
+    "ConnectTimeoutError",
+    "EndpointConnectionError",
+    "ConnectionClosedError",
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+)
 
 
 # ---------- the template ----------
@@ -301,3 +315,28 @@ def test_a_failing_protection_reaches_the_flatten_within_the_budget():
     # and the errors refused before anything happened get no more than one short second try
     for retrier in protection.get("Retry") or []:
         assert delay + _retry_waits(retrier) < EMERGENCY_BUDGET_S, retrier
+
+
+@pytest.mark.parametrize("path", ASL_FILES, ids=[p.name for p in ASL_FILES])
+def test_a_brief_aws_outage_is_handled_like_a_broker_outage(path):
+    # PlaceEntry's DynamoDB write after the broker answered timed out: without a retry, the bracket went to review
+    # with its entry working at the broker
+    lists = 0
+    for where, state in task_states(load_asl(path, template())["States"]):
+        for handler in (state.get("Retry") or []) + (state.get("Catch") or []):
+            names = set(handler["ErrorEquals"])
+            if "BrokerUnavailable" in names:
+                lists += 1
+                missing = sorted(set(AWS_TRANSIENT_ERRORS) - names)
+                assert not missing, f"{path.name}:{where} handles BrokerUnavailable but not {missing}"
+    assert lists, f"{path.name}: no handler of a broker outage found (the scan is broken)"
+
+
+def test_the_aws_error_names_are_the_ones_boto3_raises():
+    import boto3
+    import botocore.exceptions
+
+    dynamodb = boto3.client("dynamodb", region_name="ap-south-1", aws_access_key_id="x", aws_secret_access_key="x")
+    for name in AWS_TRANSIENT_ERRORS:
+        raised = getattr(botocore.exceptions, name, None) or getattr(dynamodb.exceptions, name, None)
+        assert raised is not None and raised.__name__ == name, f"boto3 raises no error named {name}"

@@ -158,8 +158,8 @@ def _warm() -> dict[str, Any]:
 
             from bracketflow.adapters.aws import reset_clients
             from bracketflow.adapters.secrets import reset_pepper_cache
+            from bracketflow.domain.accounts import RiskLimits
             from bracketflow.services.accounts import create_account
-            from bracketflow.services.models import RiskLimits
 
             reset_clients()
             reset_pepper_cache()

@@ -19,9 +19,9 @@ from tests.support.intake import aws, bracket_request, call_api, call_webhook  #
 @pytest.fixture
 def screener_trader(aws, monkeypatch):
     """A trader whose risk limits allow 300 open brackets, and a placement clock that does not move."""
+    from bracketflow.domain.accounts import RiskLimits
     from bracketflow.services import register_bracket
     from bracketflow.services.accounts import create_account
-    from bracketflow.services.models import RiskLimits
 
     monkeypatch.setattr(register_bracket, "now_ms", lambda: 1_775_000_000_000)
     limits = RiskLimits(max_open_brackets=300, daily_loss_limit=Decimal(10**7), max_order_value=Decimal(10**8))

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from bracketflow.adapters.dynamo.batches import BatchRepository
+from bracketflow.domain.accounts import Caller
 from bracketflow.errors import BrokerUnavailable
 from bracketflow.services import batch
-from bracketflow.services.models import Caller
 from tests.support.batch import (  # noqa: F401
     LONG_CALL,
     LONG_PUT,

@@ -120,9 +120,9 @@ def test_in_kite_mode_an_expired_contract_is_a_400(kite_master, trader):
 
 
 def test_in_kite_mode_the_lot_and_tick_come_from_kites_list(kite_master):
+    from bracketflow.domain.accounts import Caller
     from bracketflow.domain.bracket import BracketSpec
     from bracketflow.errors import ValidationFailed
-    from bracketflow.services.models import Caller
     from bracketflow.services.register_bracket import normalise
 
     caller = Caller("acc", "hash")

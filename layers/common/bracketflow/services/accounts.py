@@ -17,8 +17,8 @@ from decimal import Decimal
 
 from bracketflow.adapters.dynamo import accounts as store
 from bracketflow.adapters.secrets import get_pepper
+from bracketflow.domain.accounts import Account, Caller, RiskLimits, WebhookToken
 from bracketflow.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
-from bracketflow.services.models import Account, Caller, RiskLimits, WebhookToken
 from bracketflow.settings import get_settings
 
 API_KEY_PREFIX = "bfk_"

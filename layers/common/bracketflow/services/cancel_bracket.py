@@ -31,13 +31,13 @@ from bracketflow.adapters.dynamo import lifecycle as token_store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.sqs import send_json
 from bracketflow.contracts import ExitRequest
+from bracketflow.domain.accounts import Caller
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus, ExitReason
 from bracketflow.domain.states import is_terminal
 from bracketflow.errors import ConcurrentModification, Conflict
 from bracketflow.observability import logger, metrics
 from bracketflow.services.lifecycle import CANCEL_REQUESTED, CANCEL_REQUESTED_EVENT
-from bracketflow.services.models import Caller
 from bracketflow.services.register_bracket import get_caller_bracket
 from bracketflow.settings import get_settings
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from bracketflow.adapters.dynamo import accounts as account_store
+from bracketflow.domain.accounts import Account, Caller
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus
 from bracketflow.errors import BracketBlocked, BracketflowError, Unauthorized
 from bracketflow.schemas.bracket import PlaceBracketOrderRequest, alert_to_spec, parse_alert_body, request_to_spec
 from bracketflow.services import orderbook, signals
 from bracketflow.services.accounts import authenticate_api_key, authenticate_webhook_token, check_source_ip
-from bracketflow.services.models import Account, Caller
 from bracketflow.services.register_bracket import Placement, check_alert_rate, check_placement_rate, place
 from bracketflow.settings import get_settings
 

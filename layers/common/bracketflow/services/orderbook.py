@@ -15,12 +15,12 @@ from typing import Any
 from bracketflow.adapters.dynamo import intake as intake_store
 from bracketflow.adapters.dynamo import prices as price_store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.domain.accounts import Caller, OrderLogEntry
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BlockKind, BracketStatus
 from bracketflow.domain.states import is_terminal
 from bracketflow.errors import ValidationFailed
 from bracketflow.observability import logger
-from bracketflow.services.models import Caller, OrderLogEntry
 from bracketflow.services.register_bracket import get_caller_bracket
 from bracketflow.settings import get_settings
 

@@ -37,6 +37,7 @@ from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.brackets import BracketRepository, ConditionalPut, ExtraConditionFailed
 from bracketflow.adapters.instrument_store import current_master
 from bracketflow.adapters.sfn import WorkflowStartFailed, start_bracket_workflow
+from bracketflow.domain.accounts import Account, Caller
 from bracketflow.domain.bracket import Bracket, BracketSpec
 from bracketflow.domain.calendar import IST
 from bracketflow.domain.enums import BlockKind, BracketStatus, Exchange, LegRole, OrderStatus
@@ -51,7 +52,6 @@ from bracketflow.errors import BracketBlocked, Forbidden, NotFound, RateLimited,
 from bracketflow.observability import logger, metrics
 from bracketflow.services import risk
 from bracketflow.services.accounts import default_limits
-from bracketflow.services.models import Account, Caller
 from bracketflow.settings import get_settings
 
 DEFAULT_STRATEGY = "default"

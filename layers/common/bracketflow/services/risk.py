@@ -17,9 +17,9 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 from bracketflow.domain import calendar
+from bracketflow.domain.accounts import RiskLimits
 from bracketflow.domain.bracket import Bracket, BracketSpec
 from bracketflow.domain.enums import Action, BlockKind, Exchange
-from bracketflow.services.models import RiskLimits
 
 # Trading windows come from the market calendar (bracketflow/data/calendar-<year>.json): each segment's sessions,
 # exchange holidays and special sessions such as Muhurat trading.

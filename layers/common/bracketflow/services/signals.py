@@ -32,6 +32,7 @@ from typing import Any
 from bracketflow.adapters.dynamo import intake as intake_store
 from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.domain.accounts import Caller
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus, Exchange, ExitReason, PositionSide
 from bracketflow.domain.states import is_terminal
@@ -40,7 +41,6 @@ from bracketflow.errors import ConcurrentModification, Conflict, Forbidden, Vali
 from bracketflow.observability import logger, metrics
 from bracketflow.services import cancel_bracket as cancelling
 from bracketflow.services.lifecycle import CANCEL_REQUESTED_EVENT
-from bracketflow.services.models import Caller
 from bracketflow.services.register_bracket import DEFAULT_STRATEGY
 from bracketflow.settings import get_settings
 

@@ -22,10 +22,10 @@ from typing import Any
 from bracketflow.adapters.cloudwatch import firing_alarms
 from bracketflow.adapters.dynamo.reconcile import get_last_run
 from bracketflow.adapters.dynamo.streamer_health import get_heartbeat
+from bracketflow.domain.accounts import Caller
 from bracketflow.errors import BrokerMisconfigured
 from bracketflow.observability import logger
 from bracketflow.services.broker_session import session_status
-from bracketflow.services.models import Caller
 from bracketflow.settings import get_settings
 
 STALE_AFTER_BEATS = 3  # the streamer is "down" once its heartbeat is this many intervals old

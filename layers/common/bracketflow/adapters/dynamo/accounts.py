@@ -9,7 +9,7 @@ from botocore.exceptions import ClientError
 
 from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.table import ddb, table, table_name
-from bracketflow.services.models import Account, WebhookToken
+from bracketflow.domain.accounts import Account, WebhookToken
 
 
 def _conditional_failed(exc: ClientError) -> bool:

@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.brackets import ConditionalPut
 from bracketflow.adapters.dynamo.table import table
-from bracketflow.services.models import OrderLogEntry
+from bracketflow.domain.accounts import OrderLogEntry
 
 
 def dedupe_put(key: dict[str, str], bracket_id: str, request_hash: str, now_s: int, window_s: int) -> ConditionalPut:

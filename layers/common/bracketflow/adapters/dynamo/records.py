@@ -52,6 +52,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+from bracketflow.domain.accounts import Account, OrderLogEntry, RiskLimits, WebhookToken
 from bracketflow.domain.bracket import Bracket, BracketSpec, LegOrder, TrailSpec
 from bracketflow.domain.enums import (
     Action,
@@ -67,7 +68,6 @@ from bracketflow.domain.enums import (
 )
 from bracketflow.domain.ids import AccountId, BracketId, BrokerOrderId, ClientOrderId
 from bracketflow.domain.states import is_terminal
-from bracketflow.services.models import Account, OrderLogEntry, RiskLimits, WebhookToken
 
 PROFILE = "PROFILE"
 APIKEY = "APIKEY"

@@ -21,13 +21,13 @@ from bracketflow.adapters.dynamo.batches import (
     state_item,
 )
 from bracketflow.adapters.sfn import WorkflowStartFailed, start_batch_workflow
+from bracketflow.domain.accounts import Caller
 from bracketflow.domain.ids import new_batch_id
 from bracketflow.errors import Conflict, NotFound, ValidationFailed
 from bracketflow.observability import logger, metrics
 from bracketflow.services.batch.legs import LegOrder, leg_tag, validate_legs
 from bracketflow.services.batch.statuses import FAILED, IN_PROGRESS, LEG_CREATED
 from bracketflow.services.batch.views import get_batch, is_final, wait_for_batch
-from bracketflow.services.models import Caller
 from bracketflow.services.register_bracket import check_placement_rate
 from bracketflow.settings import get_settings
 

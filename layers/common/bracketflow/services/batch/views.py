@@ -8,9 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 from bracketflow.adapters.dynamo.batches import BatchRepository
+from bracketflow.domain.accounts import Caller
 from bracketflow.errors import NotFound
 from bracketflow.services.batch.statuses import FINAL_STATUSES, LEG_CANCELLED, LEG_PLACED, LEG_SQUARED_OFF
-from bracketflow.services.models import Caller
 from bracketflow.settings import get_settings
 
 

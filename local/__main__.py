@@ -31,7 +31,7 @@ class ReadableFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         name = record.name.removeprefix("local.")
         if record.name == "bracketflow" or record.name.startswith("bracketflow."):
-            name = getattr(record, "function_name", None) or "app"
+            name = _invocation_name() or "app"
         clock = time.strftime("%H:%M:%S", time.localtime(record.created))
         level = "" if record.levelno == logging.INFO else f"{record.levelname} "
         extras = {k: v for k, v in vars(record).items() if k not in _STANDARD_RECORD_KEYS and not k.startswith("_")}
@@ -41,6 +41,14 @@ class ReadableFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+def _invocation_name() -> str | None:
+    """The function whose invocation wrote the line (the local runtime names each invocation in its thread)."""
+    from bracketflow.observability import logger
+
+    name = logger.thread_safe_get_current_keys().get("function_name")  # "<stack>-PlaceEntryFunction"
+    return str(name).rsplit("-", 1)[-1].removesuffix("Function") if name else None
 
 
 def _short(value: Any) -> str:

@@ -170,6 +170,31 @@ def metrics_per_invocation() -> Callable[[], None]:
     return undo
 
 
+def _log_as(context: LambdaContext) -> Callable[[], None]:
+    """Name this thread's invocation in each log line it writes; returns the undo (a nested invoke restores the outer).
+
+    Powertools' inject_lambda_context keeps the function's name and request id in keys shared by the whole process:
+    right on AWS, where an instance runs one invocation at a time, but here every function runs at once and one
+    invocation's lines were stamped with whichever function had started last. Keys appended this way live in the
+    thread's own context and win over the shared ones."""
+    from bracketflow.observability import logger
+
+    outer = dict(logger.thread_safe_get_current_keys())
+    logger.thread_safe_append_keys(
+        function_name=context.function_name,
+        function_request_id=context.aws_request_id,
+        function_arn=context.invoked_function_arn,
+        function_memory_size=context.memory_limit_in_mb,
+    )
+
+    def undo() -> None:
+        logger.thread_safe_clear_keys()
+        if outer:
+            logger.thread_safe_append_keys(**outer)
+
+    return undo
+
+
 class LambdaRuntime:
     """Resolves a function (by logical id, name or ARN) to its handler and calls it."""
 
@@ -237,9 +262,11 @@ class LambdaRuntime:
         outer_deadline = getattr(_invocation, "deadline", None)
         _invocation.spec = spec
         _invocation.deadline = time.monotonic() + spec.timeout
+        context = LambdaContext(spec)
+        restore_log_keys = _log_as(context)
         try:
             handler = self.handler(spec.logical_id)
-            return handler(event, LambdaContext(spec))
+            return handler(event, context)
         except InvocationDied as died:
             log.warning("%s died mid-invocation: %s: %s", spec.logical_id, died.error_type, died.message)
             raise FunctionError(spec.logical_id, died.error_type, died.message, []) from None
@@ -248,5 +275,6 @@ class LambdaRuntime:
             log.error("%s raised %s: %s\n%s", spec.logical_id, type(exc).__name__, exc, "".join(stack).rstrip())
             raise FunctionError(spec.logical_id, type(exc).__name__, str(exc), stack) from exc
         finally:
+            restore_log_keys()
             _invocation.spec = outer
             _invocation.deadline = outer_deadline

@@ -43,3 +43,17 @@ def test_log_records_read_as_one_line_with_the_component_and_extra_fields():
     assert app_line.endswith(" app        entry placed  bracket_id=br_1")
     assert warning_line.endswith(" api        WARNING slow handler")
     assert "\n" not in app_line + warning_line
+
+
+def test_an_app_line_names_the_function_whose_invocation_wrote_it():
+    from bracketflow.observability import logger
+
+    # Given a line logged during a local invocation of the PlaceEntry function (the runtime names it in the thread)
+    record = logging.LogRecord("bracketflow", logging.INFO, __file__, 1, "entry placed", None, None)
+    logger.thread_safe_append_keys(function_name="bracketflow-local-PlaceEntryFunction")
+    try:
+        line = ReadableFormatter().format(record)
+    finally:
+        logger.thread_safe_clear_keys()
+    # Then the component is the function, not "app"
+    assert line.endswith(" PlaceEntry entry placed")

@@ -269,9 +269,8 @@ def test_a_whole_position_closed_by_hand_in_one_order_closes_every_bracket_on_it
 
 
 def test_a_stop_exit_racing_a_close_by_hand_never_opens_the_reverse_position(market, kite: KiteConnect, monkeypatch):
-    from bracketflow.services import reconcile
 
-    monkeypatch.setattr(reconcile, "EXITING_FLAT_AFTER_S", 0.0)
+    monkeypatch.setattr("bracketflow.services.reconcile.checks.EXITING_FLAT_AFTER_S", 0.0)
     # Given a protected BUY 10 INFY MIS
     b = protected_bracket(market, fresh_strategy("race-hand"), timeout_s=STATUS_BOUND_S)
     # When the trader sells 10 by hand and, in the same instant, the streamer reports the stop crossed
@@ -307,9 +306,9 @@ def _seen(order_id: str) -> bool:
 
 
 def test_a_gtt_fired_through_a_gap_with_no_stop_seen_by_the_streamer_is_exited_by_reconciliation(market, monkeypatch):
-    from bracketflow.services import reconcile
 
-    monkeypatch.setattr(reconcile, "GTT_STALL_S", 0.0)  # the grace (GTT_CHILD_GRACE_S, 3 s) still applies
+    # the grace (GTT_CHILD_GRACE_S, 3 s) still applies
+    monkeypatch.setattr("bracketflow.services.reconcile.checks.GTT_STALL_S", 0.0)
     # Given a protected BUY 10 INFY whose GTT fires through a gap, its LIMIT child resting unfilled below the market
     b = protected_bracket(market, fresh_strategy("gap-unseen"), timeout_s=STATUS_BOUND_S)
     quote(market, "1460", "1459.95", "1460.05")

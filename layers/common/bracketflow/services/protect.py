@@ -205,7 +205,10 @@ def adopt_fired_twin(broker: BrokerPort, bracket: Bracket) -> Bracket | None:
     there is none."""
     quantity = bracket.entry.filled_quantity
     req = sweep_request(bracket)
-    fired = _fired_since_fill(_unclaimed([g for g in broker.gtts() if g.status == "triggered"], bracket), bracket, req)
+    # The claims are read only for the GTTs like ours that fired since the fill: the broker lists every GTT that fired
+    # today, and one read each made this look outlast the emergency flatten's own timeout late in a session.
+    look_alikes = [g for g in broker.gtts() if _fired_since_fill([g], bracket, req) is not None]
+    fired = next(iter(_unclaimed(look_alikes, bracket)), None)
     if fired is None:
         return None
     logger.warning(

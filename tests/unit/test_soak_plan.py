@@ -1,4 +1,4 @@
-"""The soak's plan (local/soak.py make_plan): a strategy's own signals mixed in among the alerts, from the seed."""
+"""The soak's plan (local/soak/plan.py make_plan): a strategy's own signals mixed in among the alerts, from the seed."""
 
 from __future__ import annotations
 

@@ -9,10 +9,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from bracketflow.contracts import ExitRequest, UnwatchRequest, WatchRequest, read_control_message
+from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.contracts import (
+    ExitRequest,
+    StopSyncRequest,
+    UnwatchRequest,
+    WatchRequest,
+    read_control_message,
+    wire_time,
+)
 from bracketflow.domain.bracket import Bracket, BracketSpec, LegOrder, TrailSpec
 from bracketflow.domain.enums import (
     Action,
@@ -237,11 +246,57 @@ def test_a_watch_the_engine_cannot_trail_is_refused_before_the_tick_thread() -> 
         parse_command(json.dumps(body))
 
 
+def test_the_streamers_stop_sync_is_what_sync_stop_reads() -> None:
+    from streamer.stops import StopKeeper
+
+    sent: list[dict[str, object]] = []
+    keeper = StopKeeper(
+        cast(BracketRepository, None), sent.append, step_percent=Decimal("0.1"), sync_interval_s=0, clock=lambda: 5.0
+    )
+    keeper.track("b1", is_long=True, broker_stop=148000)
+    assert keeper.sync({"b1": 149005}, lambda _: 5) == ["b1"]
+    read = StopSyncRequest.from_json(json.dumps(sent[0]))
+    assert (read.bracket_id, read.stop_price) == ("b1", Decimal("1490.05"))
+    assert read.at is not None
+    assert datetime.strptime(read.at, "%Y-%m-%dT%H:%M:%S.%f%z").tzinfo == UTC
+
+
+def test_a_stop_sync_reads_back_as_sent() -> None:
+    sent = StopSyncRequest("b1", Decimal("1504.75"), wire_time(datetime(2026, 1, 5, 4, 0, tzinfo=UTC)))
+    assert json.loads(sent.to_json()) == {
+        "bracket_id": "b1",
+        "stop_price": "1504.75",
+        "at": "2026-01-05T04:00:00.000000Z",
+    }
+    assert StopSyncRequest.from_json(sent.to_json()) == sent
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"bracket_id": "b1"}, "lacks 'stop_price'"),
+        ({"stop_price": "1490"}, "lacks 'bracket_id'"),
+        ({"bracket_id": "b1", "stop_price": "0"}, "positive number"),
+        ({"bracket_id": "b1", "stop_price": "NaN"}, "positive number"),
+        ({"bracket_id": "b1", "stop_price": "x"}, "invalid"),
+        ("1490", "JSON object"),
+    ],
+)
+def test_a_malformed_stop_sync_is_refused_with_what_is_wrong(body: object, says: str) -> None:
+    with pytest.raises(ValidationFailed, match=says):
+        StopSyncRequest.from_json(json.dumps(body))
+
+
 # What gives a hand-built message away: the keys of a dict literal, and the constant values of some of them.
 MESSAGE_SHAPES: dict[str, Callable[[dict[str, object]], bool]] = {
     "ExitRequest": lambda d: {"bracket_id", "reason", "stop_price"} <= d.keys(),
     "WatchRequest or UnwatchRequest": lambda d: d.get("type") in {"watch", "unwatch"},
+    "StopSyncRequest": lambda d: {"bracket_id", "stop_price", "at"} <= d.keys(),
 }
+# Still built by hand where this change may not reach: the trailing calculator's own change owns streamer/stops.py,
+# and moves its message to the contract there. test_the_streamers_stop_sync_is_what_sync_stop_reads holds its JSON to
+# the consumer meanwhile.
+NOT_YET_MOVED = {("StopSyncRequest", "streamer/streamer/stops.py")}
 
 
 def _dict_literals(path: Path) -> list[tuple[int, dict[str, object]]]:
@@ -271,7 +326,7 @@ def test_no_message_is_built_outside_the_contracts_module(message: str) -> None:
             if path.is_relative_to(CONTRACTS):
                 continue
             lines = _hand_built(path, message)
-            if lines:
+            if lines and (message, str(path.relative_to(REPO))) not in NOT_YET_MOVED:
                 found[str(path.relative_to(REPO))] = lines
     assert found == {}, f"build these with bracketflow.contracts.{message}, not by hand: {found}"
 
@@ -282,6 +337,7 @@ def test_no_message_is_built_outside_the_contracts_module(message: str) -> None:
         ("ExitRequest", 'send({"bracket_id": b, "reason": "STOP", "ltp": "1", "stop_price": "2"})'),
         ("WatchRequest or UnwatchRequest", 'send_control({"type": "unwatch", "bracket_id": b})'),
         ("WatchRequest or UnwatchRequest", 'send_control({**base, "type": "watch", "stop_price": s})'),
+        ("StopSyncRequest", 'put({"bracket_id": b, "stop_price": str(s), "at": iso(now)})'),
     ],
 )
 def test_the_check_sees_a_hand_built_message(tmp_path: Path, message: str, source: str) -> None:

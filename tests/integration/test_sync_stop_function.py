@@ -59,8 +59,8 @@ def test_a_looser_stale_or_crossed_stop_changes_nothing(world):
 def test_a_bracket_that_is_no_longer_protected_is_left_alone(world):
     # Given a bracket that has moved on to EXITING
     from bracketflow.adapters.dynamo.brackets import BracketRepository
-    from bracketflow.domain.enums import BracketStatus
     from bracketflow.contracts import StopSyncRequest
+    from bracketflow.domain.enums import BracketStatus
     from bracketflow.services.sync_stop import SyncOutcome, sync_stop
 
     bracket = seed_protected(world.paper)

@@ -16,6 +16,7 @@ import pytest
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.contracts import (
     ExitRequest,
+    OrderEvent,
     StopSyncRequest,
     UnwatchRequest,
     WatchRequest,
@@ -287,11 +288,43 @@ def test_a_malformed_stop_sync_is_refused_with_what_is_wrong(body: object, says:
         StopSyncRequest.from_json(json.dumps(body))
 
 
+def test_the_streamers_order_update_is_what_the_watcher_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bracketflow.settings import Settings
+    from streamer.main import Streamer
+
+    streamer = Streamer(Settings(), repo=cast(BracketRepository, None), master=None)
+    sent: list[dict[str, object]] = []
+    monkeypatch.setattr(streamer.order_publisher, "put", sent.append)
+    update = {"order_id": "O-1", "status": "COMPLETE", "average_price": 1500.05, "filled_quantity": 10}
+    streamer.on_message(json.dumps({"type": "order", "data": update}).encode(), True)
+    read = OrderEvent.from_json(json.dumps(sent[0]))
+    # The broker's update verbatim (its numbers as the broker wrote them), marked as the ticker's
+    assert read.order == update
+    assert read.source == "ticker"
+    assert read.received_at is not None
+    assert read.received_at.endswith("Z")
+
+
+def test_an_order_event_without_a_source_is_counted_as_the_queues() -> None:
+    read = OrderEvent.from_json(json.dumps({"order": {"order_id": "O-1"}}))
+    assert (read.source, read.received_at, read.order) == ("queue", None, {"order_id": "O-1"})
+    assert OrderEvent.from_json(read.to_json()) == read
+
+
+@pytest.mark.parametrize(
+    ("body", "says"), [({"source": "ticker"}, "must carry the broker's order update"), ("x", "JSON object")]
+)
+def test_a_malformed_order_event_is_refused_with_what_is_wrong(body: object, says: str) -> None:
+    with pytest.raises(ValidationFailed, match=says):
+        OrderEvent.from_json(json.dumps(body))
+
+
 # What gives a hand-built message away: the keys of a dict literal, and the constant values of some of them.
 MESSAGE_SHAPES: dict[str, Callable[[dict[str, object]], bool]] = {
     "ExitRequest": lambda d: {"bracket_id", "reason", "stop_price"} <= d.keys(),
     "WatchRequest or UnwatchRequest": lambda d: d.get("type") in {"watch", "unwatch"},
     "StopSyncRequest": lambda d: {"bracket_id", "stop_price", "at"} <= d.keys(),
+    "OrderEvent": lambda d: "order" in d and ("source" in d or "received_at" in d),
 }
 # Still built by hand where this change may not reach: the trailing calculator's own change owns streamer/stops.py,
 # and moves its message to the contract there. test_the_streamers_stop_sync_is_what_sync_stop_reads holds its JSON to
@@ -338,6 +371,7 @@ def test_no_message_is_built_outside_the_contracts_module(message: str) -> None:
         ("WatchRequest or UnwatchRequest", 'send_control({"type": "unwatch", "bracket_id": b})'),
         ("WatchRequest or UnwatchRequest", 'send_control({**base, "type": "watch", "stop_price": s})'),
         ("StopSyncRequest", 'put({"bracket_id": b, "stop_price": str(s), "at": iso(now)})'),
+        ("OrderEvent", 'put({"source": "ticker", "received_at": iso(now), "order": m["data"]})'),
     ],
 )
 def test_the_check_sees_a_hand_built_message(tmp_path: Path, message: str, source: str) -> None:

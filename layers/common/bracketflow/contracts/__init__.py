@@ -4,10 +4,12 @@ JSON to its consumer, and finds any such message built anywhere else.
 
   ExitRequest                    ExitQueue: close a bracket's position at market (contracts/exits.py).
   WatchRequest, UnwatchRequest   StreamerControlQueue: trail a protected bracket, or stop (contracts/watch.py).
+  OrderEvent                     OrderEventsQueue: a broker order update the streamer forwards (contracts/orders.py).
   StopSyncRequest                StopSyncQueue: move the GTT's stop leg to a tighter stop (contracts/stops.py).
 """
 
 from bracketflow.contracts.exits import PRICELESS_EXIT_REASONS, QUEUED_EXIT_REASONS, ExitRequest
+from bracketflow.contracts.orders import OrderEvent
 from bracketflow.contracts.stops import StopSyncRequest
 from bracketflow.contracts.watch import UnwatchRequest, WatchRequest, read_control_message
 from bracketflow.contracts.wire import wire_time
@@ -16,6 +18,7 @@ __all__ = [
     "PRICELESS_EXIT_REASONS",
     "QUEUED_EXIT_REASONS",
     "ExitRequest",
+    "OrderEvent",
     "StopSyncRequest",
     "UnwatchRequest",
     "WatchRequest",

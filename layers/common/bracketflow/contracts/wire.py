@@ -15,11 +15,11 @@ def wire_time(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def json_object(body: str | bytes, what: str) -> dict[str, Any]:
-    """The message body as a JSON object, its numbers exact (a float in the JSON is read as the decimal written);
-    ValidationFailed names `what` and what is wrong."""
+def json_object(body: str | bytes, what: str, *, exact_numbers: bool = True) -> dict[str, Any]:
+    """The message body as a JSON object, its numbers exact unless told (a float in the JSON is read as the decimal
+    written); ValidationFailed names `what` and what is wrong."""
     try:
-        raw = json.loads(body, parse_float=Decimal)
+        raw = json.loads(body, parse_float=Decimal) if exact_numbers else json.loads(body)
     except ValueError as exc:
         raise ValidationFailed(f"{what} is not JSON: {exc}") from None
     if not isinstance(raw, dict):

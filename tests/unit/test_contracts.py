@@ -5,16 +5,18 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.contracts import (
+    BatchWorkflowInput,
     ExitRequest,
     OrderEvent,
     StopSyncRequest,
@@ -319,12 +321,71 @@ def test_a_malformed_order_event_is_refused_with_what_is_wrong(body: object, say
         OrderEvent.from_json(json.dumps(body))
 
 
+def _batch_state_machine() -> dict[str, Any]:
+    """statemachine/batch.asl.json with its template substitutions filled in (every ${Name} read as 1)."""
+    text = (REPO / "statemachine/batch.asl.json").read_text(encoding="utf-8")
+    return cast(dict[str, Any], json.loads(re.sub(r"\$\{\w+\}", "1", text)))
+
+
+def _input_paths(node: object) -> set[str]:
+    """The top-level fields of its input that a state reads ("$.legs" -> "legs"), not looking into its Map's steps."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "ItemProcessor":
+                continue
+            reads = key.endswith((".$", "Path")) or key == "Variable"
+            if reads and isinstance(value, str) and value.startswith("$."):
+                found.add(value[2:].split(".")[0].split("[")[0])
+            else:
+                found |= _input_paths(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _input_paths(item)
+    return found
+
+
+def test_the_batch_saga_reads_only_what_its_start_carries_and_each_leg_task_parses() -> None:
+    from bracketflow.schemas.batch import LegTask
+
+    start = BatchWorkflowInput.for_batch("bt_0001", "acct-1", True, 4)
+    wire = json.loads(start.to_json())
+    assert wire == {"batch_id": "bt_0001", "account_id": "acct-1", "rollback_on_failure": True, "legs": [1, 2, 3, 4]}
+    assert BatchWorkflowInput.from_json(start.to_json()) == start
+    machine = _batch_state_machine()
+    states = machine["States"]
+    # What the saga adds to its state as it goes (each task's ResultPath); everything else it reads is the start's
+    added = {s["ResultPath"][2:] for s in states.values() if s.get("ResultPath", "").startswith("$.")}
+    assert _input_paths(states) - added <= wire.keys()
+    assert states[machine["StartAt"]]["ItemsPath"] == "$.legs"
+    # Each leg's task, as the Map's ItemSelector builds it from the start, is what the leg Lambdas validate
+    selector = states[machine["StartAt"]]["ItemSelector"]
+    assert selector == {"batch_id.$": "$.batch_id", "leg.$": "$$.Map.Item.Value"}
+    tasks = [LegTask.model_validate({"batch_id": wire["batch_id"], "leg": n}) for n in wire["legs"]]
+    assert [(t.batch_id, t.leg) for t in tasks] == [("bt_0001", n) for n in (1, 2, 3, 4)]
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"batch_id": "bt_1", "account_id": "a", "rollback_on_failure": True}, "lacks 'legs'"),
+        ({"batch_id": "bt_1", "account_id": "a", "rollback_on_failure": 1, "legs": [1]}, "true or false"),
+        ({"batch_id": "bt_1", "account_id": "a", "rollback_on_failure": True, "legs": ["1"]}, "leg numbers"),
+    ],
+)
+def test_a_malformed_batch_start_is_refused_with_what_is_wrong(body: object, says: str) -> None:
+    with pytest.raises(ValidationFailed, match=says):
+        BatchWorkflowInput.from_json(json.dumps(body))
+
+
+BATCH_START_KEYS = {"batch_id", "account_id", "rollback_on_failure", "legs"}
 # What gives a hand-built message away: the keys of a dict literal, and the constant values of some of them.
 MESSAGE_SHAPES: dict[str, Callable[[dict[str, object]], bool]] = {
     "ExitRequest": lambda d: {"bracket_id", "reason", "stop_price"} <= d.keys(),
     "WatchRequest or UnwatchRequest": lambda d: d.get("type") in {"watch", "unwatch"},
     "StopSyncRequest": lambda d: {"bracket_id", "stop_price", "at"} <= d.keys(),
     "OrderEvent": lambda d: "order" in d and ("source" in d or "received_at" in d),
+    "BatchWorkflowInput": lambda d: {"batch_id", "rollback_on_failure", "legs"} <= d.keys() <= BATCH_START_KEYS,
 }
 # Still built by hand where this change may not reach: the trailing calculator's own change owns streamer/stops.py,
 # and moves its message to the contract there. test_the_streamers_stop_sync_is_what_sync_stop_reads holds its JSON to
@@ -372,6 +433,7 @@ def test_no_message_is_built_outside_the_contracts_module(message: str) -> None:
         ("WatchRequest or UnwatchRequest", 'send_control({**base, "type": "watch", "stop_price": s})'),
         ("StopSyncRequest", 'put({"bracket_id": b, "stop_price": str(s), "at": iso(now)})'),
         ("OrderEvent", 'put({"source": "ticker", "received_at": iso(now), "order": m["data"]})'),
+        ("BatchWorkflowInput", 'start(b, {"batch_id": b, "rollback_on_failure": r, "legs": list(range(1, n + 1))})'),
     ],
 )
 def test_the_check_sees_a_hand_built_message(tmp_path: Path, message: str, source: str) -> None:

@@ -6,8 +6,10 @@ JSON to its consumer, and finds any such message built anywhere else.
   WatchRequest, UnwatchRequest   StreamerControlQueue: trail a protected bracket, or stop (contracts/watch.py).
   OrderEvent                     OrderEventsQueue: a broker order update the streamer forwards (contracts/orders.py).
   StopSyncRequest                StopSyncQueue: move the GTT's stop leg to a tighter stop (contracts/stops.py).
+  BatchWorkflowInput             the batch saga's execution input: place a registered batch (contracts/batches.py).
 """
 
+from bracketflow.contracts.batches import BatchWorkflowInput
 from bracketflow.contracts.exits import PRICELESS_EXIT_REASONS, QUEUED_EXIT_REASONS, ExitRequest
 from bracketflow.contracts.orders import OrderEvent
 from bracketflow.contracts.stops import StopSyncRequest
@@ -17,6 +19,7 @@ from bracketflow.contracts.wire import wire_time
 __all__ = [
     "PRICELESS_EXIT_REASONS",
     "QUEUED_EXIT_REASONS",
+    "BatchWorkflowInput",
     "ExitRequest",
     "OrderEvent",
     "StopSyncRequest",

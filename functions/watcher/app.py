@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -10,6 +9,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from bracketflow.contracts import OrderEvent
 from bracketflow.errors import ValidationFailed
 from bracketflow.observability import logger, metrics
 from bracketflow.schemas import wire_json
@@ -22,12 +22,12 @@ api = APIGatewayRestResolver()
 
 
 def record_handler(record: SQSRecord) -> str:
-    """{"source": "ticker", "received_at", "order": {<Kite order update data>}}
+    """An OrderEvent (bracketflow.contracts): the streamer's copy of a Kite order update.
 
     Raising fails only this record (ReportBatchItemFailures): UpdateNotYetMatched (one of our orders that nothing
     maps yet) comes back after the visibility timeout, and after maxReceiveCount goes to the DLQ and its alarm."""
-    body = json.loads(record.body)
-    return ingest(body["order"], str(body.get("source") or "queue"))
+    event = OrderEvent.from_json(record.body)
+    return ingest(event.order, event.source)
 
 
 _POSTBACK_BODY = {

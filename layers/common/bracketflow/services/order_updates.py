@@ -1,6 +1,6 @@
 """The watcher: broker order updates in, bracket facts recorded, waiting workflow tasks completed.
 
-Sources (same path for both): the streamer's order-events queue ({"source":"ticker","received_at","order":{...}}) and
+Sources (same path for both): the streamer's order-events queue (bracketflow.contracts.OrderEvent) and
 Kite postbacks (POST JSON of the order, authenticated by checksum = sha256(order_id + order_timestamp + api_secret)).
 Each update is claimed once on (order_id, status, filled_quantity) with a TTL'd conditional put, so the ticker and the
 postback delivering the same update act once; a claim whose processing fails is released for the redelivery, and

@@ -21,6 +21,7 @@ from bracketflow.adapters.dynamo.batches import (
     state_item,
 )
 from bracketflow.adapters.sfn import WorkflowStartFailed, start_batch_workflow
+from bracketflow.contracts import BatchWorkflowInput
 from bracketflow.domain.accounts import Caller
 from bracketflow.domain.ids import new_batch_id
 from bracketflow.errors import Conflict, NotFound, ValidationFailed
@@ -161,14 +162,9 @@ def register_batch(
         else:
             raise Conflict("the batch collided with a concurrent one using the same client_batch_id; send it again")
     metrics.add_metric(name="BatchesRegistered", unit="Count", value=1)
-    payload = {
-        "batch_id": batch_id,
-        "account_id": account_id,
-        "rollback_on_failure": bool(rollback_on_failure),
-        "legs": list(range(1, len(legs) + 1)),
-    }
+    start = BatchWorkflowInput.for_batch(batch_id, account_id, rollback_on_failure, len(legs))
     try:
-        start_batch_workflow(batch_id, payload)
+        start_batch_workflow(batch_id, start.to_dict())
     except WorkflowStartFailed as exc:
         logger.error("batch workflow did not start", extra={"batch_id": batch_id, "error": str(exc)})
         metrics.add_metric(name="WorkflowStartFailures", unit="Count", value=1)

@@ -18,7 +18,8 @@ import pytest
 from moto import mock_aws
 
 from bracketflow.adapters.aws import resource
-from bracketflow.adapters.broker.kite import KiteBroker, static_credentials
+from bracketflow.adapters.broker.kite import KiteBroker
+from bracketflow.adapters.broker.kite_http import static_credentials
 from bracketflow.adapters.broker.port import GttLeg, GttRequest
 from bracketflow.domain.bracket import Bracket, BracketSpec
 from bracketflow.domain.enums import Action, BracketStatus, Exchange, OrderStatus, Product

@@ -240,6 +240,20 @@ def test_too_many_open_brackets_is_risk_blocked(aws, trader):
     _assert_blocked(aws, answer, 403, "RISK_BLOCKED:MAX_OPEN_BRACKETS")
 
 
+def test_a_scale_out_counts_as_one_open_position(aws, trader):
+    # Given a limit of 2 open positions and a scale-out alert open in three shares (three brackets, one position)
+    _set_limits(aws, trader.account_id, max_open_brackets=2)
+    targets = [{"price": "1520", "share": 40}, {"price": "1530", "share": 30}, {"price": "1540", "share": 30}]
+    scale_out = call_api("POST", PLACE, bracket_request(trader.api_key, targets=targets, target_price=None))
+    assert scale_out.status == 200 and len(scale_out.body["shares"]) == 3, scale_out.body
+    # When a second alert comes, it is the second position: admitted
+    sbin = {"symbol": "SBIN", "entry_price": 800, "sl_price": 790, "target_price": 820}
+    assert call_api("POST", PLACE, bracket_request(trader.api_key, **sbin)).status == 200
+    # And a third is one too many
+    answer = call_api("POST", PLACE, bracket_request(trader.api_key, **{**sbin, "symbol": "TCS"}))
+    _assert_blocked(aws, answer, 403, "RISK_BLOCKED:MAX_OPEN_BRACKETS")
+
+
 def test_a_day_past_the_loss_limit_is_risk_blocked(aws, trader):
     # Given a bracket today that closed with a loss beyond the account's daily limit
     first = call_api("POST", PLACE, bracket_request(trader.api_key))

@@ -371,7 +371,7 @@ def _run_checks(
         risk.check_risk(
             spec,
             limits=limits,
-            open_count=len(open_brackets),
+            open_count=open_positions(open_brackets),
             realised_pnl_today=pnl,
             now=now,
             market_always_open=get_settings().broker == "paper",
@@ -379,6 +379,12 @@ def _run_checks(
         or risk.check_guard(spec, open_brackets)
         or risk.check_duplicate(spec, open_brackets)
     )
+
+
+def open_positions(open_brackets: list[Bracket]) -> int:
+    """What max_open_brackets counts: a scale-out's shares (one bracket each, one group) are one position, as the
+    alert that opens them is admitted as one."""
+    return len({b.group[0] if b.group else b.id for b in open_brackets})
 
 
 def _block(repo: BracketRepository, bracket: Bracket, block: risk.Block) -> Bracket:

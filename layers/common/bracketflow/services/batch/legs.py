@@ -30,7 +30,7 @@ _OPEN_SEGMENT_PRODUCTS = {True: (Product.MIS, Product.CNC), False: (Product.MIS,
 
 
 @dataclass(frozen=True)
-class LegOrder:
+class BatchLeg:
     """One validated leg: what goes to the broker."""
 
     tradingsymbol: str
@@ -50,7 +50,7 @@ def _leg_error(index: int, field: str, message: str) -> ValidationFailed:
     return ValidationFailed(f"orders.{index}.{field}: {message} (leg {index + 1})")
 
 
-def validate_leg(index: int, raw: Mapping[str, Any]) -> LegOrder:  # noqa: C901, PLR0912, PLR0915 - a leg's rules in the order their refusals are read
+def validate_leg(index: int, raw: Mapping[str, Any]) -> BatchLeg:  # noqa: C901, PLR0912, PLR0915 - a leg's rules in the order their refusals are read
     """One leg checked like a single order; ValidationFailed names the leg (0-based index, as in the body) and field.
 
     The instrument must be in the instrument master and tradable; quantity is units, a multiple of the lot size;
@@ -125,7 +125,7 @@ def validate_leg(index: int, raw: Mapping[str, Any]) -> LegOrder:  # noqa: C901,
             raise _leg_error(index, "trigger_price", "for a BUY SL order it must not be greater than the price")
         if action is Action.SELL and trigger < price:
             raise _leg_error(index, "trigger_price", "for a SELL SL order it must not be less than the price")
-    return LegOrder(
+    return BatchLeg(
         tradingsymbol=instrument.tradingsymbol,
         exchange=exchange,
         transaction_type=action,
@@ -140,7 +140,7 @@ def validate_leg(index: int, raw: Mapping[str, Any]) -> LegOrder:  # noqa: C901,
     )
 
 
-def validate_legs(orders: Sequence[Mapping[str, Any]]) -> list[LegOrder]:
+def validate_legs(orders: Sequence[Mapping[str, Any]]) -> list[BatchLeg]:
     if not isinstance(orders, Sequence) or not 1 <= len(orders) <= MAX_LEGS:
         count = len(orders) if isinstance(orders, Sequence) else 0
         raise ValidationFailed(f"orders: a batch holds 1 to {MAX_LEGS} orders, got {count}")

@@ -26,7 +26,7 @@ from bracketflow.domain.accounts import Caller
 from bracketflow.domain.ids import new_batch_id
 from bracketflow.errors import Conflict, NotFound, ValidationFailed
 from bracketflow.observability import logger, metrics
-from bracketflow.services.batch.legs import LegOrder, leg_tag, validate_legs
+from bracketflow.services.batch.legs import BatchLeg, leg_tag, validate_legs
 from bracketflow.services.batch.statuses import FAILED, IN_PROGRESS, LEG_CREATED
 from bracketflow.services.batch.views import get_batch, is_final, wait_for_batch
 from bracketflow.services.register_bracket import check_placement_rate
@@ -53,7 +53,7 @@ def parse_client_batch_id(body_value: Any, header_value: Any = None) -> str | No
     return value
 
 
-def batch_request_hash(legs: Sequence[LegOrder], rollback_on_failure: bool) -> str:
+def batch_request_hash(legs: Sequence[BatchLeg], rollback_on_failure: bool) -> str:
     """What makes two batch requests "the same": the validated legs in order and rollback_on_failure (not `wait`)."""
 
     def text(value: Any) -> str | None:  # 228.650 and 228.65 are one price

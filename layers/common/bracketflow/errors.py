@@ -57,7 +57,7 @@ class ConcurrentModification(BracketflowError):
     status_code = 409
 
 
-class BracketBlocked(BracketflowError):
+class BracketRefused(BracketflowError):
     """The bracket was registered, then refused by a risk, guard or duplicate check; it is FAILED with the tag.
 
     Risk blocks answer 403, guard and duplicate blocks 409; the body carries the bracket id and the tag so the

@@ -12,7 +12,7 @@ from bracketflow.adapters.aws import client
 from bracketflow.settings import get_settings
 
 
-class WorkflowStartFailed(Exception):
+class WorkflowNotStarted(Exception):
     """The execution could not be started (not configured, throttled, AWS unavailable)."""
 
 
@@ -24,7 +24,7 @@ def bracket_workflow_status(bracket_id: str) -> str | None:
     """
     machine = get_settings().bracket_state_machine_arn
     if not machine:
-        raise WorkflowStartFailed("BRACKET_STATE_MACHINE_ARN is not set")
+        raise WorkflowNotStarted("BRACKET_STATE_MACHINE_ARN is not set")
     arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + bracket_id
     try:
         return str(client("stepfunctions").describe_execution(executionArn=arn)["status"])
@@ -47,17 +47,17 @@ def start_batch_workflow(batch_id: str, payload: dict[str, Any]) -> str | None:
 def _start_named(arn: str | None, setting: str, name: str, payload: dict[str, Any]) -> str | None:
     """One execution per name: a second start of the same name is Step Functions' ExecutionAlreadyExists -> None."""
     if not arn:
-        raise WorkflowStartFailed(f"{setting} is not set")
+        raise WorkflowNotStarted(f"{setting} is not set")
     try:
         out = client("stepfunctions").start_execution(stateMachineArn=arn, name=name, input=json.dumps(payload))
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ExecutionAlreadyExists":
             return None
-        raise WorkflowStartFailed(
+        raise WorkflowNotStarted(
             f"{exc.response['Error']['Code']}: {exc.response['Error'].get('Message', '')}"
         ) from exc
     except Exception as exc:  # endpoint/connection errors: the caller records them and retries; never a 5xx
-        raise WorkflowStartFailed(type(exc).__name__) from exc
+        raise WorkflowNotStarted(type(exc).__name__) from exc
     return str(out["executionArn"])
 
 

@@ -24,7 +24,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
-from bracketflow.errors import BracketBlocked, BracketflowError
+from bracketflow.errors import BracketflowError, BracketRefused
 from bracketflow.observability import logger
 from bracketflow.schemas import wire_json
 
@@ -196,8 +196,8 @@ def make_resolver(title: str, description: str, *, swagger: bool = True) -> APIG
             return error(400, "body is not readable as multipart/form-data: send JSON (application/json)")
         return _unexpected(exc)
 
-    @app.exception_handler(BracketBlocked)
-    def _blocked(exc: BracketBlocked) -> Response:
+    @app.exception_handler(BracketRefused)
+    def _blocked(exc: BracketRefused) -> Response:
         return error(exc.status_code, exc.message, bracket_id=exc.bracket_id, tag=exc.tag)
 
     @app.exception_handler(BracketflowError)

@@ -23,7 +23,7 @@ from bracketflow.adapters.dynamo import accounts as account_store
 from bracketflow.domain.accounts import Account, Caller
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus
-from bracketflow.errors import BracketBlocked, BracketflowError, Unauthorized
+from bracketflow.errors import BracketflowError, BracketRefused, Unauthorized
 from bracketflow.schemas.bracket import PlaceBracketOrderRequest, alert_to_spec, parse_alert_body, request_to_spec
 from bracketflow.services import orderbook, signals
 from bracketflow.services.accounts import authenticate_api_key, authenticate_webhook_token, check_source_ip
@@ -116,7 +116,7 @@ def _share_view(share: Bracket) -> dict[str, Any]:
 
 def _error_payload(exc: BracketflowError) -> dict[str, Any]:
     out: dict[str, Any] = {"status": "error", "message": exc.message}
-    if isinstance(exc, BracketBlocked):
+    if isinstance(exc, BracketRefused):
         out |= {"bracket_id": exc.bracket_id, "tag": exc.tag}
     return out
 

@@ -36,7 +36,7 @@ from bracketflow.adapters.dynamo import intake as intake_store
 from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.brackets import BracketRepository, ConditionalPut, ExtraConditionFailed
 from bracketflow.adapters.instrument_store import current_master
-from bracketflow.adapters.sfn import WorkflowStartFailed, start_bracket_workflow
+from bracketflow.adapters.sfn import WorkflowNotStarted, start_bracket_workflow
 from bracketflow.domain.accounts import Account, Caller
 from bracketflow.domain.bracket import Bracket, BracketSpec
 from bracketflow.domain.calendar import IST
@@ -48,7 +48,7 @@ from bracketflow.domain.instruments import index_called
 from bracketflow.domain.scale_out import share_specs
 from bracketflow.domain.sizing import Sizing, size_from_risk
 from bracketflow.domain.validation import parse_exchange, split_symbol, validate_bracket
-from bracketflow.errors import BracketBlocked, Forbidden, NotFound, RateLimited, ValidationFailed
+from bracketflow.errors import BracketRefused, Forbidden, NotFound, RateLimited, ValidationFailed
 from bracketflow.observability import logger, metrics
 from bracketflow.services import risk
 from bracketflow.services.accounts import default_limits
@@ -276,7 +276,7 @@ def _register(
 def _refuse(repo: BracketRepository, brackets: list[Bracket], block: risk.Block) -> None:
     """Block every bracket of the request (each share of a scale-out) and answer with the first one's id."""
     blocked = [_block(repo, b, block) for b in brackets]
-    raise BracketBlocked(
+    raise BracketRefused(
         f"bracket {blocked[0].id} blocked: {block.tag}",
         bracket_id=blocked[0].id,
         tag=block.tag,
@@ -419,7 +419,7 @@ def start_workflow(repo: BracketRepository, bracket: Bracket) -> bool:
     try:
         start_bracket_workflow(bracket.id, {"bracket_id": bracket.id, "account_id": bracket.account_id})
         return True
-    except WorkflowStartFailed as exc:
+    except WorkflowNotStarted as exc:
         logger.warning(
             "bracket workflow not started; it stays CREATED for resume",
             extra={"bracket_id": bracket.id, "reason": str(exc)},

@@ -20,7 +20,7 @@ from bracketflow.adapters.dynamo.batches import (
     now_iso,
     state_item,
 )
-from bracketflow.adapters.sfn import WorkflowStartFailed, start_batch_workflow
+from bracketflow.adapters.sfn import WorkflowNotStarted, start_batch_workflow
 from bracketflow.contracts import BatchWorkflowInput
 from bracketflow.domain.accounts import Caller
 from bracketflow.domain.ids import new_batch_id
@@ -165,7 +165,7 @@ def register_batch(
     start = BatchWorkflowInput.for_batch(batch_id, account_id, rollback_on_failure, len(legs))
     try:
         start_batch_workflow(batch_id, start.to_dict())
-    except WorkflowStartFailed as exc:
+    except WorkflowNotStarted as exc:
         logger.error("batch workflow did not start", extra={"batch_id": batch_id, "error": str(exc)})
         metrics.add_metric(name="WorkflowStartFailures", unit="Count", value=1)
         repo.update_state(

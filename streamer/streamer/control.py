@@ -4,9 +4,12 @@ Message bodies (JSON, agreed between the bracket workflow and the streamer):
     {"type": "watch", "bracket_id", "account_id", "instrument_token": int, "exchange", "tradingsymbol",
      "side": "LONG|SHORT", "product", "quantity": int, "entry_price": "<decimal>", "stop_price": "<decimal>",
      "target_price": "<decimal>", "tick_size": "0.05", "trail": null | {"type": "percent|points", "value": "<dec>"},
-     "activation_price": null | "<decimal>", "gtt_id": str | null}
+     "activation_price": null | "<decimal>", "gtt_id": str | null,
+     "breakeven_at": null | "<decimal>", "breakeven_stop": null | "<decimal>"}
     {"type": "unwatch", "bracket_id"}
 A watch's stop_price is the stop to start from: the bracket's current (possibly already trailed) stop.
+breakeven_at / breakeven_stop (both or neither): once the price reaches breakeven_at, the stop moves to
+breakeven_stop (the entry plus the cost buffer, worked out by the sender), once, if that tightens it.
 A message that can never be applied (bad JSON, missing fields) is logged and deleted: retrying cannot fix it, and the
 periodic resync from DynamoDB still picks up every PROTECTED bracket.
 """
@@ -99,6 +102,8 @@ def watch_message(watch: Watch) -> dict[str, Any]:
         "trail": None if b.trail is None else {"type": str(b.trail["type"]), "value": str(b.trail["value"])},
         "activation_price": None if b.activation_price is None else str(b.activation_price),
         "gtt_id": watch.gtt_id,
+        "breakeven_at": None if b.breakeven_at is None else str(b.breakeven_at),
+        "breakeven_stop": None if b.breakeven_stop is None else str(b.breakeven_stop),
     }
 
 

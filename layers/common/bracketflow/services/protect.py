@@ -40,6 +40,7 @@ from bracketflow.adapters.instrument_store import InstrumentMasterMissing, curre
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus, LegRole, OrderStatus, PositionSide
 from bracketflow.domain.events import ProtectionPlaced
+from bracketflow.domain.scale_out import price_breakeven
 from bracketflow.domain.validation import RoundMode, check_levels, round_to_tick
 from bracketflow.errors import ConcurrentModification, InvalidStateTransition, ProtectionNotPossible, ValidationFailed
 from bracketflow.observability import logger, metrics
@@ -76,6 +77,7 @@ def protection_request(
 def watch_message(bracket: Bracket, instrument_token: int, tick: Decimal) -> dict[str, Any]:
     """The streamer control queue's watch message (format agreed with the streamer; prices as decimal strings)."""
     spec = bracket.spec
+    breakeven = price_breakeven(spec, bracket.entry.average_price, tick)
     return {
         "type": "watch",
         "bracket_id": bracket.id,
@@ -93,6 +95,8 @@ def watch_message(bracket: Bracket, instrument_token: int, tick: Decimal) -> dic
         "trail": None if spec.trail is None else spec.trail.to_dict(),
         "activation_price": None if spec.trail_activation_price is None else str(spec.trail_activation_price),
         "gtt_id": bracket.gtt_id,
+        "breakeven_at": None if breakeven is None else str(spec.breakeven_at),
+        "breakeven_stop": None if breakeven is None else str(breakeven),
     }
 
 

@@ -45,6 +45,7 @@ def _seed(stack: Any, index: int) -> str:
     from bracketflow.domain.bracket import Bracket, BracketSpec, LegOrder
     from bracketflow.domain.enums import Action, BracketStatus, Exchange, LegRole, OrderStatus, Product
     from bracketflow.domain.ids import AccountId, order_tag
+    from bracketflow.services.protect import watch_request
 
     spec = BracketSpec(
         account_id=AccountId("local"),
@@ -74,25 +75,8 @@ def _seed(stack: Any, index: int) -> str:
         gtt_id=str(gtt_id),
     )
     BracketRepository().create(protected, [{"type": "ProtectionPlaced", "gtt_id": str(gtt_id), "bench": index}])
-    watch = {
-        "type": "watch",
-        "bracket_id": protected.id,
-        "account_id": "local",
-        "instrument_token": 408065,
-        "exchange": "NSE",
-        "tradingsymbol": "INFY",
-        "side": "LONG",
-        "product": "CNC",
-        "quantity": 1,
-        "entry_price": "1500",
-        "stop_price": "1490",
-        "target_price": "1600",
-        "tick_size": "0.05",
-        "trail": None,
-        "activation_price": None,
-        "gtt_id": str(gtt_id),
-    }
-    stack.client("sqs").send_message(QueueUrl=stack.queue_url("StreamerControlQueue"), MessageBody=json.dumps(watch))
+    watch = watch_request(protected, 408065, Decimal("0.05"))
+    stack.client("sqs").send_message(QueueUrl=stack.queue_url("StreamerControlQueue"), MessageBody=watch.to_json())
     return protected.id
 
 

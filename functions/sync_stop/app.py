@@ -12,8 +12,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from bracketflow.contracts import StopSyncRequest
 from bracketflow.observability import logger, metrics, tracer
-from bracketflow.services.sync_stop import StopSyncRequest, sync_stop
+from bracketflow.services.sync_stop import sync_stop
 
 processor = BatchProcessor(event_type=EventType.SQS)
 

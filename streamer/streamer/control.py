@@ -1,30 +1,21 @@
-"""Watch/unwatch commands: the control queue's messages (StreamerControlQueue) and the thread that polls it.
+"""Watch/unwatch commands: the control queue's messages (StreamerControlQueue, bracketflow.contracts.WatchRequest and
+UnwatchRequest) turned into the streamer's own Watch/Unwatch, and the thread that polls the queue.
 
-Message bodies (JSON, agreed between the bracket workflow and the streamer):
-    {"type": "watch", "bracket_id", "account_id", "instrument_token": int, "exchange", "tradingsymbol",
-     "side": "LONG|SHORT", "product", "quantity": int, "entry_price": "<decimal>", "stop_price": "<decimal>",
-     "target_price": "<decimal>", "tick_size": "0.05", "trail": null | {"type": "percent|points", "value": "<dec>"},
-     "activation_price": null | "<decimal>", "gtt_id": str | null,
-     "breakeven_at": null | "<decimal>", "breakeven_stop": null | "<decimal>"}
-    {"type": "unwatch", "bracket_id"}
-A watch's stop_price is the stop to start from: the bracket's current (possibly already trailed) stop.
-breakeven_at / breakeven_stop (both or neither): once the price reaches breakeven_at, the stop moves to
-breakeven_stop (the entry plus the cost buffer, worked out by the sender), once, if that tightens it.
-A message that can never be applied (bad JSON, missing fields) is logged and deleted: retrying cannot fix it, and the
-periodic resync from DynamoDB still picks up every PROTECTED bracket.
+A message that can never be applied (bad JSON, missing fields, a bracket the engine cannot trail) is logged and
+deleted: retrying cannot fix it, and the periodic resync from DynamoDB still picks up every PROTECTED bracket.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from bracketflow.adapters.aws import client
+from bracketflow.contracts import UnwatchRequest, read_control_message
 from bracketflow.domain.trailing import to_paise
+from bracketflow.errors import ValidationFailed
 from bracketflow.observability import logger
 from streamer.watchlist import WatchedBracket
 
@@ -53,58 +44,24 @@ class Unwatch:
 
 
 def parse_command(body: str | bytes) -> Watch | Unwatch:
-    """One control message; ValueError says what is wrong with it."""
+    """One control message; ValidationFailed says what is wrong with it."""
+    message = read_control_message(body)
+    if isinstance(message, UnwatchRequest):
+        return Unwatch(message.bracket_id)
+    bracket = WatchedBracket.from_request(message)
     try:
-        raw = json.loads(body, parse_float=Decimal)
+        bracket.compile()  # refuse what the engine could not trail, here rather than on the tick thread
     except ValueError as exc:
-        raise ValueError(f"control message is not JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ValueError("control message must be a JSON object")
-    kind = raw.get("type")
-    if not raw.get("bracket_id"):
-        raise ValueError("control message lacks bracket_id")
-    if kind == "unwatch":
-        return Unwatch(str(raw["bracket_id"]))
-    if kind != "watch":
-        raise ValueError(f"control message type must be watch or unwatch, got {kind!r}")
-    bracket = WatchedBracket.from_dict(raw)
-    bracket.compile()  # refuse what the engine could not trail, here rather than on the tick thread
-    quantity = raw.get("quantity")
-    gtt = raw.get("gtt_id")
+        raise ValidationFailed(str(exc)) from None
     return Watch(
         bracket=bracket,
-        account_id=raw.get("account_id"),
-        exchange=raw.get("exchange"),
-        tradingsymbol=raw.get("tradingsymbol"),
-        quantity=None if quantity is None else int(quantity),
-        gtt_id=None if gtt is None else str(gtt),
+        account_id=message.account_id,
+        exchange=message.exchange,
+        tradingsymbol=message.tradingsymbol,
+        quantity=message.quantity,
+        gtt_id=message.gtt_id,
         original_stop=to_paise(bracket.stop_price),
     )
-
-
-def watch_message(watch: Watch) -> dict[str, Any]:
-    """The control-queue body for a Watch (what the bracket workflow sends; tests and tools use it too)."""
-    b = watch.bracket
-    return {
-        "type": "watch",
-        "bracket_id": b.bracket_id,
-        "account_id": watch.account_id,
-        "instrument_token": b.instrument_token,
-        "exchange": watch.exchange,
-        "tradingsymbol": watch.tradingsymbol,
-        "side": b.side,
-        "product": b.product,
-        "quantity": watch.quantity,
-        "entry_price": None if b.entry_price is None else str(b.entry_price),
-        "stop_price": str(b.stop_price),
-        "target_price": None,
-        "tick_size": str(b.tick_size),
-        "trail": None if b.trail is None else {"type": str(b.trail["type"]), "value": str(b.trail["value"])},
-        "activation_price": None if b.activation_price is None else str(b.activation_price),
-        "gtt_id": watch.gtt_id,
-        "breakeven_at": None if b.breakeven_at is None else str(b.breakeven_at),
-        "breakeven_stop": None if b.breakeven_stop is None else str(b.breakeven_stop),
-    }
 
 
 class ControlPoller:
@@ -153,7 +110,7 @@ class ControlPoller:
         for message in messages:
             try:
                 command = parse_command(message["Body"])
-            except ValueError as exc:
+            except ValidationFailed as exc:
                 self.rejected += 1
                 logger.error("dropping a bad control message", extra={"error": str(exc), "body": message["Body"][:500]})
             else:

@@ -36,8 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 from bracketflow.adapters.dynamo import prices as price_store
 from bracketflow.adapters.dynamo import streamer_health
 from bracketflow.adapters.dynamo.brackets import BracketRepository
-from bracketflow.adapters.dynamo.records import iso
-from bracketflow.contracts import ExitRequest
+from bracketflow.contracts import ExitRequest, wire_time
 from bracketflow.domain.enums import ExitReason
 from bracketflow.domain.instruments import CompactMaster, InstrumentMaster
 from bracketflow.domain.trailing import stop_has_trailed, to_paise, to_rupees
@@ -240,7 +239,7 @@ class Streamer:
     def _on_exits(self, exits: list[ExitIntent]) -> None:
         """Under the engine lock: publish each exit (a deque append) and forget the bracket."""
         now = self._clock()
-        detected_at = iso(datetime.now(UTC))
+        detected_at = wire_time(datetime.now(UTC))
         for e in exits:
             watched = self._watched.pop(e.bracket_id, None)
             trailed = watched is not None and stop_has_trailed(
@@ -276,7 +275,7 @@ class Streamer:
             return
         if isinstance(message, dict) and message.get("type") == "order" and isinstance(message.get("data"), dict):
             self.order_publisher.put(
-                {"source": "ticker", "received_at": iso(datetime.now(UTC)), "order": message["data"]}
+                {"source": "ticker", "received_at": wire_time(datetime.now(UTC)), "order": message["data"]}
             )
         elif isinstance(message, dict) and message.get("type") == "error":
             logger.warning("ticker error message", extra={"ticker_message": str(message.get("data"))[:500]})

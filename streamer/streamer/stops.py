@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from bracketflow.adapters.dynamo.brackets import BracketRepository
-from bracketflow.adapters.dynamo.records import iso
+from bracketflow.contracts import wire_time as iso  # the stop-sync message below moves to StopSyncRequest
 from bracketflow.domain.enums import BracketStatus
 from bracketflow.domain.events import BreakevenStopSet, StopTrailed
 from bracketflow.domain.trailing import to_rupees

@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from bracketflow.contracts import WatchRequest
 from bracketflow.domain.trailing import TrailingBracket, compile_bracket, to_rupees
 
 
@@ -59,6 +60,24 @@ class WatchedBracket:
             )
         except KeyError as missing:
             raise ValueError(f"watchlist entry {raw.get('bracket_id')!r} lacks {missing}") from None
+
+    @classmethod
+    def from_request(cls, request: WatchRequest) -> WatchedBracket:
+        """What the engine trails of a control queue's watch."""
+        trail = request.trail
+        return cls(
+            bracket_id=request.bracket_id,
+            instrument_token=request.instrument_token,
+            side=request.side.value,
+            product=request.product.value,
+            stop_price=request.stop_price,
+            tick_size=request.tick_size,
+            entry_price=request.entry_price,
+            trail=None if trail is None else {"type": trail.type.value, "value": trail.value},
+            activation_price=request.activation_price,
+            breakeven_at=request.breakeven_at,
+            breakeven_stop=request.breakeven_stop,
+        )
 
     def compile(self) -> TrailingBracket:
         try:

@@ -46,7 +46,8 @@ def test_a_looser_stale_or_crossed_stop_changes_nothing(world):
         [{"exchange": "NSE", "tradingsymbol": "INFY", "ltp": "1490", "bid": "1490", "ask": "1490.05"}]
     )
     # When asked for a looser stop, and for one the market has already crossed
-    from bracketflow.services.sync_stop import StopSyncRequest, SyncOutcome, sync_stop
+    from bracketflow.contracts import StopSyncRequest
+    from bracketflow.services.sync_stop import SyncOutcome, sync_stop
 
     looser = sync_stop(StopSyncRequest(bracket.id, Decimal("1470")))
     crossed = sync_stop(StopSyncRequest(bracket.id, Decimal("1495")))
@@ -58,8 +59,9 @@ def test_a_looser_stale_or_crossed_stop_changes_nothing(world):
 def test_a_bracket_that_is_no_longer_protected_is_left_alone(world):
     # Given a bracket that has moved on to EXITING
     from bracketflow.adapters.dynamo.brackets import BracketRepository
+    from bracketflow.contracts import StopSyncRequest
     from bracketflow.domain.enums import BracketStatus
-    from bracketflow.services.sync_stop import StopSyncRequest, SyncOutcome, sync_stop
+    from bracketflow.services.sync_stop import SyncOutcome, sync_stop
 
     bracket = seed_protected(world.paper)
     repo = BracketRepository()

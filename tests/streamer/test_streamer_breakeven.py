@@ -3,11 +3,12 @@ breakeven stop once the price reaches the trigger, never loosens a stop, never f
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
-from streamer.control import parse_command, watch_message
+from bracketflow.contracts import WatchRequest
+from bracketflow.domain.enums import PositionSide, Product
+from streamer.control import parse_command
 from streamer.engine import ExitIntent, TrailingEngine
 from streamer.watchlist import WatchedBracket
 from tests.streamer.packets import full_packet, ltp_packet, message
@@ -131,11 +132,22 @@ def test_an_mis_breakeven_is_reached_by_the_best_bid_as_the_trail_is():
     assert engine.stop_of("b1") == 150100
 
 
-def test_the_watch_message_carries_the_breakeven_both_ways():
-    body = {"type": "watch", "bracket_id": "b1", "instrument_token": INFY, "side": "LONG", "product": "CNC"}
-    body |= {"stop_price": "1480", "tick_size": "0.05", "breakeven_at": "1520.5", "breakeven_stop": "1501"}
-    command = parse_command(json.dumps(body))
+def test_the_watch_request_carries_the_breakeven_to_the_engine():
+    # Given the watch protection sends for a LONG with breakeven at 1520.5 to 1501
+    sent = WatchRequest(
+        bracket_id="b1",
+        instrument_token=INFY,
+        side=PositionSide.LONG,
+        product=Product.CNC,
+        stop_price=Decimal("1480"),
+        entry_price=Decimal("1500"),
+        breakeven_at=Decimal("1520.5"),
+        breakeven_stop=Decimal("1501"),
+    )
+    # When the streamer reads it
+    command = parse_command(sent.to_json())
+    # Then the bracket it watches carries the trigger and its stop, and the engine acts on them
     assert (command.bracket.breakeven_at, command.bracket.breakeven_stop) == (Decimal("1520.5"), Decimal("1501"))
-    again = watch_message(command)
-    assert (again["breakeven_at"], again["breakeven_stop"]) == ("1520.5", "1501")
-    assert parse_command(json.dumps(again)).bracket == command.bracket
+    engine = TrailingEngine([command.bracket])
+    _feed(engine, 152050)
+    assert engine.stop_of("b1") == 150100

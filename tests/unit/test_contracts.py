@@ -5,24 +5,48 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from bracketflow.contracts import ExitRequest
-from bracketflow.domain.bracket import Bracket, BracketSpec
-from bracketflow.domain.enums import Action, Exchange, ExitReason, PriceType, Product
-from bracketflow.domain.ids import AccountId
+from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.contracts import (
+    ExitRequest,
+    StopSyncRequest,
+    UnwatchRequest,
+    WatchRequest,
+    read_control_message,
+    wire_time,
+)
+from bracketflow.domain.bracket import Bracket, BracketSpec, LegOrder, TrailSpec
+from bracketflow.domain.enums import (
+    Action,
+    BracketStatus,
+    Exchange,
+    ExitReason,
+    LegRole,
+    OrderStatus,
+    PositionSide,
+    PriceType,
+    Product,
+    TrailType,
+)
+from bracketflow.domain.ids import AccountId, BrokerOrderId
 from bracketflow.domain.trailing import stop_has_trailed
 from bracketflow.errors import ValidationFailed
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_TREES = ["layers/common/bracketflow", "streamer/streamer", "functions", "local", "paper"]
+CONTRACTS = REPO / "layers/common/bracketflow/contracts"
 
 
-def _bracket(action: Action = Action.BUY, sl: str = "1480", target: str = "1540") -> Bracket:
+def _bracket(
+    action: Action = Action.BUY, sl: str = "1480", target: str = "1540", trail: TrailSpec | None = None
+) -> Bracket:
     spec = BracketSpec(
         account_id=AccountId("acct-1"),
         exchange=Exchange.NSE,
@@ -34,8 +58,17 @@ def _bracket(action: Action = Action.BUY, sl: str = "1480", target: str = "1540"
         entry_price=None,
         sl_price=Decimal(sl),
         target_price=Decimal(target),
+        trail=trail,
+        trail_activation_price=None if trail is None else Decimal("1510"),
     )
     return Bracket.register(spec)
+
+
+def _protected(bracket: Bracket, stop: str, filled: int = 10) -> Bracket:
+    entry = LegOrder(LegRole.ENTRY, OrderStatus.EXECUTED, BrokerOrderId("O-1"), 10, filled, Decimal("1500.05"))
+    return dataclasses.replace(
+        bracket, status=BracketStatus.PROTECTED, entry=entry, stop_price=Decimal(stop), gtt_id="G-7"
+    )
 
 
 def test_a_streamer_exit_reads_back_as_sent() -> None:
@@ -111,31 +144,207 @@ def test_the_stop_has_trailed_only_when_it_is_tighter_than_the_one_placed() -> N
     assert dataclasses.replace(short, stop_price=Decimal("1515")).stop_has_trailed
 
 
-def _hand_built_exits(path: Path) -> list[int]:
-    """Lines of dict literals that carry an exit message's keys (bracket_id, reason and stop_price)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    lines = []
-    for node in ast.walk(tree):
+def test_the_protection_watch_is_what_the_streamer_trails() -> None:
+    from bracketflow.services.protect import watch_request
+    from streamer.control import Watch, parse_command
+
+    bracket = _protected(_bracket(trail=TrailSpec(TrailType.PERCENT, Decimal("0.5"))), stop="1486.50", filled=7)
+    wire = json.dumps(watch_request(bracket, 408065, Decimal("0.05")).to_dict())
+    watch = parse_command(wire)
+    assert isinstance(watch, Watch)
+    watched = watch.bracket
+    assert (watched.bracket_id, watched.instrument_token, watched.side, watched.product) == (
+        bracket.id,
+        408065,
+        "LONG",
+        "MIS",
+    )
+    # The streamer starts from the bracket's current (trailed) stop, with its trail and the fill it refers to
+    assert (watched.stop_price, watched.tick_size, watched.entry_price) == (
+        Decimal("1486.50"),
+        Decimal("0.05"),
+        Decimal("1500.05"),
+    )
+    assert watched.trail == {"type": "percent", "value": Decimal("0.5")}
+    assert watched.activation_price == Decimal("1510")
+    assert (watch.quantity, watch.gtt_id, watch.account_id, watch.exchange, watch.tradingsymbol) == (
+        7,
+        "G-7",
+        "acct-1",
+        "NSE",
+        "INFY",
+    )
+    assert watch.original_stop == 148650
+
+
+def test_a_watch_reads_back_as_sent() -> None:
+    sent = WatchRequest(
+        bracket_id="b1",
+        instrument_token=408065,
+        side=PositionSide.SHORT,
+        product=Product.CNC,
+        stop_price=Decimal("1520.00"),
+        entry_price=Decimal("1500"),
+        trail=TrailSpec(TrailType.POINTS, Decimal("10")),
+        quantity=5,
+        target_price=Decimal("1450"),
+        breakeven_at=Decimal("1480.5"),
+        breakeven_stop=Decimal("1499"),
+    )
+    wire = json.loads(sent.to_json())
+    assert (wire["breakeven_at"], wire["breakeven_stop"]) == ("1480.5", "1499")
+    assert (wire["type"], wire["side"], wire["stop_price"], wire["tick_size"]) == ("watch", "SHORT", "1520.00", "0.05")
+    assert wire["trail"] == {"type": "points", "value": "10"}
+    assert read_control_message(sent.to_json()) == sent
+    assert WatchRequest.from_json(sent.to_json()) == sent
+
+
+def test_the_unwatch_is_what_the_streamer_drops() -> None:
+    from streamer.control import Unwatch, parse_command
+
+    assert json.loads(UnwatchRequest("b1").to_json()) == {"type": "unwatch", "bracket_id": "b1"}
+    assert parse_command(UnwatchRequest("b1").to_json()) == Unwatch("b1")
+    assert UnwatchRequest.from_json('{"type":"unwatch","bracket_id":"b1"}') == UnwatchRequest("b1")
+
+
+def test_a_watch_written_with_json_numbers_reads_them_as_the_decimals_written() -> None:
+    body = {"type": "watch", "bracket_id": "b1", "instrument_token": 5, "side": "long", "product": "cnc"}
+    read = read_control_message(json.dumps({**body, "stop_price": 1480.05, "tick_size": 0.05}))
+    assert isinstance(read, WatchRequest)
+    assert (read.stop_price, read.tick_size, read.side, read.product) == (
+        Decimal("1480.05"),
+        Decimal("0.05"),
+        PositionSide.LONG,
+        Product.CNC,
+    )
+
+
+_WATCH = {"type": "watch", "bracket_id": "b1", "instrument_token": 5, "side": "LONG", "product": "MIS"}
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({**_WATCH}, "lacks 'stop_price'"),
+        ({**_WATCH, "stop_price": "1480", "instrument_token": True}, "instrument_token must be a uint32"),
+        ({**_WATCH, "stop_price": "1480", "instrument_token": 1 << 32}, "instrument_token must be a uint32"),
+        ({**_WATCH, "stop_price": "1480", "side": "UP"}, "must be one of LONG, SHORT"),
+        ({**_WATCH, "stop_price": "x"}, "invalid"),
+        ({**_WATCH, "stop_price": "1480", "trail": {"type": "ratio", "value": "1"}}, "must be one of percent"),
+        ({**_WATCH, "stop_price": "1480", "breakeven_at": "1520"}, "breakeven_at and breakeven_stop together"),
+        ({"type": "watch"}, "lacks bracket_id"),
+        ({"type": "pause", "bracket_id": "b1"}, "must be watch or unwatch"),
+        ([1], "JSON object"),
+    ],
+)
+def test_a_malformed_control_message_is_refused_with_what_is_wrong(body: object, says: str) -> None:
+    with pytest.raises(ValidationFailed, match=says):
+        read_control_message(json.dumps(body))
+
+
+def test_a_watch_the_engine_cannot_trail_is_refused_before_the_tick_thread() -> None:
+    from streamer.control import parse_command
+
+    body = {**_WATCH, "stop_price": "1480", "trail": {"type": "percent", "value": "-1"}}
+    with pytest.raises(ValidationFailed, match="bracket b1"):
+        parse_command(json.dumps(body))
+
+
+def test_the_streamers_stop_sync_is_what_sync_stop_reads() -> None:
+    from streamer.stops import StopKeeper
+
+    sent: list[dict[str, object]] = []
+    keeper = StopKeeper(
+        cast(BracketRepository, None), sent.append, step_percent=Decimal("0.1"), sync_interval_s=0, clock=lambda: 5.0
+    )
+    keeper.track("b1", is_long=True, broker_stop=148000)
+    assert keeper.sync({"b1": 149005}, lambda _: 5) == ["b1"]
+    read = StopSyncRequest.from_json(json.dumps(sent[0]))
+    assert (read.bracket_id, read.stop_price) == ("b1", Decimal("1490.05"))
+    assert read.at is not None
+    assert datetime.strptime(read.at, "%Y-%m-%dT%H:%M:%S.%f%z").tzinfo == UTC
+
+
+def test_a_stop_sync_reads_back_as_sent() -> None:
+    sent = StopSyncRequest("b1", Decimal("1504.75"), wire_time(datetime(2026, 1, 5, 4, 0, tzinfo=UTC)))
+    assert json.loads(sent.to_json()) == {
+        "bracket_id": "b1",
+        "stop_price": "1504.75",
+        "at": "2026-01-05T04:00:00.000000Z",
+    }
+    assert StopSyncRequest.from_json(sent.to_json()) == sent
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"bracket_id": "b1"}, "lacks 'stop_price'"),
+        ({"stop_price": "1490"}, "lacks 'bracket_id'"),
+        ({"bracket_id": "b1", "stop_price": "0"}, "positive number"),
+        ({"bracket_id": "b1", "stop_price": "NaN"}, "positive number"),
+        ({"bracket_id": "b1", "stop_price": "x"}, "invalid"),
+        ("1490", "JSON object"),
+    ],
+)
+def test_a_malformed_stop_sync_is_refused_with_what_is_wrong(body: object, says: str) -> None:
+    with pytest.raises(ValidationFailed, match=says):
+        StopSyncRequest.from_json(json.dumps(body))
+
+
+# What gives a hand-built message away: the keys of a dict literal, and the constant values of some of them.
+MESSAGE_SHAPES: dict[str, Callable[[dict[str, object]], bool]] = {
+    "ExitRequest": lambda d: {"bracket_id", "reason", "stop_price"} <= d.keys(),
+    "WatchRequest or UnwatchRequest": lambda d: d.get("type") in {"watch", "unwatch"},
+    "StopSyncRequest": lambda d: {"bracket_id", "stop_price", "at"} <= d.keys(),
+}
+# Still built by hand where this change may not reach: the trailing calculator's own change owns streamer/stops.py,
+# and moves its message to the contract there. test_the_streamers_stop_sync_is_what_sync_stop_reads holds its JSON to
+# the consumer meanwhile.
+NOT_YET_MOVED = {("StopSyncRequest", "streamer/streamer/stops.py")}
+
+
+def _dict_literals(path: Path) -> list[tuple[int, dict[str, object]]]:
+    """Each dict literal's line and its string keys, each with its value when that is a constant (else None)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Dict):
-            keys = {k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
-            if {"bracket_id", "reason", "stop_price"} <= keys:
-                lines.append(node.lineno)
-    return lines
+            fields = {
+                k.value: (v.value if isinstance(v, ast.Constant) else None)
+                for k, v in zip(node.keys, node.values, strict=True)
+                if isinstance(k, ast.Constant) and isinstance(k.value, str)
+            }
+            out.append((node.lineno, fields))
+    return out
 
 
-def test_no_exit_message_is_built_outside_the_contracts_module() -> None:
+def _hand_built(path: Path, message: str) -> list[int]:
+    """Lines of dict literals shaped like the message."""
+    return [line for line, fields in _dict_literals(path) if MESSAGE_SHAPES[message](fields)]
+
+
+@pytest.mark.parametrize("message", sorted(MESSAGE_SHAPES))
+def test_no_message_is_built_outside_the_contracts_module(message: str) -> None:
     found = {}
     for tree in SOURCE_TREES:
         for path in sorted((REPO / tree).rglob("*.py")):
-            if path.name == "contracts.py":
+            if path.is_relative_to(CONTRACTS):
                 continue
-            lines = _hand_built_exits(path)
-            if lines:
+            lines = _hand_built(path, message)
+            if lines and (message, str(path.relative_to(REPO))) not in NOT_YET_MOVED:
                 found[str(path.relative_to(REPO))] = lines
-    assert found == {}, f"build exit messages with bracketflow.contracts.ExitRequest, not by hand: {found}"
+    assert found == {}, f"build these with bracketflow.contracts.{message}, not by hand: {found}"
 
 
-def test_the_check_sees_a_hand_built_exit(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("message", "source"),
+    [
+        ("ExitRequest", 'send({"bracket_id": b, "reason": "STOP", "ltp": "1", "stop_price": "2"})'),
+        ("WatchRequest or UnwatchRequest", 'send_control({"type": "unwatch", "bracket_id": b})'),
+        ("WatchRequest or UnwatchRequest", 'send_control({**base, "type": "watch", "stop_price": s})'),
+        ("StopSyncRequest", 'put({"bracket_id": b, "stop_price": str(s), "at": iso(now)})'),
+    ],
+)
+def test_the_check_sees_a_hand_built_message(tmp_path: Path, message: str, source: str) -> None:
     sample = tmp_path / "producer.py"
-    sample.write_text('send({"bracket_id": b, "reason": "STOP", "ltp": "1", "stop_price": "2"})\n', encoding="utf-8")
-    assert _hand_built_exits(sample) == [1]
+    sample.write_text(f"{source}\n", encoding="utf-8")
+    assert _hand_built(sample, message) == [1]

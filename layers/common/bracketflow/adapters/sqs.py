@@ -17,14 +17,8 @@ def send_json(queue_url: str, body: dict[str, Any], delay_s: int = 0) -> str:
 
 
 def send_control(message: dict[str, Any]) -> str | None:
-    """A watch/unwatch message for the streamer (STREAMER_CONTROL_QUEUE_URL); None when no queue is configured.
-
-    Formats (agreed with the streamer):
-      {"type":"watch","bracket_id","account_id","instrument_token":int,"exchange","tradingsymbol","side",
-       "product","quantity":int,"entry_price","stop_price","target_price","tick_size","trail","activation_price",
-       "gtt_id"}                       prices as decimal strings
-      {"type":"unwatch","bracket_id"}
-    """
+    """A watch/unwatch message for the streamer (STREAMER_CONTROL_QUEUE_URL): a WatchRequest's or UnwatchRequest's
+    to_dict() (bracketflow.contracts). None when no queue is configured."""
     url = get_settings().streamer_control_queue_url
     if not url:
         return None

@@ -22,9 +22,9 @@ from decimal import Decimal
 
 from bracketflow import metrics_names
 from bracketflow.adapters.dynamo.brackets import BracketRepository
-from bracketflow.adapters.dynamo.records import iso
 from bracketflow.adapters.instrument_store import current_master
 from bracketflow.adapters.sqs import send_json
+from bracketflow.contracts import StopSyncRequest, wire_time
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus, ExitReason, PositionSide
 from bracketflow.domain.events import BreakevenStopSet
@@ -128,7 +128,7 @@ def move_to_breakeven(
     logger.info("breakeven stop set", extra={"bracket_id": moved.id, "stop_price": str(level)})
     url = get_settings().stop_sync_queue_url
     if url:
-        send_json(url, {"bracket_id": moved.id, "stop_price": str(level), "at": iso(datetime.now(UTC))})
+        send_json(url, StopSyncRequest(moved.id, level, wire_time(datetime.now(UTC))).to_dict())
     else:
         logger.warning("no STOP_SYNC_QUEUE_URL: the GTT keeps its stop", extra={"bracket_id": moved.id})
     return moved

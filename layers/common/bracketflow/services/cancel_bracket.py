@@ -10,7 +10,7 @@ is ordered against every other change), then handed to whoever acts for that sta
                  workflow's CancelEntryForTrader cancels the rest at the broker. Whatever filled before the cancel is
                  exited at market with reason MANUAL (ExitCancelledFill): a trader who cancels wants out, not a
                  smaller protected position. A token not stored yet: the waiting task sees the request itself.
-  PROTECTED,     a MANUAL ExitRequest (bracketflow/contracts.py, no price) on the ExitQueue: the exit Lambda claims
+  PROTECTED,     a MANUAL ExitRequest (bracketflow.contracts, no price) on the ExitQueue: the exit Lambda claims
   EXIT_FAILED    the bracket, deletes the GTT first (a GTT that already triggered means the broker closed it: no
                  second exit), places the MARKET exit; the watcher and Finalize close it with reason MANUAL.
   ENTRY_FILLED   409: protection is being placed this second; DELETE again once it is PROTECTED (seconds).

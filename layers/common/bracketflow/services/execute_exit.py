@@ -1,6 +1,6 @@
 """Exit a bracket whose stop the streamer saw crossed — exactly once (docs/reliability.md).
 
-Input: an ExitRequest (bracketflow/contracts.py) from the ExitQueue (SQS Standard, so it may arrive twice or
+Input: an ExitRequest (bracketflow.contracts) from the ExitQueue (SQS Standard, so it may arrive twice or
 concurrently): the streamer's crossed stop, the trader's DELETE of a PROTECTED bracket (MANUAL), the MIS square-off
 (EOD), reconciliation's exits, or a strategy's own exit (services/signals.py): SIGNAL (an exit/close/reverse
 alert), TIME (exit_after / exit_at) or KILL_SWITCH (the daily loss limit, or POST /api/v1/flatten). One of these

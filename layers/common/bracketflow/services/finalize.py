@@ -16,6 +16,7 @@ from typing import Any
 
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.sqs import send_control
+from bracketflow.contracts import UnwatchRequest
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus, ExitReason, PositionSide
 from bracketflow.domain.events import BracketClosed
@@ -62,7 +63,7 @@ def finalize(bracket_id: str, exit_info: dict[str, Any] | None) -> dict[str, Any
 
     bracket = retrying(bracket_id, step)
     try:
-        send_control({"type": "unwatch", "bracket_id": bracket_id})
+        send_control(UnwatchRequest(bracket_id).to_dict())
     except Exception:  # the streamer's resync drops closed brackets anyway; closing must not fail on this
         logger.exception("unwatch message not sent", extra={"bracket_id": bracket_id})
     metrics.add_metric(name="BracketsClosed", unit="Count", value=1)

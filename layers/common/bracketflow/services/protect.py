@@ -37,6 +37,7 @@ from bracketflow.adapters.dynamo import records as r
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.adapters.dynamo.gtt_claims import GttClaimedElsewhere, claimed_by_others, save_claiming
 from bracketflow.adapters.instrument_store import InstrumentMasterMissing, current_master
+from bracketflow.contracts import WatchRequest
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus, LegRole, OrderStatus, PositionSide
 from bracketflow.domain.events import ProtectionPlaced
@@ -74,30 +75,29 @@ def protection_request(
     return GttRequest(spec.exchange.value, spec.symbol, triggers, last_price, legs)
 
 
-def watch_message(bracket: Bracket, instrument_token: int, tick: Decimal) -> dict[str, Any]:
-    """The streamer control queue's watch message (format agreed with the streamer; prices as decimal strings)."""
+def watch_request(bracket: Bracket, instrument_token: int, tick: Decimal) -> WatchRequest:
+    """The streamer's watch of the bracket as it is now: its current stop, what filled and its GTT."""
     spec = bracket.spec
     breakeven = price_breakeven(spec, bracket.entry.average_price, tick)
-    return {
-        "type": "watch",
-        "bracket_id": bracket.id,
-        "account_id": bracket.account_id,
-        "instrument_token": instrument_token,
-        "exchange": spec.exchange.value,
-        "tradingsymbol": spec.symbol,
-        "side": bracket.position_side.value,
-        "product": spec.product.value,
-        "quantity": bracket.entry.filled_quantity,
-        "entry_price": str(bracket.entry.average_price),
-        "stop_price": str(bracket.stop_price),
-        "target_price": str(spec.target_price),
-        "tick_size": str(tick),
-        "trail": None if spec.trail is None else spec.trail.to_dict(),
-        "activation_price": None if spec.trail_activation_price is None else str(spec.trail_activation_price),
-        "gtt_id": bracket.gtt_id,
-        "breakeven_at": None if breakeven is None else str(spec.breakeven_at),
-        "breakeven_stop": None if breakeven is None else str(breakeven),
-    }
+    return WatchRequest(
+        bracket_id=bracket.id,
+        instrument_token=instrument_token,
+        side=bracket.position_side,
+        product=spec.product,
+        stop_price=bracket.stop_price,
+        tick_size=tick,
+        entry_price=bracket.entry.average_price,
+        trail=spec.trail,
+        activation_price=spec.trail_activation_price,
+        account_id=bracket.account_id,
+        exchange=spec.exchange.value,
+        tradingsymbol=spec.symbol,
+        quantity=bracket.entry.filled_quantity,
+        target_price=spec.target_price,
+        gtt_id=bracket.gtt_id,
+        breakeven_at=None if breakeven is None else spec.breakeven_at,
+        breakeven_stop=breakeven,
+    )
 
 
 # Starts of the step after a lost claim; each loss means another bracket took a GTT, so a few are plenty.
@@ -105,7 +105,7 @@ CLAIM_ATTEMPTS = 4
 
 
 def place_protection(bracket_id: str) -> dict[str, Any]:
-    """Place (or find) the GTT OCO and mark the bracket PROTECTED; returns {"gtt_id", "watch": <watch message>}."""
+    """Place (or find) the GTT OCO and mark the bracket PROTECTED; returns {"gtt_id", "watch": <WatchRequest dict>}."""
     for _ in range(CLAIM_ATTEMPTS):
         try:
             return _protect_once(bracket_id)
@@ -130,7 +130,7 @@ def _protect_once(bracket_id: str) -> dict[str, Any]:
 
     if bracket.status is BracketStatus.PROTECTED and bracket.gtt_id:
         protected = _breakeven_if_due(bracket, quote.last_price if quote is not None else None)
-        return {"gtt_id": bracket.gtt_id, "watch": watch_message(protected, token, tick)}
+        return {"gtt_id": bracket.gtt_id, "watch": watch_request(protected, token, tick).to_dict()}
     if bracket.status is not BracketStatus.ENTRY_FILLED:
         raise InvalidStateTransition("bracket", bracket.status.value, BracketStatus.PROTECTED.value)
 
@@ -150,7 +150,7 @@ def _protect_once(bracket_id: str) -> dict[str, Any]:
             extra={"bracket_id": bracket.id, "gtt_id": fired.gtt_id, "orders": fired.triggered_order_ids},
         )
         protected = _record_protection(bracket_id, str(fired.gtt_id), req, quantity)
-        return {"gtt_id": str(fired.gtt_id), "watch": watch_message(protected, token, tick)}
+        return {"gtt_id": str(fired.gtt_id), "watch": watch_request(protected, token, tick).to_dict()}
     try:
         check_levels(spec.action, fill, bracket.stop_price, spec.target_price, note=" (the average fill price)")
         check_levels(spec.action, last, bracket.stop_price, spec.target_price, note=" (the last traded price)")
@@ -173,7 +173,7 @@ def _protect_once(bracket_id: str) -> dict[str, Any]:
     unprotected_s = (protected.updated_at - bracket.updated_at).total_seconds()
     metrics.add_metric(name=metrics_names.ENTRY_TO_PROTECTION_SECONDS, unit="Seconds", value=max(0.0, unprotected_s))
     protected = _breakeven_if_due(protected, last)
-    return {"gtt_id": str(gtt_id), "watch": watch_message(protected, token, tick)}
+    return {"gtt_id": str(gtt_id), "watch": watch_request(protected, token, tick).to_dict()}
 
 
 def _breakeven_if_due(protected: Bracket, last: Decimal | None) -> Bracket:

@@ -5,7 +5,7 @@ the day's session in the market calendar (none on an exchange holiday; a Muhurat
 its own close), so the local stack, which plays cron schedules every few seconds, squares off only when the clock says
 so; {"force": true} in the event skips that check (tests, a manual run).
 
-  PROTECTED / EXIT_FAILED MIS brackets -> an EOD ExitRequest (bracketflow/contracts.py) on the ExitQueue
+  PROTECTED / EXIT_FAILED MIS brackets -> an EOD ExitRequest (bracketflow.contracts) on the ExitQueue
       (EXIT_QUEUE_URL): no price, the bracket's stop kept. The exit Lambda (services/execute_exit) does the rest
       exactly as for a stop: the claim (PROTECTED -> EXITING), GTT cancelled first (no exit if it already fired),
       MARKET exit with market protection, lost answers found by tag — and the queue's retries and DLQ alarm when the

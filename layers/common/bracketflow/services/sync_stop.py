@@ -1,7 +1,7 @@
 """Move the GTT's stop leg up to the streamer's trailed stop, so a streamer outage still leaves a recent stop at
 the broker (docs/trailing.md, "The stop at the broker"). Only Lambdas change orders at the broker; the streamer asks via
-StopSyncQueue: {"bracket_id", "stop_price": "<decimal>", "at": "<ISO UTC>"} (already coalesced and rate-limited
-by the streamer: a step and an interval per bracket).
+StopSyncQueue with a StopSyncRequest (bracketflow.contracts; already coalesced and rate-limited by the streamer: a step
+and an interval per bracket).
 
 The GTT is modified by a full replace (Kite's GTT modify), keeping its target leg as it is and the stop leg's limit
 price at the same distance from its trigger. Nothing is changed when the bracket is no longer PROTECTED, has no
@@ -11,17 +11,17 @@ Repeating a message is harmless: the second modify finds the stop already there.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
+from dataclasses import replace
+from decimal import Decimal
 from enum import StrEnum
 
 from bracketflow.adapters.broker import get_broker
 from bracketflow.adapters.broker.port import BrokerPort, GttRequest
 from bracketflow.adapters.dynamo.brackets import BracketRepository
+from bracketflow.contracts import StopSyncRequest
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus, PositionSide
-from bracketflow.errors import ConcurrentModification, ValidationFailed
+from bracketflow.errors import ConcurrentModification
 from bracketflow.observability import logger, metrics
 
 _ATTEMPTS = 3
@@ -34,28 +34,6 @@ class SyncOutcome(StrEnum):
     GTT_NOT_ACTIVE = "GTT_NOT_ACTIVE"
     NOT_TIGHTER = "NOT_TIGHTER"
     CROSSED = "CROSSED"
-
-
-@dataclass(frozen=True)
-class StopSyncRequest:
-    bracket_id: str
-    stop_price: Decimal
-    at: str | None = None
-
-    @classmethod
-    def from_json(cls, body: str) -> StopSyncRequest:
-        try:
-            raw = json.loads(body)
-            if not isinstance(raw, dict):
-                raise ValueError("must be a JSON object")
-            stop = Decimal(str(raw["stop_price"]))
-            if not stop.is_finite() or stop <= 0:
-                raise ValueError(f"stop_price must be a positive number, got {raw['stop_price']!r}")
-            return cls(bracket_id=str(raw["bracket_id"]), stop_price=stop, at=raw.get("at"))
-        except KeyError as missing:
-            raise ValidationFailed(f"stop sync request lacks {missing}") from None
-        except (ValueError, InvalidOperation) as exc:
-            raise ValidationFailed(f"stop sync request is invalid: {exc}") from None
 
 
 def sync_stop(

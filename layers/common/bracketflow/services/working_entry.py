@@ -36,7 +36,7 @@ from bracketflow.domain.instruments import default_master
 from bracketflow.errors import ConcurrentModification
 from bracketflow.observability import logger, metrics
 from bracketflow.services.lifecycle import FILLED, cancel_working_entry, event, load, rest_timeout_s, retrying
-from bracketflow.services.protect import watch_message
+from bracketflow.services.protect import watch_request
 from bracketflow.settings import get_settings
 
 # A resize re-reads the bracket after the modify: a fill recorded meanwhile is resized to in the same run.
@@ -130,4 +130,4 @@ def _watch(bracket: Bracket) -> dict[str, Any]:
         key = f"{spec.exchange.value}:{spec.symbol}"
         quote = get_broker().quote([key]).get(key)
         token = quote.instrument_token if quote is not None else 0
-    return watch_message(bracket, token or 0, tick)
+    return watch_request(bracket, token or 0, tick).to_dict()

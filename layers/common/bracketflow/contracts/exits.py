@@ -1,8 +1,4 @@
-"""The messages that cross a process, each written and read here only: a producer builds the type and sends
-`to_dict()`/`to_json()`, the consumer reads it with `from_json()`. tests/unit/test_contracts.py holds each producer's
-JSON to its consumer.
-
-ExitRequest: the ExitQueue's message, "close this bracket's position at market". Its producers: the streamer (a
+"""ExitRequest: the ExitQueue's message, "close this bracket's position at market". Its producers: the streamer (a
 stop crossed: STOP or TRAIL_STOP, with the price and where in the feed it was seen), the trader's DELETE of a
 protected bracket (MANUAL), the MIS square-off (EOD), reconciliation (a stop crossed while no GTT stood, or a GTT's
 target whose order was refused: TARGET) and an exit that failed at the broker (retry_of, any reason). Its consumer:
@@ -11,11 +7,11 @@ the exit Lambda (services/execute_exit.py), which claims the bracket exactly onc
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from bracketflow.contracts.wire import compact_json, json_object
 from bracketflow.domain.enums import ExitReason
 from bracketflow.errors import ValidationFailed
 
@@ -72,17 +68,12 @@ class ExitRequest:
         return body
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        return compact_json(self.to_dict())
 
     @classmethod
     def from_json(cls, body: str) -> ExitRequest:
         """Parse an ExitQueue message; ValidationFailed names what is wrong (such a message goes to the DLQ)."""
-        try:
-            raw = json.loads(body)
-        except ValueError as exc:
-            raise ValidationFailed(f"exit intent is not JSON: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ValidationFailed("exit intent must be a JSON object")
+        raw = json_object(body, "exit intent")
         try:
             reason = ExitReason(raw["reason"])
             retry_of = raw.get("retry_of")

@@ -11,6 +11,8 @@ and MARKET entries, about half with a trail), and at the same time:
   then its reverse: the other side, "reverse": true), each resent at the same rate as alerts;
 - scale-out alerts now and then: two or three targets under one stop, each with its share of the quantity, most with a
   breakeven stop after the first target (each share is a bracket of its own);
+- price-breakeven alerts now and then: a plain bracket whose stop moves to its entry (plus a buffer) once the price
+  reaches a level part of the way to its target (breakeven_at, the streamer's move);
 - the trader's own hands at the broker, through its Kite API as the trader's app would: closing a position, deleting
   a GTT, an unrelated round trip and a resting order on a symbol bracketflow trades;
 - kill -9 of the streamer (restarted by the stack if it supervises its children, else by the soak, and said so);
@@ -51,7 +53,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +139,7 @@ class SoakConfig:
     reverse_rate: float = 0.05  # per alert, a reverse pair: an alert on a REVERSE_SYMBOLS symbol, 2 to 12 s later its
     # reverse (the other side, same strategy)
     scale_out_rate: float = 0.06  # of alerts sent as a scale-out (targets with shares, mostly with a breakeven)
+    breakeven_at_rate: float = 0.05  # of the other alerts sent with a price breakeven (breakeven_at)
     hand_every_s: float = 12.0  # a hand action at the broker about this often
     streamer_kill_every_s: float = 120.0
     crash_rate: float = 0.03  # of broker-changing calls inside a Lambda invocation that end it
@@ -176,6 +179,7 @@ def make_plan(cfg: SoakConfig) -> list[Step]:
     duration = cfg.brackets * interval
     opened: list[tuple[float, dict[str, Any]]] = []  # (when, the alert) of each bracket-opening alert, by index
     scale_rng = random.Random(f"{cfg.seed}:scale-out")  # its own draws: the rest of the seed's plan stays as it was
+    breakeven_rng = random.Random(f"{cfg.seed}:breakeven-at")  # the same
     for i in range(cfg.brackets):
         at = i * interval + rng.uniform(0, interval * 0.5)
         symbol = rng.choice(cfg.symbols)
@@ -200,6 +204,8 @@ def make_plan(cfg: SoakConfig) -> list[Step]:
         offset_ticks = rng.choice((-4, -2, 2, 4, 8)) if alert["pricetype"] == "LIMIT" else 0
         if scale_rng.random() < cfg.scale_out_rate:
             alert = scale_out(alert, scale_rng)
+        elif breakeven_rng.random() < cfg.breakeven_at_rate:
+            alert = breakeven_at(alert, breakeven_rng)
         add(at, "alert", index=i, alert=alert, offset_ticks=offset_ticks)
         opened.append((at, alert))
         if rng.random() < cfg.resend_rate:
@@ -236,6 +242,25 @@ def scale_out(alert: dict[str, Any], rng: random.Random) -> dict[str, Any]:
         out["breakeven_after"] = 1
         out["breakeven_buffer"] = rng.choice(("0", "0.05", "0.5"))
     return out
+
+
+# The soak's own plan field: how far to the target (a fraction) the alert's breakeven_at lies, made a price at sending.
+BREAKEVEN_WAY = "breakeven_way"
+
+
+def breakeven_at(alert: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """The alert with a price breakeven part of the way to its target (set from the entry when it is sent), and a
+    buffer, so some are reached while the storm runs."""
+    return {**alert, BREAKEVEN_WAY: rng.choice(("0.3", "0.4", "0.5")), "breakeven_buffer": rng.choice(("0", "0.05"))}
+
+
+def breakeven_price(alert: dict[str, Any], entry: Decimal, tick: Decimal) -> str:
+    """The alert's breakeven_at: its share of the way from the entry to the target, on the tick toward the target."""
+    distance = entry * Decimal(alert["target_percent"]) / 100 * Decimal(alert[BREAKEVEN_WAY])
+    buy = alert["action"] == "buy"
+    price = entry + distance if buy else entry - distance
+    ticks = (price / tick).quantize(Decimal(1), rounding=ROUND_CEILING if buy else ROUND_FLOOR)
+    return str(ticks * tick)
 
 
 EXIT_WORDS = ("exit", "close", "side", "flat", "wrong_side")
@@ -543,6 +568,10 @@ class Soak:
         # A positive offset rests (below the market for a buy, above for a sell); a negative one crosses.
         price = ltp - away if alert["action"] == "buy" else ltp + away
         alert["entry_price"] = str((price / tick).quantize(Decimal(1), rounding=ROUND_HALF_UP) * tick)
+        if BREAKEVEN_WAY in alert:
+            alert["breakeven_at"] = breakeven_price(alert, Decimal(alert["entry_price"]), tick)
+            del alert[BREAKEVEN_WAY]
+            self.actions["breakeven_at"] += 1
         alert["apikey"] = SOAK_API_KEY
         body = json.dumps(alert)
         self.bodies[step.data["index"]] = body
@@ -1099,6 +1128,7 @@ class Soak:
             "unprotected_after_trader_deleted_gtt_s": [g["seconds"] for g in after_hand],
             **signal_counts(self.signal_sends, self.reversing, brackets),
             "scale_out": scale_out_counts(repo, brackets),
+            "breakeven_at": breakeven_at_counts(repo, brackets),
         }
         if self.cfg.details_path is not None:
             details = {
@@ -1176,6 +1206,23 @@ def scale_out_counts(repo: Any, brackets: list[Any]) -> dict[str, Any]:
         "exit_reasons": dict(Counter(b.exit_reason.value for b in shares if b.exit_reason is not None)),
         "breakeven_stops_set": len(moves),
         "breakeven_stops_loosened": len(loosened),
+    }
+
+
+def breakeven_at_counts(repo: Any, brackets: list[Any]) -> dict[str, Any]:
+    """What the price-breakeven alerts became: how each ended, the breakeven stops the streamer set (each one tighter
+    than the stop it replaced, or the ratchet broke) and any bracket whose breakeven was set twice."""
+    priced = [b for b in brackets if b.spec.breakeven_at is not None]
+    moves = [(b, e) for b in priced for e in repo.events(b.id) if e["type"] == "BreakevenStopSet"]
+    loosened = [
+        e for b, e in moves if (Decimal(e["new_stop"]) <= Decimal(e["old_stop"])) == (b.spec.action.value == "BUY")
+    ]
+    return {
+        "brackets": len(priced),
+        "exit_reasons": dict(Counter(b.exit_reason.value for b in priced if b.exit_reason is not None)),
+        "breakeven_stops_set": len(moves),
+        "breakeven_stops_loosened": len(loosened),
+        "set_twice": sum(1 for n in Counter(b.id for b, _ in moves).values() if n > 1),
     }
 
 
@@ -1335,6 +1382,7 @@ def summary(result: SoakResult) -> str:
         f"  worst unprotected: {result.worst_unprotected_s:.2f} s (goal < {UNPROTECTED_GOAL_S:.0f} s)",
         f"  violations: {len(result.violations)} {result.violation_counts()}",
         f"  scale-out: {result.counts.get('scale_out')}",
+        f"  breakeven at a price: {result.counts.get('breakeven_at')}",
     ]
     lines += [f"    - {json.dumps(v, default=str)}" for v in result.violations[:60]]
     if len(result.violations) > 60:

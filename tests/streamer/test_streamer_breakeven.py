@@ -151,3 +151,53 @@ def test_the_watch_request_carries_the_breakeven_to_the_engine():
     engine = TrailingEngine([command.bracket])
     _feed(engine, 152050)
     assert engine.stop_of("b1") == 150100
+
+
+def _protected(stop: str, **spec_fields: Any) -> Any:
+    """A PROTECTED BUY 10 INFY MIS bracket filled at 1500.02, stop-loss 1480, now at `stop`, with a 1% trail."""
+    import dataclasses
+
+    from bracketflow.domain.bracket import Bracket, BracketSpec, LegOrder, TrailSpec
+    from bracketflow.domain.enums import Action, BracketStatus, Exchange, LegRole, TrailType
+    from bracketflow.domain.ids import AccountId
+
+    spec = BracketSpec(
+        account_id=AccountId("acct"),
+        symbol="INFY",
+        exchange=Exchange.NSE,
+        product=Product.MIS,
+        action=Action.BUY,
+        quantity=10,
+        entry_price=Decimal("1500"),
+        sl_price=Decimal("1480"),
+        target_price=Decimal("1560"),
+        trail=TrailSpec(TrailType.PERCENT, Decimal("1")),
+        trail_activation_price=Decimal("1540"),
+        **spec_fields,
+    )
+    fill = LegOrder(LegRole.ENTRY, quantity=10, filled_quantity=10, average_price=Decimal("1500.02"))
+    registered = Bracket.register(spec)
+    return dataclasses.replace(registered, status=BracketStatus.PROTECTED, stop_price=Decimal(stop), entry=fill)
+
+
+def test_resync_resumes_a_price_breakeven_from_the_stored_stop_without_presuming_the_trail_active():
+    from bracketflow.domain.instruments import default_master
+    from streamer.resync import watch_for
+
+    # Given a bracket with breakeven at 1520 plus 1 point, filled at 1500.02: its breakeven stop is 1501.05
+    armed = watch_for(_protected("1480", breakeven_at=Decimal("1520"), breakeven_buffer=Decimal("1")), default_master())
+    assert armed is not None
+    assert (armed.bracket.breakeven_at, armed.bracket.breakeven_stop) == (Decimal("1520"), Decimal("1501.05"))
+    assert not armed.activated
+    # When the streamer restarts after it moved the stop there, the watch resumes from it: the trigger is spent, and
+    # the trail still waits for its activation price (1540)
+    moved = watch_for(
+        _protected("1501.05", breakeven_at=Decimal("1520"), breakeven_buffer=Decimal("1")), default_master()
+    )
+    assert moved is not None and not moved.activated
+    engine = TrailingEngine([moved.bracket])
+    _feed(engine, 153000)
+    assert engine.stop_of(moved.bracket_id) == 150105 and engine.take_breakevens() == {}
+    # And a stop the trail moved elsewhere does mean the trail was active
+    trailed = watch_for(_protected("1510", breakeven_at=Decimal("1520")), default_master())
+    assert trailed is not None and trailed.activated

@@ -1,7 +1,9 @@
-"""Kite's vocabulary on the paper exchange: its enums and limits, its error, its timestamps, its parameter parsing."""
+"""Kite's vocabulary on the paper exchange: its enums and limits, its error, its timestamps, its parameter parsing
+and its JSON."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from datetime import time as clock_time
@@ -100,3 +102,16 @@ def integer_param(params: Mapping[str, Any], name: str, default: int | None = No
     if not value.is_finite() or value != value.to_integral_value():
         raise input_error(f"Invalid `{name}`: {raw!r} is not a whole number.")
     return int(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, datetime):
+        return kite_timestamp(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dumps(payload: Any) -> str:
+    """JSON as Kite writes it: prices as numbers, times as its timestamps."""
+    return json.dumps(payload, default=_jsonable)

@@ -18,7 +18,8 @@ import requests
 from kiteconnect import KiteConnect
 from moto import mock_aws
 
-from bracketflow.adapters.broker.kite import KiteBroker, static_credentials
+from bracketflow.adapters.broker.kite import KiteBroker
+from bracketflow.adapters.broker.kite_http import static_credentials
 from bracketflow.adapters.broker.port import GttLeg, GttRequest, OrderChange, OrderRequest
 from bracketflow.errors import (
     BrokerOrderNotFound,

@@ -53,7 +53,7 @@ os.environ["TELEGRAM_API_BASE_URL"] = base
 import requests
 from aws_xray_sdk.core import patcher
 from bracketflow.observability import tracer
-from bracketflow.adapters.broker.kite import send_kite_request
+from bracketflow.adapters.broker.kite_http import send_kite_request
 from bracketflow.adapters.telegram import TelegramCredentials, send_message
 
 send_message(TelegramCredentials({BOT_TOKEN!r}, "42"), "bracket br_1 CLOSED")

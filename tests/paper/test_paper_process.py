@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from paper.config import PaperConfig
-from paper.server import RandomWalk
+from paper.exchange import RandomWalk
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADERS = {"Authorization": "token walker:walk-token", "X-Kite-Version": "3"}

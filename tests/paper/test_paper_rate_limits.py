@@ -13,7 +13,7 @@ from kiteconnect import exceptions as kite_errors
 
 from paper.config import PaperConfig
 from paper.engine import IST
-from paper.server import OrderRateLimits
+from paper.exchange import OrderRateLimits
 
 INFY_BOOK = {"exchange": "NSE", "tradingsymbol": "INFY", "ltp": 1500, "bid": 1499.95, "ask": 1500.05}
 HEADERS = {"Authorization": "token paper:paper-token", "X-Kite-Version": "3"}

@@ -12,7 +12,7 @@ from kiteconnect import KiteConnect
 
 from bracketflow.domain.instruments import default_master
 from paper.config import PaperConfig
-from paper.server import RandomWalk
+from paper.exchange import RandomWalk
 
 
 def timeline(paper_exchange, since: int = 0) -> dict:

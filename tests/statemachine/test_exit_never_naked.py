@@ -31,13 +31,12 @@ from tests.support.stack import (
     events,
     fresh_strategy,
     gtts,
+    market_fixture,
     net_position,
     paper,
     protected_bracket,
     quote,
-    reset_market,
     run_reconcile,
-    set_aside_open_brackets,
     stack_fixture,
     wait_for,
     wait_for_status,
@@ -51,13 +50,7 @@ STATUS_BOUND_S = 90  # a bound for a busy 2-core machine, not a speed claim
 stack = stack_fixture(API_KEY, relay=True)
 
 
-@pytest.fixture
-def market(stack: LocalStack) -> LocalStack:
-    """A clean paper exchange quoting INFY 1499.95 / 1500.00, and no bracket left open by an earlier test."""
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    set_aside_open_brackets()
-    return stack
+market = market_fixture()
 
 
 def stop_hit(stack: LocalStack, bracket_id: str, ltp: str, stop: str = "1480") -> None:
@@ -269,9 +262,8 @@ def test_a_whole_position_closed_by_hand_in_one_order_closes_every_bracket_on_it
 
 
 def test_a_stop_exit_racing_a_close_by_hand_never_opens_the_reverse_position(market, kite: KiteConnect, monkeypatch):
-    from bracketflow.services import reconcile
 
-    monkeypatch.setattr(reconcile, "EXITING_FLAT_AFTER_S", 0.0)
+    monkeypatch.setattr("bracketflow.services.reconcile.checks.EXITING_FLAT_AFTER_S", 0.0)
     # Given a protected BUY 10 INFY MIS
     b = protected_bracket(market, fresh_strategy("race-hand"), timeout_s=STATUS_BOUND_S)
     # When the trader sells 10 by hand and, in the same instant, the streamer reports the stop crossed
@@ -307,9 +299,9 @@ def _seen(order_id: str) -> bool:
 
 
 def test_a_gtt_fired_through_a_gap_with_no_stop_seen_by_the_streamer_is_exited_by_reconciliation(market, monkeypatch):
-    from bracketflow.services import reconcile
 
-    monkeypatch.setattr(reconcile, "GTT_STALL_S", 0.0)  # the grace (GTT_CHILD_GRACE_S, 3 s) still applies
+    # the grace (GTT_CHILD_GRACE_S, 3 s) still applies
+    monkeypatch.setattr("bracketflow.services.reconcile.checks.GTT_STALL_S", 0.0)
     # Given a protected BUY 10 INFY whose GTT fires through a gap, its LIMIT child resting unfilled below the market
     b = protected_bracket(market, fresh_strategy("gap-unseen"), timeout_s=STATUS_BOUND_S)
     quote(market, "1460", "1459.95", "1460.05")

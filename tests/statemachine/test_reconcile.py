@@ -18,13 +18,13 @@ from local.stack import LocalStack
 from tests.support.stack import (
     bracket,
     events,
+    market_fixture,
     net_position,
     place,
     protected_bracket,
     quote,
     reset_market,
     run_reconcile,
-    set_aside_open_brackets,
     stack_fixture,
     token_stored,
     wait_for,
@@ -39,13 +39,7 @@ API_KEY = "reconcile-key"
 stack = stack_fixture(API_KEY, relay=False)
 
 
-@pytest.fixture
-def market(stack: LocalStack) -> LocalStack:
-    """A clean paper exchange quoting INFY 1499.95 / 1500.00, and no bracket left open from another test."""
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    set_aside_open_brackets()
-    return stack
+market = market_fixture()
 
 
 def sell_by_hand(kite, price: float) -> None:
@@ -337,10 +331,9 @@ def test_an_entry_missing_from_the_broker_for_over_the_frozen_limit_is_flagged(m
 
 
 def test_orphan_gtts_are_cancelled_when_configured(market, kite, setting, monkeypatch):
-    from bracketflow.services import reconcile
 
     setting("RECONCILE_CANCEL_ORPHAN_GTTS", "true")
-    monkeypatch.setattr(reconcile, "ORPHAN_MIN_AGE_S", 0)
+    monkeypatch.setattr("bracketflow.services.reconcile.summary.ORPHAN_MIN_AGE_S", 0)
     owned = protected_bracket(market)
     legs = [{"transaction_type": "SELL", "quantity": 5, "order_type": "LIMIT", "product": "CNC", "price": 1400}]
     stray = kite.place_gtt(kite.GTT_TYPE_SINGLE, "INFY", "NSE", [1400], 1500, legs)["trigger_id"]
@@ -368,9 +361,8 @@ def test_a_live_gtt_of_a_finished_bracket_is_cancelled_by_default_and_a_strays_i
     from bracketflow.adapters.dynamo.brackets import BracketRepository
     from bracketflow.domain.enums import BracketStatus
     from bracketflow.domain.events import BracketClosed
-    from bracketflow.services import reconcile
 
-    monkeypatch.setattr(reconcile, "ORPHAN_MIN_AGE_S", 0)
+    monkeypatch.setattr("bracketflow.services.reconcile.summary.ORPHAN_MIN_AGE_S", 0)
     # Given a protected bracket recorded CLOSED while its GTT is still live at the broker (a close that never
     # removed it: the position is gone, so the GTT could only fire into a flat account and open one)
     owned = protected_bracket(market)

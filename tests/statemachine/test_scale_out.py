@@ -29,11 +29,10 @@ from tests.support.stack import (
     events,
     fresh_strategy,
     gtts,
+    market_fixture,
     net_position,
     paper,
     quote,
-    reset_market,
-    set_aside_open_brackets,
     stack_fixture,
     token_stored,
     wait_for,
@@ -49,13 +48,7 @@ STATUS_BOUND_S = 90  # a bound for a busy 2-core machine, not a speed claim
 stack = stack_fixture(API_KEY, relay=True)
 
 
-@pytest.fixture
-def market(stack: LocalStack) -> LocalStack:
-    """A clean paper exchange quoting INFY 1499.95 / 1500.00, no bracket left open."""
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    set_aside_open_brackets()
-    return stack
+market = market_fixture()
 
 
 def alert(stack: LocalStack, body: dict[str, Any]) -> requests.Response:

@@ -15,15 +15,9 @@ import pytest
 import responses
 from kiteconnect import KiteConnect
 
-from bracketflow.adapters.broker.kite import (
-    IST,
-    KiteBroker,
-    KiteCredentials,
-    error_from_response,
-    gtt_from_kite,
-    order_from_kite,
-    static_credentials,
-)
+from bracketflow.adapters.broker.kite import KiteBroker
+from bracketflow.adapters.broker.kite_http import KiteCredentials, static_credentials
+from bracketflow.adapters.broker.kite_json import IST, error_from_response, gtt_from_kite, order_from_kite
 from bracketflow.adapters.broker.port import GttLeg, GttRequest, OrderChange, OrderRequest
 from bracketflow.adapters.broker.session import checksum
 from bracketflow.errors import (

@@ -1,8 +1,8 @@
-"""The soak's plan (local/soak.py make_plan): a strategy's own signals mixed in among the alerts, from the seed."""
+"""The soak's plan (local/soak/plan.py make_plan): a strategy's own signals mixed in among the alerts, from the seed."""
 
 from __future__ import annotations
 
-from local.soak import SoakConfig, Step, make_plan
+from local.soak.plan import SoakConfig, Step, make_plan
 
 CFG = SoakConfig(brackets=400, seed=16)
 
@@ -82,7 +82,7 @@ def test_some_plain_alerts_carry_a_price_breakeven_part_of_the_way_to_their_targ
 
     from bracketflow.domain.validation import validate_bracket
     from bracketflow.schemas.bracket import alert_to_spec
-    from local.soak import BREAKEVEN_WAY, breakeven_price
+    from local.soak.plan import BREAKEVEN_WAY, breakeven_price
 
     plan = make_plan(CFG)
     priced = [s.data["alert"] for s in plan if s.kind == "alert" and BREAKEVEN_WAY in s.data["alert"]]

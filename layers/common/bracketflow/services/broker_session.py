@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from bracketflow import metrics_names
 from bracketflow.adapters.broker import session
 from bracketflow.adapters.broker.endpoints import check_paper_safety, login_url
-from bracketflow.adapters.broker.kite import IST
+from bracketflow.adapters.broker.kite_json import IST
 from bracketflow.adapters.dynamo.alerts import first_session_alert_of_the_day
 from bracketflow.domain import calendar
 from bracketflow.errors import BrokerError, BrokerMisconfigured, SessionExpired, ValidationFailed

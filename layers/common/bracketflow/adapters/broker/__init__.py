@@ -1,4 +1,5 @@
-"""Broker adapters: the port services use (port.py), Kite v3 on requests (kite.py), the login session (session.py).
+"""Broker adapters: the port services use (port.py), Kite v3 on requests (kite.py; its JSON read in kite_json.py, one
+HTTP call in kite_http.py), the login session (session.py).
 
 `get_broker()` builds the configured broker once per settings object: BROKER=kite talks to Kite with the trader's
 stored session; BROKER=paper talks to the local paper exchange, which speaks the same Kite v3 API, and is refused
@@ -62,7 +63,7 @@ def _build(settings: Any) -> KiteBroker:
 
 def credentials_provider(settings: Any) -> Any:
     """read_credentials for kite; for paper, the paper secret's session when someone logged in, else the fixed one."""
-    from bracketflow.adapters.broker.kite import KiteCredentials
+    from bracketflow.adapters.broker.kite_http import KiteCredentials
     from bracketflow.adapters.broker.session import read_credentials
 
     if settings.broker == "kite":

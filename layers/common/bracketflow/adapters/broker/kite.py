@@ -24,19 +24,34 @@ import json
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import requests
-from urllib3.exceptions import NewConnectionError
 
 from bracketflow import metrics_names
+from bracketflow.adapters.broker.kite_http import (
+    KITE_VERSION,
+    BrokerUnreachable,
+    CredentialsProvider,
+    KiteCredentials,
+    path_of,
+    send_kite_request,
+)
+from bracketflow.adapters.broker.kite_json import (
+    IST,
+    decimal_or_none,
+    error_from_response,
+    gtt_from_kite,
+    order_from_kite,
+    position_from_kite,
+    quote_from_kite,
+    trade_from_kite,
+)
 from bracketflow.adapters.broker.port import (
     GTT_INERT,
     MARKET_LIKE_ORDER_TYPES,
-    GttLeg,
     GttReport,
     GttRequest,
     OrderChange,
@@ -49,7 +64,6 @@ from bracketflow.adapters.broker.port import (
 from bracketflow.domain.ids import BrokerOrderId
 from bracketflow.errors import (
     BrokerError,
-    BrokerOrderNotFound,
     BrokerRateLimited,
     BrokerRejected,
     BrokerTimeout,
@@ -58,43 +72,6 @@ from bracketflow.errors import (
     SessionExpired,
 )
 from bracketflow.observability import logger, metrics, subsegment
-
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
-KITE_VERSION = "3"
-
-_REJECTED_TYPES = {"InputException", "OrderException", "MarginException", "HoldingException", "PermissionException"}
-_UNAVAILABLE_TYPES = {"NetworkException", "GeneralException", "DataException"}
-
-
-@dataclass(frozen=True)
-class KiteCredentials:
-    api_key: str
-    access_token: str
-
-    def __repr__(self) -> str:  # never print the token
-        return f"KiteCredentials(api_key={self.api_key!r}, access_token=***)"
-
-
-# Called with refresh=False for the cached credentials, refresh=True after a TokenException (the trader may have
-# logged in again since this warm Lambda cached them).
-CredentialsProvider = Callable[[bool], KiteCredentials]
-
-
-def static_credentials(api_key: str, access_token: str) -> CredentialsProvider:
-    creds = KiteCredentials(api_key, access_token)
-
-    def provide(refresh: bool = False) -> KiteCredentials:
-        return creds
-
-    return provide
-
-
-class BrokerUnreachable(BrokerUnavailable):
-    """The connection never opened: the broker cannot have acted, so even a placement may be repeated. Its name is
-    what a task reports when the retries run out (the workflows retry it like BrokerUnavailable)."""
-
-
-_NeverSent = BrokerUnreachable
 
 # An order call whose slot has passed before it could leave takes a new one; after this many it is refused.
 MAX_SLOT_MISSES = 3
@@ -111,170 +88,9 @@ class _SlotMissed(Exception):
         self.late_s = late_s
 
 
-def error_from_response(http_status: int, body: Any) -> BrokerError:
-    """Map a failed Kite answer (HTTP status + decoded JSON body, or raw text) to our named exception."""
-    error_type = body.get("error_type") if isinstance(body, dict) else None
-    message = body.get("message") if isinstance(body, dict) else None
-    message = str(message or f"broker answered HTTP {http_status}")
-    kind: type[BrokerError]
-    if http_status == 429:
-        return BrokerRateLimited(f"the broker is rate limiting us: {message}", http_status=429, error_type=error_type)
-    if error_type == "TokenException" or (http_status == 403 and error_type != "PermissionException"):
-        return SessionExpired(http_status=http_status, error_type=error_type or "TokenException")
-    if http_status == 404:
-        kind = BrokerOrderNotFound
-    elif error_type in _REJECTED_TYPES:
-        kind = BrokerRejected
-    elif error_type in _UNAVAILABLE_TYPES or http_status >= 500:
-        kind, message = BrokerUnavailable, f"the broker is unavailable: {message}"
-    elif 400 <= http_status < 500:
-        kind = BrokerRejected
-    else:
-        kind, message = BrokerUnavailable, f"unexpected broker answer: {message}"
-    return kind(message, http_status=http_status, error_type=error_type)
-
-
-def _never_sent(exc: requests.RequestException) -> bool:
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    if isinstance(exc, requests.ConnectionError):
-        reason: Any = exc.args[0] if exc.args else None
-        reason = getattr(reason, "reason", reason)
-        return isinstance(reason, NewConnectionError)
-    return False
-
-
 def _num(value: Decimal) -> str:
     # Form fields carry the exact decimal text; never a float's binary approximation.
     return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
-
-
-def _dec(value: Any) -> Decimal | None:
-    if value is None or value == "":
-        return None
-    return value if isinstance(value, Decimal) else Decimal(str(value))
-
-
-def _ts(value: Any) -> datetime | None:
-    """Kite sends 'YYYY-MM-DD HH:MM:SS' in IST without an offset; ISO strings with one are kept as they are."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=IST)
-
-
-def _int(value: Any, default: int = 0) -> int:
-    return default if value is None or value == "" else int(value)
-
-
-def order_from_kite(row: dict[str, Any]) -> OrderReport:
-    tags = row.get("tags") or []
-    tag = row.get("tag") or (tags[0] if tags else None)
-    return OrderReport(
-        order_id=BrokerOrderId(str(row["order_id"])),
-        status=str(row.get("status") or ""),
-        exchange=str(row.get("exchange") or ""),
-        tradingsymbol=str(row.get("tradingsymbol") or ""),
-        transaction_type=str(row.get("transaction_type") or ""),
-        order_type=str(row.get("order_type") or ""),
-        product=str(row.get("product") or ""),
-        variety=str(row.get("variety") or "regular"),
-        quantity=_int(row.get("quantity")),
-        filled_quantity=_int(row.get("filled_quantity")),
-        pending_quantity=_int(row.get("pending_quantity")),
-        cancelled_quantity=_int(row.get("cancelled_quantity")),
-        price=_dec(row.get("price")),
-        trigger_price=_dec(row.get("trigger_price")),
-        average_price=_dec(row.get("average_price")),
-        tag=tag,
-        status_message=row.get("status_message"),
-        exchange_order_id=row.get("exchange_order_id"),
-        parent_order_id=row.get("parent_order_id"),
-        validity=row.get("validity"),
-        order_timestamp=_ts(row.get("order_timestamp")),
-    )
-
-
-def trade_from_kite(row: dict[str, Any]) -> TradeReport:
-    return TradeReport(
-        trade_id=str(row["trade_id"]),
-        order_id=BrokerOrderId(str(row["order_id"])),
-        exchange=str(row.get("exchange") or ""),
-        tradingsymbol=str(row.get("tradingsymbol") or ""),
-        transaction_type=str(row.get("transaction_type") or ""),
-        product=str(row.get("product") or ""),
-        quantity=_int(row.get("quantity")),
-        average_price=_dec(row.get("average_price")) or Decimal(0),
-        exchange_order_id=row.get("exchange_order_id"),
-        fill_timestamp=_ts(row.get("fill_timestamp") or row.get("exchange_timestamp")),
-    )
-
-
-def position_from_kite(row: dict[str, Any]) -> PositionReport:
-    return PositionReport(
-        exchange=str(row.get("exchange") or ""),
-        tradingsymbol=str(row.get("tradingsymbol") or ""),
-        product=str(row.get("product") or ""),
-        quantity=_int(row.get("quantity")),
-        average_price=_dec(row.get("average_price")) or Decimal(0),
-        last_price=_dec(row.get("last_price")),
-        pnl=_dec(row.get("pnl")),
-        buy_quantity=_int(row.get("buy_quantity")),
-        sell_quantity=_int(row.get("sell_quantity")),
-        instrument_token=row.get("instrument_token"),
-    )
-
-
-def gtt_from_kite(row: dict[str, Any]) -> GttReport:
-    condition = row.get("condition") or {}
-    legs = []
-    placed: list[str] = []
-    for leg in row.get("orders") or []:
-        legs.append(
-            GttLeg(
-                transaction_type=str(leg.get("transaction_type") or ""),
-                quantity=_int(leg.get("quantity")),
-                price=_dec(leg.get("price")) or Decimal(0),
-                product=str(leg.get("product") or ""),
-                order_type=str(leg.get("order_type") or "LIMIT"),
-            )
-        )
-        result = leg.get("result") or {}
-        order_result = result.get("order_result") or {}
-        if order_result.get("order_id"):
-            placed.append(str(order_result["order_id"]))
-    return GttReport(
-        gtt_id=int(row["id"]),
-        status=str(row.get("status") or ""),
-        type=str(row.get("type") or ""),
-        exchange=str(condition.get("exchange") or ""),
-        tradingsymbol=str(condition.get("tradingsymbol") or ""),
-        trigger_values=tuple(_dec(v) or Decimal(0) for v in condition.get("trigger_values") or []),
-        last_price=_dec(condition.get("last_price")),
-        orders=tuple(legs),
-        triggered_order_ids=tuple(placed),
-        created_at=_ts(row.get("created_at")),
-        updated_at=_ts(row.get("updated_at")),
-    )
-
-
-def quote_from_kite(instrument: str, row: dict[str, Any]) -> Quote:
-    depth = row.get("depth") or {}
-    bids = depth.get("buy") or []
-    asks = depth.get("sell") or []
-    return Quote(
-        instrument=instrument,
-        last_price=_dec(row.get("last_price")) or Decimal(0),
-        instrument_token=row.get("instrument_token"),
-        best_bid=_dec(bids[0].get("price")) if bids else None,
-        best_ask=_dec(asks[0].get("price")) if asks else None,
-        volume=row.get("volume"),
-        timestamp=_ts(row.get("timestamp")),
-        extra={k: v for k, v in row.items() if k in ("ohlc", "net_change", "oi")},
-    )
 
 
 class KiteBroker:
@@ -328,7 +144,7 @@ class KiteBroker:
             try:
                 data = self._send("POST", path, form=form, throttled=True)
                 return BrokerOrderId(str(data["order_id"]))
-            except (BrokerRateLimited, _NeverSent) as exc:
+            except (BrokerRateLimited, BrokerUnreachable) as exc:
                 # Refused before acting: repeating is safe.
                 if attempt >= self._max_attempts:
                     raise
@@ -438,7 +254,7 @@ class KiteBroker:
             try:
                 data = self._send("POST", "/gtt/triggers", form=form)
                 return int(data["trigger_id"])
-            except (BrokerRateLimited, _NeverSent) as exc:
+            except (BrokerRateLimited, BrokerUnreachable) as exc:
                 if attempt >= self._max_attempts:
                     raise
                 self._backoff(attempt, exc, "create_gtt")
@@ -519,7 +335,7 @@ class KiteBroker:
 
     def ltp(self, instruments: Sequence[str]) -> dict[str, Decimal]:
         data = self._retrying("GET", "/quote/ltp", query={"i": list(instruments)}) or {}
-        return {name: _dec(row.get("last_price")) or Decimal(0) for name, row in data.items()}
+        return {name: decimal_or_none(row.get("last_price")) or Decimal(0) for name, row in data.items()}
 
     # ---- plumbing -----------------------------------------------------------------------------------------------
 
@@ -643,7 +459,7 @@ class KiteBroker:
                 metrics.add_metric(name=metrics_names.ORDER_RATE_SLOT_MISSED, unit="Count", value=1)
                 logger.info(
                     "order call missed its rate-limit slot, taking another",
-                    extra={"call": f"{method} {_path_of(path)}", "late_s": round(missed.late_s, 3)},
+                    extra={"call": f"{method} {path_of(path)}", "late_s": round(missed.late_s, 3)},
                 )
         raise RateLimited(
             f"{method} {path} could not leave within its order rate-limit slot {MAX_SLOT_MISSES} times; not sent"
@@ -688,49 +504,3 @@ class KiteBroker:
             # Every failed attempt, retried or not. No error-type dimension: the dashboard reads service alone.
             metrics.add_metric(name=metrics_names.BROKER_ERRORS, unit="Count", value=1)
             raise
-
-
-def send_kite_request(
-    session: requests.Session,
-    method: str,
-    url: str,
-    headers: dict[str, str],
-    timeout: tuple[float, float],
-    form: dict[str, str] | None = None,
-    query: dict[str, Any] | None = None,
-) -> Any:
-    """One Kite HTTP call: the envelope's `data`, or a named BrokerError. Shared with the login exchange.
-
-    Traced (when tracing is on) as a subsegment "kite" annotated with the method and path, never the query or token."""
-    try:
-        with subsegment("kite", method=method, path=_path_of(url)):
-            response = session.request(method, url, data=form, params=query, headers=headers, timeout=timeout)
-    except requests.RequestException as exc:
-        if _never_sent(exc):
-            raise _NeverSent(f"could not connect to the broker: {type(exc).__name__}") from exc
-        if isinstance(exc, requests.Timeout):
-            raise BrokerTimeout(f"the broker did not answer {method} {_path_of(url)} in time") from exc
-        raise BrokerUnavailable(
-            f"broker connection failed during {method} {_path_of(url)}: {type(exc).__name__}"
-        ) from exc
-    try:
-        body: Any = json.loads(response.text, parse_float=Decimal)
-    except ValueError:
-        body = response.text[:200]
-    if response.status_code >= 400 or not isinstance(body, dict) or body.get("status") != "success":
-        error = error_from_response(response.status_code if response.status_code >= 400 else 500, body)
-        if isinstance(error, BrokerRateLimited):
-            setattr(error, "retry_after_s", _retry_after(response.headers.get("Retry-After")))  # noqa: B010
-        raise error
-    return body.get("data")
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
-
-
-def _path_of(url: str) -> str:
-    return "/" + url.split("://", 1)[-1].split("/", 1)[-1].split("?", 1)[0]

@@ -21,7 +21,8 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 from bracketflow.adapters.aws import client
 from bracketflow.adapters.broker.endpoints import check_paper_safety
-from bracketflow.adapters.broker.kite import IST, KITE_VERSION, KiteCredentials, send_kite_request
+from bracketflow.adapters.broker.kite_http import KITE_VERSION, KiteCredentials, send_kite_request
+from bracketflow.adapters.broker.kite_json import IST
 from bracketflow.errors import BrokerError, SessionExpired
 from bracketflow.observability import logger
 from bracketflow.settings import get_settings

@@ -303,7 +303,9 @@ def _entry_line(kind: str, e: Mapping[str, Any], bracket: Mapping[str, Any], at:
             at, "GTT stop moved", _money(e.get("new_stop")), f"GTT {e.get('gtt_id')}, from {_money(e.get('old_stop'))}"
         )
     if kind == "BreakevenStopSet":
-        after = f"target {e.get('after_share')} hit"
+        after = (
+            f"target {e.get('after_share')} hit" if e.get("breakeven_at") is None else f"{e['breakeven_at']} reached"
+        )
         return Line(at, "stop to breakeven", _money(e.get("new_stop")), f"{after}, from {_money(e.get('old_stop'))}")
     return None
 

@@ -11,6 +11,8 @@ and MARKET entries, about half with a trail), and at the same time:
   then its reverse: the other side, "reverse": true), each resent at the same rate as alerts;
 - scale-out alerts now and then: two or three targets under one stop, each with its share of the quantity, most with a
   breakeven stop after the first target (each share is a bracket of its own);
+- price-breakeven alerts now and then: a plain bracket whose stop moves to its entry (plus a buffer) once the price
+  reaches a level part of the way to its target (breakeven_at, the streamer's move);
 - the trader's own hands at the broker, through its Kite API as the trader's app would: closing a position, deleting
   a GTT, an unrelated round trip and a resting order on a symbol bracketflow trades;
 - kill -9 of the streamer (restarted by the stack if it supervises its children, else by the soak, and said so);

@@ -237,6 +237,7 @@ class SoakChecks(SoakBase):
             "unprotected_after_trader_deleted_gtt_s": [g["seconds"] for g in after_hand],
             **signal_counts(self.signal_sends, self.reversing, brackets),
             "scale_out": scale_out_counts(repo, brackets),
+            "breakeven_at": breakeven_at_counts(repo, brackets),
         }
         if self.cfg.details_path is not None:
             details = {
@@ -314,6 +315,23 @@ def scale_out_counts(repo: Any, brackets: list[Any]) -> dict[str, Any]:
         "exit_reasons": dict(Counter(b.exit_reason.value for b in shares if b.exit_reason is not None)),
         "breakeven_stops_set": len(moves),
         "breakeven_stops_loosened": len(loosened),
+    }
+
+
+def breakeven_at_counts(repo: Any, brackets: list[Any]) -> dict[str, Any]:
+    """What the price-breakeven alerts became: how each ended, the breakeven stops the streamer set (each one tighter
+    than the stop it replaced, or the ratchet broke) and any bracket whose breakeven was set twice."""
+    priced = [b for b in brackets if b.spec.breakeven_at is not None]
+    moves = [(b, e) for b in priced for e in repo.events(b.id) if e["type"] == "BreakevenStopSet"]
+    loosened = [
+        e for b, e in moves if (Decimal(e["new_stop"]) <= Decimal(e["old_stop"])) == (b.spec.action.value == "BUY")
+    ]
+    return {
+        "brackets": len(priced),
+        "exit_reasons": dict(Counter(b.exit_reason.value for b in priced if b.exit_reason is not None)),
+        "breakeven_stops_set": len(moves),
+        "breakeven_stops_loosened": len(loosened),
+        "set_twice": sum(1 for n in Counter(b.id for b, _ in moves).values() if n > 1),
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ class SoakConfig:
     reverse_rate: float = 0.05  # per alert, a reverse pair: an alert on a REVERSE_SYMBOLS symbol, 2 to 12 s later its
     # reverse (the other side, same strategy)
     scale_out_rate: float = 0.06  # of alerts sent as a scale-out (targets with shares, mostly with a breakeven)
+    breakeven_at_rate: float = 0.05  # of the other alerts sent with a price breakeven (breakeven_at)
     hand_every_s: float = 12.0  # a hand action at the broker about this often
     streamer_kill_every_s: float = 120.0
     crash_rate: float = 0.03  # of broker-changing calls inside a Lambda invocation that end it
@@ -107,6 +108,7 @@ def make_plan(cfg: SoakConfig) -> list[Step]:
     duration = cfg.brackets * interval
     opened: list[tuple[float, dict[str, Any]]] = []  # (when, the alert) of each bracket-opening alert, by index
     scale_rng = random.Random(f"{cfg.seed}:scale-out")  # its own draws: the rest of the seed's plan stays as it was
+    breakeven_rng = random.Random(f"{cfg.seed}:breakeven-at")  # the same
     for i in range(cfg.brackets):
         at = i * interval + rng.uniform(0, interval * 0.5)
         symbol = rng.choice(cfg.symbols)
@@ -131,6 +133,8 @@ def make_plan(cfg: SoakConfig) -> list[Step]:
         offset_ticks = rng.choice((-4, -2, 2, 4, 8)) if alert["pricetype"] == "LIMIT" else 0
         if scale_rng.random() < cfg.scale_out_rate:
             alert = scale_out(alert, scale_rng)
+        elif breakeven_rng.random() < cfg.breakeven_at_rate:
+            alert = breakeven_at(alert, breakeven_rng)
         add(at, "alert", index=i, alert=alert, offset_ticks=offset_ticks)
         opened.append((at, alert))
         if rng.random() < cfg.resend_rate:
@@ -167,6 +171,25 @@ def scale_out(alert: dict[str, Any], rng: random.Random) -> dict[str, Any]:
         out["breakeven_after"] = 1
         out["breakeven_buffer"] = rng.choice(("0", "0.05", "0.5"))
     return out
+
+
+# The soak's own plan field: how far to the target (a fraction) the alert's breakeven_at lies, made a price at sending.
+BREAKEVEN_WAY = "breakeven_way"
+
+
+def breakeven_at(alert: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """The alert with a price breakeven part of the way to its target (set from the entry when it is sent), and a
+    buffer, so some are reached while the storm runs."""
+    return {**alert, BREAKEVEN_WAY: rng.choice(("0.3", "0.4", "0.5")), "breakeven_buffer": rng.choice(("0", "0.05"))}
+
+
+def breakeven_price(alert: dict[str, Any], entry: Decimal, tick: Decimal) -> str:
+    """The alert's breakeven_at: its share of the way from the entry to the target, on the tick toward the target."""
+    distance = entry * Decimal(alert["target_percent"]) / 100 * Decimal(alert[BREAKEVEN_WAY])
+    buy = alert["action"] == "buy"
+    price = entry + distance if buy else entry - distance
+    ticks = (price / tick).quantize(Decimal(1), rounding=ROUND_CEILING if buy else ROUND_FLOOR)
+    return str(ticks * tick)
 
 
 EXIT_WORDS = ("exit", "close", "side", "flat", "wrong_side")

@@ -63,6 +63,7 @@ def summary(result: SoakResult) -> str:
         f"  worst unprotected: {result.worst_unprotected_s:.2f} s (goal < {UNPROTECTED_GOAL_S:.0f} s)",
         f"  violations: {len(result.violations)} {result.violation_counts()}",
         f"  scale-out: {result.counts.get('scale_out')}",
+        f"  breakeven at a price: {result.counts.get('breakeven_at')}",
     ]
     lines += [f"    - {json.dumps(v, default=str)}" for v in result.violations[:60]]
     if len(result.violations) > 60:

@@ -14,7 +14,7 @@ from typing import Any
 from local.soak.base import SOAK_API_KEY, Send, SignalSend
 from local.soak.checks import SoakChecks, SoakResult
 from local.soak.hands import TraderHands
-from local.soak.plan import DEFAULT_FAULT_RATE, FAULT_COUNT, FAULT_PLAN, Step, make_plan
+from local.soak.plan import BREAKEVEN_WAY, DEFAULT_FAULT_RATE, FAULT_COUNT, FAULT_PLAN, Step, breakeven_price, make_plan
 from local.stack import LocalStack, StackConfig
 
 RESTART_GRACE_S = 5.0  # how long the stack has to bring a killed streamer back before the soak does
@@ -133,6 +133,10 @@ class Soak(TraderHands, SoakChecks):
         # A positive offset rests (below the market for a buy, above for a sell); a negative one crosses.
         price = ltp - away if alert["action"] == "buy" else ltp + away
         alert["entry_price"] = str((price / tick).quantize(Decimal(1), rounding=ROUND_HALF_UP) * tick)
+        if BREAKEVEN_WAY in alert:
+            alert["breakeven_at"] = breakeven_price(alert, Decimal(alert["entry_price"]), tick)
+            del alert[BREAKEVEN_WAY]
+            self.actions["breakeven_at"] += 1
         alert["apikey"] = SOAK_API_KEY
         body = json.dumps(alert)
         self.bodies[step.data["index"]] = body

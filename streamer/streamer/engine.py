@@ -14,6 +14,10 @@ calculator (bracketflow.domain.trailing.evaluate) produces, packet for packet:
   stop is monotone in the reference price, a reference short of the threshold cannot change anything,
   so skipping the arithmetic there is exact. When it is crossed the calculator's own functions compute the
   new stop and the threshold is recomputed.
+- a price breakeven (breakeven_at) is a one-shot ratchet beside the trail, folded into the same threshold: once the
+  reference price reaches breakeven_at (and is beyond the breakeven stop), the stop moves to the breakeven stop if
+  that tightens it, and the trigger is spent. A trigger the stop has already passed (trailed, or moved by a breakeven
+  set elsewhere, or resumed after a restart) is spent too: it never loosens a stop and never fires twice.
 
 Positions in each message are reported as message_index (0-based count of every message fed, heartbeats
 and text included) and packet_index (0-based position of the packet in its message, index packets included).
@@ -29,6 +33,7 @@ from bracketflow.domain.enums import TrailType
 from bracketflow.domain.trailing import (
     BPS_PER_UNIT,
     TrailingBracket,
+    to_paise,
 )
 from streamer.parser import (
     BEST_ASK_PRICE_AT,
@@ -56,7 +61,8 @@ _NEVER = 1 << 62  # a threshold no price reaches: LONG uses +_NEVER, SHORT -_NEV
 
 # Slots of the per-bracket state list (a list, not an object: index access is the cheapest in CPython).
 # _M, _O, _D, _T are the trail's integer constants (see trail_constants); _ACTIVATION is None or paise.
-_LONG, _STOP, _THRESHOLD, _USES_DEPTH, _ID, _ACTIVATED, _M, _O, _D, _T, _ACTIVATION, _SPEC = range(12)
+# _BE_AT: the price breakeven's trigger in paise, None once spent (or without one); _BE_STOP: its stop in paise.
+_LONG, _STOP, _THRESHOLD, _USES_DEPTH, _ID, _ACTIVATED, _M, _O, _D, _T, _ACTIVATION, _SPEC, _BE_AT, _BE_STOP = range(14)
 
 
 class ExitIntent(NamedTuple):
@@ -96,6 +102,12 @@ def trail_threshold(spec: TrailingBracket, stop: int, activated: bool) -> int:
     return _threshold(spec.is_long, stop, m, o, d, t)
 
 
+def breakeven_threshold(long: bool, at: int, stop: int) -> int:
+    """The least favourable reference price at which a price breakeven fires: at its trigger, and strictly beyond its
+    stop (so the stop it sets is never one the market has already crossed)."""
+    return max(at, stop + 1) if long else min(at, stop - 1)
+
+
 def _threshold(long: bool, stop: int, m: int, o: int, d: int, t: int) -> int:
     if long:
         return -(-((stop // t + 1) * d + o) // m)
@@ -113,6 +125,7 @@ class TrailingEngine:
         self._by_token: dict[int, tuple[list, ...]] = {}
         self._by_id: dict[str, tuple[list, int]] = {}  # bracket_id -> (state, token)
         self._changed: dict[str, int] = {}
+        self._breakevens: dict[str, tuple[int, int]] = {}  # bracket_id -> (breakeven stop, the reference price)
         self.message_index = 0  # index the next message will get
         self.packets_seen = 0
         self.malformed_messages = 0
@@ -129,11 +142,14 @@ class TrailingEngine:
         spec = bracket.compile()
         activated = activated or spec.activated
         m, o, d, t = trail_constants(spec)
+        be_at = be_stop = None
+        if bracket.breakeven_at is not None and bracket.breakeven_stop is not None:
+            be_at, be_stop = to_paise(bracket.breakeven_at), to_paise(bracket.breakeven_stop)
         state = [
             spec.is_long,
             spec.stop,
-            trail_threshold(spec, spec.stop, activated),
-            spec.is_mis and spec.trail_type is not None,
+            0,
+            spec.is_mis and (spec.trail_type is not None or be_at is not None),
             bracket.bracket_id,
             activated,
             m,
@@ -142,7 +158,10 @@ class TrailingEngine:
             t,
             spec.activation,
             spec,
+            be_at,
+            be_stop,
         ]
+        state[_THRESHOLD] = _next_threshold(state)
         token = bracket.instrument_token
         self._by_id[bracket.bracket_id] = (state, token)
         if is_index_token(token):
@@ -156,6 +175,7 @@ class TrailingEngine:
             return False
         self._drop(entry[0], entry[1])
         self._changed.pop(bracket_id, None)
+        self._breakevens.pop(bracket_id, None)
         return True
 
     def tighten(self, bracket_id: str, stop: int) -> bool:
@@ -169,7 +189,7 @@ class TrailingEngine:
             return False
         s[_STOP] = stop
         self._changed[bracket_id] = stop
-        s[_THRESHOLD] = trail_threshold(s[_SPEC], stop, s[_ACTIVATED])
+        s[_THRESHOLD] = _next_threshold(s)
         return True
 
     def _drop(self, state: list, token: int) -> None:
@@ -201,6 +221,12 @@ class TrailingEngine:
         """Stops that moved since the last call (latest value only), for coalesced persistence."""
         changed, self._changed = self._changed, {}
         return changed
+
+    def take_breakevens(self) -> dict[str, tuple[int, int]]:
+        """Price breakevens that fired since the last call: bracket_id -> (the stop they set, the reference price that
+        reached the trigger), both in paise. The stop is in take_stop_changes too (with any trail after it)."""
+        fired, self._breakevens = self._breakevens, {}
+        return fired
 
     # --- the hot path ------------------------------------------------------------------------------
 
@@ -287,10 +313,25 @@ class TrailingEngine:
         # The loop in _run holds the old tuple, so the bracket's later siblings on this packet still run.
         self._by_id.pop(state[_ID], None)
         self._changed.pop(state[_ID], None)
+        self._breakevens.pop(state[_ID], None)
         self._drop(state, token)
 
     def _trail(self, s: list, ref: int) -> None:
-        """Steps 3-6 once the reference has reached the threshold, then the next threshold.
+        """The reference has reached the threshold: the trail, then the price breakeven if it is due and still tightens
+        the stop, then the next threshold."""
+        if s[_SPEC].trail_type is not None:
+            self._trail_step(s, ref)
+        at = s[_BE_AT]
+        if at is not None and (ref >= at and ref > s[_BE_STOP] if s[_LONG] else ref <= at and ref < s[_BE_STOP]):
+            s[_BE_AT] = None  # one shot
+            if s[_BE_STOP] > s[_STOP] if s[_LONG] else s[_BE_STOP] < s[_STOP]:
+                s[_STOP] = s[_BE_STOP]
+                self._changed[s[_ID]] = s[_STOP]
+                self._breakevens[s[_ID]] = (s[_STOP], ref)
+        s[_THRESHOLD] = _next_threshold(s)
+
+    def _trail_step(self, s: list, ref: int) -> None:
+        """Steps 3-6 of the trail.
 
         The same integer arithmetic as the calculator, folded into one expression per side (trail_constants);
         the tests hold the two to exact agreement."""
@@ -313,4 +354,18 @@ class TrailingEngine:
         if stop != s[_STOP]:
             s[_STOP] = stop
             self._changed[s[_ID]] = stop
-        s[_THRESHOLD] = _threshold(long, stop, m, o, d, t)
+
+
+def _next_threshold(s: list) -> int:
+    """The bracket's threshold: the trail's, or the price breakeven's when that comes first. A breakeven the stop has
+    already reached is spent here (it could only loosen the stop)."""
+    long = s[_LONG]
+    threshold = trail_threshold(s[_SPEC], s[_STOP], s[_ACTIVATED])
+    at = s[_BE_AT]
+    if at is None:
+        return threshold
+    if s[_BE_STOP] <= s[_STOP] if long else s[_BE_STOP] >= s[_STOP]:
+        s[_BE_AT] = None
+        return threshold
+    fires = breakeven_threshold(long, at, s[_BE_STOP])
+    return min(threshold, fires) if long else max(threshold, fires)

@@ -301,9 +301,12 @@ class Streamer:
 
     def persist_round(self) -> None:
         with self._lock:
+            breakevens = self.engine.take_breakevens()
             changes = self.engine.take_stop_changes()
             stops = self.engine.stops()
             ticks = {b: w.tick for b, w in self._watched.items()}
+        if breakevens:  # first: the stop they set is stored with its own event, then the trail's write finds it there
+            self.keeper.persist_breakevens(breakevens, stops)
         if changes:
             self.keeper.persist(changes)
         self.keeper.sync(stops, lambda b: ticks.get(b, 5))

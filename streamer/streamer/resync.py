@@ -14,6 +14,7 @@ from bracketflow.adapters.instrument_store import current_master
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus
 from bracketflow.domain.instruments import CompactMaster, InstrumentMaster
+from bracketflow.domain.scale_out import breakeven_stop, price_breakeven
 from bracketflow.domain.trailing import to_paise
 from bracketflow.observability import logger
 from streamer.control import Watch
@@ -29,6 +30,8 @@ def watch_for(bracket: Bracket, master: InstrumentMaster | CompactMaster | None 
         return None
     trail = None if spec.trail is None else {"type": spec.trail.type.value, "value": spec.trail.value}
     tick = instrument.tick_size if instrument.tick_size > 0 else Decimal("0.05")
+    entry = bracket.entry.average_price or spec.entry_price
+    breakeven = price_breakeven(spec, entry, tick)
     watched = WatchedBracket(
         bracket_id=bracket.id,
         instrument_token=instrument.instrument_token,
@@ -36,9 +39,11 @@ def watch_for(bracket: Bracket, master: InstrumentMaster | CompactMaster | None 
         product=spec.product.value,
         stop_price=bracket.stop_price,
         tick_size=tick,
-        entry_price=bracket.entry.average_price or spec.entry_price,
+        entry_price=entry,
         trail=trail,
         activation_price=spec.trail_activation_price,
+        breakeven_at=None if breakeven is None else spec.breakeven_at,
+        breakeven_stop=breakeven,
     )
     return Watch(
         bracket=watched,
@@ -48,9 +53,17 @@ def watch_for(bracket: Bracket, master: InstrumentMaster | CompactMaster | None 
         quantity=bracket.filled_quantity or spec.quantity,
         gtt_id=bracket.gtt_id,
         original_stop=to_paise(spec.sl_price),
-        # A stop that already moved away from the stop-loss can only have moved because the trail was active.
-        activated=bracket.stop_has_trailed,
+        # A stop that already moved away from the stop-loss can only have moved because the trail was active, or
+        # because a breakeven moved it (to exactly its breakeven stop: that one leaves the trail's activation to come).
+        activated=bracket.stop_has_trailed and bracket.stop_price != _breakeven_level(bracket, entry, tick),
     )
+
+
+def _breakeven_level(bracket: Bracket, entry: Decimal | None, tick: Decimal) -> Decimal | None:
+    spec = bracket.spec
+    if entry is None or (spec.breakeven_at is None and spec.breakeven_after is None):
+        return None
+    return breakeven_stop(spec.action, entry, spec.breakeven_buffer, tick)
 
 
 def protected_watches(

@@ -10,6 +10,9 @@
    most once per `sync_interval_s` per bracket, so an outage of the streamer still leaves a recent stop at the
    broker without spending Kite's modification budget on every tick.
 Message: {"bracket_id", "stop_price": "<decimal>", "at": "<ISO UTC>"}.
+
+A price breakeven (breakeven_at reached) is stored with its own audit event (BreakevenStopSet) and synced to the
+broker at once, without waiting for the step or the interval: the trader asked for that stop at that price.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.contracts import wire_time as iso  # the stop-sync message below moves to StopSyncRequest
 from bracketflow.domain.enums import BracketStatus
-from bracketflow.domain.events import StopTrailed
+from bracketflow.domain.events import BreakevenStopSet, StopTrailed
 from bracketflow.domain.trailing import to_rupees
 from bracketflow.errors import ConcurrentModification
 from bracketflow.observability import logger
@@ -56,6 +59,37 @@ def persist_stop(repo: BracketRepository, bracket_id: str, stop: Decimal, *, is_
             return WRITTEN
         except ConcurrentModification:
             continue  # someone else wrote it (the workflow, the exit Lambda): read again and decide again
+    return CONFLICT
+
+
+def persist_breakeven(repo: BracketRepository, bracket_id: str, stop: Decimal, price: Decimal, *, is_long: bool) -> str:
+    """Store the stop a price breakeven set (`price`: what reached breakeven_at), on the terms of persist_stop."""
+    for _ in range(_ATTEMPTS):
+        bracket = repo.get(bracket_id)
+        if bracket is None:
+            return MISSING
+        if bracket.status is not BracketStatus.PROTECTED:
+            return NOT_PROTECTED
+        if (stop <= bracket.stop_price) if is_long else (stop >= bracket.stop_price):
+            return NOT_TIGHTER
+        spec = bracket.spec
+        event = BreakevenStopSet(
+            bracket_id,
+            data={
+                "old_stop": bracket.stop_price,
+                "new_stop": stop,
+                "entry_price": bracket.entry.average_price or spec.entry_price,
+                "buffer": spec.breakeven_buffer or 0,
+                "breakeven_at": spec.breakeven_at,
+                "price": price,
+            },
+            bracket_version=bracket.version + 1,
+        )
+        try:
+            repo.append_event(bracket, event, stop_price=stop)
+            return WRITTEN
+        except ConcurrentModification:
+            continue
     return CONFLICT
 
 
@@ -115,6 +149,35 @@ class StopKeeper:
             )
         return outcomes
 
+    def persist_breakevens(self, fired: dict[str, tuple[int, int]], stops: dict[str, int]) -> dict[str, str]:
+        """Store each price breakeven (bracket_id -> (its stop, the price that reached the trigger)) and, once stored,
+        send its bracket's current stop to the broker at once."""
+        outcomes: dict[str, str] = {}
+        for bracket_id, (stop, price) in fired.items():
+            state = self._sync.get(bracket_id)
+            if state is None:
+                continue  # unwatched since
+            try:
+                outcome = persist_breakeven(
+                    self._repo, bracket_id, to_rupees(stop), to_rupees(price), is_long=state.is_long
+                )
+            except Exception as exc:  # DynamoDB trouble: the trail's write and sync still carry the stop
+                logger.warning("breakeven write failed", extra={"bracket_id": bracket_id, "error": str(exc)})
+                outcome = "error"
+            outcomes[bracket_id] = outcome
+            self.writes[outcome] = self.writes.get(outcome, 0) + 1
+            logger.info(
+                "breakeven stop", extra={"bracket_id": bracket_id, "stop_price": str(to_rupees(stop)), "write": outcome}
+            )
+            if outcome == WRITTEN:
+                self._send(bracket_id, state, stops.get(bracket_id, stop))
+        return outcomes
+
+    def _send(self, bracket_id: str, state: SyncState, stop: int) -> None:
+        self._sync_publish({"bracket_id": bracket_id, "stop_price": str(to_rupees(stop)), "at": iso(datetime.now(UTC))})
+        state.synced_stop, state.synced_at = stop, self._clock()
+        self.syncs_sent += 1
+
     def sync(self, stops: dict[str, int], tick_of: Callable[[str], int]) -> list[str]:
         """Send stop-sync intents for brackets whose stop improved enough, at most once per interval."""
         now = self._clock()
@@ -129,10 +192,6 @@ class StopKeeper:
                 continue
             if state.synced_at is not None and now - state.synced_at < self._sync_interval_s:
                 continue
-            self._sync_publish(
-                {"bracket_id": bracket_id, "stop_price": str(to_rupees(stop)), "at": iso(datetime.now(UTC))}
-            )
-            state.synced_stop, state.synced_at = stop, now
-            self.syncs_sent += 1
+            self._send(bracket_id, state, stop)
             sent.append(bracket_id)
         return sent

@@ -2,7 +2,11 @@
 
     [{"bracket_id": "...", "instrument_token": 408065, "side": "LONG"|"SHORT", "product": "MIS"|"CNC"|"NRML",
       "entry_price": 1500.0, "stop_price": 1480.0, "tick_size": 0.05,
-      "trail": null | {"type": "percent"|"points", "value": 1.0}, "activation_price": null | 1510.0}, ...]
+      "trail": null | {"type": "percent"|"points", "value": 1.0}, "activation_price": null | 1510.0,
+      "breakeven_at": null | 1520.0, "breakeven_stop": null | 1501.0}, ...]
+
+breakeven_at / breakeven_stop: once the price reaches breakeven_at, the stop moves to breakeven_stop (once, and only
+if that tightens it).
 
 Numbers are read as exact decimals (never through float), so 1500.05 is 150005 paise.
 """
@@ -31,6 +35,8 @@ class WatchedBracket:
     entry_price: Decimal | None = None
     trail: Mapping[str, Any] | None = None
     activation_price: Decimal | None = None
+    breakeven_at: Decimal | None = None
+    breakeven_stop: Decimal | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> WatchedBracket:
@@ -49,6 +55,8 @@ class WatchedBracket:
                 entry_price=None if raw.get("entry_price") is None else _dec(raw["entry_price"]),
                 trail=None if trail is None else {"type": trail["type"], "value": _dec(trail["value"])},
                 activation_price=None if raw.get("activation_price") is None else _dec(raw["activation_price"]),
+                breakeven_at=None if raw.get("breakeven_at") is None else _dec(raw["breakeven_at"]),
+                breakeven_stop=None if raw.get("breakeven_stop") is None else _dec(raw["breakeven_stop"]),
             )
         except KeyError as missing:
             raise ValueError(f"watchlist entry {raw.get('bracket_id')!r} lacks {missing}") from None
@@ -67,6 +75,8 @@ class WatchedBracket:
             entry_price=request.entry_price,
             trail=None if trail is None else {"type": trail.type.value, "value": trail.value},
             activation_price=request.activation_price,
+            breakeven_at=request.breakeven_at,
+            breakeven_stop=request.breakeven_stop,
         )
 
     def compile(self) -> TrailingBracket:
@@ -94,6 +104,8 @@ class WatchedBracket:
             self.entry_price,
             self.trail,
             self.activation_price,
+            self.breakeven_at,
+            self.breakeven_stop,
         )
 
 
@@ -134,6 +146,8 @@ def watchlist_to_json(brackets: list[WatchedBracket]) -> str:
             "tick_size": float(b.tick_size),
             "trail": None if b.trail is None else {"type": b.trail["type"], "value": float(b.trail["value"])},
             "activation_price": None if b.activation_price is None else float(b.activation_price),
+            "breakeven_at": None if b.breakeven_at is None else float(b.breakeven_at),
+            "breakeven_stop": None if b.breakeven_stop is None else float(b.breakeven_stop),
         }
 
     return json.dumps([enc(b) for b in brackets], indent=1)

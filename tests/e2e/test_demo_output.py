@@ -117,3 +117,11 @@ def test_a_breakeven_is_a_line_with_its_new_stop_and_the_target_that_set_it():
     moved = describe(event(5, "BreakevenStopSet", 5, old_stop="1480", new_stop="1501", after_share=1), b)
     assert (moved.label, moved.detail) == ("stop to breakeven", "target 1 hit, from 1480.00")
     assert "1501" in moved.price
+
+
+def test_a_price_breakeven_is_a_line_with_the_price_that_was_reached():
+    b = bracket("PROTECTED", [])
+    fields = {"old_stop": "1480", "new_stop": "1501", "breakeven_at": "1520.5", "price": "1520.5"}
+    moved = describe(event(5, "BreakevenStopSet", 5, **fields), b)
+    assert (moved.label, moved.detail) == ("stop to breakeven", "1520.5 reached, from 1480.00")
+    assert "1501" in moved.price

@@ -50,6 +50,10 @@ def test_a_seeded_chaos_soak_runs_its_storm_and_reports_every_check(tmp_path) ->
     # and scale-out alerts, each share a bracket of its own; no breakeven ever loosened a stop
     assert result.counts["actions"].get("scale_out") and result.counts["scale_out"]["shares"] > 0, report
     assert result.counts["scale_out"]["breakeven_stops_loosened"] == 0, report
+    # and price-breakeven alerts: no breakeven the streamer set loosened a stop, none was set twice
+    assert result.counts["actions"].get("breakeven_at") and result.counts["breakeven_at"]["brackets"] > 0, report
+    assert result.counts["breakeven_at"]["breakeven_stops_loosened"] == 0, report
+    assert result.counts["breakeven_at"]["set_twice"] == 0, report
 
     # and the checks ran over what it left, against the broker's own books (their findings are in the report above)
     assert result.brackets > 0 and sum(result.statuses.values()) == result.brackets, report

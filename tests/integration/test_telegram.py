@@ -255,6 +255,9 @@ def test_notices_name_the_bracket_in_the_traders_words():
     breakeven = format_notice("BreakevenStopSet", {"after_share": 1, "old_stop": "1480", "new_stop": "1501"}, facts)
     assert breakeven is not None and "breakeven" in breakeven and "target 1 hit" in breakeven
     assert "1480 → 1501" in breakeven and "br_1" in breakeven
+    at_price = {"breakeven_at": "1520.5", "price": "1520.5", "old_stop": "1480", "new_stop": "1501"}
+    reached = format_notice("BreakevenStopSet", at_price, facts)
+    assert reached is not None and "1520.5 reached" in reached and "1480 → 1501" in reached and "target" not in reached
     assert format_notice("StopTrailed", {}, facts) is None
 
 

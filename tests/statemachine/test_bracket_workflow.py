@@ -32,11 +32,11 @@ from tests.support.stack import (
     event_types,
     events,
     gtts,
+    market_fixture,
     net_position,
     paper,
     place,
     quote,
-    reset_market,
     stack_fixture,
     wait_for,
     wait_for_execution_end,
@@ -52,13 +52,7 @@ ENTRY_TIMEOUT_S = 4
 stack = stack_fixture(API_KEY, relay=True, extra_env={**BRACKET_STACK_ENV, "ENTRY_TIMEOUT_S": str(ENTRY_TIMEOUT_S)})
 
 
-@pytest.fixture
-def market(stack: LocalStack) -> LocalStack:
-    """A clean paper exchange quoting INFY 1499.95 / 1500.00 and SBIN 799.95 / 800.00."""
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    quote(stack, "800", "799.95", "800", symbol="SBIN")
-    return stack
+market = market_fixture(sbin=True, set_aside=False)
 
 
 def control_messages(stack: LocalStack) -> list[dict[str, Any]]:

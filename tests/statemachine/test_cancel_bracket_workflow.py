@@ -23,11 +23,11 @@ from tests.support.stack import (
     event_types,
     events,
     gtts,
+    market_fixture,
     net_position,
     paper,
     place,
     quote,
-    reset_market,
     stack_fixture,
     token_stored,
     wait_for,
@@ -44,12 +44,7 @@ API_KEY = "bracket-workflow-key"
 stack = stack_fixture(API_KEY, relay=True, extra_env={**BRACKET_STACK_ENV, "ENTRY_TIMEOUT_S": "300"})
 
 
-@pytest.fixture
-def market(stack: LocalStack) -> LocalStack:
-    """A clean paper exchange quoting INFY 1499.95 / 1500.00."""
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    return stack
+market = market_fixture(set_aside=False)
 
 
 def delete(stack: LocalStack, bracket_id: str) -> Any:

@@ -31,13 +31,12 @@ from tests.support.stack import (
     events,
     fresh_strategy,
     gtts,
+    market_fixture,
     net_position,
     paper,
     protected_bracket,
     quote,
-    reset_market,
     run_reconcile,
-    set_aside_open_brackets,
     stack_fixture,
     wait_for,
     wait_for_status,
@@ -51,13 +50,7 @@ STATUS_BOUND_S = 90  # a bound for a busy 2-core machine, not a speed claim
 stack = stack_fixture(API_KEY, relay=True)
 
 
-@pytest.fixture
-def market(stack: LocalStack) -> LocalStack:
-    """A clean paper exchange quoting INFY 1499.95 / 1500.00, and no bracket left open by an earlier test."""
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    set_aside_open_brackets()
-    return stack
+market = market_fixture()
 
 
 def stop_hit(stack: LocalStack, bracket_id: str, ltp: str, stop: str = "1480") -> None:

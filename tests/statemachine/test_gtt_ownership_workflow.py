@@ -17,11 +17,9 @@ from local.stack import LocalStack
 from tests.support.stack import (
     BRACKET_STACK_ENV,
     gtts,
+    market_fixture,
     net_position,
     place,
-    quote,
-    reset_market,
-    set_aside_open_brackets,
     stack_fixture,
     wait_for_status,
 )
@@ -34,13 +32,7 @@ STATUS_BOUND_S = 90  # a bound for a busy 2-core machine, not a speed claim
 stack = stack_fixture(API_KEY, relay=True, extra_env=BRACKET_STACK_ENV)
 
 
-@pytest.fixture
-def market(stack: LocalStack) -> LocalStack:
-    """A clean paper exchange quoting INFY 1499.95 / 1500.00, and no bracket left open by an earlier test."""
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    set_aside_open_brackets()
-    return stack
+market = market_fixture()
 
 
 def delete(stack: LocalStack, bracket_id: str) -> Any:

@@ -12,12 +12,11 @@ import requests
 
 from local.stack import LocalStack
 from tests.support.stack import (
+    clean_market,
     fresh_strategy,
     net_position,
     protected_bracket,
     quote,
-    reset_market,
-    set_aside_open_brackets,
     stack_fixture,
     wait_for_status,
 )
@@ -31,9 +30,7 @@ stack = stack_fixture(API_KEY, relay=True)
 
 @pytest.fixture
 def market(stack: LocalStack) -> LocalStack:
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    set_aside_open_brackets()
+    clean_market(stack)
     _lift_halts()
     return stack
 

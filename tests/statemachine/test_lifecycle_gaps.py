@@ -22,11 +22,10 @@ from tests.support.stack import (
     broker_orders,
     events,
     fresh_strategy,
+    market_fixture,
     place,
     protected_bracket,
     quote,
-    reset_market,
-    set_aside_open_brackets,
     stack_fixture,
     token_stored,
     wait_for,
@@ -59,14 +58,7 @@ EXPECTED_EVENTS = {
 stack = stack_fixture(API_KEY, relay=True)
 
 
-@pytest.fixture
-def market(stack: LocalStack) -> LocalStack:
-    """A clean paper exchange quoting INFY 1499.95 / 1500.00, and no bracket left open by an earlier test (two open
-    INFY brackets alike would make a GTT child's fill ambiguous, which the watcher rightly leaves to reconciliation)."""
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    set_aside_open_brackets()
-    return stack
+market = market_fixture()
 
 
 def status_changes(stack: LocalStack, bracket_id: str) -> list[tuple[str | None, str, int]]:

@@ -18,13 +18,12 @@ from tests.support.stack import (
     broker_orders,
     event_types,
     gtts,
+    market_fixture,
     net_position,
     paper,
     place,
     quote,
-    reset_market,
     run_reconcile,
-    set_aside_open_brackets,
     stack_fixture,
     wait_for,
     wait_for_status,
@@ -56,13 +55,7 @@ stack = stack_fixture(
 LEVELS = {"price_type": "MARKET", "sl_price": "1485", "target_price": "1530"}
 
 
-@pytest.fixture
-def market(stack: LocalStack) -> LocalStack:
-    """A clean paper exchange quoting INFY 1499.95 / 1500.00, and no bracket left open by an earlier test."""
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    set_aside_open_brackets()
-    return stack
+market = market_fixture()
 
 
 def lost_and_late(path: str, seconds: float = SLOW_S) -> list[dict]:

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from local.stack import LocalStack
 from tests.support.stack import (
     bracket,
     fresh_strategy,
+    market_fixture,
     paper,
     place,
     quote,
-    reset_market,
-    set_aside_open_brackets,
     stack_fixture,
     wait_for,
     wait_for_status,
@@ -28,12 +26,7 @@ STATUS_BOUND_S = 90  # a bound for a busy 2-core machine, not a speed claim
 stack = stack_fixture(API_KEY, relay=True, postbacks=True)
 
 
-@pytest.fixture
-def market(stack: LocalStack) -> LocalStack:
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    set_aside_open_brackets()
-    return stack
+market = market_fixture()
 
 
 def test_a_fill_whose_ticker_update_is_lost_is_protected_from_its_postback(market):

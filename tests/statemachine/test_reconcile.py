@@ -18,13 +18,13 @@ from local.stack import LocalStack
 from tests.support.stack import (
     bracket,
     events,
+    market_fixture,
     net_position,
     place,
     protected_bracket,
     quote,
     reset_market,
     run_reconcile,
-    set_aside_open_brackets,
     stack_fixture,
     token_stored,
     wait_for,
@@ -39,13 +39,7 @@ API_KEY = "reconcile-key"
 stack = stack_fixture(API_KEY, relay=False)
 
 
-@pytest.fixture
-def market(stack: LocalStack) -> LocalStack:
-    """A clean paper exchange quoting INFY 1499.95 / 1500.00, and no bracket left open from another test."""
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    set_aside_open_brackets()
-    return stack
+market = market_fixture()
 
 
 def sell_by_hand(kite, price: float) -> None:

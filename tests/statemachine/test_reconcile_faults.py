@@ -17,12 +17,11 @@ from local.stack import LocalStack
 from tests.support.stack import (
     bracket,
     events,
+    market_fixture,
     paper,
     place,
     quote,
-    reset_market,
     run_reconcile,
-    set_aside_open_brackets,
     stack_fixture,
     token_stored,
     wait_for,
@@ -38,14 +37,7 @@ STATUS_BOUND_S = 90  # how long a bracket may take to reach a status: a bound fo
 stack = stack_fixture(API_KEY, relay=True)
 
 
-@pytest.fixture
-def market(stack: LocalStack) -> LocalStack:
-    """A clean paper exchange at INFY 1499.95 / 1500.00 and no bracket left open by an earlier test (reconcile
-    would repair those too and muddle the counts)."""
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    set_aside_open_brackets()
-    return stack
+market = market_fixture()
 
 
 def dropped(stack: LocalStack) -> int:

@@ -21,13 +21,12 @@ from tests.support.stack import (
     bracket,
     events,
     gtts,
+    market_fixture,
     net_position,
     paper,
     place,
     quote,
-    reset_market,
     run_reconcile,
-    set_aside_open_brackets,
     stack_fixture,
     token_stored,
     wait_for,
@@ -42,13 +41,7 @@ STATUS_BOUND_S = 90  # a bound for a busy 2-core machine, not a speed claim
 stack = stack_fixture(API_KEY, relay=True)
 
 
-@pytest.fixture
-def market(stack: LocalStack) -> LocalStack:
-    """A clean paper exchange quoting INFY 1499.95 / 1500.00, and no bracket left open by an earlier test."""
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    set_aside_open_brackets()
-    return stack
+market = market_fixture()
 
 
 @pytest.fixture

@@ -27,13 +27,12 @@ from tests.support.stack import (
     bracket,
     events,
     gtts,
+    market_fixture,
     net_position,
     place,
     protected_bracket,
     quote,
-    reset_market,
     run_reconcile,
-    set_aside_open_brackets,
     stack_fixture,
     token_stored,
     wait_for,
@@ -48,13 +47,7 @@ API_KEY = "reconcile-stale-key"
 stack = stack_fixture(API_KEY, relay=False)
 
 
-@pytest.fixture
-def market(stack: LocalStack) -> LocalStack:
-    """A clean paper exchange quoting INFY 1499.95 / 1500.00, and no bracket left open from another test."""
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    set_aside_open_brackets()
-    return stack
+market = market_fixture()
 
 
 def by_hand(kite: Any, side: str, quantity: int) -> str:

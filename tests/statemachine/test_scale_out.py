@@ -5,7 +5,9 @@ watcher, the stop-sync Lambda on StopSyncQueue) with the paper exchange (manual 
   its own target) for its share; its resend is answered with the same brackets and places nothing;
 - the first target fills: that share closes TARGET with its own P&L, the other share's stop moves to breakeven (entry
   plus the buffer) in the bracket and in its GTT at the broker, and it then exits once, at that stop;
-- a breakeven that would loosen a stop already trailed past it leaves the stop where it is.
+- a breakeven that would loosen a stop already trailed past it leaves the stop where it is;
+- a share whose entry was still working when the first target filled gets the breakeven stop as soon as it is
+  protected (when the market is beyond it), in the bracket and at the broker.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from tests.support.stack import (
     events,
     fresh_strategy,
     gtts,
+    market_fixture,
     net_position,
+    paper,
     quote,
-    reset_market,
-    set_aside_open_brackets,
     stack_fixture,
     token_stored,
     wait_for,
@@ -46,13 +48,7 @@ STATUS_BOUND_S = 90  # a bound for a busy 2-core machine, not a speed claim
 stack = stack_fixture(API_KEY, relay=True)
 
 
-@pytest.fixture
-def market(stack: LocalStack) -> LocalStack:
-    """A clean paper exchange quoting INFY 1499.95 / 1500.00, no bracket left open."""
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    set_aside_open_brackets()
-    return stack
+market = market_fixture()
 
 
 def alert(stack: LocalStack, body: dict[str, Any]) -> requests.Response:
@@ -191,3 +187,72 @@ def test_a_breakeven_that_would_loosen_a_trailed_stop_leaves_it(market):
     assert bracket(second.id).stop_price == Decimal("1510")
     assert triggers(market, second.gtt_id) == [Decimal("1510"), Decimal("1540")]
     assert bracket(second.id).status.value == "PROTECTED"
+
+
+def entry_orders_in_arrival_order(stack: LocalStack, ids: list[str]) -> list[str]:
+    """The shares whose entries rest at the paper exchange, in the order it received them (its order ids count up)."""
+    tags = {_entry_tag(i): i for i in ids}
+    resting = [o for o in broker_orders(stack, "INFY") if o.get("tag") in tags and o["status"] == "OPEN"]
+    return [tags[o["tag"]] for o in sorted(resting, key=lambda o: o["order_id"])]
+
+
+def test_a_share_protected_after_the_first_target_gets_the_breakeven_stop_at_once(market):
+    # Given S's scale-out whose two entries rest at 1500 while INFY is offered at 1500.10
+    quote(market, "1500.10", "1500.05", "1500.10")
+    answer = alert(market, scale_out(fresh_strategy("scale-late")))
+    assert answer.status_code == 200, answer.text
+    first_id, second_id = (s["bracket_id"] for s in answer.json()["shares"])
+    arrived = wait_for(
+        "both entries resting", lambda: (o := entry_orders_in_arrival_order(market, [first_id, second_id]))[1:] and o
+    )
+    # And the exchange will fill share 1's entry when it is offered at 1500, but hold share 2's for a few seconds
+    holds = [
+        {"kind": "delay_fill", "match": {"tradingsymbol": "INFY"}, "seconds": 0 if i == first_id else 5}
+        for i in arrived
+    ]
+    paper(market, "faults", {"rules": holds})
+    # When INFY is offered at 1500 for a moment, and then trades at 1510: share 1 fills, share 2's entry still works
+    quote(market, "1500", "1499.95", "1500")
+    quote(market, "1510", "1509.95", "1510")
+    first = wait_for_status(first_id, "PROTECTED", timeout_s=STATUS_BOUND_S)
+    wait_for("share 1's exit wait", lambda: token_stored(first_id, "exit_task_token"))
+    assert bracket(second_id).status.value == "ENTRY_PENDING"
+    # And the market trades through target 1 (1520): share 1 closes at its target while share 2 is not protected
+    quote(market, "1521", "1520.95", "1521")
+    assert wait_for_status(first_id, "CLOSED", timeout_s=STATUS_BOUND_S).exit_reason.value == "TARGET"
+    assert wait_for_execution_end(market, first_id)["status"] == "SUCCEEDED"
+    assert bracket(second_id).status.value == "ENTRY_PENDING" and "BreakevenStopSet" not in event_types(second_id)
+
+    # When share 2's entry fills at 1500 later, and INFY trades at 1510 when its protection is placed
+    def fills_at_1500() -> bool:
+        quote(market, "1500", "1499.95", "1500")
+        filled = any(
+            o["status"] == "COMPLETE" for o in broker_orders(market, "INFY") if o.get("tag") == _entry_tag(second_id)
+        )
+        quote(market, "1510", "1509.95", "1510")
+        return filled
+
+    wait_for("share 2's entry to fill", fills_at_1500)
+    second = wait_for_status(second_id, "PROTECTED", timeout_s=STATUS_BOUND_S)
+    # Then its stop moves to its entry plus the buffer (1501) at once, after target 1, in the bracket and at the broker
+    moved = wait_for(
+        "share 2's breakeven", lambda: next((e for e in events(second_id) if e["type"] == "BreakevenStopSet"), None)
+    )
+    assert (Decimal(moved["old_stop"]), Decimal(moved["new_stop"])) == (Decimal("1480"), Decimal("1501"))
+    assert (moved["after_share"], moved["after_bracket_id"]) == (1, first.id)
+    assert bracket(second_id).stop_price == Decimal("1501")
+    wait_for("the GTT's breakeven stop", lambda: triggers(market, second.gtt_id) == [Decimal("1501"), Decimal("1540")])
+    # When the market falls back to the entry, share 2 exits once, at its breakeven stop, and the account is flat
+    quote(market, "1500.50", "1500.45", "1500.50")
+    out = wait_for_status(second_id, "CLOSED", timeout_s=STATUS_BOUND_S)
+    assert out.exit_reason.value == "TRAIL_STOP" and out.exit.filled_quantity == 5
+    assert net_position(market, "INFY") == 0
+    assert event_types(second_id).count("BracketClosed") == 1
+    for share in (first_id, second_id):
+        assert_every_version_audited(share)
+
+
+def _entry_tag(bracket_id: str) -> str:
+    from bracketflow.domain.ids import order_tag
+
+    return order_tag(bracket_id, "ENTRY")

@@ -27,13 +27,12 @@ from tests.support.stack import (
     events,
     fresh_strategy,
     gtts,
+    market_fixture,
     net_position,
     paper,
     place,
     protected_bracket,
     quote,
-    reset_market,
-    set_aside_open_brackets,
     stack_fixture,
     token_stored,
     wait_for,
@@ -58,13 +57,7 @@ stack = stack_fixture(
 )
 
 
-@pytest.fixture
-def market(stack: LocalStack) -> LocalStack:
-    """A clean paper exchange quoting INFY 1499.95 / 1500.00, no bracket left open."""
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    set_aside_open_brackets()
-    return stack
+market = market_fixture()
 
 
 def alert(stack: LocalStack, body: dict[str, Any]) -> requests.Response:

@@ -29,12 +29,10 @@ from tests.support.stack import (
     events,
     fresh_strategy,
     gtts,
+    market_fixture,
     net_position,
     place,
     protected_bracket,
-    quote,
-    reset_market,
-    set_aside_open_brackets,
     stack_fixture,
     token_stored,
     wait_for,
@@ -49,14 +47,7 @@ STATUS_BOUND_S = 90  # a bound for a busy 2-core machine, not a speed claim
 stack = stack_fixture(API_KEY, relay=True, extra_env={**BRACKET_STACK_ENV, "ENTRY_TIMEOUT_S": "300"})
 
 
-@pytest.fixture
-def market(stack: LocalStack) -> LocalStack:
-    """A clean paper exchange quoting INFY 1499.95 / 1500.00 and SBIN 799.95 / 800.00, no bracket left open."""
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    quote(stack, "800", "799.95", "800", symbol="SBIN")
-    set_aside_open_brackets()
-    return stack
+market = market_fixture(sbin=True)
 
 
 def alert(stack: LocalStack, body: dict[str, Any]) -> requests.Response:

@@ -20,9 +20,8 @@ from tests.support.stack import (
     bracket,
     broker_orders,
     event_types,
+    market_fixture,
     place,
-    quote,
-    reset_market,
     stack_fixture,
     wait_for,
     wait_for_execution_end,
@@ -41,11 +40,7 @@ stack = stack_fixture(
 )
 
 
-@pytest.fixture
-def market(stack: LocalStack) -> LocalStack:
-    reset_market(stack)
-    quote(stack, "1500", "1499.95", "1500")
-    return stack
+market = market_fixture(set_aside=False)
 
 
 class Burst:

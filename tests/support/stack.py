@@ -316,6 +316,28 @@ def set_aside_open_brackets() -> None:
                 time.sleep(0.1)
 
 
+def clean_market(stack: LocalStack, *, sbin: bool = False, set_aside: bool = True) -> LocalStack:
+    """A clean paper exchange quoting INFY 1499.95 / 1500.00 (and SBIN 799.95 / 800.00 with `sbin`) and, unless
+    `set_aside` is False, no bracket left open by an earlier test (set_aside_open_brackets says why)."""
+    reset_market(stack)
+    quote(stack, "1500", "1499.95", "1500")
+    if sbin:
+        quote(stack, "800", "799.95", "800", symbol="SBIN")
+    if set_aside:
+        set_aside_open_brackets()
+    return stack
+
+
+def market_fixture(*, sbin: bool = False, set_aside: bool = True) -> Any:
+    """A `market` fixture: clean_market before each test. Use as `market = market_fixture(...)`."""
+
+    @pytest.fixture(name="market")
+    def _market(stack: LocalStack) -> LocalStack:
+        return clean_market(stack, sbin=sbin, set_aside=set_aside)
+
+    return _market
+
+
 def get_bracket(stack: LocalStack, api_key: str, bracket_id: str) -> dict[str, Any]:
     """GET /api/v1/brackets/{id}'s data, as the trader sees it."""
     answer = requests.get(f"{stack.api_url}/api/v1/brackets/{bracket_id}", headers={"X-API-KEY": api_key}, timeout=30)

@@ -191,8 +191,11 @@ def test_a_watch_reads_back_as_sent() -> None:
         trail=TrailSpec(TrailType.POINTS, Decimal("10")),
         quantity=5,
         target_price=Decimal("1450"),
+        breakeven_at=Decimal("1480.5"),
+        breakeven_stop=Decimal("1499"),
     )
     wire = json.loads(sent.to_json())
+    assert (wire["breakeven_at"], wire["breakeven_stop"]) == ("1480.5", "1499")
     assert (wire["type"], wire["side"], wire["stop_price"], wire["tick_size"]) == ("watch", "SHORT", "1520.00", "0.05")
     assert wire["trail"] == {"type": "points", "value": "10"}
     assert read_control_message(sent.to_json()) == sent
@@ -231,6 +234,7 @@ _WATCH = {"type": "watch", "bracket_id": "b1", "instrument_token": 5, "side": "L
         ({**_WATCH, "stop_price": "1480", "side": "UP"}, "must be one of LONG, SHORT"),
         ({**_WATCH, "stop_price": "x"}, "invalid"),
         ({**_WATCH, "stop_price": "1480", "trail": {"type": "ratio", "value": "1"}}, "must be one of percent"),
+        ({**_WATCH, "stop_price": "1480", "breakeven_at": "1520"}, "breakeven_at and breakeven_stop together"),
         ({"type": "watch"}, "lacks bracket_id"),
         ({"type": "pause", "bracket_id": "b1"}, "must be watch or unwatch"),
         ([1], "JSON object"),

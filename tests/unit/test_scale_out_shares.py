@@ -95,8 +95,8 @@ def test_a_share_that_rounds_to_no_lot_is_refused():
         share_quantities(75, targets, 75)
 
 
-def test_breakeven_settings_need_targets():
-    with pytest.raises(ValidationFailed, match="need targets"):
+def test_breakeven_after_needs_targets():
+    with pytest.raises(ValidationFailed, match="breakeven_after needs targets"):
         alert_to_spec({**alert(breakeven_after=1), "targets": None, "target_price": "1530"}, "acct")
 
 
@@ -139,3 +139,86 @@ def test_a_breakeven_never_loosens_a_stop():
     assert tightened(PositionSide.SHORT, Decimal("1520"), Decimal("1500"))
     # And a breakeven equal to the stop is no move
     assert not tightened(PositionSide.LONG, Decimal("1500"), Decimal("1500"))
+
+
+def single(**fields: Any) -> dict[str, Any]:
+    """A plain BUY 10 INFY alert at 1500, stop 1480, target 1550, 1% trail."""
+    data = {k: v for k, v in alert().items() if k != "targets"}
+    return {**data, "target_price": "1550", "trail": "1%", **fields}
+
+
+def checked(data: dict[str, Any]) -> BracketSpec:
+    return validate_bracket(alert_to_spec(data, "acct"), tick_size=TICK, round_to_tick=True)
+
+
+def test_a_single_target_bracket_takes_a_price_breakeven_with_a_buffer():
+    # Given a plain bracket with a trail: move the stop to entry plus 0.5 once INFY reaches 1520.5
+    spec = checked(single(breakeven_at="1520.5", breakeven_buffer="0.5"))
+    # Then the spec carries the trigger and the buffer, and keeps them through its stored form
+    assert (spec.breakeven_at, spec.breakeven_buffer, spec.breakeven_after) == (Decimal("1520.5"), Decimal("0.5"), None)
+    assert BracketSpec.from_dict(spec.to_dict()) == spec
+    # And a SELL takes one below its entry
+    short = checked(single(action="sell", sl_price="1520", target_price="1450", breakeven_at="1480"))
+    assert short.breakeven_at == Decimal("1480")
+
+
+def test_every_share_of_a_scale_out_carries_the_price_breakeven():
+    shares = shares_of(alert(breakeven_at="1530", breakeven_buffer="1"))
+    assert {(s.breakeven_at, s.breakeven_buffer, s.breakeven_after) for s in shares} == {(Decimal("1530"), 1, None)}
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"breakeven_at": "1490"}, "For BUY orders, breakeven_at 1490 must be greater than entry price"),
+        ({"breakeven_at": "1500"}, "must be greater than entry price"),
+        ({"breakeven_at": "1501", "breakeven_buffer": "1"}, "greater than entry price plus breakeven_buffer 1"),
+        ({"breakeven_at": "1550"}, "For BUY orders, breakeven_at 1550 must be less than the target 1550"),
+        ({"breakeven_at": "1600"}, "must be less than the target"),
+        ({"breakeven_at": "1520", "breakeven_after": 1}, "give breakeven_after (a target) or breakeven_at (a price)"),
+        ({"breakeven_buffer": "1"}, "breakeven_buffer needs breakeven_after (a target) or breakeven_at (a price)"),
+        ({"breakeven_after": 1}, "use breakeven_at for a price"),
+        ({"breakeven_at": "abc"}, "breakeven_at"),
+        (
+            {"action": "sell", "sl_price": "1520", "target_price": "1450", "breakeven_at": "1510"},
+            "For SELL orders, breakeven_at 1510 must be less than entry price",
+        ),
+        (
+            {"action": "sell", "sl_price": "1520", "target_price": "1450", "breakeven_at": "1440"},
+            "For SELL orders, breakeven_at 1440 must be greater than the target 1450",
+        ),
+    ],
+)
+def test_a_price_breakeven_on_the_wrong_side_or_beyond_the_target_is_a_400_that_says_why(fields, says):
+    with pytest.raises(ValidationFailed) as refused:
+        checked(single(**fields))
+    assert says in refused.value.message
+
+
+def test_a_scale_out_price_breakeven_may_lie_beyond_a_near_target_but_not_the_last():
+    # Targets 1520 and 1540: a trigger at 1530 is fine, one at 1540 is refused
+    assert {s.breakeven_at for s in shares_of(alert(breakeven_at="1530"))} == {Decimal("1530")}
+    with pytest.raises(ValidationFailed, match="must be less than the target 1540"):
+        shares_of(alert(breakeven_at="1540"))
+
+
+def test_the_rest_request_takes_a_price_breakeven():
+    req = PlaceBracketOrderRequest(
+        symbol="INFY",
+        exchange="NSE",
+        product="MIS",
+        action="BUY",
+        quantity=10,
+        entry_price=Decimal("1500"),
+        sl_price=Decimal("1480"),
+        target_price=Decimal("1550"),
+        trail={"type": "points", "value": Decimal("5")},
+        breakeven_at=Decimal("1520.5"),
+        breakeven_buffer=Decimal("0.5"),
+    )
+    spec = validate_bracket(request_to_spec(req, "acct"), tick_size=TICK)
+    assert (spec.breakeven_at, spec.breakeven_buffer) == (Decimal("1520.5"), Decimal("0.5"))
+    with pytest.raises(ValidationFailed, match="must be less than the target 1550"):
+        validate_bracket(request_to_spec(req.model_copy(update={"breakeven_at": Decimal("1551")}), "acct"))
+    with pytest.raises(ValidationFailed, match="not both"):
+        request_to_spec(req.model_copy(update={"breakeven_after": 1}), "acct")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from local.soak import SoakConfig, make_plan
+from local.soak.plan import SoakConfig, Step, make_plan
 
 CFG = SoakConfig(brackets=400, seed=16)
 
@@ -75,3 +75,33 @@ def test_some_alerts_scale_out_with_shares_that_split_their_quantity():
         assert sum(quantities) == int(alert["quantity"]) and min(quantities) >= 1
         # further targets lie further out
         assert [t.price for t in targets] == sorted(t.price for t in targets)
+
+
+def test_some_plain_alerts_carry_a_price_breakeven_part_of_the_way_to_their_target():
+    from decimal import Decimal
+
+    from bracketflow.domain.validation import validate_bracket
+    from bracketflow.schemas.bracket import alert_to_spec
+    from local.soak.plan import BREAKEVEN_WAY, breakeven_price
+
+    plan = make_plan(CFG)
+    priced = [s.data["alert"] for s in plan if s.kind == "alert" and BREAKEVEN_WAY in s.data["alert"]]
+    assert 0 < len(priced) < CFG.brackets // 5
+    assert not any("targets" in a or "breakeven_after" in a for a in priced)
+    # the rest of the seed's plan is what it was without them
+    without = make_plan(SoakConfig(brackets=400, seed=16, breakeven_at_rate=0))
+
+    def plain(step: Step) -> tuple[float, str, str]:
+        alert = step.data.get("alert")
+        if alert is not None and BREAKEVEN_WAY in alert:
+            alert = {k: v for k, v in alert.items() if k not in (BREAKEVEN_WAY, "breakeven_buffer")}
+        return step.at, step.kind, repr({**step.data, "alert": alert} if alert is not None else step.data)
+
+    assert [plain(s) for s in plan] == [plain(s) for s in without]
+    for alert in priced:
+        # made a price from the entry when sent, it is one the alert's own checks take: beyond the entry plus the
+        # buffer, short of the target
+        sent = {k: v for k, v in alert.items() if k != BREAKEVEN_WAY}
+        sent |= {"entry_price": "1500.05", "breakeven_at": breakeven_price(alert, Decimal("1500.05"), Decimal("0.05"))}
+        spec = validate_bracket(alert_to_spec(sent, "acct"), round_to_tick=True)
+        assert spec.breakeven_at is not None and spec.breakeven_at % Decimal("0.05") == 0

@@ -6,6 +6,10 @@ The unwatch's producer: Finalize (services/finalize.py). Their consumer: the str
 
 A watch's stop_price is the stop to start from: the bracket's current (possibly already trailed) stop. Prices travel
 as decimal strings; a number in the JSON is read as the decimal written.
+
+breakeven_at / breakeven_stop (a bracket's breakeven_at, both or neither): once the price reaches breakeven_at, the
+streamer moves the stop to breakeven_stop (the average fill plus the cost buffer, on the tick, worked out by the
+producer), once, if that tightens it.
 """
 
 from __future__ import annotations
@@ -47,6 +51,14 @@ class WatchRequest:
     quantity: int | None = None  # what filled: the GTT protects this many
     target_price: Decimal | None = None
     gtt_id: str | None = None
+    breakeven_at: Decimal | None = None
+    breakeven_stop: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        if (self.breakeven_at is None) != (self.breakeven_stop is None):
+            raise ValidationFailed(
+                f"watch of bracket {self.bracket_id!r}: give breakeven_at and breakeven_stop together"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +78,8 @@ class WatchRequest:
             "trail": None if self.trail is None else self.trail.to_dict(),
             "activation_price": _text(self.activation_price),
             "gtt_id": self.gtt_id,
+            "breakeven_at": _text(self.breakeven_at),
+            "breakeven_stop": _text(self.breakeven_stop),
         }
 
     def to_json(self) -> str:
@@ -104,6 +118,8 @@ class WatchRequest:
                 quantity=None if quantity is None else int(quantity),
                 target_price=_optional_decimal(raw.get("target_price")),
                 gtt_id=_optional_text(raw.get("gtt_id")),
+                breakeven_at=_optional_decimal(raw.get("breakeven_at")),
+                breakeven_stop=_optional_decimal(raw.get("breakeven_stop")),
             )
         except KeyError as missing:
             raise ValidationFailed(f"watch of bracket {raw.get('bracket_id')!r} lacks {missing}") from None

@@ -126,10 +126,12 @@ class BracketSpec:
     # Scale-out (domain/scale_out.py): the request's targets, split at intake into one bracket per share; each share
     # then has no targets, its own target_price and quantity, and its 1-based share_index. breakeven_after names the
     # share whose TARGET exit moves the other shares' stops to their entry plus breakeven_buffer (points).
+    # breakeven_at: a price instead; once the market reaches it the streamer moves the stop there (any bracket).
     targets: tuple[ScaleTarget, ...] = ()
     share_index: int | None = None
     breakeven_after: int | None = None
     breakeven_buffer: Decimal | None = None
+    breakeven_at: Decimal | None = None
 
     @property
     def position_side(self) -> PositionSide:
@@ -176,6 +178,7 @@ class BracketSpec:
             "share_index": self.share_index,
             "breakeven_after": self.breakeven_after,
             "breakeven_buffer": _dec(self.breakeven_buffer),
+            "breakeven_at": _dec(self.breakeven_at),
         }
         return {k: v for k, v in fields.items() if v is not None}
 
@@ -211,6 +214,7 @@ class BracketSpec:
             share_index=None if data.get("share_index") is None else int(data["share_index"]),
             breakeven_after=None if data.get("breakeven_after") is None else int(data["breakeven_after"]),
             breakeven_buffer=_to_dec(data.get("breakeven_buffer")),
+            breakeven_at=_to_dec(data.get("breakeven_at")),
         )
 
 

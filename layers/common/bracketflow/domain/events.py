@@ -236,5 +236,7 @@ class BrokerStopMoved(BracketEvent):
 
 @_register
 class BreakevenStopSet(BracketEvent):
-    """A scale-out share's stop moved to its entry (plus the cost buffer) because the share named by breakeven_after
-    exited at its target. data: old_stop, new_stop, entry_price, buffer, after_share, after_bracket_id."""
+    """A bracket's stop moved to its entry (plus the cost buffer): a scale-out share's because the share named by
+    breakeven_after exited at its target (data: old_stop, new_stop, entry_price, buffer, after_share,
+    after_bracket_id), or any bracket's because the market reached its breakeven_at (data: old_stop, new_stop,
+    entry_price, buffer, breakeven_at, price: the price the streamer saw reach it)."""

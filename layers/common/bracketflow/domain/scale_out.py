@@ -84,6 +84,14 @@ def breakeven_stop(action: Action, entry: Decimal, buffer: Decimal | None, tick_
     return round_to_tick(entry - (buffer or 0), tick_size, RoundMode.DOWN)
 
 
+def price_breakeven(spec: BracketSpec, entry: Decimal | None, tick_size: Decimal) -> Decimal | None:
+    """The stop a breakeven_at trigger moves a bracket to (its entry, the average fill, plus the buffer); None
+    without a trigger or an entry."""
+    if spec.breakeven_at is None or entry is None:
+        return None
+    return breakeven_stop(spec.action, entry, spec.breakeven_buffer, tick_size)
+
+
 def tightened(side: PositionSide, stop: Decimal, breakeven: Decimal) -> bool:
     """True when the breakeven tightens `stop`; a breakeven never loosens a stop (the trail's ratchet)."""
     return stop_has_trailed(side, stop, breakeven)

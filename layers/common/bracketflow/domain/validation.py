@@ -325,6 +325,17 @@ def validate_bracket(  # noqa: C901, PLR0912, PLR0915 - the rules in the order a
                     f"For SELL orders, trail activation price must be less than entry price{ref_note}"
                 )
 
+    if spec.breakeven_at is not None and spec.share_index is None:
+        farthest = [t.price for t in spec.targets] or [target]
+        check_breakeven_at(
+            action,
+            ref,
+            spec.breakeven_at,
+            spec.breakeven_buffer,
+            max(farthest) if action is Action.BUY else min(farthest),
+            note=ref_note,
+        )
+
     tag = _optional_text(spec.tag, "tag", MAX_TAG_LENGTH)
     strategy = _optional_text(spec.strategy, "strategy", None)
     client_order_id = _optional_text(spec.client_order_id, "client_order_id", MAX_CLIENT_ORDER_ID_LENGTH)
@@ -374,6 +385,27 @@ def check_levels(action: Action, reference: Decimal | None, sl: Decimal, target:
                 raise ValidationFailed(f"For SELL orders, target price must be less than entry price{note}")
         elif not sl > target:
             raise ValidationFailed("For SELL orders, SL price must be greater than target price")
+
+
+def check_breakeven_at(
+    action: Action, reference: Decimal | None, at: Decimal, buffer: Decimal | None, target: Decimal, *, note: str = ""
+) -> None:
+    """A price breakeven trigger lies beyond the breakeven stop (the entry plus the buffer, on the winning side) and
+    short of the target (of the farthest one, scaling out): reached, it moves the stop to a level the market is past."""
+    _positive(at, "breakeven_at")
+    buffer = buffer or Decimal(0)
+    if action is Action.BUY:
+        if reference is not None and not at > reference + buffer:
+            plus = f" plus breakeven_buffer {buffer}" if buffer else ""
+            raise ValidationFailed(f"For BUY orders, breakeven_at {at} must be greater than entry price{note}{plus}")
+        if not at < target:
+            raise ValidationFailed(f"For BUY orders, breakeven_at {at} must be less than the target {target}")
+    else:
+        if reference is not None and not at < reference - buffer:
+            minus = f" minus breakeven_buffer {buffer}" if buffer else ""
+            raise ValidationFailed(f"For SELL orders, breakeven_at {at} must be less than entry price{note}{minus}")
+        if not at > target:
+            raise ValidationFailed(f"For SELL orders, breakeven_at {at} must be greater than the target {target}")
 
 
 def _validate_trail(trail: TrailSpec | dict[str, Any] | None) -> TrailSpec | None:

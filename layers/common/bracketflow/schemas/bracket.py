@@ -133,6 +133,11 @@ class PlaceBracketOrderRequest(BaseModel):
     breakeven_buffer: Annotated[Decimal | None, Field(ge=0, le=MAX_PRICE, max_digits=14, decimal_places=4)] = Field(
         None, description="Points beyond the entry for the breakeven stop (costs); default 0"
     )
+    breakeven_at: Price | None = Field(
+        None,
+        description="A price instead of a target: once the market reaches it, the stop moves to the entry (plus"
+        " breakeven_buffer) if that tightens it, once; between the entry and the (last) target",
+    )
 
 
 def request_to_spec(req: PlaceBracketOrderRequest, account_id: str) -> BracketSpec:
@@ -144,7 +149,11 @@ def request_to_spec(req: PlaceBracketOrderRequest, account_id: str) -> BracketSp
     action = parse_action(req.action)
     targets_raw = None if req.targets is None else [t.model_dump(exclude_none=True) for t in req.targets]
     target_price, targets = _target_or_targets(
-        req.target_price, targets_raw, action, req.entry_price, req.breakeven_after, req.breakeven_buffer
+        req.target_price,
+        targets_raw,
+        action,
+        req.entry_price,
+        _breakeven_trigger(req.breakeven_after, req.breakeven_at),
     )
     return BracketSpec(
         account_id=AccountId(account_id),
@@ -172,8 +181,22 @@ def request_to_spec(req: PlaceBracketOrderRequest, account_id: str) -> BracketSp
         risk_percent=req.risk_percent,
         targets=targets,
         breakeven_after=req.breakeven_after,
-        breakeven_buffer=req.breakeven_buffer,
+        breakeven_buffer=_breakeven_buffer(req.breakeven_buffer, req.breakeven_after, req.breakeven_at),
+        breakeven_at=req.breakeven_at,
     )
+
+
+def _breakeven_trigger(after: int | None, at: Decimal | None) -> int | None:
+    """breakeven_after (a target) or breakeven_at (a price) triggers the breakeven, not both; the target, if any."""
+    if after is not None and at is not None:
+        raise ValidationFailed("give breakeven_after (a target) or breakeven_at (a price), not both")
+    return after
+
+
+def _breakeven_buffer(buffer: Decimal | None, after: int | None, at: Decimal | None) -> Decimal | None:
+    if buffer is not None and after is None and at is None:
+        raise ValidationFailed("breakeven_buffer needs breakeven_after (a target) or breakeven_at (a price)")
+    return buffer
 
 
 def _target_or_targets(
@@ -182,15 +205,16 @@ def _target_or_targets(
     action: Action,
     entry: Decimal | None,
     breakeven_after: int | None,
-    breakeven_buffer: Decimal | None,
 ) -> tuple[Decimal, tuple[ScaleTarget, ...]]:
     """(the target price, the scale-out targets): one target_price, or 1-3 targets (the first one's price is the
     request's target_price until intake splits it into shares)."""
     if targets_raw is None:
         if target_price is None:
             raise ValidationFailed("target_price is required (or targets, to scale out)")
-        if breakeven_after is not None or breakeven_buffer is not None:
-            raise ValidationFailed("breakeven_after and breakeven_buffer need targets: a single target leaves no share")
+        if breakeven_after is not None:
+            raise ValidationFailed(
+                "breakeven_after needs targets: a single target leaves no share (use breakeven_at for a price)"
+            )
         return target_price, ()
     if target_price is not None:
         raise ValidationFailed("give target_price or targets, not both")
@@ -230,7 +254,7 @@ def _breakeven_after(raw: Any) -> int | None:
     text = str(raw).strip().upper().removeprefix("TARGET").removeprefix("T") if not isinstance(raw, bool) else ""
     if not text.isdigit() or not 1 <= int(text) <= MAX_TARGETS:
         raise ValidationFailed(
-            f"breakeven_after must name a target, 1 to {MAX_TARGETS}, got {raw!r} (a price as the trigger is not taken)"
+            f"breakeven_after must name a target, 1 to {MAX_TARGETS}, got {raw!r} (for a price, use breakeven_at)"
         )
     return int(text)
 
@@ -400,19 +424,21 @@ def alert_to_spec(data: dict[str, Any], account_id: str) -> BracketSpec:
         raise ValidationFailed(f"risk_percent must be at most 100, got {risk_percent}")
     raw_exit_at = _field(data, "exit_at")
     breakeven_after = _breakeven_after(data.get("breakeven_after"))
+    breakeven_at = _bounded(parse_price(_field(data, "breakeven_at"), "breakeven_at", required=False), "breakeven_at")
     breakeven_buffer = _bounded(
         parse_price(_field(data, "breakeven_buffer"), "breakeven_buffer", required=False), "breakeven_buffer"
     )
     if breakeven_buffer is not None and breakeven_buffer < 0:
         raise ValidationFailed(f"breakeven_buffer must not be negative, got {breakeven_buffer}")
+    _breakeven_trigger(breakeven_after, breakeven_at)
     raw_targets = data.get("targets")
     if raw_targets is not None:
         if _level_given(data, "target"):
             raise ValidationFailed("give target_price/percent/points or targets, not both")
-        target_price, targets = _target_or_targets(None, raw_targets, action, entry, breakeven_after, breakeven_buffer)
+        target_price, targets = _target_or_targets(None, raw_targets, action, entry, breakeven_after)
     else:
         target_price = _level(data, "target", action, entry, is_stop=False)
-        _target_or_targets(target_price, None, action, entry, breakeven_after, breakeven_buffer)
+        _target_or_targets(target_price, None, action, entry, breakeven_after)
         targets = ()
     return BracketSpec(
         account_id=AccountId(account_id),
@@ -445,5 +471,6 @@ def alert_to_spec(data: dict[str, Any], account_id: str) -> BracketSpec:
         risk_percent=risk_percent,
         targets=targets,
         breakeven_after=breakeven_after,
-        breakeven_buffer=breakeven_buffer,
+        breakeven_buffer=_breakeven_buffer(breakeven_buffer, breakeven_after, breakeven_at),
+        breakeven_at=breakeven_at,
     )

@@ -7,6 +7,12 @@ write (as the streamer persists a trailed stop), then a stop-sync request on Sto
 moves the GTT's stop leg (the one way bracketflow modifies a GTT). The streamer takes the stored stop at its next
 resync (a watched bracket's stop only ever tightens) and trails on from there. Called by finalize once the target share
 is CLOSED; a repeat finds the stops already there and changes nothing.
+
+A share whose entry was still working (or whose GTT was still being placed) when the named share exited at its target
+was not PROTECTED then, so finalize skipped it: PlaceProtection calls on_protected once it is, and the same move
+follows at once (the GTT is created with the alert's stop and moved right after, by the one path that moves a GTT).
+Each side checks after its own write (finalize after CLOSED, protection after PROTECTED), so whichever comes second
+sees the other and a share is never missed; when both see it, the second move finds the stop already there.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from bracketflow.adapters.instrument_store import current_master
 from bracketflow.adapters.sqs import send_json
 from bracketflow.contracts import StopSyncRequest, wire_time
 from bracketflow.domain.bracket import Bracket
-from bracketflow.domain.enums import BracketStatus, ExitReason
+from bracketflow.domain.enums import BracketStatus, ExitReason, PositionSide
 from bracketflow.domain.events import BreakevenStopSet
 from bracketflow.domain.scale_out import breakeven_stop, tightened
 from bracketflow.errors import ConcurrentModification
@@ -48,8 +54,35 @@ def after_close(closed: Bracket) -> list[str]:
     return moved
 
 
-def move_to_breakeven(share_id: str, after: Bracket, *, repo: BracketRepository | None = None) -> Bracket | None:
-    """Set one share's stop to breakeven (stored, at the broker, at the streamer); None when it stays as it is."""
+def on_protected(share: Bracket, last_price: Decimal | None) -> Bracket:
+    """A share just PROTECTED whose group's breakeven share has already exited at its TARGET gets its stop moved to
+    breakeven now; returns the share as it stands after."""
+    named = _closed_at_target(share)
+    if named is None:
+        return share
+    return move_to_breakeven(share.id, named, last_price=last_price) or share
+
+
+def _closed_at_target(share: Bracket, repo: BracketRepository | None = None) -> Bracket | None:
+    """The share of `share`'s group that breakeven_after names, when it is CLOSED at its target; else None."""
+    spec = share.spec
+    if not share.group or spec.breakeven_after is None or spec.share_index == spec.breakeven_after:
+        return None
+    repo = repo or BracketRepository()
+    for sibling_id in share.group:
+        sibling = None if sibling_id == share.id else repo.get(sibling_id)
+        if sibling is not None and sibling.spec.share_index == spec.breakeven_after:
+            closed = sibling.status is BracketStatus.CLOSED and sibling.exit_reason is ExitReason.TARGET
+            return sibling if closed else None
+    return None
+
+
+def move_to_breakeven(
+    share_id: str, after: Bracket, *, last_price: Decimal | None = None, repo: BracketRepository | None = None
+) -> Bracket | None:
+    """Set one share's stop to breakeven (stored, at the broker, at the streamer); None when it stays as it is.
+    last_price: the market just now, when known; a breakeven the market is not beyond is not set (the GTT could not
+    hold it and the share would be exited at once)."""
     repo = repo or BracketRepository()
     for _ in range(_ATTEMPTS):
         share = repo.get(share_id)
@@ -63,6 +96,12 @@ def move_to_breakeven(share_id: str, after: Bracket, *, repo: BracketRepository 
             logger.info(
                 "breakeven would not tighten the stop; it stays",
                 extra={"bracket_id": share.id, "stop_price": str(share.stop_price), "breakeven": str(level)},
+            )
+            return None
+        if last_price is not None and not _beyond(share.position_side, last_price, level):
+            logger.warning(
+                "the market is not beyond the breakeven stop; the stop stays",
+                extra={"bracket_id": share.id, "breakeven": str(level), "last_price": str(last_price)},
             )
             return None
         event = BreakevenStopSet(
@@ -93,6 +132,10 @@ def move_to_breakeven(share_id: str, after: Bracket, *, repo: BracketRepository 
     else:
         logger.warning("no STOP_SYNC_QUEUE_URL: the GTT keeps its stop", extra={"bracket_id": moved.id})
     return moved
+
+
+def _beyond(side: PositionSide, price: Decimal, stop: Decimal) -> bool:
+    return price > stop if side is PositionSide.LONG else price < stop
 
 
 def _tick(bracket: Bracket) -> Decimal:

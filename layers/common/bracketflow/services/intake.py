@@ -100,6 +100,7 @@ def placement_response(p: Placement) -> dict[str, Any]:
         **({"reverse_of": list(b.reverse_of)} if b.reverse_of else {}),
         **({"shares": [_share_view(share) for share in p.shares]} if p.shares else {}),
         **({"breakeven_after": s.breakeven_after} if s.breakeven_after is not None else {}),
+        **({"breakeven_at": s.breakeven_at} if s.breakeven_at is not None else {}),
     }
 
 

@@ -122,6 +122,7 @@ def bracket_view(b: Bracket, events: list[dict[str, Any]]) -> dict[str, Any]:
         "updated_at": b.updated_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         **share_of(b),
         **({"breakeven_after": s.breakeven_after} if s.breakeven_after is not None else {}),
+        **({"breakeven_at": s.breakeven_at} if s.breakeven_at is not None else {}),
         "events": events,
     }
 

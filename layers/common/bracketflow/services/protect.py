@@ -41,9 +41,11 @@ from bracketflow.contracts import WatchRequest
 from bracketflow.domain.bracket import Bracket
 from bracketflow.domain.enums import BracketStatus, LegRole, OrderStatus, PositionSide
 from bracketflow.domain.events import ProtectionPlaced
+from bracketflow.domain.scale_out import price_breakeven
 from bracketflow.domain.validation import RoundMode, check_levels, round_to_tick
 from bracketflow.errors import ConcurrentModification, InvalidStateTransition, ProtectionNotPossible, ValidationFailed
 from bracketflow.observability import logger, metrics
+from bracketflow.services import breakeven
 from bracketflow.services.lifecycle import event, load, retrying
 from bracketflow.settings import get_settings
 
@@ -76,6 +78,7 @@ def protection_request(
 def watch_request(bracket: Bracket, instrument_token: int, tick: Decimal) -> WatchRequest:
     """The streamer's watch of the bracket as it is now: its current stop, what filled and its GTT."""
     spec = bracket.spec
+    breakeven = price_breakeven(spec, bracket.entry.average_price, tick)
     return WatchRequest(
         bracket_id=bracket.id,
         instrument_token=instrument_token,
@@ -92,6 +95,8 @@ def watch_request(bracket: Bracket, instrument_token: int, tick: Decimal) -> Wat
         quantity=bracket.entry.filled_quantity,
         target_price=spec.target_price,
         gtt_id=bracket.gtt_id,
+        breakeven_at=None if breakeven is None else spec.breakeven_at,
+        breakeven_stop=breakeven,
     )
 
 
@@ -124,7 +129,8 @@ def _protect_once(bracket_id: str) -> dict[str, Any]:
     token = instrument.instrument_token if instrument else (quote.instrument_token if quote else 0) or 0
 
     if bracket.status is BracketStatus.PROTECTED and bracket.gtt_id:
-        return {"gtt_id": bracket.gtt_id, "watch": watch_request(bracket, token, tick).to_dict()}
+        protected = _breakeven_if_due(bracket, quote.last_price if quote is not None else None)
+        return {"gtt_id": bracket.gtt_id, "watch": watch_request(protected, token, tick).to_dict()}
     if bracket.status is not BracketStatus.ENTRY_FILLED:
         raise InvalidStateTransition("bracket", bracket.status.value, BracketStatus.PROTECTED.value)
 
@@ -166,7 +172,18 @@ def _protect_once(bracket_id: str) -> dict[str, Any]:
     # last change in ENTRY_FILLED) to the GTT's record; it includes BracketOrderDelaySeconds.
     unprotected_s = (protected.updated_at - bracket.updated_at).total_seconds()
     metrics.add_metric(name=metrics_names.ENTRY_TO_PROTECTION_SECONDS, unit="Seconds", value=max(0.0, unprotected_s))
+    protected = _breakeven_if_due(protected, last)
     return {"gtt_id": str(gtt_id), "watch": watch_request(protected, token, tick).to_dict()}
+
+
+def _breakeven_if_due(protected: Bracket, last: Decimal | None) -> Bracket:
+    """A scale-out share protected after its group's breakeven share exited at its target gets the breakeven stop now
+    (services/breakeven); the protection stands whatever happens to that."""
+    try:
+        return breakeven.on_protected(protected, last)
+    except Exception:
+        logger.exception("breakeven not applied on protection", extra={"bracket_id": protected.id})
+        return protected
 
 
 def leftover_gtts(broker: BrokerPort, bracket: Bracket) -> list[GttReport]:

@@ -81,7 +81,12 @@ def format_notice(event_type: str, data: Mapping[str, Any], facts: BracketFacts)
         return f"🚨 Protection failed, flattened {where} | order {_e(data.get('broker_order_id'))}{ref}"
     if event_type == "BreakevenStopSet":
         moved = f"stop {_e(data.get('old_stop'))} → {_e(data.get('new_stop'))}"
-        return f"🛡️ Stop to breakeven {where} | target {_e(data.get('after_share'))} hit, {moved}{ref}"
+        hit = (
+            f"target {_e(data.get('after_share'))} hit"
+            if data.get("breakeven_at") is None
+            else f"{_e(data.get('breakeven_at'))} reached"
+        )
+        return f"🛡️ Stop to breakeven {where} | {hit}, {moved}{ref}"
     if event_type == "FlaggedForReview":
         return f"🔎 Needs review {where} | {_e(data.get('reason'))}{ref}"
     return None

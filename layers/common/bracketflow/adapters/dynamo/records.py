@@ -320,6 +320,7 @@ _OPTIONAL_STATE_ATTRS = (
     "share_index",
     "breakeven_after",
     "breakeven_buffer",
+    "breakeven_at",
     "share_group",
     "gsi2pk",
     "gsi2sk",
@@ -411,6 +412,7 @@ def bracket_to_item(b: Bracket) -> dict[str, Any]:
         "share_index": s.share_index,
         "breakeven_after": s.breakeven_after,
         "breakeven_buffer": s.breakeven_buffer,
+        "breakeven_at": s.breakeven_at,
         "share_group": list(b.group) or None,
     }
     item.update({k: v for k, v in optional.items() if v is not None})
@@ -456,6 +458,7 @@ def bracket_from_item(item: dict[str, Any]) -> Bracket:
         share_index=None if item.get("share_index") is None else int(item["share_index"]),
         breakeven_after=None if item.get("breakeven_after") is None else int(item["breakeven_after"]),
         breakeven_buffer=dec("breakeven_buffer"),
+        breakeven_at=dec("breakeven_at"),
     )
     return Bracket(
         id=BracketId(item["bracket_id"]),

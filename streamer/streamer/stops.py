@@ -9,7 +9,7 @@
    has improved on the last synced one by at least `step_percent` of its price (and at least a tick), and at
    most once per `sync_interval_s` per bracket, so an outage of the streamer still leaves a recent stop at the
    broker without spending Kite's modification budget on every tick.
-Message: {"bracket_id", "stop_price": "<decimal>", "at": "<ISO UTC>"}.
+Message: contracts.StopSyncRequest.
 
 A price breakeven (breakeven_at reached) is stored with its own audit event (BreakevenStopSet) and synced to the
 broker at once, without waiting for the step or the interval: the trader asked for that stop at that price.
@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from bracketflow.adapters.dynamo.brackets import BracketRepository
-from bracketflow.contracts import wire_time as iso  # the stop-sync message below moves to StopSyncRequest
+from bracketflow.contracts import StopSyncRequest, wire_time
 from bracketflow.domain.enums import BracketStatus
 from bracketflow.domain.events import BreakevenStopSet, StopTrailed
 from bracketflow.domain.trailing import to_rupees
@@ -174,7 +174,7 @@ class StopKeeper:
         return outcomes
 
     def _send(self, bracket_id: str, state: SyncState, stop: int) -> None:
-        self._sync_publish({"bracket_id": bracket_id, "stop_price": str(to_rupees(stop)), "at": iso(datetime.now(UTC))})
+        self._sync_publish(StopSyncRequest(bracket_id, to_rupees(stop), wire_time(datetime.now(UTC))).to_dict())
         state.synced_stop, state.synced_at = stop, self._clock()
         self.syncs_sent += 1
 

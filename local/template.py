@@ -1,10 +1,10 @@
 """template.yaml, read the way CloudFormation + SAM would, resolved to local names and ARNs.
 
-The local stack has no CloudFormation: this module loads the template (with the short-form intrinsic tags), applies
-SAM Globals, resolves Parameters/Conditions/Mappings and the intrinsic functions, and hands back plain specs for the
-resources the local stack realises. Alarms are created in moto (which never evaluates them: a test sets their state,
-and the console's status panel reads them). Anything else (IAM, dashboards, VPC, ECS services ...) is listed in
-`skipped` and otherwise ignored.
+The local stack has no CloudFormation: this module loads the template (its short-form intrinsic tags read by
+local/cfn_yaml.py), applies SAM Globals, resolves Parameters/Conditions/Mappings and the intrinsic functions, and hands
+back plain specs for the resources the local stack realises. Alarms are created in moto (which never evaluates them:
+a test sets their state, and the console's status panel reads them). Anything else (IAM, dashboards, VPC, ECS
+services ...) is listed in `skipped` and otherwise ignored.
 """
 
 from __future__ import annotations
@@ -18,72 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from local.cfn_yaml import load_yaml
 
 log = logging.getLogger("local.template")
 
 ACCOUNT_ID = "123456789012"  # moto's default account: ARNs we compute must match the ones moto hands out
 NO_VALUE = object()  # AWS::NoValue: the property is dropped
-
-
-# ---------- YAML with CloudFormation short tags ----------
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """SafeLoader that turns `!Ref X` into `{"Ref": "X"}`, `!Sub s` into `{"Fn::Sub": s}` and so on."""
-
-
-def _construct(tag: str):
-    def construct(loader: yaml.Loader, node: yaml.Node) -> dict[str, Any]:
-        if isinstance(node, yaml.ScalarNode):
-            value: Any = loader.construct_scalar(node)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        elif isinstance(node, yaml.MappingNode):
-            value = loader.construct_mapping(node, deep=True)
-        else:  # YAML has no fourth kind of node
-            raise yaml.constructor.ConstructorError(None, None, f"!{tag} on a {type(node).__name__}", node.start_mark)
-        if tag == "Ref":
-            return {"Ref": value}
-        if tag == "Condition":
-            return {"Condition": value}
-        if tag == "GetAtt" and isinstance(value, str):
-            value = value.split(".", 1)
-        return {f"Fn::{tag}": value}
-
-    return construct
-
-
-for _tag in (
-    "Ref",
-    "Condition",
-    "GetAtt",
-    "Sub",
-    "Join",
-    "Select",
-    "Split",
-    "If",
-    "Equals",
-    "Not",
-    "And",
-    "Or",
-    "FindInMap",
-    "GetAZs",
-    "ImportValue",
-    "Base64",
-    "Cidr",
-    "Length",
-    "ToJsonString",
-):
-    _CfnLoader.add_constructor(f"!{_tag}", _construct(_tag))
-
-
-def load_yaml(path: Path) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as fh:
-        data = yaml.load(fh, Loader=_CfnLoader)
-    if not isinstance(data, dict) or "Resources" not in data:
-        raise ValueError(f"{path} is not a CloudFormation template (no Resources)")
-    return data
 
 
 # ---------- resolved resource specs ----------

@@ -161,6 +161,14 @@ class _Module:
         self.defs: dict[str, ast.AST] = {}
         self.imports: dict[str, tuple[str, str | None]] = {}  # local name -> (module, name in it | None = module)
         self.dicts: set[str] = set()  # module-level names bound to a dict: `name.get(...)` is a mapping lookup
+        # names declared as fields in a class body (`legs: tuple[int, ...]`): `self.legs` there reads data
+        self.fields: set[str] = {
+            item.target.id
+            for node in ast.walk(self.tree)
+            if isinstance(node, ast.ClassDef)
+            for item in node.body
+            if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+        }
         for node in self.tree.body:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 self.defs[node.name] = node
@@ -267,7 +275,7 @@ def reachable(code_dir: str) -> list[tuple[_Module, ast.AST]]:
     A plain name resolves through the module's own defs and imports; `module.name` through that module; any other
     `x.name` to every method called `name` in the package (we cannot know x's type, so we take them all) — except
     `x.get("literal", ...)` and `d.get(...)` on a module-level dict: mapping lookups (no repository's get is called
-    with a literal, nor on a dict)."""
+    with a literal, nor on a dict), and `self.name` where a class of the module declares `name` as a field."""
     app = _Module(ROOT / code_dir / "app.py")
     pending: list[tuple[_Module, ast.AST]] = [(app, app.tree)]
     pending.extend(
@@ -314,6 +322,8 @@ def reachable(code_dir: str) -> list[tuple[_Module, ast.AST]]:
                 alias = _module_alias(module, sub.value.id) if isinstance(sub.value, ast.Name) else None
                 if alias is not None:
                     pending.extend(_lookup(alias, sub.attr))
+                elif isinstance(sub.value, ast.Name) and sub.value.id == "self" and sub.attr in module.fields:
+                    continue  # a field of this module's own class, read as data
                 elif id(sub) not in mapping_gets:
                     pending.extend(_methods().get(sub.attr, []))
     return out

@@ -56,9 +56,10 @@ def test_the_stop_moves_to_breakeven_at_the_price_and_the_bracket_exits_there_on
     )
     assert triggers(stack, protected.gtt_id) == [Decimal("1480"), Decimal("1600")]
 
-    # When INFY is bid at 1520 (re-quoted until the streamer, which may still be picking the bracket up, has seen it)
+    # When INFY trades and is bid at 1520 (re-quoted until the streamer, which may still be picking the bracket up, has
+    # seen it; its first packets after subscribing may come without depth, and then the reference price is the LTP)
     def reached() -> dict[str, Any] | None:
-        quote(stack, "1520.05", "1520", "1520.05")
+        quote(stack, "1520", "1520", "1520.05")
         return breakeven_event(bracket_id)
 
     moved = wait_for("the streamer's breakeven", reached, timeout_s=BOUND_S)

@@ -68,7 +68,7 @@ fmt: venv
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
 
-## make typecheck: mypy over the layer, the streamer, the paper exchange, the local stack and every function
+## make typecheck: mypy over the layer, the streamer, the paper exchange, the local stack, every function, the benchmarks
 ## (the files pyproject.toml's [tool.mypy] names).
 typecheck: venv
 	@$(VENV)/bin/mypy

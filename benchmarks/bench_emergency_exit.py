@@ -58,7 +58,7 @@ def run() -> dict[str, Any]:
         _paper(paper_url, "quotes", {"quotes": [row]})
         repo = BracketRepository()
         for i in range(BRACKETS):
-            body = {
+            body: dict[str, Any] = {
                 "symbol": "INFY",
                 "exchange": "NSE",
                 "product": "MIS",

@@ -71,7 +71,7 @@ def _seed(stack: Any, index: int) -> str:
         status=BracketStatus.PROTECTED,
         version=4,
         stop_price=Decimal("1490"),
-        entry=LegOrder(LegRole.ENTRY, OrderStatus.EXECUTED, entry, 1, 1, Decimal("1500")),  # type: ignore[arg-type]
+        entry=LegOrder(LegRole.ENTRY, OrderStatus.EXECUTED, entry, 1, 1, Decimal("1500")),
         gtt_id=str(gtt_id),
     )
     BracketRepository().create(protected, [{"type": "ProtectionPlaced", "gtt_id": str(gtt_id), "bench": index}])

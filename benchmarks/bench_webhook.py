@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,7 @@ class _AwsTimer:
                 timer.seconds += time.perf_counter() - t0
                 timer.calls += 1
 
-        BaseClient._make_api_call = timed  # type: ignore[method-assign]
+        BaseClient._make_api_call = timed
         return lambda: setattr(BaseClient, "_make_api_call", original)
 
 
@@ -163,7 +164,9 @@ def _warm() -> dict[str, Any]:
 
             reset_clients()
             reset_pepper_cache()
-            limits = RiskLimits(max_open_brackets=10**6, daily_loss_limit=10**9, max_order_value=10**12)
+            limits = RiskLimits(
+                max_open_brackets=10**6, daily_loss_limit=Decimal(10**9), max_order_value=Decimal(10**12)
+            )
             _, key = create_account("Bench", limits=limits)
             handler = importlib.import_module("functions.webhook.app").lambda_handler
             # Each alert is distinct (its own strategy), so each is a full registration, not a duplicate.
@@ -187,8 +190,8 @@ def _warm() -> dict[str, Any]:
             for i in range(20):  # warm-up: first-call imports, client creation, the pepper read
                 handler(_event(alerts[N + i], N + i), _Context())
             _clear_all_but_accounts(boto3.resource("dynamodb", region_name=REGION).Table(TABLE))
-            new_ms, resend_ms, statuses = [], [], set()
-            new_own, resend_own, new_calls, resend_calls = [], [], [], []
+            new_ms, resend_ms, new_own, resend_own = list[float](), list[float](), list[float](), list[float]()
+            new_calls, resend_calls, statuses = list[int](), list[int](), set[int]()
             timer = _AwsTimer()
             uninstall = timer.install()
             table = boto3.resource("dynamodb", region_name=REGION).Table(TABLE)
@@ -258,7 +261,8 @@ class _RequestProbe:
         def invoke(name: str, event: Any) -> Any:
             if runtime.spec(name).logical_id != "WebhookFunction":
                 return original_invoke(name, event)
-            probe._local.calls = calls = []
+            calls: list[Any] = []
+            probe._local.calls = calls
             t0, cpu0 = time.perf_counter(), time.thread_time()
             try:
                 return original_invoke(name, event)
@@ -267,11 +271,11 @@ class _RequestProbe:
                 probe._local.calls = None
                 probe.requests.append({"wall_ms": wall, "thread_cpu_ms": cpu, "calls": calls})
 
-        BaseClient._make_api_call = timed_call  # type: ignore[method-assign]
+        BaseClient._make_api_call = timed_call
         runtime.invoke = invoke
 
         def uninstall() -> None:
-            BaseClient._make_api_call = original_call  # type: ignore[method-assign]
+            BaseClient._make_api_call = original_call
             del runtime.invoke  # back to the class's
 
         return uninstall

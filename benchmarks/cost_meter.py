@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import json
 import math
@@ -96,7 +97,7 @@ class Meter:
                 print(f"bench_cost: could not meter {service}.{action}: {exc!r}", file=sys.stderr)
             return result
 
-        BaseResponse.call_action = call_action  # type: ignore[method-assign]
+        BaseResponse.call_action = call_action  # type: ignore[method-assign,assignment]
         self._undo.append(lambda: setattr(BaseResponse, "call_action", original_call))
 
         runtime = stack.runtime
@@ -128,7 +129,7 @@ class Meter:
             stream = getattr(handler, "stream", None)
             if stream is not None:
                 handler.stream = _CountingStream(stream, self)  # type: ignore[attr-defined]
-                self._undo.append(lambda h=handler, s=stream: setattr(h, "stream", s))
+                self._undo.append(functools.partial(setattr, handler, "stream", stream))
 
     def uninstall(self) -> None:
         while self._undo:

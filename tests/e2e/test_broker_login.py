@@ -7,12 +7,14 @@ replaced Kite session does, so the test also shows the streamer and a warm Lambd
 themselves. Before that, with nobody logged in, the pre-market check publishes its alarm metric and sends Telegram
 (a Bot API stand-in on 127.0.0.1) once.
 
-The screenshot of the "session valid" page is the README's (docs/images/kite-login-session-valid.png).
+The screenshot of the "session valid" page is the README's (docs/images/kite-login-session-valid.png): written there
+when UPDATE_SCREENSHOTS=1, as the console's tests do; otherwise to the test's temporary directory.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -149,7 +151,7 @@ def test_without_a_login_the_premarket_check_raises_its_alarm_and_telegram_once(
     assert health["broker_session"]["state"] == "none"
 
 
-def test_the_login_link_in_a_headless_browser_ends_on_a_valid_session(stack, capsys, monkeypatch):
+def test_the_login_link_in_a_headless_browser_ends_on_a_valid_session(stack, capsys, monkeypatch, tmp_path):
     monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
     from playwright.sync_api import sync_playwright
 
@@ -174,8 +176,10 @@ def test_the_login_link_in_a_headless_browser_ends_on_a_valid_session(stack, cap
             assert "status=success" in page.url and "request_token=" in page.url
             assert page.inner_text("h1") == "Kite session valid"
             assert "valid until 06:00 IST" in page.inner_text("#message")
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT))
+            target = SCREENSHOT if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path / SCREENSHOT.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(target))
+            assert target.stat().st_size > 0
         finally:
             browser.close()
 

@@ -371,6 +371,7 @@ class Streamer:
                 messages=self.messages,
                 exits=self.exits_detected,
                 reconnects=self.supervisor.reconnects,
+                breakevens=self.keeper.breakevens_stored,
                 watched=len(self.engine),
                 feed_lag_s=self.feed_lag_s,
             ),

@@ -1,7 +1,8 @@
 """The streamer's EMF metrics, flushed periodically from their own thread (never per tick).
 
 TicksPerSecond and MessagesPerSecond over the last interval, FeedLagSeconds (wall clock minus the exchange time of
-a sampled full packet), Exits and Reconnects in the interval, WatchedBrackets, and Heartbeat = 1 on every flush —
+a sampled full packet), Exits, Reconnects and BreakevenStopsSet (price breakevens stored) in the interval,
+WatchedBrackets, and Heartbeat = 1 on every flush —
 the "streamer heartbeat stale" alarm fires when Heartbeat stops arriving.
 """
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from bracketflow import metrics_names
 from bracketflow.observability import logger, metrics
 
 
@@ -22,6 +24,7 @@ class Counters:
     messages: int = 0
     exits: int = 0
     reconnects: int = 0
+    breakevens: int = 0
     watched: int = 0
     feed_lag_s: float | None = None
 
@@ -38,6 +41,7 @@ class MetricsFlusher:
             "WatchedBrackets": current.watched,
             "Exits": current.exits - self.last.exits,
             "Reconnects": current.reconnects - self.last.reconnects,
+            metrics_names.BREAKEVEN_STOPS_SET: current.breakevens - self.last.breakevens,
         }
         if elapsed and elapsed > 0:
             values["TicksPerSecond"] = (current.packets - self.last.packets) / elapsed

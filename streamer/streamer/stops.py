@@ -120,6 +120,7 @@ class StopKeeper:
         self._sync: dict[str, SyncState] = {}
         self.writes: dict[str, int] = {}  # outcome -> count
         self.syncs_sent = 0
+        self.breakevens_stored = 0  # price breakevens this streamer stored (its BreakevenStopsSet metric)
 
     def track(self, bracket_id: str, *, is_long: bool, broker_stop: int) -> None:
         """A newly watched bracket; broker_stop is the stop its GTT holds now (paise). The GTT was placed (or last
@@ -170,6 +171,7 @@ class StopKeeper:
                 "breakeven stop", extra={"bracket_id": bracket_id, "stop_price": str(to_rupees(stop)), "write": outcome}
             )
             if outcome == WRITTEN:
+                self.breakevens_stored += 1
                 self._send(bracket_id, state, stops.get(bracket_id, stop))
         return outcomes
 

@@ -250,6 +250,25 @@ def test_a_breakeven_stop_stored_by_the_workflow_is_taken_at_resync_and_exits_th
     assert (exits[0]["bracket_id"], exits[0]["reason"], exits[0]["stop_price"]) == (bracket.id, "TRAIL_STOP", "1501.00")
 
 
+def test_a_price_breakeven_is_stored_synced_and_counted_in_the_streamers_metrics(fast, start_streamer):
+    # Given a streamer watching a LONG bought at 1500, stop 1480, a 30-point trail and breakeven at 1520
+    from bracketflow import metrics_names
+
+    bracket = seed_protected(fast.paper, trail={"type": "points", "value": "30"}, breakeven_at=Decimal("1520"))
+    streamer = start_streamer()
+    eventually(lambda: streamer.stop_of(bracket.id) == 148000, "resync to watch the bracket")
+    assert streamer.flush_metrics()[metrics_names.BREAKEVEN_STOPS_SET] == 0
+    # When the price reaches 1520
+    quote(fast.paper, "1520")
+    # Then the stop is at the entry (no cost buffer), stored, and sent to the broker's GTT
+    eventually(lambda: streamer.stop_of(bracket.id) == 150000, "the breakeven stop")
+    syncs = eventually(lambda: drain(fast, "stop-sync"), "the breakeven's stop sync")
+    assert (syncs[-1]["bracket_id"], Decimal(syncs[-1]["stop_price"])) == (bracket.id, Decimal("1500"))
+    # And the next metrics flush counts one breakeven, the one after none
+    assert streamer.flush_metrics()[metrics_names.BREAKEVEN_STOPS_SET] == 1
+    assert streamer.flush_metrics()[metrics_names.BREAKEVEN_STOPS_SET] == 0
+
+
 def test_order_updates_from_the_ticker_reach_the_watchers_queue(fast, start_streamer):
     # Given the streamer connected
     from bracketflow.adapters.broker import get_broker

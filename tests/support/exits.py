@@ -89,6 +89,7 @@ def seed_protected(
     quantity: int = 10,
     trail: dict[str, str] | None = None,
     side: str = "BUY",
+    breakeven_at: Decimal | None = None,
 ) -> Any:
     """A PROTECTED INFY bracket: entry filled at the paper exchange, a real two-leg GTT, stored in the table."""
     from bracketflow.adapters.broker import get_broker
@@ -122,6 +123,7 @@ def seed_protected(
         sl_price=sl,
         target_price=target,
         trail=TrailSpec(TrailType(trail["type"]), Decimal(trail["value"])) if trail else None,
+        breakeven_at=breakeven_at,
     )
     created = Bracket.register(spec, now=datetime.now(UTC))
     broker = get_broker()

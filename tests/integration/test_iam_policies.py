@@ -26,6 +26,7 @@ from typing import Any
 import botocore.session
 import pytest
 
+from bracketflow.settings import Settings
 from local.template import load_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -469,3 +470,36 @@ def test_exempt_calls_cannot_happen_in_a_deployed_stack() -> None:
     # Then the stage can never be "local" and no function reads Telegram from SSM
     assert "local" not in doc["Parameters"]["Stage"]["AllowedValues"]
     assert "TELEGRAM_PARAMETER_NAME" not in variables
+
+
+# Settings naming another resource of the stack: a function whose code reads one needs it in its environment, or
+# the call is skipped (a queue message not sent) or fails on a deployed stack while the local one, which gives every
+# function every variable, works.
+RESOURCE_SETTINGS = {
+    name: field.alias
+    for name, field in Settings.model_fields.items()
+    if field.alias and field.alias.endswith(("_QUEUE_URL", "_STATE_MACHINE_ARN", "_BRACKET_FUNCTION"))
+}
+
+
+def test_resource_settings_are_the_ones_checked() -> None:
+    # Given the settings that name the stack's queues, state machines and functions, Then the check below sees them
+    assert {"STOP_SYNC_QUEUE_URL", "EXIT_QUEUE_URL", "BRACKET_STATE_MACHINE_ARN", "RECONCILE_BRACKET_FUNCTION"} <= set(
+        RESOURCE_SETTINGS.values()
+    )
+
+
+@pytest.mark.parametrize("function_id", sorted(FUNCTIONS))
+def test_function_has_the_resource_variables_its_code_reads(function_id: str) -> None:
+    # Given the settings naming the stack's resources that the function's code can read
+    doc = load_yaml(ROOT / "template.yaml")
+    env = set((doc["Resources"][function_id]["Properties"].get("Environment") or {}).get("Variables") or {})
+    env |= set(doc["Globals"]["Function"]["Environment"]["Variables"])
+    read = {
+        RESOURCE_SETTINGS[sub.attr]
+        for _, node in reachable(FUNCTIONS[function_id])
+        for sub in _body_nodes(node)
+        if isinstance(sub, ast.Attribute) and sub.attr in RESOURCE_SETTINGS
+    }
+    # Then the template sets each of them for it
+    assert read - env == set()

@@ -304,6 +304,21 @@ def test_an_open_bracket_the_other_way_on_the_same_symbol_is_guard_blocked(aws, 
     _assert_blocked(aws, answer, 409, "GUARD_BLOCKED:OPPOSITE_OPEN_BRACKET")
 
 
+def test_a_blocked_scale_out_answer_names_every_refused_share(aws, trader):
+    # Given an open bracket one way, and a scale-out alert in three shares the other way
+    assert call_api("POST", PLACE, bracket_request(trader.api_key, strategy="a")).status == 200
+    targets = [{"price": "1450", "share": 40}, {"price": "1440", "share": 30}, {"price": "1430", "share": 30}]
+    answer = call_api("POST", PLACE, bracket_request(trader.api_key, strategy="b", action="SELL", sl_price=1520,
+                                                      target_price=None, targets=targets))  # fmt: skip
+    # Then it is refused, and the answer names each share's FAILED bracket, not only the first
+    _assert_blocked(aws, answer, 409, "GUARD_BLOCKED:OPPOSITE_OPEN_BRACKET")
+    shares = answer.body["shares"]
+    assert [s["share_index"] for s in shares] == [1, 2, 3] and shares[0]["bracket_id"] == answer.body["bracket_id"]
+    stored = {i["bracket_id"]: i["status"] for i in brackets(aws)}
+    assert {stored[s["bracket_id"]] for s in shares} == {"FAILED"} and len({s["bracket_id"] for s in shares}) == 3
+    assert {s["bracket_status"] for s in shares} == {"FAILED"}
+
+
 def test_an_open_bracket_for_the_same_symbol_and_strategy_is_duplicate_blocked(aws, trader):
     assert call_api("POST", PLACE, bracket_request(trader.api_key, strategy="a")).status == 200
     answer = call_api("POST", PLACE, bracket_request(trader.api_key, strategy="a", quantity=20))

@@ -61,14 +61,29 @@ class BracketRefused(BracketflowError):
     """The bracket was registered, then refused by a risk, guard or duplicate check; it is FAILED with the tag.
 
     Risk blocks answer 403, guard and duplicate blocks 409; the body carries the bracket id and the tag so the
-    trader can find the refused bracket in the order book.
+    trader can find the refused bracket in the order book, and for a scale-out every share's refused bracket
+    (`shares`: bracket_id, share_index, bracket_status), as its accepted answer does.
     """
 
-    def __init__(self, message: str, *, bracket_id: str, tag: str, status_code: int) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        bracket_id: str,
+        tag: str,
+        status_code: int,
+        shares: tuple[dict[str, object], ...] = (),
+    ) -> None:
         super().__init__(message)
         self.bracket_id = bracket_id
         self.tag = tag
         self.status_code = status_code
+        self.shares = shares
+
+    def body(self) -> dict[str, object]:
+        """What the answer carries besides the message."""
+        shares = {"shares": list(self.shares)} if self.shares else {}
+        return {"bracket_id": self.bracket_id, "tag": self.tag, **shares}
 
 
 class BrokerMisconfigured(BracketflowError):

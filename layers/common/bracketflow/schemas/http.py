@@ -198,7 +198,7 @@ def make_resolver(title: str, description: str, *, swagger: bool = True) -> APIG
 
     @app.exception_handler(BracketRefused)
     def _blocked(exc: BracketRefused) -> Response:
-        return error(exc.status_code, exc.message, bracket_id=exc.bracket_id, tag=exc.tag)
+        return error(exc.status_code, exc.message, **exc.body())
 
     @app.exception_handler(BracketflowError)
     def _known(exc: BracketflowError) -> Response:

@@ -118,7 +118,7 @@ def _share_view(share: Bracket) -> dict[str, Any]:
 def _error_payload(exc: BracketflowError) -> dict[str, Any]:
     out: dict[str, Any] = {"status": "error", "message": exc.message}
     if isinstance(exc, BracketRefused):
-        out |= {"bracket_id": exc.bracket_id, "tag": exc.tag}
+        out |= exc.body()
     return out
 
 

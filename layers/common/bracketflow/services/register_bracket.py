@@ -274,13 +274,19 @@ def _register(
 
 
 def _refuse(repo: BracketRepository, brackets: list[Bracket], block: risk.Block) -> None:
-    """Block every bracket of the request (each share of a scale-out) and answer with the first one's id."""
+    """Block every bracket of the request (each share of a scale-out) and answer with the first one's id and, for a
+    scale-out, every share's: each is a FAILED record the trader finds in the order book."""
     blocked = [_block(repo, b, block) for b in brackets]
     raise BracketRefused(
         f"bracket {blocked[0].id} blocked: {block.tag}",
         bracket_id=blocked[0].id,
         tag=block.tag,
         status_code=_BLOCK_STATUS[block.kind],
+        shares=tuple(
+            {"bracket_id": b.id, "share_index": b.spec.share_index, "bracket_status": b.status.value} for b in blocked
+        )
+        if len(blocked) > 1
+        else (),
     )
 
 

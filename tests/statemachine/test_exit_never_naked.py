@@ -34,6 +34,7 @@ from tests.support.stack import (
     market_fixture,
     net_position,
     paper,
+    place,
     protected_bracket,
     quote,
     run_reconcile,
@@ -170,6 +171,38 @@ def test_an_exit_whose_invocation_died_after_deleting_the_gtt_is_resumed_within_
     assert [(o["status"], o["filled_quantity"]) for o in exit_orders(market, b.id)] == [("COMPLETE", 10)]
     assert net_position(market, "INFY") == 0
     assert done.exit_reason.value == "STOP"
+
+
+# ---------- an emergency flatten whose invocation died, with a GTT the broker lists late ----------
+
+
+def test_an_emergency_flatten_that_died_sweeps_a_gtt_the_broker_lists_late_before_the_bracket_closes(market):
+    # Given the broker creates the GTT, answers 500, and lists it only after protection's own look (1 s) has given up,
+    # but within the broker's listing window (3 s); and emergency flattens that die right after the broker placed
+    # them (a Lambda timeout: its sweeps after the flatten never run)
+    listed_after_s = 2.9
+    rules = [
+        {"kind": "http_500_after", "match": {"path": "/gtt/triggers", "method": "POST"}},
+        {"kind": "slow_visibility", "match": {"path": "/gtt/triggers", "method": "POST"}, "seconds": listed_after_s},
+    ]
+    paper(market, "faults", {"rules": rules})
+    crash = CrashAfterBroker(1.0, seed=5, functions=["EmergencyExitFunction"])
+    undo = crash.install(str(market.paper_url))
+    try:
+        # When a MARKET BUY 10 INFY bracket fills, protection gives up and the position is flattened
+        bracket_id = place(market, fresh_strategy("late-gtt"), price_type="MARKET")
+        wait_for("the flatten's invocation to die", lambda: crash.fired["EmergencyExitFunction"] >= 1, 60)
+        crash.rate = 0
+        closed = wait_for_status(bracket_id, "CLOSED", "NEEDS_REVIEW", timeout_s=STATUS_BOUND_S)
+    finally:
+        undo()
+    assert closed.status.value == "CLOSED" and closed.exit_reason.value == "EMERGENCY", event_types(bracket_id)
+    assert net_position(market, "INFY") == 0
+    # Then by the time the bracket is closed, the GTT the lost create made is gone: the workflow's retry of the
+    # flatten swept once more after the listing window (left alive, it would fire into the flat account)
+    wait_for("the broker to show everything it made", lambda: paper(market, "state", method="GET")["hidden"] == 0)
+    assert live_gtts(market) == [], gtts(market)
+    assert [g["status"] for g in gtts(market)] == ["deleted"]
 
 
 # ---------- a GTT child the market gapped past ----------

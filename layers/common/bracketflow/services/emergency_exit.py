@@ -13,7 +13,9 @@ protect this fill (services/protect.py leftover_gtts) are deleted before flatten
 read (the flatten never waits for it), and again after it, where a failure to read or delete fails the step so the
 workflow's retry sweeps once more; a retry that finds the flatten already placed only sweeps. The broker may list a
 new GTT only seconds after creating it, so an emergency flatten sweeps once more when BROKER_LOOKUP_WINDOW_S has
-passed since the first sweep (the position is already flat by then: this wait delays nothing that protects it).
+passed since the flatten was recorded (the position is already flat by then: this wait delays nothing that protects
+it); a retry after an attempt that died before that sweep (a Lambda timeout right after the broker placed the
+flatten) waits what is left of the window and sweeps then, before the workflow can close the bracket.
 Such a GTT may even have fired already (the market went through its stop): then its order is the exit, and the
 bracket is recorded PROTECTED by it instead of being flattened a second time (protect.adopt_fired_twin); when the
 GTT list cannot be read, the flatten goes ahead (an open position waits for nothing), unless the order book shows an
@@ -40,7 +42,7 @@ from bracketflow.domain.events import EmergencyExitPlaced, ExitPlaced, ExitReque
 from bracketflow.domain.ids import BrokerOrderId, order_tag
 from bracketflow.errors import BrokerError, BrokerUnavailable, InvalidStateTransition
 from bracketflow.observability import logger, metrics
-from bracketflow.services.lifecycle import event, load, requested_exit_reason, retrying
+from bracketflow.services.lifecycle import event, load, requested_exit_reason, retrying, utc_now
 from bracketflow.services.protect import adopt_fired_twin, delete_leftover_gtts, sweep_request
 from bracketflow.services.working_entry import settle_before_exit
 from bracketflow.settings import get_settings
@@ -67,8 +69,10 @@ def emergency_exit(bracket_id: str, reason: str, exit_reason: ExitReason = ExitR
     bracket = load(bracket_id)
     if bracket.exit is not None and bracket.exit.broker_order_id and bracket.status is not BracketStatus.ENTRY_FILLED:
         # Someone already exits it (an earlier attempt of ours, or the exit Lambda): wait for that exit, with no GTT
-        # of ours left behind (an earlier attempt may have failed on the sweep after its flatten).
+        # of ours left behind (an earlier attempt may have failed on the sweep after its flatten, or died before it).
         delete_leftover_gtts(bracket)
+        if bracket.exit_reason is ExitReason.EMERGENCY:
+            _sweep_after_listing_window(bracket)
         return _result(bracket)
     if bracket.status in (BracketStatus.EXITING, BracketStatus.EXIT_FAILED):
         # An exit is under way that this attempt did not record (its order refused or cancelled, and the exit
@@ -108,9 +112,18 @@ def emergency_exit(bracket_id: str, reason: str, exit_reason: ExitReason = ExitR
     recorded = _record(bracket_id, order_id, quantity, reason, exit_reason)
     delete_leftover_gtts(bracket)
     if exit_reason is ExitReason.EMERGENCY:
-        time.sleep(get_settings().broker_lookup_window_s)  # a GTT the broker lists late is swept too
-        delete_leftover_gtts(bracket)
+        _sweep_after_listing_window(recorded)
     return _result(recorded)
+
+
+def _sweep_after_listing_window(flattened: Bracket) -> None:
+    """Sweep once more when BROKER_LOOKUP_WINDOW_S has passed since the flatten was recorded (`updated_at`): a GTT a
+    lost create answer made before it is listed by then. A retry after an attempt that died before this sweep waits
+    only what is left of the window (the position is already flat: the wait delays nothing that protects it)."""
+    window = get_settings().broker_lookup_window_s
+    waited = (utc_now() - flattened.updated_at).total_seconds()
+    time.sleep(min(max(0.0, window - waited), window))
+    delete_leftover_gtts(flattened)
 
 
 def _fired_twin_or_none(broker: BrokerPort, bracket: Bracket) -> Bracket | None:

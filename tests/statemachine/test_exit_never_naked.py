@@ -266,6 +266,27 @@ def test_a_position_closed_by_hand_is_not_taken_for_the_gtt_fill_and_its_gtt_doe
     assert net_position(market, "INFY") == 0
 
 
+def test_a_quick_round_trip_by_hand_is_not_taken_for_a_close_while_its_second_leg_works(market, kite: KiteConnect):
+    # Given a protected BUY 10 INFY MIS, its GTT live at the broker
+    b = protected_bracket(market, fresh_strategy("round-trip"), timeout_s=STATUS_BOUND_S)
+    hand = {"variety": "regular", "exchange": "NSE", "tradingsymbol": "INFY", "quantity": 10, "product": "MIS"}
+    # When the trader sells 10 INFY MIS by hand and buys them back at once, the buy filling only seconds later
+    sold = kite.place_order(**hand, transaction_type="SELL", order_type="LIMIT", price=1499.95)
+    assert kite.order_history(sold)[-1]["status"] == "COMPLETE"
+    paper(market, "faults", {"rules": [{"kind": "delay_fill", "match": {"tradingsymbol": "INFY"}, "seconds": 6}]})
+    bought = kite.place_order(**hand, transaction_type="BUY", order_type="LIMIT", price=1500.05)
+    assert kite.order_history(bought)[-1]["status"] == "OPEN"
+    # (the watcher has the bracket reconciled at once on the sell it saw, while the buy still works)
+    wait_for("the sell to be seen", lambda: _seen(sold), STATUS_BOUND_S)
+    wait_for("the buy back to fill", lambda: net_position(market, "INFY") == 10, STATUS_BOUND_S)
+    run_reconcile(market)
+    # Then the bracket still holds the position, its GTT live: the flat moment was the trader's round trip, not a
+    # close, and taking it for one would have cancelled the stop of a position that is open again
+    after = wait_for_status(b.id, "PROTECTED", "CLOSED", "NEEDS_REVIEW", timeout_s=STATUS_BOUND_S)
+    assert after.status.value == "PROTECTED", event_types(b.id)
+    assert str(after.gtt_id) in live_gtts(market)
+
+
 def test_a_whole_position_closed_by_hand_in_one_order_closes_every_bracket_on_it(market, kite: KiteConnect):
     # Given two protected brackets on INFY MIS (BUY 10 and BUY 4: the broker's net position is 14)
     first = protected_bracket(market, fresh_strategy("bulk-a"), timeout_s=STATUS_BOUND_S)

@@ -107,6 +107,8 @@ def _result(repo: BracketRepository, bracket_id: str, outcome: Outcome) -> dict[
 # An EXITING bracket with no exit order whose position the broker shows flat this long is closed from the order that
 # flattened it: the exit Lambda refuses to place an exit into a flat position and retries in seconds meanwhile.
 EXITING_FLAT_AFTER_S = 10.0
+# A flat position is not taken for a close while an order that would reopen it, placed less than this ago, works.
+REOPEN_GRACE_S = 30.0
 
 
 class _LookLive(Exception):
@@ -252,6 +254,11 @@ def _position_flat(bracket: Bracket, view: BrokerView, gtt: GttReport | None) ->
     order that closed it, alone or with others' positions, or flagged when no order explains it."""
     spec = bracket.spec
     _confirm(view)
+    if view.reopening_orders(bracket, REOPEN_GRACE_S):
+        # An order on the entry side placed moments ago still works (the second leg of the trader's quick round
+        # trip): when it fills the position is back and this bracket's GTT protects it again. Looked at again by
+        # the next run, when the book has settled; the grace is short, so a resting order cannot defer this for long.
+        return None
     if gtt is not None and gtt.status == "active":
         cancel_gtt(gtt.gtt_id)  # with no position at the broker, it could only open one
     filled_at = _entry_filled_at(bracket)

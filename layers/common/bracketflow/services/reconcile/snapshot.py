@@ -133,6 +133,23 @@ class BrokerView:
         ]
         return sorted(found, key=lambda o: (aware(o.order_timestamp or since), str(o.order_id)))
 
+    def reopening_orders(self, bracket: Bracket, within_s: float) -> list[OrderReport]:
+        """Orders still working on the bracket's entry side of its instrument and product, placed less than
+        `within_s` before this view was taken: a trader's quick round trip whose second leg has not filled yet
+        (the position it took flat comes back when it fills)."""
+        spec = bracket.spec
+        return [
+            o
+            for o in self.orders.values()
+            if not o.is_terminal
+            and o.exchange == spec.exchange.value
+            and o.tradingsymbol == spec.symbol
+            and o.product == spec.product.value
+            and o.transaction_type == spec.action.value
+            and o.order_timestamp is not None
+            and (aware(self.taken_at) - aware(o.order_timestamp)).total_seconds() < within_s
+        ]
+
     def closing_order(self, bracket: Bracket, filled_at: datetime | None) -> OrderReport | None:
         """The order that closed this bracket's position at the broker: COMPLETE, the exit side of the same
         instrument and product, for the bracket's whole filled quantity, placed at or after the entry's last fill

@@ -232,6 +232,26 @@ def test_a_gtt_fired_through_a_gap_whose_child_does_not_fill_is_exited_at_market
     assert done.exit_reason.value == "STOP"
 
 
+def test_a_gtt_whose_order_the_exchange_refuses_has_its_position_exited_at_once(market):
+    # Given a protected BUY 10 INFY (GTT target trigger 1550), and an exchange that refuses the GTT's order
+    b = protected_bracket(market, fresh_strategy("child-refused"), timeout_s=STATUS_BOUND_S)
+    paper(market, "faults", {"rules": [{"kind": "reject", "match": {"path": "/gtt/triggers"}}]})
+    # When the market runs past the target: the GTT fires, and its LIMIT sell is REJECTED
+    quote(market, "1551", "1550.95", "1551.05")
+    gtt = next(g for g in gtts(market) if str(g["id"]) == str(b.gtt_id))
+    assert gtt["status"] == "triggered"
+    (fired,) = [leg["result"]["order_result"] for leg in gtt["orders"] if leg.get("result")]  # the target leg
+    child = next(o for o in broker_orders(market, "INFY") if str(o["order_id"]) == str(fired["order_id"]))
+    assert child["status"] == "REJECTED"
+    # Then, with no scheduled reconciliation on this stack and no stop crossed for the streamer to see, the watcher's
+    # sight of the refused order has the bracket exited at market: CLOSED, flat, one exit order
+    done = wait_for_status(b.id, "CLOSED", "NEEDS_REVIEW", timeout_s=STATUS_BOUND_S)
+    assert done.status.value == "CLOSED", event_types(b.id)
+    assert [(o["status"], o["filled_quantity"]) for o in exit_orders(market, b.id)] == [("COMPLETE", 10)]
+    assert net_position(market, "INFY") == 0
+    assert done.exit_reason.value == "TARGET"
+
+
 # ---------- a position closed by hand at the broker ----------
 
 

@@ -175,6 +175,8 @@ def _apply(fact: OrderFact) -> str:
             raise UpdateNotYetMatched(f"order {fact.order_id} (tag {fact.tag}) is not mapped to a bracket yet")
     if not fact.tag and fact.status == "COMPLETE":
         return _gtt_child_filled(fact)
+    if not fact.tag and fact.status in ("REJECTED", "CANCELLED") and fact.filled_quantity == 0:
+        return _gtt_child_dead(fact)
     metrics.add_metric(name="UnmatchedOrderUpdates", unit="Count", value=1)
     return "unmatched"
 
@@ -231,8 +233,9 @@ def _placed_by_its_gtt(bracket: Bracket, order_id: str) -> bool:
     return order_id in {str(i) for i in report.triggered_order_ids}
 
 
-def _gtt_child_filled(fact: OrderFact) -> str:
-    same_position = [
+def _on_the_position_of(fact: OrderFact) -> list[Bracket]:
+    """Open brackets with a GTT whose exit this untagged order could be: same instrument, product and exit side."""
+    return [
         b
         for b in BracketRepository().list_open()
         if b.status in (BracketStatus.PROTECTED, BracketStatus.EXITING)
@@ -242,6 +245,31 @@ def _gtt_child_filled(fact: OrderFact) -> str:
         and b.spec.exit_action.value == fact.transaction_type
         and b.spec.product.value == fact.product
     ]
+
+
+def _gtt_child_dead(fact: OrderFact) -> str:
+    """An untagged order refused or cancelled with nothing filled. When a PROTECTED bracket's GTT placed it (the GTT
+    fired and the exchange refused its order), nothing protects that position any more, and the streamer dropped
+    the bracket when its GTT fired: its reconciliation starts now, not at the next scheduled run, and exits what is
+    open at market."""
+    owners = [
+        b
+        for b in _on_the_position_of(fact)
+        if b.status is BracketStatus.PROTECTED and _placed_by_its_gtt(b, fact.order_id)
+    ]
+    if not owners:
+        metrics.add_metric(name="UnmatchedOrderUpdates", unit="Count", value=1)
+        return "unmatched"
+    logger.warning(
+        "a GTT's order was refused or cancelled: reconciling its bracket now",
+        extra={"order_id": fact.order_id, "status": fact.status, "bracket_ids": [b.id for b in owners]},
+    )
+    reconcile_at_once([b.id for b in owners], settle_s=0.0)
+    return f"gtt-order:{fact.status}"
+
+
+def _gtt_child_filled(fact: OrderFact) -> str:
+    same_position = _on_the_position_of(fact)
     owners = [b for b in same_position if _placed_by_its_gtt(b, fact.order_id)]
     candidates = [b for b in owners if b.status is BracketStatus.PROTECTED or _fired_into(b, fact)]
     if len(candidates) != 1:
@@ -259,15 +287,17 @@ def _gtt_child_filled(fact: OrderFact) -> str:
     return f"gtt:{bracket.status.value}"
 
 
-def reconcile_at_once(bracket_ids: list[str]) -> None:
+def reconcile_at_once(bracket_ids: list[str], settle_s: float | None = None) -> None:
     """Start each bracket's reconciliation now (asynchronously), not at the next scheduled run: a position closed by
-    hand keeps its GTT until then, and the GTT would fire into the flat account. Best effort: the schedule remains."""
+    hand keeps its GTT until then, and the GTT would fire into the flat account. Best effort: the schedule remains.
+    `settle_s`: how long it waits before reading the broker (None: HAND_FILL_SETTLE_S)."""
     name = get_settings().reconcile_bracket_function
     if not name:
         return
+    payload: dict[str, Any] = {"now": True} if settle_s is None else {"now": True, "settle_s": settle_s}
     for bracket_id in bracket_ids:
         try:
-            invoke_async(name, {"bracket_id": bracket_id, "now": True})
+            invoke_async(name, {"bracket_id": bracket_id, **payload})
         except Exception:
             logger.exception("could not start a bracket's reconciliation", extra={"bracket_id": bracket_id})
 

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from bracketflow.domain.ids import order_tag
+from local.chaos import CrashAfterBroker
 from local.stack import LocalStack
 from tests.support.stack import (
     BRACKET_STACK_ENV,
@@ -138,6 +139,28 @@ def test_an_entry_answered_500_and_listed_late_is_placed_once(market):
     assert len(entries) == 1, entries
     assert net_position(market, "INFY") == 10
     assert len(active_gtts(market)) == 1
+
+
+def test_an_entry_whose_placing_invocation_died_and_that_the_broker_lists_late_is_placed_once(market):
+    # Given a broker that shows a new order in its book only two seconds late, and entry placements whose invocation
+    # dies right after the broker placed the order (a Lambda timeout: the workflow's retry starts a second later)
+    rule = {"kind": "slow_visibility", "match": {"path": "/orders", "method": "POST"}, "seconds": SLOW_S}
+    paper(market, "faults", {"rules": [rule]})
+    crash = CrashAfterBroker(1.0, seed=3, functions=["PlaceEntryFunction"])
+    undo = crash.install(str(market.paper_url))
+    try:
+        # When a BUY 10 INFY LIMIT entry below the market (it rests, so no fill tells the watcher about it) is placed
+        bracket_id = place(market, price_type="LIMIT", entry_price="1490", sl_price="1470", target_price="1530")
+        wait_for("the placing invocation's death", lambda: crash.fired["PlaceEntryFunction"] >= 1, STATUS_BOUND_S)
+        crash.rate = 0
+        pending = wait_for_status(bracket_id, "ENTRY_PENDING", "NEEDS_REVIEW", timeout_s=STATUS_BOUND_S)
+    finally:
+        undo()
+    # Then the retry found the order the dead attempt placed, once the broker listed it, and placed no second one
+    wait_for_the_books(market)
+    entries = [o for o in broker_orders(market, "INFY") if o["tag"] == order_tag(bracket_id, "ENTRY")]
+    assert len(entries) == 1, entries
+    assert pending.status.value == "ENTRY_PENDING" and pending.entry.broker_order_id == entries[0]["order_id"]
 
 
 def test_an_emergency_exit_deletes_the_gtt_a_failed_protection_left_at_the_broker(market):

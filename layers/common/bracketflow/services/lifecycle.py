@@ -45,7 +45,7 @@ from typing import Any
 from bracketflow import metrics_names
 from bracketflow.adapters import sfn
 from bracketflow.adapters.broker import get_broker
-from bracketflow.adapters.broker.port import OrderReport, OrderRequest
+from bracketflow.adapters.broker.port import BrokerPort, OrderReport, OrderRequest
 from bracketflow.adapters.dynamo import lifecycle as store
 from bracketflow.adapters.dynamo.brackets import BracketRepository
 from bracketflow.contracts import ExitRequest
@@ -313,10 +313,17 @@ def _send_entry(bracket: Bracket) -> Bracket:
     broker = get_broker()
     req = entry_request(bracket)
     assert req.tag is not None
+    # An attempt before this one wrote the tag map, and may have placed the order before it died (a Lambda timeout).
+    tried_before = store.get_order_tag_map(req.tag) is not None
     # The tag map first: the fill's update may reach the watcher before we record the order id below.
     store.put_order_tag_map(req.tag, bracket, LegRole.ENTRY.value)
     # An earlier attempt may have placed it and lost the answer (a Lambda timeout, a retry): adopt that order.
     earlier = broker.find_orders_by_tag(req.tag)
+    if not earlier and tried_before:
+        seen = _entry_listed_late(bracket.id, broker, req.tag)
+        if isinstance(seen, Bracket):
+            return seen
+        earlier = seen
     if earlier:
         order_id: BrokerOrderId = earlier[0].order_id
         logger.warning(
@@ -328,6 +335,24 @@ def _send_entry(bracket: Bracket) -> Bracket:
         except BrokerRejected as exc:
             return _entry_refused(bracket.id, exc.message)
     return _record_entry_placed(bracket.id, order_id)
+
+
+def _entry_listed_late(bracket_id: str, broker: BrokerPort, tag: str) -> list[OrderReport] | Bracket:
+    """A retry after an attempt that may have placed the entry: a broker may list a new order seconds late, so its
+    book is searched for BROKER_LOOKUP_WINDOW_S before this attempt places one (two entries: twice the position).
+    Returns the orders found, or the bracket once it is no longer CREATED (the watcher recorded the entry by its
+    tag meanwhile); [] when the window passed with nothing to show (the earlier attempt died before sending)."""
+    settings = get_settings()
+    deadline = time.monotonic() + settings.broker_lookup_window_s
+    while time.monotonic() < deadline:
+        time.sleep(settings.broker_lookup_pause_s)
+        current = load(bracket_id)
+        if current.status is not BracketStatus.CREATED:
+            return current
+        found = broker.find_orders_by_tag(tag)
+        if found:
+            return found
+    return []
 
 
 def record_entry_seen(bracket_id: str, order_id: str) -> Bracket:

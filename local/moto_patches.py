@@ -32,6 +32,7 @@ class MotoPatches:
     _saved_entrypoint: Any
     _put_back_item_init: Any
     _put_back_method_names: Any
+    _put_back_streams: Any
 
     def _serialize_dynamodb(self) -> None:
         """Apply every DynamoDB (and DynamoDB Streams) request atomically, as DynamoDB itself does.
@@ -177,10 +178,10 @@ class MotoPatches:
         if self._put_back_client_factory is not None:
             self._put_back_client_factory()
             self._put_back_client_factory = None
-        for put_back in (self._put_back_item_init, self._put_back_method_names):
+        for put_back in (self._put_back_item_init, self._put_back_method_names, self._put_back_streams):
             if put_back is not None:
                 put_back()
-        self._put_back_item_init = self._put_back_method_names = None
+        self._put_back_item_init = self._put_back_method_names = self._put_back_streams = None
         if self._saved_module_list is not None:
             from moto import backends
 
@@ -298,6 +299,43 @@ def items_sized_once() -> Any:
 
     Item.__init__ = __init__  # type: ignore[method-assign]
     return lambda: setattr(Item, "__init__", original)
+
+
+# Stream records kept per table (the newest); trimmed in chunks of half as many.
+STREAM_RECORDS_KEPT = 20000
+
+
+def streams_kept_bounded() -> Any:
+    """moto keeps every record a table's stream ever had: a shard's list is emptied only by moto's own Lambda event
+    source mappings, which the local stack does not use (its pollers read with GetRecords). Each record holds the
+    item's old and new images, so a long run (the 1,000-alert soak: gigabytes in 20 minutes) carries millions of
+    objects that the garbage collector walks, stalling every thread of the stack for seconds. DynamoDB itself keeps a
+    stream for 24 hours and trims the rest; ours keeps the newest STREAM_RECORDS_KEPT records, far more than any
+    poller lags behind, and a read from before them starts at the oldest kept (AWS answers that read with
+    TrimmedDataAccessException; a dev stack's poller is better served by the records that remain).
+    Returns what puts moto's back."""
+    from moto.dynamodb.models.table import StreamShard
+
+    original_add, original_get = StreamShard.__dict__["add"], StreamShard.__dict__["get"]
+
+    def add(self: Any, old: Any, new: Any) -> None:
+        original_add(self, old, new)
+        excess = len(self.items) - STREAM_RECORDS_KEPT
+        if excess >= STREAM_RECORDS_KEPT // 2:  # in chunks: not a list copy on every write
+            del self.items[:excess]
+            self.starting_sequence_number += excess  # the next record's number is unchanged
+
+    def get(self: Any, start: int, quantity: int) -> list[dict[str, Any]]:
+        return list(original_get(self, max(int(start), self.starting_sequence_number), quantity))
+
+    StreamShard.add = add  # type: ignore[method-assign]
+    StreamShard.get = get  # type: ignore[method-assign]
+
+    def put_back() -> None:
+        StreamShard.add = original_add  # type: ignore[method-assign]
+        StreamShard.get = original_get  # type: ignore[method-assign]
+
+    return put_back
 
 
 _MOTO_ITEM_SIZE_LIMIT = 405000  # moto's LimitedSizeDict: DynamoDB's 400 KB, as its authors measured it

@@ -27,6 +27,7 @@ from local.moto_patches import (
     items_sized_once,
     list_moto_modules_once,
     send_task_failure_with_cause,
+    streams_kept_bounded,
     workflow_clients_made_once,
     workflows_parsed_once,
 )
@@ -63,6 +64,7 @@ class MotoServer(MotoPatches):
         self._saved_moto_port: str | None = None
         self._put_back_item_init: Any = None
         self._put_back_method_names: Any = None
+        self._put_back_streams: Any = None
         self._transport_session: Any = None
         self.runtime: LambdaRuntime | None = None
 
@@ -96,6 +98,7 @@ class MotoServer(MotoPatches):
         self._saved_entrypoint = workflows_parsed_once()
         self._put_back_item_init = items_sized_once()
         self._put_back_method_names = action_names_listed_once()
+        self._put_back_streams = streams_kept_bounded()
 
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.requested_port, verbose=False)
         try:

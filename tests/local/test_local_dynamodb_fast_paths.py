@@ -325,3 +325,33 @@ def test_an_item_over_dynamodbs_size_limit_is_refused_as_moto_refuses_it(server:
     assert raised.value.response["Error"]["Code"] == "ValidationException"
     assert "Item size has exceeded the maximum allowed size" in raised.value.response["Error"]["Message"]
     assert "Item" not in ddb.get_item(TableName=TABLE, Key={"pk": {"S": "big"}, "sk": {"S": "over"}})
+
+
+def test_a_tables_stream_keeps_its_newest_records_and_a_reader_left_behind_reads_on(
+    server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from local import moto_patches
+
+    # Given a stream that keeps its newest 10 records, and a reader that started before any write
+    monkeypatch.setattr(moto_patches, "STREAM_RECORDS_KEPT", 10)
+    ddb = server.client("dynamodb")
+    streams, behind = _latest_iterator(server)
+    # When 40 items are written, and another reader starts at the stream's start after them
+    for n in range(40):
+        ddb.put_item(TableName=TABLE, Item=_item("K", f"{n:02d}"))
+    arn = ddb.describe_table(TableName=TABLE)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    oldest = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    # Then the stream holds no more than one and a half times what it keeps (it trims in chunks), the newest last
+    kept = [r["dynamodb"]["NewImage"]["sk"]["S"] for r in streams.get_records(ShardIterator=oldest)["Records"]]
+    assert 10 <= len(kept) < 15 and kept[-1] == "39" and kept == sorted(kept)
+    # And the reader left behind reads on from the oldest record kept, numbered as before, instead of failing
+    read = streams.get_records(ShardIterator=behind)
+    late = read["Records"]
+    assert [r["dynamodb"]["NewImage"]["sk"]["S"] for r in late] == kept
+    numbers = [int(r["dynamodb"]["SequenceNumber"]) for r in late]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    # And a write after the trim is numbered on from the last one
+    ddb.put_item(TableName=TABLE, Item=_item("K", "40"))
+    (after,) = streams.get_records(ShardIterator=read["NextShardIterator"])["Records"]
+    assert int(after["dynamodb"]["SequenceNumber"]) == numbers[-1] + 1

@@ -91,6 +91,10 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
+    # Ctrl-C stops the stack whatever the launching process left behind: a SIGINT ignored or blocked there is
+    # inherited (a test runner or a tool that shields its own children), and the stack would then never stop on it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     print(f"bracketflow local stack — {config.template_path.name}, paper mode, no AWS account", flush=True)
     started = time.monotonic()
     try:

@@ -104,3 +104,45 @@ def test_python_m_local_comes_up_reports_health_and_ctrl_c_stops_every_process()
         assert children, "the paper exchange was not a child of the local stack"
     assert lines[-1] == "stopped."
     assert not [pid for pid in children if _pid_alive(pid)]
+
+
+@pytest.mark.parametrize("inherited", ["ignored", "blocked"])
+def test_ctrl_c_stops_the_stack_even_when_the_launcher_ignored_or_blocked_it(inherited):
+    # Given a launcher that ignores or blocks SIGINT for itself, which its children inherit (a test runner, a tool
+    # that shields its own children from the terminal's Ctrl-C)
+    ports = {name: str(free_port()) for name in ("API_PORT", "WEBSOCKET_PORT", "MOTO_PORT", "PAPER_PORT")}
+    env = {**os.environ, **ports, "LOCAL_API_KEY": "console-test-key"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "layers" / "common"), str(REPO / "streamer"), str(REPO)])
+
+    def shielded() -> None:
+        if inherited == "ignored":
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        else:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=shielded,  # only signal calls, before the exec
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("ready in"):
+                break
+        assert any(line.startswith("ready in") for line in lines), "".join(lines)
+        # When Ctrl-C reaches the stack
+        proc.send_signal(signal.SIGINT)
+        # Then it stops cleanly, as it does from a terminal
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0 and "stopped." in out, out

@@ -43,11 +43,13 @@ class FakeClock:
 
 
 def max_in_window(times: Sequence[float], window_s: float) -> int:
-    """The most grants any half-open window [t, t + window_s) holds."""
-    ordered = sorted(times)
+    """The most grants any half-open window [t, t + window_s) holds. Counted in whole microseconds: in floats,
+    1.001 - 0.001 is just under 1.0, which would put two slots a whole window apart in one window."""
+    ordered = sorted(round(t * 1_000_000) for t in times)
+    window = round(window_s * 1_000_000)
     best, start = 0, 0
     for end, t in enumerate(ordered):
-        while ordered[start] <= t - window_s:
+        while ordered[start] <= t - window:
             start += 1
         best = max(best, end - start + 1)
     return best

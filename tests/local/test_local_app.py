@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,10 +31,8 @@ def _pid_alive(pid: int) -> bool:
     return not (status.exists() and status.read_text().split()[2] == "Z")
 
 
-def test_python_m_local_comes_up_reports_health_and_ctrl_c_stops_every_process():
-    # Given free ports for the API, its WebSocket API, moto and the paper exchange (the WebSocket API is told its own
-    # port: its default, API_PORT + 1, may already be taken by another test's server)
-    api, websocket, moto, paper = free_port(), free_port(), free_port(), free_port()
+def _python_m_local(api: int, websocket: int, moto: int, paper: int, **popen: Any) -> subprocess.Popen[str]:
+    """`python -m local` in the foreground on the given ports, its output (stderr too) on a pipe."""
     env = {
         **os.environ,
         "API_PORT": str(api),
@@ -43,16 +42,24 @@ def test_python_m_local_comes_up_reports_health_and_ctrl_c_stops_every_process()
         "LOCAL_API_KEY": "console-test-key",
         "PYTHONPATH": os.pathsep.join([str(REPO / "layers" / "common"), str(REPO / "streamer"), str(REPO)]),
     }
-
-    # When `python -m local` starts in the foreground
-    proc = subprocess.Popen(
+    return subprocess.Popen(  # preexec_fn, when given, makes only signal calls before the exec
         [sys.executable, "-m", "local"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        **popen,
     )
+
+
+def test_python_m_local_comes_up_reports_health_and_ctrl_c_stops_every_process():
+    # Given free ports for the API, its WebSocket API, moto and the paper exchange (the WebSocket API is told its own
+    # port: its default, API_PORT + 1, may already be taken by another test's server)
+    api, websocket, moto, paper = free_port(), free_port(), free_port(), free_port()
+
+    # When `python -m local` starts in the foreground
+    proc = _python_m_local(api, websocket, moto, paper)
     lines: list[str] = []
     try:
         assert proc.stdout is not None
@@ -110,25 +117,13 @@ def test_python_m_local_comes_up_reports_health_and_ctrl_c_stops_every_process()
 def test_ctrl_c_stops_the_stack_even_when_the_launcher_ignored_or_blocked_it(inherited):
     # Given a launcher that ignores or blocks SIGINT for itself, which its children inherit (a test runner, a tool
     # that shields its own children from the terminal's Ctrl-C)
-    ports = {name: str(free_port()) for name in ("API_PORT", "WEBSOCKET_PORT", "MOTO_PORT", "PAPER_PORT")}
-    env = {**os.environ, **ports, "LOCAL_API_KEY": "console-test-key"}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "layers" / "common"), str(REPO / "streamer"), str(REPO)])
-
     def shielded() -> None:
         if inherited == "ignored":
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         else:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "local"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=shielded,  # only signal calls, before the exec
-    )
+    proc = _python_m_local(free_port(), free_port(), free_port(), free_port(), preexec_fn=shielded)
     try:
         assert proc.stdout is not None
         lines = []
